@@ -1,0 +1,49 @@
+# The two commands a newcomer needs: `make run` and `make test`. Both install what they
+# need into .venv/ and generate the protobuf code first.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+PROTOS := $(wildcard protos/credit/v1/*.proto)
+GENERATED := $(PROTOS:.proto=_pb2.py)
+
+.PHONY: install proto run test test-unit test-integration test-e2e bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=69' wheel
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+proto: $(GENERATED)
+
+$(GENERATED) &: $(PROTOS) $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=protos --grpc_python_out=protos \
+		--mypy_out=protos --mypy_grpc_out=protos \
+		$(PROTOS)
+
+run: proto
+	$(PY) -m server
+
+test: proto
+	$(PY) -m pytest
+
+test-unit: proto
+	$(PY) -m pytest tests/unit
+
+test-integration: proto
+	$(PY) -m pytest tests/integration
+
+test-e2e: proto
+	$(PY) -m pytest tests/e2e
+
+bench: proto
+	$(PY) -m bench.checkout
+
+clean:
+	rm -rf $(VENV) var build *.egg-info protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi

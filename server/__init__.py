@@ -1,0 +1,1 @@
+"""The installment credit service: credit lines, checkout, loans and their books."""

@@ -1,0 +1,121 @@
+"""The gRPC server: wiring, start, background sweeps and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from credit.v1 import checkout_pb2, checkout_pb2_grpc, credit_line_pb2, credit_line_pb2_grpc
+from credit.v1 import repayment_pb2, repayment_pb2_grpc
+from server.clock import Clock, SystemClock
+from server.config import Settings
+from server.core.accounts import CreditLines
+from server.core.checkout import Checkout
+from server.core.loans import Loans
+from server.db.migrate import migrate
+from server.db.pool import create_pool
+from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
+from server.interceptors import ErrorMappingInterceptor
+from server.services.checkout import CheckoutServicer
+from server.services.credit_line import CreditLineServicer
+from server.services.repayment import RepaymentServicer
+from server.services.transactions import Transactions
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAMES = (
+    credit_line_pb2.DESCRIPTOR.services_by_name["CreditLineService"].full_name,
+    checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
+    repayment_pb2.DESCRIPTOR.services_by_name["RepaymentService"].full_name,
+)
+
+
+@dataclass
+class Core:
+    credit_lines: CreditLines
+    checkout: Checkout
+    loans: Loans
+
+
+def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE) -> Core:
+    products.check_cost_ceiling(settings.max_apr_bps)
+    return Core(
+        credit_lines=CreditLines(clock),
+        checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s)),
+        loans=Loans(clock),
+    )
+
+
+async def sweep_expired_holds(checkout: Checkout, pool: asyncpg.Pool, interval_s: int,
+                              stop: asyncio.Event) -> None:
+    """Give back the limit of holds past their expiry, until asked to stop."""
+    while not stop.is_set():
+        try:
+            while await checkout.expire_due_holds(pool) > 0 and not stop.is_set():
+                pass
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            log.exception("hold_sweep_failed")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+
+async def serve(settings: Settings, dsn: str, clock: Clock | None = None) -> None:
+    clock = clock or SystemClock()
+    core = build_core(settings, clock)
+    connection = await asyncpg.connect(dsn, timeout=30)
+    try:
+        await migrate(connection)
+    finally:
+        await connection.close()
+    pool = await create_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size,
+                             command_timeout_s=settings.db_command_timeout_s)
+    transactions = Transactions(pool)
+
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor()],
+        # Refuse to share the port with another process instead of silently splitting traffic.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    credit_line_pb2_grpc.add_CreditLineServiceServicer_to_server(
+        CreditLineServicer(transactions, core.credit_lines), server)
+    checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(CheckoutServicer(transactions, core.checkout), server)
+    repayment_pb2_grpc.add_RepaymentServiceServicer_to_server(RepaymentServicer(transactions, core.loans), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server)
+    try:
+        port = server.add_insecure_port(settings.grpc_listen_addr)
+    except RuntimeError as error:
+        await pool.close()
+        raise SystemExit(f"GRPC_LISTEN_ADDR: cannot listen on {settings.grpc_listen_addr}: {error}") from error
+    await server.start()
+    for name in ("",) + SERVICE_NAMES:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sweeper = asyncio.create_task(sweep_expired_holds(core.checkout, pool, settings.hold_sweep_interval_s, stop))
+    host = settings.grpc_listen_addr.rpartition(":")[0]
+    log.info("server_started", address=f"{host}:{port}", services=list(SERVICE_NAMES))
+
+    await stop.wait()
+    log.info("server_stopping", grace_s=settings.shutdown_grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    # In-flight calls get the grace period to finish; new calls are refused.
+    await server.stop(settings.shutdown_grace_s)
+    await sweeper
+    await pool.close()
+    log.info("server_stopped")

@@ -1,0 +1,129 @@
+"""Credit lines: open, read, set limits, temporary raises, freeze and unfreeze."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from server.clock import Clock
+from server.core.views import AccountView, Contact, account_view
+from server.db import accounts as account_rows
+from server.domain.accounts import AccountStatus
+from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from server.domain.pricing import Grade
+
+# A new account is priced as a middle grade until an assessment or an operator says
+# otherwise.
+DEFAULT_GRADE = Grade.C
+
+
+@dataclass(frozen=True)
+class OpenAccount:
+    customer_id: str
+    contact: Contact
+
+
+@dataclass(frozen=True)
+class AdjustLimit:
+    account_id: UUID
+    credit_limit_minor: int
+    reason: str
+    risk_grade: Grade | None
+
+
+@dataclass(frozen=True)
+class GrantTemporaryLimit:
+    account_id: UUID
+    temporary_limit_minor: int
+    expires_at: datetime | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class ChangeStatus:
+    account_id: UUID
+    reason: str
+
+
+async def lock_account(conn: asyncpg.Connection, account_id: UUID, field: str = "account_id") -> asyncpg.Record:
+    """Lock the account row for the rest of the transaction: every change to one account
+    serializes here, and changes to different accounts never wait on each other."""
+    row = await account_rows.get(conn, account_id, lock=True)
+    if row is None:
+        raise NotFound(field, str(account_id), "account")
+    return row
+
+
+class CreditLines:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def open(self, conn: asyncpg.Connection, command: OpenAccount) -> AccountView:
+        now = self._clock.now()
+        contact = command.contact
+        row = await account_rows.insert(
+            conn, uuid.uuid4(), command.customer_id, DEFAULT_GRADE.value, contact.name, contact.email,
+            contact.phone, contact.locale, contact.time_zone, now)
+        if row is None:
+            raise AlreadyExists(f"customer_id: customer {command.customer_id!r} already has an account")
+        await account_rows.record_event(conn, row["account_id"], "ACCOUNT_OPENED", "opened", {}, now)
+        return account_view(row, now)
+
+    async def get(self, conn: asyncpg.Connection, account_id: UUID) -> AccountView:
+        row = await account_rows.get(conn, account_id)
+        if row is None:
+            raise NotFound("account_id", str(account_id), "account")
+        return account_view(row, self._clock.now())
+
+    async def adjust_limit(self, conn: asyncpg.Connection, command: AdjustLimit) -> AccountView:
+        now = self._clock.now()
+        before = await lock_account(conn, command.account_id)
+        if before["status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition("account is CLOSED; its limit cannot change")
+        grade = command.risk_grade.value if command.risk_grade else before["risk_grade"]
+        row = await account_rows.set_limit(conn, command.account_id, command.credit_limit_minor, grade, now)
+        await account_rows.record_event(
+            conn, command.account_id, "LIMIT_ADJUSTED", command.reason,
+            {"from_minor": before["credit_limit_minor"], "to_minor": command.credit_limit_minor,
+             "grade_from": before["risk_grade"], "grade_to": grade}, now)
+        return account_view(row, now)
+
+    async def grant_temporary_limit(self, conn: asyncpg.Connection, command: GrantTemporaryLimit) -> AccountView:
+        now = self._clock.now()
+        before = await lock_account(conn, command.account_id)
+        if before["status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition("account is CLOSED; it cannot get a temporary limit")
+        expires_at = command.expires_at
+        if command.temporary_limit_minor > 0:
+            if expires_at is None or expires_at <= now:
+                raise InvalidArgument.of("expires_at", "must be in the future for a temporary limit above zero")
+        else:
+            expires_at = None
+        row = await account_rows.set_temporary_limit(
+            conn, command.account_id, command.temporary_limit_minor, expires_at, now)
+        await account_rows.record_event(
+            conn, command.account_id, "TEMPORARY_LIMIT_GRANTED", command.reason,
+            {"limit_minor": command.temporary_limit_minor,
+             "expires_at": expires_at.isoformat() if expires_at else None}, now)
+        return account_view(row, now)
+
+    async def freeze(self, conn: asyncpg.Connection, command: ChangeStatus) -> AccountView:
+        return await self._change_status(conn, command, AccountStatus.FROZEN, "ACCOUNT_FROZEN")
+
+    async def unfreeze(self, conn: asyncpg.Connection, command: ChangeStatus) -> AccountView:
+        return await self._change_status(conn, command, AccountStatus.ACTIVE, "ACCOUNT_UNFROZEN")
+
+    async def _change_status(self, conn: asyncpg.Connection, command: ChangeStatus, target: AccountStatus,
+                             event: str) -> AccountView:
+        now = self._clock.now()
+        row = await lock_account(conn, command.account_id)
+        if row["status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition("account is CLOSED; it cannot be frozen or unfrozen")
+        if row["status"] != target:
+            row = await account_rows.set_status(conn, command.account_id, target.value, now)
+            await account_rows.record_event(conn, command.account_id, event, command.reason, {}, now)
+        return account_view(row, now)

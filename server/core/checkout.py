@@ -1,0 +1,233 @@
+"""Checkout: quotes, authorizations that hold limit, capture into loans, void, expiry."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from server.clock import Clock
+from server.core.accounts import lock_account
+from server.core.views import (
+    AccountView,
+    AuthorizationView,
+    account_view,
+    authorization_view,
+    credit_line,
+    hold,
+)
+from server.db import accounts as account_rows
+from server.db import authorizations as authorization_rows
+from server.db import ledger as ledger_rows
+from server.db import loans as loan_rows
+from server.domain import authorizations as holds
+from server.domain import ledger
+from server.domain.accounts import AccountStatus
+from server.domain.authorizations import Approval, AuthorizationStatus
+from server.domain.calendar import local_date
+from server.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.domain.pricing import Plan, ProductTable, RepaymentMethod, ScheduledInstallment, build_plan
+
+log = structlog.get_logger(__name__)
+
+# Until the risk engine runs inside Authorize, no rule has been evaluated.
+RISK_NOT_EVALUATED = "UNSPECIFIED"
+
+
+@dataclass(frozen=True)
+class Quote:
+    plans: tuple[Plan, ...]
+    account: AccountView
+
+
+@dataclass(frozen=True)
+class Authorize:
+    account_id: UUID
+    merchant_id: str
+    order_id: str
+    amount_minor: int
+    term_months: int
+    method: RepaymentMethod
+    risk_context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Capture:
+    authorization_id: UUID
+    amount_minor: int  # 0 captures all
+
+
+class Checkout:
+    def __init__(self, clock: Clock, products: ProductTable, hold_ttl: timedelta) -> None:
+        self._clock = clock
+        self._products = products
+        self._hold_ttl = hold_ttl
+
+    async def quote(self, conn: asyncpg.Connection, account_id: UUID, amount_minor: int,
+                    method: RepaymentMethod | None) -> Quote:
+        now = self._clock.now()
+        row = await account_rows.get(conn, account_id)
+        if row is None:
+            raise NotFound("account_id", str(account_id), "account")
+        account = account_view(row, now)
+        plans = tuple(
+            build_plan(amount_minor, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,
+                       account.today)
+            for offer in self._products.offers(amount_minor, account.line.risk_grade)
+            if method is None or offer.product.method is method
+        )
+        return Quote(plans, account)
+
+    async def authorize(self, conn: asyncpg.Connection, command: Authorize) -> AuthorizationView:
+        now = self._clock.now()
+        row = await lock_account(conn, command.account_id)
+        row = await self._expire_due_holds_of_locked(conn, command.account_id, now) or row
+        if await authorization_rows.live_for_order(conn, command.merchant_id, command.order_id):
+            raise _order_taken(command)
+        decision = holds.decide(credit_line(row), self._products, command.amount_minor, command.term_months,
+                                command.method, now)
+        approved = isinstance(decision, Approval)
+        try:
+            auth = await authorization_rows.insert(
+                conn,
+                authorization_id=uuid.uuid4(),
+                account_id=command.account_id,
+                merchant_id=command.merchant_id,
+                order_id=command.order_id,
+                status=(AuthorizationStatus.PENDING if approved else AuthorizationStatus.DECLINED).value,
+                decline_reason=None if approved else decision.reason.value,
+                decline_message=None if approved else decision.message,
+                amount_minor=command.amount_minor,
+                term_months=command.term_months,
+                method=command.method.value,
+                monthly_rate_bps=decision.offer.monthly_rate_bps if approved else None,
+                risk_decision=RISK_NOT_EVALUATED,
+                risk_score=0,
+                risk_reasons=[],
+                risk_context=command.risk_context,
+                expires_at=now + self._hold_ttl if approved else now,
+                now=now,
+            )
+        except asyncpg.UniqueViolationError as error:
+            # Another account's transaction took this order between our check and insert.
+            raise _order_taken(command) from error
+        if approved:
+            await account_rows.add_to_totals(conn, command.account_id, held_delta_minor=command.amount_minor, now=now)
+            log.info("hold_approved", authorization_id=str(auth["authorization_id"]), amount_minor=command.amount_minor)
+        else:
+            log.info("authorization_declined", authorization_id=str(auth["authorization_id"]),
+                     reason=decision.reason.value)
+        return authorization_view(auth, self._locked_plan(auth, row["time_zone"]), now)
+
+    async def capture(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
+        now = self._clock.now()
+        account, auth = await self._lock_authorization(conn, command.authorization_id)
+        if account["status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition("account is CLOSED; its holds cannot be captured")
+        min_amount = self._products.min_amount_minor(auth["term_months"], RepaymentMethod(auth["method"])) or 1
+        result = holds.capture(hold(auth), command.amount_minor, min_amount, now)
+        start_date = local_date(now, account["time_zone"])
+        plan = build_plan(result.captured_minor, auth["term_months"], RepaymentMethod(auth["method"]),
+                          auth["monthly_rate_bps"], start_date)
+        loan_id = uuid.uuid4()
+        await loan_rows.insert(
+            conn, loan_id=loan_id, account_id=auth["account_id"], authorization_id=auth["authorization_id"],
+            principal_minor=plan.principal_minor, term_months=plan.term_months, method=plan.method.value,
+            monthly_rate_bps=plan.monthly_rate_bps, apr_bps=plan.apr_bps, merchant_id=auth["merchant_id"],
+            order_id=auth["order_id"], currency=account["currency"], start_date=start_date, now=now,
+            installments=[(i.sequence, i.due_date, i.principal_minor, i.fee_minor) for i in plan.installments])
+        auth = await authorization_rows.set_outcome(
+            conn, auth["authorization_id"], status=AuthorizationStatus.CAPTURED.value,
+            captured_minor=result.captured_minor, released_minor=result.released_minor, loan_id=loan_id, now=now)
+        await account_rows.add_to_totals(conn, auth["account_id"], held_delta_minor=-auth["amount_minor"],
+                                         principal_delta_minor=result.captured_minor, now=now)
+        await ledger_rows.post(conn, auth["account_id"], loan_id,
+                               ledger.loan_captured(plan.principal_minor, plan.total_fee_minor), now)
+        log.info("hold_captured", authorization_id=str(auth["authorization_id"]), loan_id=str(loan_id),
+                 captured_minor=result.captured_minor, released_minor=result.released_minor)
+        return authorization_view(auth, plan, now)
+
+    async def void(self, conn: asyncpg.Connection, authorization_id: UUID) -> AuthorizationView:
+        now = self._clock.now()
+        account, auth = await self._lock_authorization(conn, authorization_id)
+        if holds.void(hold(auth), now):
+            auth = await authorization_rows.set_outcome(
+                conn, authorization_id, status=AuthorizationStatus.VOIDED.value, captured_minor=0,
+                released_minor=auth["amount_minor"], loan_id=None, now=now)
+            await account_rows.add_to_totals(conn, auth["account_id"], held_delta_minor=-auth["amount_minor"],
+                                             now=now)
+            log.info("hold_voided", authorization_id=str(authorization_id), released_minor=auth["amount_minor"])
+        return authorization_view(auth, self._locked_plan(auth, account["time_zone"]), now)
+
+    async def get(self, conn: asyncpg.Connection, authorization_id: UUID) -> AuthorizationView:
+        auth = await authorization_rows.get(conn, authorization_id)
+        if auth is None:
+            raise NotFound("authorization_id", str(authorization_id), "authorization")
+        account = await account_rows.get(conn, auth["account_id"])
+        if auth["loan_id"] is not None:
+            plan = await self._loan_plan(conn, auth)
+        else:
+            plan = self._locked_plan(auth, account["time_zone"])
+        return authorization_view(auth, plan, self._clock.now())
+
+    async def expire_due_holds(self, pool: asyncpg.Pool, batch_size: int = 100) -> int:
+        """Book the expiry of pending holds past their time, one account per transaction.
+        An account busy in another transaction is skipped; the next sweep or that
+        account's next authorization books it. Returns the number of accounts swept."""
+        now = self._clock.now()
+        swept = 0
+        async with pool.acquire() as conn:
+            for account_id in await authorization_rows.accounts_with_due_holds(conn, now, batch_size):
+                async with conn.transaction():
+                    if await account_rows.lock_if_free(conn, account_id) is None:
+                        continue
+                    if await self._expire_due_holds_of_locked(conn, account_id, now) is not None:
+                        swept += 1
+        return swept
+
+    async def _expire_due_holds_of_locked(self, conn: asyncpg.Connection, account_id: UUID,
+                                          now: datetime) -> asyncpg.Record | None:
+        """Expire the locked account's holds past their time; the updated row, or None
+        when nothing expired."""
+        released = await authorization_rows.expire_due_for_account(conn, account_id, now)
+        if not released:
+            return None
+        log.info("holds_expired", account_id=str(account_id), released_minor=released)
+        return await account_rows.add_to_totals(conn, account_id, held_delta_minor=-released, now=now)
+
+    async def _lock_authorization(self, conn: asyncpg.Connection,
+                                  authorization_id: UUID) -> tuple[asyncpg.Record, asyncpg.Record]:
+        # Lock order is always account, then authorization, as in Authorize.
+        auth = await authorization_rows.get(conn, authorization_id)
+        if auth is None:
+            raise NotFound("authorization_id", str(authorization_id), "authorization")
+        account = await lock_account(conn, auth["account_id"])
+        return account, await authorization_rows.get(conn, authorization_id, lock=True)
+
+    def _locked_plan(self, auth: asyncpg.Record, time_zone: str) -> Plan | None:
+        if auth["monthly_rate_bps"] is None:
+            return None
+        return build_plan(auth["amount_minor"], auth["term_months"], RepaymentMethod(auth["method"]),
+                          auth["monthly_rate_bps"], local_date(auth["created_at"], time_zone))
+
+    async def _loan_plan(self, conn: asyncpg.Connection, auth: asyncpg.Record) -> Plan:
+        loan, rows = await loan_rows.get(conn, auth["loan_id"])
+        return Plan(
+            term_months=loan["term_months"],
+            method=RepaymentMethod(loan["method"]),
+            monthly_rate_bps=loan["monthly_rate_bps"],
+            apr_bps=loan["apr_bps"],
+            principal_minor=loan["principal_minor"],
+            installments=tuple(ScheduledInstallment(r["sequence"], r["due_date"], r["principal_minor"],
+                                                    r["fee_minor"]) for r in rows),
+        )
+
+
+def _order_taken(command: Authorize) -> AlreadyExists:
+    return AlreadyExists(
+        f"order_id: merchant {command.merchant_id!r} order {command.order_id!r} already has a pending "
+        "or captured authorization")

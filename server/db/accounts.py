@@ -1,0 +1,96 @@
+"""SQL of credit lines."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+_COLUMNS = """
+    account_id, customer_id, status, risk_grade, credit_limit_minor, temporary_limit_minor,
+    temporary_limit_expires_at, held_minor, outstanding_principal_minor, credit_balance_minor,
+    currency, contact_name, contact_email, contact_phone, locale, time_zone, created_at, updated_at
+"""
+
+INSERT = f"""
+INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
+                      contact_phone, locale, time_zone, created_at, updated_at)
+VALUES ($1, $2, 'ACTIVE', $3, $4, $5, $6, $7, $8, $9, $9)
+ON CONFLICT (customer_id) DO NOTHING
+RETURNING {_COLUMNS}
+"""
+
+SELECT = f"SELECT {_COLUMNS} FROM accounts WHERE account_id = $1"
+SELECT_FOR_UPDATE = SELECT + " FOR UPDATE"
+SELECT_FOR_UPDATE_SKIP_LOCKED = SELECT + " FOR UPDATE SKIP LOCKED"
+
+UPDATE_LIMIT = f"""
+UPDATE accounts SET credit_limit_minor = $2, risk_grade = $3, updated_at = $4
+WHERE account_id = $1 RETURNING {_COLUMNS}
+"""
+
+UPDATE_TEMPORARY_LIMIT = f"""
+UPDATE accounts SET temporary_limit_minor = $2, temporary_limit_expires_at = $3, updated_at = $4
+WHERE account_id = $1 RETURNING {_COLUMNS}
+"""
+
+UPDATE_STATUS = f"""
+UPDATE accounts SET status = $2, updated_at = $3 WHERE account_id = $1 RETURNING {_COLUMNS}
+"""
+
+# Holds and principal move by deltas on the locked row; the CHECK constraints refuse a
+# negative total, which would be a bug.
+ADD_TO_TOTALS = f"""
+UPDATE accounts
+SET held_minor = held_minor + $2,
+    outstanding_principal_minor = outstanding_principal_minor + $3,
+    updated_at = $4
+WHERE account_id = $1 RETURNING {_COLUMNS}
+"""
+
+INSERT_EVENT = """
+INSERT INTO account_events (account_id, kind, reason, detail, created_at) VALUES ($1, $2, $3, $4, $5)
+"""
+
+
+async def insert(conn: asyncpg.Connection, account_id: UUID, customer_id: str, risk_grade: str,
+                 name: str, email: str, phone: str, locale: str, time_zone: str,
+                 now: datetime) -> asyncpg.Record | None:
+    """The new account, or None when the customer already has one."""
+    return await conn.fetchrow(INSERT, account_id, customer_id, risk_grade, name, email, phone,
+                               locale, time_zone, now)
+
+
+async def get(conn: asyncpg.Connection, account_id: UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_FOR_UPDATE if lock else SELECT, account_id)
+
+
+async def lock_if_free(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
+    """Lock the row unless another transaction holds it (then None)."""
+    return await conn.fetchrow(SELECT_FOR_UPDATE_SKIP_LOCKED, account_id)
+
+
+async def set_limit(conn: asyncpg.Connection, account_id: UUID, limit_minor: int, grade: str,
+                    now: datetime) -> asyncpg.Record:
+    return await conn.fetchrow(UPDATE_LIMIT, account_id, limit_minor, grade, now)
+
+
+async def set_temporary_limit(conn: asyncpg.Connection, account_id: UUID, limit_minor: int,
+                              expires_at: datetime | None, now: datetime) -> asyncpg.Record:
+    return await conn.fetchrow(UPDATE_TEMPORARY_LIMIT, account_id, limit_minor, expires_at, now)
+
+
+async def set_status(conn: asyncpg.Connection, account_id: UUID, status: str, now: datetime) -> asyncpg.Record:
+    return await conn.fetchrow(UPDATE_STATUS, account_id, status, now)
+
+
+async def add_to_totals(conn: asyncpg.Connection, account_id: UUID, *, held_delta_minor: int = 0,
+                        principal_delta_minor: int = 0, now: datetime) -> asyncpg.Record:
+    return await conn.fetchrow(ADD_TO_TOTALS, account_id, held_delta_minor, principal_delta_minor, now)
+
+
+async def record_event(conn: asyncpg.Connection, account_id: UUID, kind: str, reason: str,
+                       detail: dict, now: datetime) -> None:
+    await conn.execute(INSERT_EVENT, account_id, kind, reason, json.dumps(detail), now)

@@ -1,0 +1,24 @@
+"""The connection pool. Options that matter are passed explicitly."""
+
+from __future__ import annotations
+
+import asyncpg
+
+STATEMENT_TIMEOUT_MS = 10_000
+LOCK_TIMEOUT_MS = 5_000
+
+
+async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout_s: float) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        command_timeout=command_timeout_s,
+        server_settings={
+            "application_name": "credit-server",
+            "timezone": "UTC",
+            "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+            "lock_timeout": str(LOCK_TIMEOUT_MS),
+            "idle_in_transaction_session_timeout": "60000",
+        },
+    )

@@ -1,0 +1,270 @@
+"""Installment pricing: the product table, exact schedules and the APR disclosure.
+
+A plan is priced by (term, method, grade). Schedules are built in integer fen with
+half-up rounding per line item; the last period absorbs every remainder so that the
+parts always sum to the totals. The APR is the monthly internal rate of return of the
+customer's cash flows (principal received now, each installment paid k months later),
+times 12, solved with 50-digit decimals and rounded half-up to a basis point.
+"""
+
+from __future__ import annotations
+
+import decimal
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from fractions import Fraction
+
+from server.domain.calendar import add_months
+from server.domain.errors import InvariantViolation
+from server.domain.money import round_half_up
+
+TERMS_MONTHS = (1, 3, 6, 12, 24)
+DEFAULT_MAX_APR_BPS = 2400
+BPS = 10_000
+
+
+class RepaymentMethod(enum.StrEnum):
+    FLAT_FEE = "FLAT_FEE"
+    DECLINING_BALANCE = "DECLINING_BALANCE"
+
+
+class Grade(enum.StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+    D = "D"
+    E = "E"
+
+
+@dataclass(frozen=True)
+class ScheduledInstallment:
+    sequence: int
+    due_date: date
+    principal_minor: int
+    fee_minor: int
+
+    @property
+    def amount_minor(self) -> int:
+        return self.principal_minor + self.fee_minor
+
+
+@dataclass(frozen=True)
+class Plan:
+    term_months: int
+    method: RepaymentMethod
+    monthly_rate_bps: int
+    apr_bps: int
+    principal_minor: int
+    installments: tuple[ScheduledInstallment, ...]
+
+    @property
+    def total_fee_minor(self) -> int:
+        return sum(i.fee_minor for i in self.installments)
+
+    @property
+    def total_repayment_minor(self) -> int:
+        return self.principal_minor + self.total_fee_minor
+
+
+@dataclass(frozen=True)
+class Product:
+    """One row of the product table: a term under a method, its smallest order, and the
+    monthly rate per grade. A grade missing from `rate_bps_by_grade` is not offered it."""
+
+    term_months: int
+    method: RepaymentMethod
+    min_amount_minor: int
+    rate_bps_by_grade: Mapping[Grade, int]
+
+
+@dataclass(frozen=True)
+class Offer:
+    product: Product
+    monthly_rate_bps: int
+
+
+class ProductTable:
+    def __init__(self, products: Iterable[Product]) -> None:
+        self._products: dict[tuple[int, RepaymentMethod], Product] = {}
+        for product in products:
+            if product.term_months not in TERMS_MONTHS:
+                raise ValueError(f"product table: term {product.term_months} is not one of {TERMS_MONTHS}")
+            key = (product.term_months, product.method)
+            if key in self._products:
+                raise ValueError(f"product table: two rows for {key}")
+            if product.min_amount_minor < 1:
+                raise ValueError(f"product table: {key} needs a minimum amount of at least 1 fen")
+            for grade, rate in product.rate_bps_by_grade.items():
+                if not 0 <= rate <= 1_000:
+                    raise ValueError(f"product table: {key} grade {grade} rate {rate} bps is out of range")
+            self._products[key] = product
+
+    def __iter__(self):
+        return iter(sorted(self._products.values(), key=lambda p: (p.term_months, p.method.value)))
+
+    def offers(self, amount_minor: int, grade: Grade) -> list[Offer]:
+        """Every plan this amount and grade may choose, by term then method."""
+        return [
+            Offer(p, p.rate_bps_by_grade[grade])
+            for p in self
+            if grade in p.rate_bps_by_grade and amount_minor >= p.min_amount_minor
+        ]
+
+    def offer(self, term_months: int, method: RepaymentMethod, amount_minor: int, grade: Grade) -> Offer | None:
+        product = self._products.get((term_months, method))
+        if product is None or grade not in product.rate_bps_by_grade:
+            return None
+        if amount_minor < product.min_amount_minor:
+            return None
+        return Offer(product, product.rate_bps_by_grade[grade])
+
+    def min_amount_minor(self, term_months: int, method: RepaymentMethod) -> int | None:
+        product = self._products.get((term_months, method))
+        return None if product is None else product.min_amount_minor
+
+    def check_cost_ceiling(self, max_apr_bps: int) -> None:
+        """Refuse a table that prices any plan above the ceiling. The APR of a plan moves
+        with the amount only through rounding, so each row is priced at its minimum, at
+        ten and a thousand times it, and at one million yuan."""
+        start = date(2026, 1, 31)
+        for product in self:
+            for grade, rate in product.rate_bps_by_grade.items():
+                for amount in {product.min_amount_minor, product.min_amount_minor * 10,
+                               product.min_amount_minor * 1_000, 100_000_000}:
+                    plan = build_plan(amount, product.term_months, product.method, rate, start)
+                    if plan.apr_bps > max_apr_bps:
+                        raise ValueError(
+                            f"product table: {product.term_months} months {product.method} grade {grade} "
+                            f"prices {amount} fen at {plan.apr_bps} bps APR, above the ceiling of {max_apr_bps}"
+                        )
+
+
+def _rows(term, method, min_amount_minor, a, b, c, d, e) -> Product:
+    rates = {g: r for g, r in zip(Grade, (a, b, c, d, e)) if r is not None}
+    return Product(term, method, min_amount_minor, rates)
+
+
+_F = RepaymentMethod.FLAT_FEE
+_D = RepaymentMethod.DECLINING_BALANCE
+
+# Monthly rates in bps by grade A..E; None: not offered to that grade. Longer terms need
+# larger orders, riskier grades see fewer terms. Term 1 is "pay next month", free.
+DEFAULT_PRODUCT_TABLE = ProductTable([
+    _rows(1, _F, 1, 0, 0, 0, 0, 0),
+    _rows(3, _F, 10_000, 50, 60, 70, 80, 90),
+    _rows(3, _D, 10_000, 90, 110, 130, 150, 170),
+    _rows(6, _F, 30_000, 50, 60, 70, 80, None),
+    _rows(6, _D, 30_000, 90, 110, 130, 150, None),
+    _rows(12, _F, 60_000, 50, 60, 70, None, None),
+    _rows(12, _D, 60_000, 90, 110, 130, None, None),
+    _rows(24, _F, 120_000, 50, 60, None, None, None),
+    _rows(24, _D, 120_000, 90, 110, None, None, None),
+])
+
+
+def build_plan(principal_minor: int, term_months: int, method: RepaymentMethod,
+               monthly_rate_bps: int, start_date: date) -> Plan:
+    if principal_minor < 1:
+        raise InvariantViolation(f"a plan needs a positive principal, got {principal_minor}")
+    if term_months < 1:
+        raise InvariantViolation(f"a plan needs at least one period, got {term_months}")
+    if method is RepaymentMethod.FLAT_FEE or monthly_rate_bps == 0:
+        parts = _flat_fee_parts(principal_minor, term_months, monthly_rate_bps)
+    else:
+        parts = _declining_balance_parts(principal_minor, term_months, monthly_rate_bps)
+    installments = tuple(
+        ScheduledInstallment(k, add_months(start_date, k), principal, fee)
+        for k, (principal, fee) in enumerate(parts, start=1)
+    )
+    if sum(i.principal_minor for i in installments) != principal_minor:
+        raise InvariantViolation("schedule principal does not sum to the loan's principal")
+    return Plan(
+        term_months=term_months,
+        method=method,
+        monthly_rate_bps=monthly_rate_bps,
+        apr_bps=apr_bps(principal_minor, [i.amount_minor for i in installments]),
+        principal_minor=principal_minor,
+        installments=installments,
+    )
+
+
+def _flat_fee_parts(principal: int, n: int, rate_bps: int) -> list[tuple[int, int]]:
+    # The Baitiao way: equal principal, and each period's fee is the original principal
+    # times the monthly rate, rounded half-up once per line.
+    base = principal // n
+    fee = round_half_up(Fraction(principal * rate_bps, BPS))
+    parts = [(base, fee)] * (n - 1)
+    parts.append((principal - base * (n - 1), fee))
+    return parts
+
+
+def _declining_balance_parts(principal: int, n: int, rate_bps: int) -> list[tuple[int, int]]:
+    rate = Fraction(rate_bps, BPS)
+    payment = round_half_up(principal * rate / (1 - (1 + rate) ** -n))
+    parts = []
+    balance = principal
+    for k in range(1, n + 1):
+        interest = round_half_up(balance * rate)
+        if k == n:
+            principal_part = balance
+        else:
+            principal_part = min(max(payment - interest, 0), balance)
+        parts.append((principal_part, interest))
+        balance -= principal_part
+    return parts
+
+
+_IRR_CONTEXT = decimal.Context(prec=50, rounding=decimal.ROUND_HALF_EVEN)
+
+
+def apr_bps(principal_minor: int, payments_minor: list[int]) -> int:
+    """Monthly IRR of receiving `principal_minor` now and paying `payments_minor[k-1]`
+    at month k, times 12, in basis points rounded half-up."""
+    if principal_minor <= 0 or not payments_minor or any(p < 0 for p in payments_minor):
+        raise InvariantViolation("apr_bps needs a positive principal and non-negative payments")
+    total = sum(payments_minor)
+    if total == principal_minor:
+        return 0
+    if total < principal_minor:
+        raise InvariantViolation("payments below the principal have a negative rate; no plan prices so")
+    monthly = _irr(principal_minor, payments_minor)
+    annual_bps = monthly * 12 * BPS
+    return int(annual_bps.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP, context=_IRR_CONTEXT))
+
+
+def _irr(principal: int, payments: list[int]) -> decimal.Decimal:
+    # The net present value falls strictly as the rate rises (all payments come after
+    # the principal), so the root is unique; bracket it, then bisect with Newton steps.
+    ctx = _IRR_CONTEXT
+    p = decimal.Decimal(principal)
+    cash = [decimal.Decimal(x) for x in payments]
+
+    def npv_and_slope(rate: decimal.Decimal) -> tuple[decimal.Decimal, decimal.Decimal]:
+        discount = ctx.divide(1, ctx.add(1, rate))
+        factor = decimal.Decimal(1)
+        value = -p
+        slope = decimal.Decimal(0)
+        for k, c in enumerate(cash, start=1):
+            factor = ctx.multiply(factor, discount)
+            value = ctx.add(value, ctx.multiply(c, factor))
+            slope = ctx.subtract(slope, ctx.multiply(ctx.multiply(k, c), ctx.multiply(factor, discount)))
+        return value, slope
+
+    low, high = decimal.Decimal(0), decimal.Decimal(1)
+    while npv_and_slope(high)[0] > 0:
+        high *= 2
+    rate = decimal.Decimal("0.01")
+    tolerance = decimal.Decimal("1e-30")
+    for _ in range(200):
+        value, slope = npv_and_slope(rate)
+        if value > 0:
+            low = rate
+        else:
+            high = rate
+        step_rate = rate - value / slope if slope != 0 else rate
+        rate = step_rate if low < step_rate < high else (low + high) / 2
+        if high - low < tolerance or abs(value) < tolerance:
+            break
+    return rate

@@ -1,0 +1,101 @@
+"""The one place where errors become statuses, with a request id and a log line per call.
+
+CreditError subclasses carry their status code; InvalidArgument adds a
+google.rpc.BadRequest naming each field. Database conflicts that a retry can resolve
+become ABORTED. Anything else is a bug: INTERNAL with a generic message, and the
+traceback goes to the log under the request id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import asyncpg
+import grpc
+import structlog
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.domain.errors import CreditError, InvalidArgument
+
+log = structlog.get_logger("server.rpc")
+
+REQUEST_ID_HEADER = "x-request-id"
+_RETRYABLE_DB_ERRORS = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.LockNotAvailableError,
+)
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and value and len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+def _status(code: grpc.StatusCode, message: str, details: list | None = None) -> grpc.Status:
+    packed = []
+    for detail in details or ():
+        wrapper = any_pb2.Any()
+        wrapper.Pack(detail)
+        packed.append(wrapper)
+    return rpc_status.to_status(status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message, details=packed))
+
+
+def status_for(error: CreditError) -> grpc.Status:
+    code = grpc.StatusCode[error.code]
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in error.violations
+        ])
+        return _status(code, error.message, [bad_request])
+    return _status(code, error.message)
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler  # streaming methods (health Watch, reflection) keep their own handling
+        method = handler_call_details.method
+        inner = handler.unary_unary
+
+        async def handle(request, context: grpc.aio.ServicerContext):
+            request_id = _request_id(context)
+            started = time.perf_counter()
+            outcome = grpc.StatusCode.OK
+            status: grpc.Status | None = None
+            with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
+                try:
+                    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+                    return await inner(request, context)
+                except CreditError as error:
+                    status = status_for(error)
+                except _RETRYABLE_DB_ERRORS as error:
+                    status = _status(grpc.StatusCode.ABORTED,
+                                     f"conflict with a concurrent request ({type(error).__name__}); retry")
+                except asyncpg.QueryCanceledError:
+                    status = _status(grpc.StatusCode.UNAVAILABLE, "the database took too long; retry")
+                except Exception:
+                    log.exception("rpc_failed")
+                    status = _status(grpc.StatusCode.INTERNAL, f"internal error (request_id {request_id})")
+                finally:
+                    if status is not None:
+                        outcome = status.code
+                    log.info("rpc_finished", code=outcome.name,
+                             duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                             **({"error": status.details} if status is not None else {}))
+                await context.abort(status.code, status.details,
+                                    tuple(status.trailing_metadata) + ((REQUEST_ID_HEADER, request_id),))
+
+        return grpc.unary_unary_rpc_method_handler(
+            handle,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

@@ -1,0 +1,87 @@
+"""CheckoutService: validate, call the core, convert."""
+
+from __future__ import annotations
+
+from credit.v1 import checkout_pb2, checkout_pb2_grpc
+from server.core.checkout import Authorize, Capture, Checkout
+from server.domain.pricing import TERMS_MONTHS, RepaymentMethod
+from server.services import convert
+from server.services.fields import Fields
+from server.services.transactions import Transactions
+
+Authorization = checkout_pb2.Authorization
+
+
+class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
+    def __init__(self, transactions: Transactions, checkout: Checkout) -> None:
+        self._tx = transactions
+        self._checkout = checkout
+
+    async def QuoteInstallments(self, request, context) -> checkout_pb2.QuoteInstallmentsResponse:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        amount = f.amount(request.amount_minor, "amount_minor")
+        if request.merchant_id:
+            f.identifier(request.merchant_id, "merchant_id")
+        method = f.enum(request.method, "method", convert.METHODS) if request.method else None
+        f.done()
+
+        async def quote(conn):
+            result = await self._checkout.quote(conn, account_id, amount, method)
+            return checkout_pb2.QuoteInstallmentsResponse(
+                plans=[convert.plan(p) for p in result.plans],
+                available_minor=result.account.available_minor)
+
+        return await self._tx.read(quote)
+
+    async def Authorize(self, request, context) -> Authorization:
+        f = Fields()
+        if request.term_months not in TERMS_MONTHS:
+            f.fail("term_months", f"must be one of {', '.join(map(str, TERMS_MONTHS))}, got {request.term_months}")
+        risk = request.risk_context
+        command = Authorize(
+            account_id=f.uuid(request.account_id, "account_id"),
+            merchant_id=f.identifier(request.merchant_id, "merchant_id"),
+            order_id=f.identifier(request.order_id, "order_id"),
+            amount_minor=f.amount(request.amount_minor, "amount_minor"),
+            term_months=request.term_months,
+            method=f.enum(request.method, "method", convert.METHODS, default=RepaymentMethod.FLAT_FEE),
+            risk_context={k: v for k, v in (("device_id", risk.device_id), ("ip_address", risk.ip_address),
+                                            ("user_agent", risk.user_agent)) if v},
+        )
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+        return await self._tx.idempotent(
+            "Authorize", request, Authorization,
+            lambda conn: self._authorization(self._checkout.authorize(conn, command)))
+
+    async def Capture(self, request, context) -> Authorization:
+        f = Fields()
+        command = Capture(
+            authorization_id=f.uuid(request.authorization_id, "authorization_id"),
+            amount_minor=f.amount(request.amount_minor, "amount_minor", allow_zero=True),
+        )
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+        return await self._tx.idempotent(
+            "Capture", request, Authorization,
+            lambda conn: self._authorization(self._checkout.capture(conn, command)))
+
+    async def Void(self, request, context) -> Authorization:
+        f = Fields()
+        authorization_id = f.uuid(request.authorization_id, "authorization_id")
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+        return await self._tx.idempotent(
+            "Void", request, Authorization,
+            lambda conn: self._authorization(self._checkout.void(conn, authorization_id)))
+
+    async def GetAuthorization(self, request, context) -> Authorization:
+        f = Fields()
+        authorization_id = f.uuid(request.authorization_id, "authorization_id")
+        f.done()
+        return await self._tx.read(lambda conn: self._authorization(self._checkout.get(conn, authorization_id)))
+
+    @staticmethod
+    async def _authorization(view_coroutine) -> Authorization:
+        return convert.authorization(await view_coroutine)

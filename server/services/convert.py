@@ -1,0 +1,145 @@
+"""Between core views and credit.v1 messages. Proto enum names are the domain's names
+behind the enum's prefix (ACCOUNT_STATUS_ + ACTIVE), so one rule maps both ways."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2
+from server.core.views import AccountView, AuthorizationView, LoanView
+from server.domain.money import CURRENCY
+from server.domain.pricing import Grade, Plan, RepaymentMethod
+
+
+def to_proto_enum(proto_enum, prefix: str, value: enum.Enum | str | None) -> int:
+    if value is None:
+        return 0
+    return proto_enum.Value(prefix + (value.value if isinstance(value, enum.Enum) else value))
+
+
+def from_proto_enum(proto_enum, prefix: str, domain_enum: type[enum.Enum]) -> dict[int, enum.Enum]:
+    """Every non-zero number of a proto enum, mapped to the domain member of that name."""
+    return {number: domain_enum(name.removeprefix(prefix))
+            for name, number in proto_enum.items() if number != 0}
+
+
+METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
+GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    message = Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def account(view: AccountView) -> credit_line_pb2.Account:
+    temporary = view.temporary_limit_in_force_minor
+    return credit_line_pb2.Account(
+        account_id=str(view.account_id),
+        customer_id=view.customer_id,
+        status=to_proto_enum(common_pb2.AccountStatus, "ACCOUNT_STATUS_", view.status),
+        risk_grade=to_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", view.line.risk_grade),
+        credit_limit_minor=view.line.credit_limit_minor,
+        temporary_limit_minor=temporary,
+        temporary_limit_expires_at=timestamp(view.line.temporary_limit_expires_at) if temporary else None,
+        effective_limit_minor=view.effective_limit_minor,
+        held_minor=view.line.held_minor,
+        outstanding_principal_minor=view.line.outstanding_principal_minor,
+        available_minor=view.available_minor,
+        credit_balance_minor=view.credit_balance_minor,
+        currency=view.currency,
+        time_zone=view.contact.time_zone,
+        locale=view.contact.locale,
+        created_at=timestamp(view.created_at),
+        updated_at=timestamp(view.updated_at),
+    )
+
+
+def plan(value: Plan) -> common_pb2.InstallmentPlan:
+    return common_pb2.InstallmentPlan(
+        term_months=value.term_months,
+        method=to_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", value.method),
+        monthly_rate_bps=value.monthly_rate_bps,
+        apr_bps=value.apr_bps,
+        principal_minor=value.principal_minor,
+        total_fee_minor=value.total_fee_minor,
+        total_repayment_minor=value.total_repayment_minor,
+        currency=CURRENCY,
+        installments=[
+            common_pb2.Installment(
+                sequence=i.sequence,
+                due_date=i.due_date.isoformat(),
+                principal_minor=i.principal_minor,
+                fee_minor=i.fee_minor,
+                amount_minor=i.amount_minor,
+            )
+            for i in value.installments
+        ],
+    )
+
+
+def authorization(view: AuthorizationView) -> checkout_pb2.Authorization:
+    return checkout_pb2.Authorization(
+        authorization_id=str(view.authorization_id),
+        account_id=str(view.account_id),
+        merchant_id=view.merchant_id,
+        order_id=view.order_id,
+        status=to_proto_enum(checkout_pb2.AuthorizationStatus, "AUTHORIZATION_STATUS_", view.status),
+        decline_reason=to_proto_enum(checkout_pb2.DeclineReason, "DECLINE_REASON_", view.decline_reason),
+        decline_message=view.decline_message,
+        amount_minor=view.amount_minor,
+        captured_minor=view.captured_minor,
+        released_minor=view.released_minor,
+        term_months=view.term_months,
+        plan=plan(view.plan) if view.plan else None,
+        expires_at=timestamp(view.expires_at),
+        loan_id=str(view.loan_id) if view.loan_id else "",
+        risk=checkout_pb2.RiskAssessment(
+            decision=to_proto_enum(checkout_pb2.RiskDecision, "RISK_DECISION_", view.risk.decision),
+            score=view.risk.score,
+            reasons=list(view.risk.reasons),
+        ),
+        created_at=timestamp(view.created_at),
+    )
+
+
+def loan(view: LoanView) -> common_pb2.Loan:
+    return common_pb2.Loan(
+        loan_id=str(view.loan_id),
+        account_id=str(view.account_id),
+        authorization_id=str(view.authorization_id),
+        status=to_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", view.status),
+        principal_minor=view.principal_minor,
+        term_months=view.term_months,
+        method=to_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", view.method),
+        monthly_rate_bps=view.monthly_rate_bps,
+        apr_bps=view.apr_bps,
+        outstanding_principal_minor=view.outstanding_principal_minor,
+        total_fee_minor=view.total_fee_minor,
+        days_past_due=view.days_past_due,
+        bucket=to_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", view.bucket),
+        merchant_id=view.merchant_id,
+        order_id=view.order_id,
+        currency=view.currency,
+        created_at=timestamp(view.created_at),
+        installments=[
+            common_pb2.Installment(
+                sequence=i.sequence,
+                due_date=i.due_date.isoformat(),
+                principal_minor=i.principal_minor,
+                fee_minor=i.fee_minor,
+                amount_minor=i.amount_minor,
+                paid_minor=i.paid_minor,
+                penalty_minor=i.penalty_minor,
+                status=to_proto_enum(common_pb2.InstallmentStatus, "INSTALLMENT_STATUS_",
+                                     i.status(view.today, view.status)),
+            )
+            for i in view.installments
+        ],
+    )

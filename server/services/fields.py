@@ -1,0 +1,117 @@
+"""Request validation: every bad field is collected and reported together, by name."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from server.domain.errors import FieldViolation, InvalidArgument
+from server.domain.money import check_amount
+
+MAX_ID_LENGTH = 128
+MAX_REASON_LENGTH = 500
+_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
+LOCALES = ("zh-CN", "en")
+
+
+class Fields:
+    """Collects violations while converting a request; `done()` raises them all."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def fail(self, field: str, description: str) -> None:
+        self.violations.append(FieldViolation(field, description))
+
+    def done(self) -> None:
+        if self.violations:
+            raise InvalidArgument(self.violations)
+
+    def uuid(self, value: str, field: str) -> uuid.UUID:
+        if not value:
+            self.fail(field, "is required")
+            return uuid.UUID(int=0)
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            self.fail(field, f"must be a UUID, got {value[:64]!r}")
+            return uuid.UUID(int=0)
+
+    def identifier(self, value: str, field: str) -> str:
+        """A caller's identifier: 1..128 printable ASCII characters without spaces."""
+        if not value:
+            self.fail(field, "is required")
+        elif len(value) > MAX_ID_LENGTH:
+            self.fail(field, f"must be at most {MAX_ID_LENGTH} characters")
+        elif not _PRINTABLE.match(value):
+            self.fail(field, "must be printable ASCII without spaces")
+        return value
+
+    def idempotency_key(self, value: str) -> str:
+        return self.identifier(value, "idempotency_key")
+
+    def text(self, value: str, field: str, *, max_length: int = MAX_REASON_LENGTH) -> str:
+        value = value.strip()
+        if not value:
+            self.fail(field, "is required")
+        elif len(value) > max_length:
+            self.fail(field, f"must be at most {max_length} characters")
+        return value
+
+    def amount(self, value: int, field: str, *, allow_zero: bool = False) -> int:
+        violation = check_amount(value, field, allow_zero=allow_zero)
+        if violation:
+            self.violations.append(violation)
+        return value
+
+    def enum(self, value: int, field: str, mapping: dict, *, default=None):
+        """Map a proto enum number to a domain value; 0 (UNSPECIFIED) gives `default`,
+        or a violation when there is no default."""
+        if value == 0 and default is not None:
+            return default
+        if value in mapping:
+            return mapping[value]
+        self.fail(field, f"must be one of {sorted(mapping)} (got {value})")
+        return default
+
+    def timestamp(self, message, name: str, field: str) -> datetime | None:
+        if not message.HasField(name):
+            return None
+        value: Timestamp = getattr(message, name)
+        try:
+            return value.ToDatetime(tzinfo=timezone.utc)
+        except (ValueError, OverflowError):
+            self.fail(field, "is not a valid timestamp")
+            return None
+
+    def email(self, value: str, field: str) -> str:
+        value = value.strip()
+        if not _EMAIL.match(value) or len(value) > 254:
+            self.fail(field, "must be an email address")
+        return value
+
+    def phone(self, value: str, field: str) -> str:
+        value = value.strip()
+        if not _PHONE.match(value):
+            self.fail(field, "must be an E.164 number such as +8613800138000")
+        return value
+
+    def locale(self, value: str, field: str) -> str:
+        value = value or "zh-CN"
+        if value not in LOCALES:
+            self.fail(field, f"must be one of {', '.join(LOCALES)}")
+        return value
+
+    def time_zone(self, value: str, field: str) -> str:
+        value = value or "Asia/Shanghai"
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.fail(field, f"must be an IANA time zone such as Asia/Shanghai, got {value[:64]!r}")
+        return value
