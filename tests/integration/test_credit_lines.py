@@ -1,0 +1,108 @@
+"""Credit lines over gRPC: limits, temporary raises that expire, freezes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2
+from tests.support import field_violations, key
+
+
+def timestamp(instant):
+    message = Timestamp()
+    message.FromDatetime(instant)
+    return message
+
+
+async def test_a_new_account_has_no_limit_until_one_is_set(api):
+    account = await api.open_account(limit_minor=0, grade=0)
+    assert account.status == common_pb2.ACCOUNT_STATUS_ACTIVE
+    assert account.risk_grade == common_pb2.RISK_GRADE_C
+    assert (account.credit_limit_minor, account.available_minor) == (0, 0)
+    assert account.currency == "CNY" and account.time_zone == "Asia/Shanghai"
+    declined = await api.authorize(account.account_id, 100, term_months=1)
+    assert declined.decline_reason == checkout_pb2.DECLINE_REASON_INSUFFICIENT_LIMIT
+
+
+async def test_one_account_per_customer(api):
+    request = credit_line_pb2.OpenAccountRequest(
+        customer_id="cust-dup", idempotency_key=key(),
+        contact=credit_line_pb2.Contact(name="A", email="a@example.com", phone="+8613800138000"))
+    await api.lines.OpenAccount(request)
+    request.idempotency_key = key()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.lines.OpenAccount(request)
+    assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert "customer_id" in error.value.details()
+
+
+async def test_a_temporary_raise_counts_until_it_expires(api, clock, books):
+    account = await api.open_account(limit_minor=100_000)
+    raised = await api.lines.GrantTemporaryLimit(credit_line_pb2.GrantTemporaryLimitRequest(
+        account_id=account.account_id, temporary_limit_minor=50_000,
+        expires_at=timestamp(clock.now() + timedelta(days=3)), reason="Singles Day", idempotency_key=key()))
+    assert (raised.effective_limit_minor, raised.available_minor) == (150_000, 150_000)
+    hold = await api.authorize(account.account_id, 120_000)
+    assert hold.status == checkout_pb2.AUTHORIZATION_STATUS_PENDING
+    await api.void(hold.authorization_id)
+
+    clock.advance(timedelta(days=3))
+    after = await api.account(account.account_id)
+    assert (after.temporary_limit_minor, after.effective_limit_minor, after.available_minor) == (0, 100_000, 100_000)
+    declined = await api.authorize(account.account_id, 120_000)
+    assert declined.decline_reason == checkout_pb2.DECLINE_REASON_INSUFFICIENT_LIMIT
+    await books()
+
+
+async def test_a_temporary_raise_needs_a_future_expiry(api, clock):
+    account = await api.open_account(limit_minor=100_000)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.lines.GrantTemporaryLimit(credit_line_pb2.GrantTemporaryLimitRequest(
+            account_id=account.account_id, temporary_limit_minor=50_000,
+            expires_at=timestamp(clock.now() - timedelta(seconds=1)), reason="late", idempotency_key=key()))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error.value) == ["expires_at"]
+
+
+async def test_a_frozen_account_is_declined_and_unfreezing_restores_it(api):
+    account = await api.open_account(limit_minor=100_000)
+    frozen = await api.lines.FreezeAccount(credit_line_pb2.FreezeAccountRequest(
+        account_id=account.account_id, reason="suspected fraud", idempotency_key=key()))
+    assert frozen.status == common_pb2.ACCOUNT_STATUS_FROZEN
+    declined = await api.authorize(account.account_id, 10_000)
+    assert declined.status == checkout_pb2.AUTHORIZATION_STATUS_DECLINED
+    assert declined.decline_reason == checkout_pb2.DECLINE_REASON_ACCOUNT_FROZEN
+    assert (await api.account(account.account_id)).held_minor == 0
+    await api.lines.UnfreezeAccount(credit_line_pb2.UnfreezeAccountRequest(
+        account_id=account.account_id, reason="cleared", idempotency_key=key()))
+    approved = await api.authorize(account.account_id, 10_000)
+    assert approved.status == checkout_pb2.AUTHORIZATION_STATUS_PENDING
+
+
+async def test_a_limit_cut_below_used_leaves_nothing_available_until_repaid(api, books):
+    account = await api.open_account(limit_minor=100_000)
+    hold = await api.authorize(account.account_id, 80_000)
+    cut = await api.lines.AdjustLimit(credit_line_pb2.AdjustLimitRequest(
+        account_id=account.account_id, credit_limit_minor=50_000, reason="review", idempotency_key=key()))
+    assert (cut.held_minor, cut.available_minor) == (80_000, 0)
+    await api.void(hold.authorization_id)
+    assert (await api.account(account.account_id)).available_minor == 50_000
+    await books()
+
+
+async def test_every_limit_change_is_recorded_with_its_reason(api, pool):
+    account = await api.open_account(limit_minor=100_000)
+    await api.lines.AdjustLimit(credit_line_pb2.AdjustLimitRequest(
+        account_id=account.account_id, credit_limit_minor=70_000, reason="delinquency review",
+        idempotency_key=key()))
+    async with pool.acquire() as conn:
+        events = await conn.fetch(
+            "SELECT kind, reason, detail FROM account_events WHERE account_id = $1 ORDER BY event_id",
+            __import__("uuid").UUID(account.account_id))
+    assert [e["kind"] for e in events] == ["ACCOUNT_OPENED", "LIMIT_ADJUSTED", "LIMIT_ADJUSTED"]
+    assert events[-1]["reason"] == "delinquency review"
+    assert '"to_minor": 70000' in events[-1]["detail"]

@@ -1,0 +1,89 @@
+"""Migrations build the schema the code expects, once, even when servers start together."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+import asyncpg
+import pytest
+
+from server.db import accounts, authorizations, idempotency, ledger, loans
+from server.db.migrate import Migration, MigrationError, load_migrations, migrate
+from tests.conftest import create_database, drop_database, with_database
+
+
+@pytest.fixture
+async def empty_dsn(pg_admin_dsn, template_dsn):
+    name = "e_" + (await create_database(pg_admin_dsn))[2:]
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    yield with_database(pg_admin_dsn, name)
+    await drop_database(pg_admin_dsn, name)
+
+
+async def test_two_servers_migrating_at_once_apply_each_migration_once(empty_dsn):
+    first, second = await asyncpg.connect(empty_dsn), await asyncpg.connect(empty_dsn)
+    try:
+        applied = await asyncio.gather(migrate(first), migrate(second))
+        names = [m.name for m in load_migrations()]
+        assert sorted(applied[0] + applied[1]) == sorted(names)
+        assert await first.fetchval("SELECT count(*) FROM schema_migrations") == len(names)
+        assert await migrate(first) == []
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_applied_migration_that_changed_is_refused(empty_dsn):
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        await migrate(conn, migrations)
+        edited = [Migration(m.version, m.name, m.sql + "\n-- edited") for m in migrations]
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await migrate(conn, edited)
+    finally:
+        await conn.close()
+
+
+async def test_every_query_of_the_code_prepares_against_the_migrated_schema(db_dsn):
+    """Each SQL constant in server.db must parse and type-check against the schema the
+    migrations built: a renamed column or table fails here, not in production."""
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        checked = 0
+        for module in (accounts, authorizations, idempotency, ledger, loans):
+            for name, value in inspect.getmembers(module):
+                if name.isupper() and not name.startswith("_") and isinstance(value, str):
+                    await conn.prepare(value)
+                    checked += 1
+        assert checked >= 20
+    finally:
+        await conn.close()
+
+
+async def test_an_unbalanced_journal_entry_cannot_commit(db_dsn):
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        account_id = await conn.fetchval("""
+            INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
+                                  contact_phone, locale, time_zone, created_at, updated_at)
+            VALUES (gen_random_uuid(), 'c', 'ACTIVE', 'C', 'n', 'e@x.io', '+8613800138000', 'en',
+                    'Asia/Shanghai', now(), now()) RETURNING account_id""")
+        with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
+            async with conn.transaction():
+                entry_id = await conn.fetchval("""
+                    INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at)
+                    VALUES (gen_random_uuid(), $1, 'TEST', gen_random_uuid(), now()) RETURNING entry_id""",
+                                               account_id)
+                await conn.execute("""
+                    INSERT INTO postings (entry_id, line, account_id, ledger_account, amount_minor)
+                    VALUES ($1, 1, $2, 'PRINCIPAL_RECEIVABLE', 100), ($1, 2, $2, 'MERCHANT_PAYABLE', -99)""",
+                                   entry_id, account_id)
+        assert await conn.fetchval("SELECT count(*) FROM postings") == 0
+    finally:
+        await conn.close()

@@ -1,0 +1,87 @@
+"""Helpers shared by the integration and end-to-end tests: stubs over one channel and
+short-hands for the common calls."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import grpc
+
+from credit.v1 import (
+    checkout_pb2,
+    checkout_pb2_grpc,
+    common_pb2,
+    credit_line_pb2,
+    credit_line_pb2_grpc,
+    repayment_pb2,
+    repayment_pb2_grpc,
+)
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Api:
+    channel: grpc.aio.Channel
+
+    def __post_init__(self) -> None:
+        self.lines = credit_line_pb2_grpc.CreditLineServiceStub(self.channel)
+        self.checkout = checkout_pb2_grpc.CheckoutServiceStub(self.channel)
+        self.repayment = repayment_pb2_grpc.RepaymentServiceStub(self.channel)
+
+    async def open_account(self, limit_minor: int = 0, grade: int = common_pb2.RISK_GRADE_B,
+                           time_zone: str = "Asia/Shanghai") -> credit_line_pb2.Account:
+        account = await self.lines.OpenAccount(credit_line_pb2.OpenAccountRequest(
+            customer_id="cust-" + key(),
+            contact=credit_line_pb2.Contact(name="Wang Fang", email="wang.fang@example.com",
+                                            phone="+8613800138000", locale="zh-CN", time_zone=time_zone),
+            idempotency_key=key()), timeout=10)
+        if limit_minor or grade:
+            account = await self.lines.AdjustLimit(credit_line_pb2.AdjustLimitRequest(
+                account_id=account.account_id, credit_limit_minor=limit_minor, reason="test limit",
+                risk_grade=grade, idempotency_key=key()), timeout=10)
+        return account
+
+    async def account(self, account_id: str) -> credit_line_pb2.Account:
+        return await self.lines.GetAccount(credit_line_pb2.GetAccountRequest(account_id=account_id), timeout=10)
+
+    async def authorize(self, account_id: str, amount_minor: int, term_months: int = 3, *,
+                        method: int = common_pb2.REPAYMENT_METHOD_FLAT_FEE, order_id: str | None = None,
+                        merchant_id: str = "merchant-1", idempotency_key: str | None = None,
+                        timeout: float = 10) -> checkout_pb2.Authorization:
+        return await self.checkout.Authorize(checkout_pb2.AuthorizeRequest(
+            account_id=account_id, merchant_id=merchant_id, order_id=order_id or "order-" + key(),
+            amount_minor=amount_minor, term_months=term_months, method=method,
+            idempotency_key=idempotency_key or key(),
+            risk_context=checkout_pb2.RiskContext(device_id="device-1", ip_address="203.0.113.7")),
+            timeout=timeout)
+
+    async def capture(self, authorization_id: str, amount_minor: int = 0) -> checkout_pb2.Authorization:
+        return await self.checkout.Capture(checkout_pb2.CaptureRequest(
+            authorization_id=authorization_id, amount_minor=amount_minor, idempotency_key=key()), timeout=10)
+
+    async def void(self, authorization_id: str) -> checkout_pb2.Authorization:
+        return await self.checkout.Void(checkout_pb2.VoidRequest(
+            authorization_id=authorization_id, idempotency_key=key()), timeout=10)
+
+    async def loan(self, loan_id: str) -> common_pb2.Loan:
+        return await self.repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id), timeout=10)
+
+
+def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields named by the google.rpc.BadRequest detail of an error."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)
+    if status is None:
+        return []
+    fields = []
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(bad_request):
+            fields += [v.field for v in bad_request.field_violations]
+    return fields

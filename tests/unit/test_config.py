@@ -1,0 +1,28 @@
+"""A bad setting stops the process with a message naming it."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.config import Settings, SettingsError
+
+
+def test_defaults_make_a_working_local_server():
+    settings = Settings.from_env({})
+    assert settings.grpc_listen_addr == "127.0.0.1:50051"
+    assert settings.database_url is None
+    assert settings.hold_ttl_s == 1800
+    assert settings.max_apr_bps == 2400
+
+
+@pytest.mark.parametrize("env, name", [
+    ({"GRPC_LISTEN_ADDR": "no-port"}, "GRPC_LISTEN_ADDR"),
+    ({"HOLD_TTL_S": "soon"}, "HOLD_TTL_S"),
+    ({"HOLD_TTL_S": "0"}, "HOLD_TTL_S"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+    ({"DB_POOL_MIN_SIZE": "20", "DB_POOL_MAX_SIZE": "10"}, "DB_POOL_MIN_SIZE"),
+    ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+])
+def test_a_bad_setting_is_named(env, name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env(env)
