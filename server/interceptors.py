@@ -72,6 +72,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             outcome = grpc.StatusCode.OK
             status: grpc.Status | None = None
             with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
+                log.debug("rpc_started")
                 try:
                     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                     return await inner(request, context)

@@ -1,0 +1,93 @@
+"""End-to-end tests start the real server process (`python -m server`) on a fresh
+database and talk to it over real channels."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import create_database, drop_database, with_database
+from tests.support import Api
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen
+    address: str
+    log_path: Path
+    database_url: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+
+def start_server_process(database_url: str, log_path: Path, **env: str) -> ServerProcess:
+    address = f"127.0.0.1:{free_port()}"
+    environment = {**os.environ, "DATABASE_URL": database_url, "GRPC_LISTEN_ADDR": address,
+                   "LOG_LEVEL": "warning", **env}
+    log_file = open(log_path, "wb")
+    process = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=environment,
+                               stdout=log_file, stderr=subprocess.STDOUT)
+    log_file.close()
+    server = ServerProcess(process, address, log_path, database_url)
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+            try:
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return server
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def e2e_database(pg_admin_dsn, template_dsn):
+    import asyncio
+
+    name = asyncio.run(create_database(pg_admin_dsn))
+    yield with_database(pg_admin_dsn, name)
+    asyncio.run(drop_database(pg_admin_dsn, name))
+
+
+@pytest.fixture(scope="session")
+def server(e2e_database, tmp_path_factory):
+    server = start_server_process(e2e_database, tmp_path_factory.mktemp("server") / "server.log")
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture
+async def api(server):
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        yield Api(channel)

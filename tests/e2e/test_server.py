@@ -1,0 +1,99 @@
+"""The server process: health, reflection for grpcurl, request ids, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from credit.v1 import checkout_pb2, credit_line_pb2
+from tests.e2e.conftest import start_server_process
+from tests.support import Api
+
+GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
+
+
+async def test_health_reports_every_service_serving(server):
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "credit.v1.CreditLineService", "credit.v1.CheckoutService",
+                        "credit.v1.RepaymentService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_grpcurl_lists_the_services_through_reflection(server):
+    listed = subprocess.run([GRPCURL, "-plaintext", server.address, "list"], capture_output=True, text=True,
+                            timeout=30, check=True).stdout.split()
+    for service in ("credit.v1.CreditLineService", "credit.v1.CheckoutService", "credit.v1.RepaymentService",
+                    "grpc.health.v1.Health"):
+        assert service in listed
+    described = subprocess.run([GRPCURL, "-plaintext", server.address, "describe", "credit.v1.CheckoutService"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout
+    for method in ("QuoteInstallments", "Authorize", "Capture", "Void", "GetAuthorization"):
+        assert f"rpc {method}" in described
+
+
+async def test_every_reply_carries_a_request_id(api, server):
+    call = api.lines.GetAccount(credit_line_pb2.GetAccountRequest(
+        account_id="00000000-0000-0000-0000-000000000000"), metadata=(("x-request-id", "req-abc"),))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ("x-request-id", "req-abc") in tuple(error.value.trailing_metadata())
+
+
+def test_a_bad_setting_stops_the_server_with_its_name():
+    result = subprocess.run([sys.executable, "-m", "server"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "HOLD_TTL_S": "forever"})
+    assert result.returncode != 0
+    assert "HOLD_TTL_S" in result.stderr
+
+
+async def test_sigterm_lets_in_flight_calls_finish_then_closes_the_pool(db_dsn, tmp_path):
+    server = start_server_process(db_dsn, tmp_path / "server.log", SHUTDOWN_GRACE_S="20", LOG_LEVEL="debug")
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        api = Api(channel)
+        account = await api.open_account(limit_minor=10_000_000)
+        calls = [asyncio.ensure_future(api.authorize(account.account_id, 1_000, term_months=1, timeout=30))
+                 for _ in range(300)]
+        await asyncio.sleep(0.05)
+        server.process.send_signal(signal.SIGTERM)
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    assert server.process.wait(30) == 0, server.log()
+    finished = [r for r in results if isinstance(r, checkout_pb2.Authorization)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(finished) + len(refused) == len(calls)
+    assert finished and all(r.status == checkout_pb2.AUTHORIZATION_STATUS_PENDING for r in finished)
+    # Calls that gRPC had not yet handed to a handler are refused whole at shutdown.
+    assert all(r.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) for r in refused)
+
+    events = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    started = [e for e in events if e["event"] == "rpc_started" and e["method"].endswith("/Authorize")]
+    ended = [e for e in events if e["event"] == "rpc_finished" and e["method"].endswith("/Authorize")]
+    # Every call that started on the server finished there, with a reply.
+    assert len(started) == len(ended) == len(finished)
+    assert all(e["code"] == "OK" for e in ended)
+    assert events[-1]["event"] == "server_stopped"
+
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        held = await conn.fetchval("SELECT held_minor FROM accounts WHERE account_id = $1",
+                                   uuid.UUID(account.account_id))
+        assert held == 1_000 * len(finished)
+        assert await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'credit-server' "
+            "AND datname = current_database()") == 0
+    finally:
+        await conn.close()
