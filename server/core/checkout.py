@@ -85,7 +85,8 @@ class Checkout:
     async def authorize(self, conn: asyncpg.Connection, command: Authorize) -> AuthorizationView:
         now = self._clock.now()
         row = await lock_account(conn, command.account_id)
-        row = await self._expire_due_holds_of_locked(conn, command.account_id, now) or row
+        if row["held_minor"] > 0:
+            row = await self._expire_due_holds_of_locked(conn, command.account_id, now) or row
         if await authorization_rows.live_for_order(conn, command.merchant_id, command.order_id):
             raise _order_taken(command)
         decision = holds.decide(credit_line(row), self._products, command.amount_minor, command.term_months,

@@ -216,7 +216,9 @@ def _declining_balance_parts(principal: int, n: int, rate_bps: int) -> list[tupl
     return parts
 
 
-_IRR_CONTEXT = decimal.Context(prec=50, rounding=decimal.ROUND_HALF_EVEN)
+_IRR_CONTEXT = decimal.Context(prec=40, rounding=decimal.ROUND_HALF_EVEN)
+_IRR_STEP_TOLERANCE = decimal.Decimal("1e-24")
+_IRR_MAX_STEPS = 100
 
 
 def apr_bps(principal_minor: int, payments_minor: list[int]) -> int:
@@ -230,41 +232,34 @@ def apr_bps(principal_minor: int, payments_minor: list[int]) -> int:
     if total < principal_minor:
         raise InvariantViolation("payments below the principal have a negative rate; no plan prices so")
     monthly = _irr(principal_minor, payments_minor)
-    annual_bps = monthly * 12 * BPS
+    annual_bps = _IRR_CONTEXT.multiply(monthly, 12 * BPS)
     return int(annual_bps.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP, context=_IRR_CONTEXT))
 
 
 def _irr(principal: int, payments: list[int]) -> decimal.Decimal:
-    # The net present value falls strictly as the rate rises (all payments come after
-    # the principal), so the root is unique; bracket it, then bisect with Newton steps.
-    ctx = _IRR_CONTEXT
-    p = decimal.Decimal(principal)
-    cash = [decimal.Decimal(x) for x in payments]
+    """The root of NPV(r) = -principal + sum(payment_k / (1 + r)^k).
 
-    def npv_and_slope(rate: decimal.Decimal) -> tuple[decimal.Decimal, decimal.Decimal]:
+    NPV is strictly decreasing and convex in r (every payment comes after the
+    principal), and NPV(0) > 0 when the payments exceed the principal. Newton's method
+    started at 0 therefore climbs monotonically to the unique root without overshooting,
+    converging quadratically; 40 significant digits leave the result exact far beyond a
+    basis point."""
+    ctx = _IRR_CONTEXT
+    principal_d = decimal.Decimal(principal)
+    cash = [decimal.Decimal(x) for x in payments]
+    rate = decimal.Decimal(0)
+    for _ in range(_IRR_MAX_STEPS):
         discount = ctx.divide(1, ctx.add(1, rate))
         factor = decimal.Decimal(1)
-        value = -p
+        value = -principal_d
         slope = decimal.Decimal(0)
-        for k, c in enumerate(cash, start=1):
+        for k, amount in enumerate(cash, start=1):
             factor = ctx.multiply(factor, discount)
-            value = ctx.add(value, ctx.multiply(c, factor))
-            slope = ctx.subtract(slope, ctx.multiply(ctx.multiply(k, c), ctx.multiply(factor, discount)))
-        return value, slope
-
-    low, high = decimal.Decimal(0), decimal.Decimal(1)
-    while npv_and_slope(high)[0] > 0:
-        high *= 2
-    rate = decimal.Decimal("0.01")
-    tolerance = decimal.Decimal("1e-30")
-    for _ in range(200):
-        value, slope = npv_and_slope(rate)
-        if value > 0:
-            low = rate
-        else:
-            high = rate
-        step_rate = rate - value / slope if slope != 0 else rate
-        rate = step_rate if low < step_rate < high else (low + high) / 2
-        if high - low < tolerance or abs(value) < tolerance:
-            break
-    return rate
+            term = ctx.multiply(amount, factor)
+            value = ctx.add(value, term)
+            slope = ctx.subtract(slope, ctx.multiply(ctx.multiply(k, term), discount))
+        step = ctx.divide(value, slope)
+        rate = ctx.subtract(rate, step)
+        if abs(step) < _IRR_STEP_TOLERANCE:
+            return rate
+    raise InvariantViolation(f"IRR did not converge for {principal} against {payments}")
