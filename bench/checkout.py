@@ -26,9 +26,9 @@ from pathlib import Path
 
 import grpc
 import uvloop
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from credit.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2, credit_line_pb2, credit_line_pb2_grpc
+from server.probe import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_PAIRS = 1_000_000
@@ -57,19 +57,10 @@ def local_server(log_level: str):
         process = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env,
                                    stdout=subprocess.DEVNULL, stderr=log_file)
     try:
-        deadline = time.monotonic() + 90
-        with grpc.insecure_channel(address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
-            while True:
-                if process.poll() is not None:
-                    raise SystemExit(f"server exited early; see {log_path}")
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                        break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"server did not start; see {log_path}") from None
-                    time.sleep(0.2)
+        try:
+            wait_until_serving(address, 90, lambda: process.poll() is None)
+        except RuntimeError as error:
+            raise SystemExit(f"{error}; see {log_path}") from None
         yield address
     finally:
         process.send_signal(signal.SIGTERM)

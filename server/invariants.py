@@ -13,6 +13,23 @@ from dataclasses import dataclass
 
 import asyncpg
 
+
+def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> str:
+    """Accounts whose ledger balance in `ledger_account` differs from what the active
+    loans' schedules say is unpaid."""
+    return f"""
+        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
+               coalesce(u.unpaid, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = '{ledger_account}' GROUP BY account_id) p USING (account_id)
+        LEFT JOIN (SELECT i.account_id, sum({unpaid_expression}) AS unpaid
+                   FROM installments i JOIN loans l USING (loan_id)
+                   WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
+        WHERE coalesce(p.balance, 0) <> coalesce(u.unpaid, 0)
+    """
+
+
 CHECKS: dict[str, str] = {
     "journal entries balance": """
         SELECT entry_id::text AS subject, sum(amount_minor)::bigint AS found, 0::bigint AS expected
@@ -35,28 +52,10 @@ CHECKS: dict[str, str] = {
                    WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
         WHERE a.outstanding_principal_minor <> coalesce(u.unpaid, 0)
     """,
-    "principal receivable equals unpaid principal on the schedules": """
-        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
-               coalesce(u.unpaid, 0)::bigint AS expected
-        FROM accounts a
-        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
-                   WHERE ledger_account = 'PRINCIPAL_RECEIVABLE' GROUP BY account_id) p USING (account_id)
-        LEFT JOIN (SELECT i.account_id, sum(i.principal_minor - i.principal_paid_minor) AS unpaid
-                   FROM installments i JOIN loans l USING (loan_id)
-                   WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
-        WHERE coalesce(p.balance, 0) <> coalesce(u.unpaid, 0)
-    """,
-    "fee receivable equals unpaid fees on the schedules": """
-        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
-               coalesce(u.unpaid, 0)::bigint AS expected
-        FROM accounts a
-        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
-                   WHERE ledger_account = 'FEE_RECEIVABLE' GROUP BY account_id) p USING (account_id)
-        LEFT JOIN (SELECT i.account_id, sum(i.fee_minor - i.fee_paid_minor) AS unpaid
-                   FROM installments i JOIN loans l USING (loan_id)
-                   WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
-        WHERE coalesce(p.balance, 0) <> coalesce(u.unpaid, 0)
-    """,
+    "principal receivable equals unpaid principal on the schedules":
+        _ledger_matches_schedules("PRINCIPAL_RECEIVABLE", "i.principal_minor - i.principal_paid_minor"),
+    "fee receivable equals unpaid fees on the schedules":
+        _ledger_matches_schedules("FEE_RECEIVABLE", "i.fee_minor - i.fee_paid_minor"),
     "captured authorizations have a loan of the captured amount": """
         SELECT au.authorization_id::text AS subject, coalesce(l.principal_minor, 0) AS found,
                au.captured_minor AS expected

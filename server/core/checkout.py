@@ -203,10 +203,9 @@ class Checkout:
     async def _lock_authorization(self, conn: asyncpg.Connection,
                                   authorization_id: UUID) -> tuple[asyncpg.Record, asyncpg.Record]:
         # Lock order is always account, then authorization, as in Authorize.
-        auth = await authorization_rows.get(conn, authorization_id)
-        if auth is None:
+        account = await account_rows.lock_by_authorization(conn, authorization_id)
+        if account is None:
             raise NotFound("authorization_id", str(authorization_id), "authorization")
-        account = await lock_account(conn, auth["account_id"])
         return account, await authorization_rows.get(conn, authorization_id, lock=True)
 
     def _locked_plan(self, auth: asyncpg.Record, time_zone: str) -> Plan | None:

@@ -25,6 +25,11 @@ RETURNING {_COLUMNS}
 SELECT = f"SELECT {_COLUMNS} FROM accounts WHERE account_id = $1"
 SELECT_FOR_UPDATE = SELECT + " FOR UPDATE"
 SELECT_FOR_UPDATE_SKIP_LOCKED = SELECT + " FOR UPDATE SKIP LOCKED"
+SELECT_FOR_UPDATE_BY_AUTHORIZATION = f"""
+SELECT {_COLUMNS} FROM accounts
+WHERE account_id = (SELECT account_id FROM authorizations WHERE authorization_id = $1)
+FOR UPDATE
+"""
 
 UPDATE_LIMIT = f"""
 UPDATE accounts SET credit_limit_minor = $2, risk_grade = $3, updated_at = $4
@@ -65,6 +70,11 @@ async def insert(conn: asyncpg.Connection, account_id: UUID, customer_id: str, r
 
 async def get(conn: asyncpg.Connection, account_id: UUID, *, lock: bool = False) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT_FOR_UPDATE if lock else SELECT, account_id)
+
+
+async def lock_by_authorization(conn: asyncpg.Connection, authorization_id: UUID) -> asyncpg.Record | None:
+    """Lock the account that holds this authorization; None when there is no such authorization."""
+    return await conn.fetchrow(SELECT_FOR_UPDATE_BY_AUTHORIZATION, authorization_id)
 
 
 async def lock_if_free(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:

@@ -10,14 +10,16 @@ import asyncpg
 
 from server.domain.ledger import JournalEntry
 
-INSERT_ENTRY = """
-INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at) VALUES ($1, $2, $3, $4, $5)
-"""
-
-INSERT_POSTINGS = """
+# The entry and its postings in one statement (one round trip).
+INSERT_ENTRY_WITH_POSTINGS = """
+WITH entry AS (
+    INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING entry_id, account_id
+)
 INSERT INTO postings (entry_id, line, account_id, ledger_account, amount_minor)
-SELECT $1, p.line, $2, p.ledger_account, p.amount_minor
-FROM unnest($3::integer[], $4::text[], $5::bigint[]) AS p (line, ledger_account, amount_minor)
+SELECT entry.entry_id, p.line, entry.account_id, p.ledger_account, p.amount_minor
+FROM entry, unnest($6::integer[], $7::text[], $8::bigint[]) AS p (line, ledger_account, amount_minor)
 """
 
 BALANCES_FOR_ACCOUNT = """
@@ -33,9 +35,8 @@ SELECT entry_id, sum(amount_minor)::bigint AS total FROM postings GROUP BY entry
 async def post(conn: asyncpg.Connection, account_id: UUID, reference_id: UUID, entry: JournalEntry,
                now: datetime) -> UUID:
     entry_id = uuid.uuid4()
-    await conn.execute(INSERT_ENTRY, entry_id, account_id, entry.kind.value, reference_id, now)
     await conn.execute(
-        INSERT_POSTINGS, entry_id, account_id,
+        INSERT_ENTRY_WITH_POSTINGS, entry_id, account_id, entry.kind.value, reference_id, now,
         list(range(1, len(entry.postings) + 1)),
         [p.ledger_account.value for p in entry.postings],
         [p.amount_minor for p in entry.postings])

@@ -10,6 +10,7 @@ times 12, solved with 50-digit decimals and rounded half-up to a basis point.
 from __future__ import annotations
 
 import decimal
+import functools
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -231,7 +232,14 @@ def apr_bps(principal_minor: int, payments_minor: list[int]) -> int:
         return 0
     if total < principal_minor:
         raise InvariantViolation("payments below the principal have a negative rate; no plan prices so")
-    monthly = _irr(principal_minor, payments_minor)
+    return _apr_bps(principal_minor, tuple(payments_minor))
+
+
+# A plan is priced at quote, at authorization and at capture, usually for the same
+# amount; the solve is pure, so repeats are served from memory.
+@functools.lru_cache(maxsize=8192)
+def _apr_bps(principal_minor: int, payments_minor: tuple[int, ...]) -> int:
+    monthly = _irr(principal_minor, list(payments_minor))
     annual_bps = _IRR_CONTEXT.multiply(monthly, 12 * BPS)
     return int(annual_bps.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP, context=_IRR_CONTEXT))
 

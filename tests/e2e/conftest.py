@@ -8,14 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.probe import wait_until_serving
 from tests.conftest import create_database, drop_database, with_database
 from tests.support import Api
 
@@ -53,22 +52,12 @@ def start_server_process(database_url: str, log_path: Path, **env: str) -> Serve
                                stdout=log_file, stderr=subprocess.STDOUT)
     log_file.close()
     server = ServerProcess(process, address, log_path, database_url)
-    deadline = time.monotonic() + 60
-    with grpc.insecure_channel(address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
-            try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return server
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"server did not become healthy:\n{server.log()}")
-            time.sleep(0.1)
+    try:
+        wait_until_serving(address, 60, lambda: process.poll() is None)
+    except RuntimeError as error:
+        server.stop()
+        raise RuntimeError(f"{error}:\n{server.log()}") from None
+    return server
 
 
 @pytest.fixture(scope="session")
