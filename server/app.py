@@ -21,6 +21,7 @@ from server.config import Settings
 from server.core.accounts import CreditLines
 from server.core.checkout import Checkout
 from server.core.loans import Loans
+from server.core.repayments import Repayments
 from server.db.migrate import migrate
 from server.db.pool import create_pool
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
@@ -44,14 +45,17 @@ class Core:
     credit_lines: CreditLines
     checkout: Checkout
     loans: Loans
+    repayments: Repayments
 
 
 def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE) -> Core:
     products.check_cost_ceiling(settings.max_apr_bps)
+    repayments = Repayments(clock)
     return Core(
         credit_lines=CreditLines(clock),
-        checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s)),
+        checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments),
         loans=Loans(clock),
+        repayments=repayments,
     )
 
 
@@ -62,7 +66,8 @@ async def sweep_expired_holds(checkout: Checkout, pool: asyncpg.Pool, interval_s
         try:
             while await checkout.expire_due_holds(pool) > 0 and not stop.is_set():
                 pass
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except Exception:
+            # The sweep must outlive any one failure; the next round tries again.
             log.exception("hold_sweep_failed")
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
@@ -87,8 +92,10 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> 
     )
     credit_line_pb2_grpc.add_CreditLineServiceServicer_to_server(
         CreditLineServicer(transactions, core.credit_lines), server)
-    checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(CheckoutServicer(transactions, core.checkout), server)
-    repayment_pb2_grpc.add_RepaymentServiceServicer_to_server(RepaymentServicer(transactions, core.loans), server)
+    checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(
+        CheckoutServicer(transactions, core.checkout, core.repayments), server)
+    repayment_pb2_grpc.add_RepaymentServiceServicer_to_server(
+        RepaymentServicer(transactions, core.loans, core.repayments), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

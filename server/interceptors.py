@@ -8,6 +8,7 @@ traceback goes to the log under the request id.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -27,6 +28,16 @@ _RETRYABLE_DB_ERRORS = (
     asyncpg.DeadlockDetectedError,
     asyncpg.SerializationError,
     asyncpg.LockNotAvailableError,
+)
+# The database is down, overloaded or slow: the request did not happen; retry later.
+_UNAVAILABLE_ERRORS = (
+    asyncpg.QueryCanceledError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    ConnectionError,
+    asyncio.TimeoutError,
 )
 
 
@@ -81,8 +92,10 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 except _RETRYABLE_DB_ERRORS as error:
                     status = _status(grpc.StatusCode.ABORTED,
                                      f"conflict with a concurrent request ({type(error).__name__}); retry")
-                except asyncpg.QueryCanceledError:
-                    status = _status(grpc.StatusCode.UNAVAILABLE, "the database took too long; retry")
+                except _UNAVAILABLE_ERRORS as error:
+                    log.warning("database_unavailable", error=type(error).__name__)
+                    status = _status(grpc.StatusCode.UNAVAILABLE,
+                                     "the database is unavailable or took too long; retry")
                 except Exception:
                     log.exception("rpc_failed")
                     status = _status(grpc.StatusCode.INTERNAL, f"internal error (request_id {request_id})")

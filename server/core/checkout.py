@@ -12,6 +12,7 @@ import structlog
 
 from server.clock import Clock
 from server.core.accounts import lock_account
+from server.core.repayments import Repayments
 from server.core.views import (
     AccountView,
     AuthorizationView,
@@ -29,7 +30,7 @@ from server.domain import ledger
 from server.domain.accounts import AccountStatus
 from server.domain.authorizations import Approval, AuthorizationStatus
 from server.domain.calendar import local_date
-from server.domain.errors import AlreadyExists, FailedPrecondition, NotFound
+from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
 from server.domain.pricing import Plan, ProductTable, RepaymentMethod, ScheduledInstallment, build_plan
 
 log = structlog.get_logger(__name__)
@@ -62,10 +63,11 @@ class Capture:
 
 
 class Checkout:
-    def __init__(self, clock: Clock, products: ProductTable, hold_ttl: timedelta) -> None:
+    def __init__(self, clock: Clock, products: ProductTable, hold_ttl: timedelta, repayments: Repayments) -> None:
         self._clock = clock
         self._products = products
         self._hold_ttl = hold_ttl
+        self._repayments = repayments
 
     async def quote(self, conn: asyncpg.Connection, account_id: UUID, amount_minor: int,
                     method: RepaymentMethod | None) -> Quote:
@@ -83,11 +85,15 @@ class Checkout:
         return Quote(plans, account)
 
     async def authorize(self, conn: asyncpg.Connection, command: Authorize) -> AuthorizationView:
-        now = self._clock.now()
         row = await lock_account(conn, command.account_id)
+        now = self._clock.now()  # read once the lock is held: waiting for it takes time
         if row["held_minor"] > 0:
             row = await self._expire_due_holds_of_locked(conn, command.account_id, now) or row
-        if await authorization_rows.live_for_order(conn, command.merchant_id, command.order_id):
+        live = await authorization_rows.live_for_order(conn, command.merchant_id, command.order_id)
+        if live is not None:
+            if live["status"] == AuthorizationStatus.PENDING and live["expires_at"] <= now:
+                # Another account's hold on this order has expired but is not booked yet.
+                raise Aborted("order_id: an expired hold on this order is being released; retry shortly")
             raise _order_taken(command)
         decision = holds.decide(credit_line(row), self._products, command.amount_minor, command.term_months,
                                 command.method, now)
@@ -125,8 +131,8 @@ class Checkout:
         return authorization_view(auth, self._locked_plan(auth, row["time_zone"]), now)
 
     async def capture(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
-        now = self._clock.now()
         account, auth = await self._lock_authorization(conn, command.authorization_id)
+        now = self._clock.now()
         if account["status"] == AccountStatus.CLOSED:
             raise FailedPrecondition("account is CLOSED; its holds cannot be captured")
         min_amount = self._products.min_amount_minor(auth["term_months"], RepaymentMethod(auth["method"])) or 1
@@ -150,11 +156,13 @@ class Checkout:
                                ledger.loan_captured(plan.principal_minor, plan.total_fee_minor), now)
         log.info("hold_captured", authorization_id=str(auth["authorization_id"]), loan_id=str(loan_id),
                  captured_minor=result.captured_minor, released_minor=result.released_minor)
+        # A credit balance pays the new debt at once, through the waterfall.
+        await self._repayments.apply_credit_balance(conn, auth["account_id"], now)
         return authorization_view(auth, plan, now)
 
     async def void(self, conn: asyncpg.Connection, authorization_id: UUID) -> AuthorizationView:
-        now = self._clock.now()
         account, auth = await self._lock_authorization(conn, authorization_id)
+        now = self._clock.now()
         if holds.void(hold(auth), now):
             auth = await authorization_rows.set_outcome(
                 conn, authorization_id, status=AuthorizationStatus.VOIDED.value, captured_minor=0,
@@ -183,11 +191,15 @@ class Checkout:
         swept = 0
         async with pool.acquire() as conn:
             for account_id in await authorization_rows.accounts_with_due_holds(conn, now, batch_size):
-                async with conn.transaction():
-                    if await account_rows.lock_if_free(conn, account_id) is None:
-                        continue
-                    if await self._expire_due_holds_of_locked(conn, account_id, now) is not None:
-                        swept += 1
+                try:
+                    async with conn.transaction():
+                        if await account_rows.lock_if_free(conn, account_id) is None:
+                            continue
+                        if await self._expire_due_holds_of_locked(conn, account_id, now) is not None:
+                            swept += 1
+                except (asyncpg.PostgresError, InvariantViolation):
+                    # One account's failure must not stop the others from being swept.
+                    log.exception("hold_expiry_failed", account_id=str(account_id))
         return swept
 
     async def _expire_due_holds_of_locked(self, conn: asyncpg.Connection, account_id: UUID,

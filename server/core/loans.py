@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -10,7 +15,31 @@ from server.clock import Clock
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
 from server.db import loans as loan_rows
-from server.domain.errors import NotFound
+from server.domain.errors import InvalidArgument, NotFound
+from server.domain.loans import LoanStatus
+
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class LoanPage:
+    loans: tuple[LoanView, ...]
+    next_page_token: str
+
+
+def encode_page_token(created_at: datetime, loan_id: UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(loan_id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        created_at, loan_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), UUID(loan_id)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
 
 class Loans:
@@ -24,3 +53,17 @@ class Loans:
         loan, installments = found
         account = await account_rows.get(conn, loan["account_id"])
         return loan_view(loan, installments, account["time_zone"], self._clock.now())
+
+    async def page(self, conn: asyncpg.Connection, account_id: UUID, page_size: int, page_token: str,
+                   status: LoanStatus | None) -> LoanPage:
+        account = await account_rows.get(conn, account_id)
+        if account is None:
+            raise NotFound("account_id", str(account_id), "account")
+        after = decode_page_token(page_token) if page_token else None
+        size = page_size or DEFAULT_PAGE_SIZE
+        rows = await loan_rows.page_for_account(conn, account_id, status.value if status else None, after, size + 1)
+        now = self._clock.now()
+        views = tuple(loan_view(loan, installments, account["time_zone"], now) for loan, installments in rows[:size])
+        more = len(rows) > size
+        token = encode_page_token(views[-1].created_at, views[-1].loan_id) if more else ""
+        return LoanPage(views, token)

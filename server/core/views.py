@@ -13,6 +13,7 @@ from server.domain.authorizations import AuthorizationStatus, DeclineReason, Hol
 from server.domain.calendar import local_date
 from server.domain.loans import Bucket, InstallmentState, LoanStatus, bucket, days_past_due
 from server.domain.pricing import Grade, Plan, RepaymentMethod
+from server.domain.waterfall import LoanBalance
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,7 @@ class LoanView:
     order_id: str
     currency: str
     installments: tuple[InstallmentState, ...]
+    refunded_minor: int
     today: date
     created_at: datetime
 
@@ -186,6 +188,10 @@ class LoanView:
     def bucket(self) -> Bucket:
         return bucket(self.days_past_due)
 
+    @property
+    def balance(self) -> LoanBalance:
+        return LoanBalance(self.loan_id, self.installments)
+
 
 def installment_state(row: asyncpg.Record) -> InstallmentState:
     return InstallmentState(
@@ -197,6 +203,7 @@ def installment_state(row: asyncpg.Record) -> InstallmentState:
         fee_paid_minor=row["fee_paid_minor"],
         penalty_minor=row["penalty_minor"],
         penalty_paid_minor=row["penalty_paid_minor"],
+        fee_waived_minor=row["fee_waived_minor"],
     )
 
 
@@ -216,6 +223,7 @@ def loan_view(loan: asyncpg.Record, installments: list[asyncpg.Record], time_zon
         order_id=loan["order_id"],
         currency=loan["currency"],
         installments=tuple(installment_state(r) for r in installments),
+        refunded_minor=loan["refunded_minor"],
         today=local_date(as_of, time_zone),
         created_at=loan["created_at"],
     )

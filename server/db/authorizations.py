@@ -27,7 +27,7 @@ SELECT = f"SELECT {_COLUMNS} FROM authorizations WHERE authorization_id = $1"
 SELECT_FOR_UPDATE = SELECT + " FOR UPDATE"
 
 SELECT_LIVE_FOR_ORDER = """
-SELECT authorization_id FROM authorizations
+SELECT authorization_id, status, expires_at FROM authorizations
 WHERE merchant_id = $1 AND order_id = $2 AND status IN ('PENDING', 'CAPTURED')
 """
 
@@ -73,8 +73,8 @@ async def get(conn: asyncpg.Connection, authorization_id: UUID, *, lock: bool = 
     return await conn.fetchrow(SELECT_FOR_UPDATE if lock else SELECT, authorization_id)
 
 
-async def live_for_order(conn: asyncpg.Connection, merchant_id: str, order_id: str) -> UUID | None:
-    return await conn.fetchval(SELECT_LIVE_FOR_ORDER, merchant_id, order_id)
+async def live_for_order(conn: asyncpg.Connection, merchant_id: str, order_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_LIVE_FOR_ORDER, merchant_id, order_id)
 
 
 async def set_outcome(conn: asyncpg.Connection, authorization_id: UUID, *, status: str, captured_minor: int,

@@ -9,12 +9,13 @@ import asyncpg
 
 _LOAN_COLUMNS = """
     loan_id, account_id, authorization_id, status, principal_minor, term_months, method,
-    monthly_rate_bps, apr_bps, merchant_id, order_id, currency, start_date, created_at, updated_at
+    monthly_rate_bps, apr_bps, merchant_id, order_id, currency, start_date, refunded_minor, created_at,
+    updated_at
 """
 
 _INSTALLMENT_COLUMNS = """
     loan_id, sequence, due_date, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor,
-    penalty_minor, penalty_paid_minor
+    penalty_minor, penalty_paid_minor, fee_waived_minor
 """
 
 # The loan and its schedule in one statement (one round trip).
@@ -33,6 +34,46 @@ FROM loan, unnest($14::integer[], $15::date[], $16::bigint[], $17::bigint[])
 """
 
 SELECT_LOAN = f"SELECT {_LOAN_COLUMNS} FROM loans WHERE loan_id = $1"
+SELECT_LOAN_FOR_UPDATE = SELECT_LOAN + " FOR UPDATE"
+
+SELECT_ACTIVE_FOR_ACCOUNT = f"""
+SELECT {_LOAN_COLUMNS} FROM loans WHERE account_id = $1 AND status = 'ACTIVE' ORDER BY created_at, loan_id
+"""
+
+SELECT_INSTALLMENTS_OF_LOANS = f"""
+SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = ANY($1::uuid[]) ORDER BY loan_id, sequence
+"""
+
+# Newest first; the page token is the (created_at, loan_id) of the last loan shown.
+SELECT_PAGE_FOR_ACCOUNT = f"""
+SELECT {_LOAN_COLUMNS} FROM loans
+WHERE account_id = $1
+  AND ($2::text IS NULL OR status = $2)
+  AND ($3::timestamptz IS NULL OR (created_at, loan_id) < ($3, $4::uuid))
+ORDER BY created_at DESC, loan_id DESC
+LIMIT $5
+"""
+
+# Each installment's paid and owed amounts after a repayment, waiver or refund.
+UPDATE_INSTALLMENTS = """
+UPDATE installments AS i
+SET principal_minor = u.principal_minor,
+    fee_minor = u.fee_minor,
+    principal_paid_minor = u.principal_paid_minor,
+    fee_paid_minor = u.fee_paid_minor,
+    penalty_minor = u.penalty_minor,
+    penalty_paid_minor = u.penalty_paid_minor,
+    fee_waived_minor = i.fee_waived_minor + u.fee_waived_delta_minor
+FROM unnest($2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
+            $9::bigint[])
+     AS u (sequence, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor, penalty_minor,
+           penalty_paid_minor, fee_waived_delta_minor)
+WHERE i.loan_id = $1 AND i.sequence = u.sequence
+"""
+
+UPDATE_LOAN_STATUS = """
+UPDATE loans SET status = $2, refunded_minor = refunded_minor + $3, updated_at = $4 WHERE loan_id = $1
+"""
 SELECT_INSTALLMENTS = f"SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = $1 ORDER BY sequence"
 
 
@@ -52,3 +93,45 @@ async def get(conn: asyncpg.Connection, loan_id: UUID) -> tuple[asyncpg.Record, 
     if loan is None:
         return None
     return loan, await conn.fetch(SELECT_INSTALLMENTS, loan_id)
+
+
+async def get_for_update(conn: asyncpg.Connection, loan_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_LOAN_FOR_UPDATE, loan_id)
+
+
+async def active_for_account(conn: asyncpg.Connection, account_id: UUID) -> list[tuple[asyncpg.Record, list]]:
+    """The account's active loans, oldest first, each with its installments."""
+    loans = await conn.fetch(SELECT_ACTIVE_FOR_ACCOUNT, account_id)
+    return await _with_installments(conn, loans)
+
+
+async def _with_installments(conn: asyncpg.Connection, loans: list[asyncpg.Record]) -> list[tuple[asyncpg.Record, list]]:
+    if not loans:
+        return []
+    rows = await conn.fetch(SELECT_INSTALLMENTS_OF_LOANS, [loan["loan_id"] for loan in loans])
+    by_loan: dict[UUID, list] = {}
+    for row in rows:
+        by_loan.setdefault(row["loan_id"], []).append(row)
+    return [(loan, by_loan.get(loan["loan_id"], [])) for loan in loans]
+
+
+async def page_for_account(conn: asyncpg.Connection, account_id: UUID, status: str | None,
+                           after: tuple[datetime, UUID] | None, limit: int) -> list[tuple[asyncpg.Record, list]]:
+    loans = await conn.fetch(SELECT_PAGE_FOR_ACCOUNT, account_id, status, after[0] if after else None,
+                             after[1] if after else None, limit)
+    return await _with_installments(conn, loans)
+
+
+async def update_installments(conn: asyncpg.Connection, loan_id: UUID, installments, waived_by_sequence: dict[int, int]) -> None:
+    """Write the paid and owed amounts of `installments` (InstallmentState values)."""
+    rows = list(installments)
+    await conn.execute(
+        UPDATE_INSTALLMENTS, loan_id,
+        [i.sequence for i in rows], [i.principal_minor for i in rows], [i.fee_minor for i in rows],
+        [i.principal_paid_minor for i in rows], [i.fee_paid_minor for i in rows], [i.penalty_minor for i in rows],
+        [i.penalty_paid_minor for i in rows], [waived_by_sequence.get(i.sequence, 0) for i in rows])
+
+
+async def set_status(conn: asyncpg.Connection, loan_id: UUID, status: str, now: datetime,
+                     refunded_delta_minor: int = 0) -> None:
+    await conn.execute(UPDATE_LOAN_STATUS, loan_id, status, refunded_delta_minor, now)

@@ -3,10 +3,19 @@ sum to zero. Debits are positive amounts, credits negative.
 
 Chart of accounts (per customer account, so the books can be sharded by account):
 
-    PRINCIPAL_RECEIVABLE   asset: principal the customer owes on loans
-    FEE_RECEIVABLE         asset: scheduled fees the customer owes
-    MERCHANT_PAYABLE       liability: what the platform owes merchants for captured orders
-    UNEARNED_FEE_INCOME    liability: fees scheduled but not yet earned
+    CASH                     asset: money received from customers
+    PRINCIPAL_RECEIVABLE     asset: principal the customer owes on loans
+    FEE_RECEIVABLE           asset: scheduled fees the customer owes
+    PENALTY_RECEIVABLE       asset: late penalties the customer owes
+    MERCHANT_PAYABLE         liability: what the platform owes merchants for captured orders
+                             (a refund reduces it: the merchant gives the price back)
+    UNEARNED_FEE_INCOME      liability: fees scheduled but not yet paid
+    CUSTOMER_CREDIT_BALANCE  liability: money the customer paid beyond what is owed
+    FEE_INCOME               income: fees paid
+    PENALTY_INCOME           income: penalties assessed
+
+Fees are receivable from capture, against UNEARNED_FEE_INCOME; when paid they become
+FEE_INCOME; when waived or refunded the receivable and the unearned income both go.
 """
 
 from __future__ import annotations
@@ -18,14 +27,22 @@ from server.domain.errors import InvariantViolation
 
 
 class LedgerAccount(enum.StrEnum):
+    CASH = "CASH"
     PRINCIPAL_RECEIVABLE = "PRINCIPAL_RECEIVABLE"
     FEE_RECEIVABLE = "FEE_RECEIVABLE"
+    PENALTY_RECEIVABLE = "PENALTY_RECEIVABLE"
     MERCHANT_PAYABLE = "MERCHANT_PAYABLE"
     UNEARNED_FEE_INCOME = "UNEARNED_FEE_INCOME"
+    CUSTOMER_CREDIT_BALANCE = "CUSTOMER_CREDIT_BALANCE"
+    FEE_INCOME = "FEE_INCOME"
+    PENALTY_INCOME = "PENALTY_INCOME"
 
 
 class EntryKind(enum.StrEnum):
     LOAN_CAPTURED = "LOAN_CAPTURED"
+    REPAYMENT_RECEIVED = "REPAYMENT_RECEIVED"
+    CREDIT_BALANCE_APPLIED = "CREDIT_BALANCE_APPLIED"
+    LOAN_REFUNDED = "LOAN_REFUNDED"
 
 
 @dataclass(frozen=True)
@@ -66,4 +83,52 @@ def loan_captured(principal_minor: int, total_fee_minor: int) -> JournalEntry:
         EntryKind.LOAN_CAPTURED,
         (LedgerAccount.PRINCIPAL_RECEIVABLE, LedgerAccount.MERCHANT_PAYABLE, principal_minor),
         (LedgerAccount.FEE_RECEIVABLE, LedgerAccount.UNEARNED_FEE_INCOME, total_fee_minor),
+    )
+
+
+def _settlement(source: LedgerAccount, principal_minor: int, fee_minor: int, penalty_minor: int,
+                waived_fee_minor: int) -> list[tuple[LedgerAccount, LedgerAccount, int]]:
+    return [
+        (source, LedgerAccount.PRINCIPAL_RECEIVABLE, principal_minor),
+        (source, LedgerAccount.FEE_RECEIVABLE, fee_minor),
+        (LedgerAccount.UNEARNED_FEE_INCOME, LedgerAccount.FEE_INCOME, fee_minor),
+        (source, LedgerAccount.PENALTY_RECEIVABLE, penalty_minor),
+        (LedgerAccount.UNEARNED_FEE_INCOME, LedgerAccount.FEE_RECEIVABLE, waived_fee_minor),
+    ]
+
+
+def repayment_received(*, principal_minor: int, fee_minor: int, penalty_minor: int, unapplied_minor: int,
+                       waived_fee_minor: int) -> JournalEntry:
+    """Cash in: it settles receivables, earns the fees it pays, and what is left is
+    owed back to the customer as a credit balance. Waived fees leave the books."""
+    return _entry(
+        EntryKind.REPAYMENT_RECEIVED,
+        *_settlement(LedgerAccount.CASH, principal_minor, fee_minor, penalty_minor, waived_fee_minor),
+        (LedgerAccount.CASH, LedgerAccount.CUSTOMER_CREDIT_BALANCE, unapplied_minor),
+    )
+
+
+def credit_balance_applied(*, principal_minor: int, fee_minor: int, penalty_minor: int,
+                           waived_fee_minor: int) -> JournalEntry:
+    """The customer's credit balance settles what the account owes."""
+    return _entry(
+        EntryKind.CREDIT_BALANCE_APPLIED,
+        *_settlement(LedgerAccount.CUSTOMER_CREDIT_BALANCE, principal_minor, fee_minor, penalty_minor,
+                     waived_fee_minor),
+    )
+
+
+def loan_refunded(*, principal_unpaid_minor: int, principal_returned_minor: int, fee_unpaid_minor: int,
+                  fee_returned_minor: int, penalty_unpaid_minor: int, penalty_returned_minor: int) -> JournalEntry:
+    """The merchant takes back the principal refunded. What the customer still owed of
+    it leaves the receivables; what the customer had paid becomes a credit balance;
+    fees and penalties removed leave the receivables or, if paid, are given back."""
+    return _entry(
+        EntryKind.LOAN_REFUNDED,
+        (LedgerAccount.MERCHANT_PAYABLE, LedgerAccount.PRINCIPAL_RECEIVABLE, principal_unpaid_minor),
+        (LedgerAccount.MERCHANT_PAYABLE, LedgerAccount.CUSTOMER_CREDIT_BALANCE, principal_returned_minor),
+        (LedgerAccount.UNEARNED_FEE_INCOME, LedgerAccount.FEE_RECEIVABLE, fee_unpaid_minor),
+        (LedgerAccount.FEE_INCOME, LedgerAccount.CUSTOMER_CREDIT_BALANCE, fee_returned_minor),
+        (LedgerAccount.PENALTY_INCOME, LedgerAccount.PENALTY_RECEIVABLE, penalty_unpaid_minor),
+        (LedgerAccount.PENALTY_INCOME, LedgerAccount.CUSTOMER_CREDIT_BALANCE, penalty_returned_minor),
     )

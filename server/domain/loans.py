@@ -42,6 +42,8 @@ class InstallmentState:
     fee_paid_minor: int = 0
     penalty_minor: int = 0
     penalty_paid_minor: int = 0
+    # Fee waived on early repayment; already taken out of fee_minor, kept for the record.
+    fee_waived_minor: int = 0
 
     @property
     def amount_minor(self) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from credit.v1 import checkout_pb2, checkout_pb2_grpc
+from credit.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from server.core.checkout import Authorize, Capture, Checkout
+from server.core.repayments import RefundLoan, Repayments
 from server.domain.pricing import TERMS_MONTHS, RepaymentMethod
 from server.services import convert
 from server.services.fields import Fields
@@ -13,9 +14,10 @@ Authorization = checkout_pb2.Authorization
 
 
 class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
-    def __init__(self, transactions: Transactions, checkout: Checkout) -> None:
+    def __init__(self, transactions: Transactions, checkout: Checkout, repayments: Repayments) -> None:
         self._tx = transactions
         self._checkout = checkout
+        self._repayments = repayments
 
     async def QuoteInstallments(self, request, context) -> checkout_pb2.QuoteInstallmentsResponse:
         f = Fields()
@@ -46,8 +48,11 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
             amount_minor=f.amount(request.amount_minor, "amount_minor"),
             term_months=request.term_months,
             method=f.enum(request.method, "method", convert.METHODS, default=RepaymentMethod.FLAT_FEE),
-            risk_context={k: v for k, v in (("device_id", risk.device_id), ("ip_address", risk.ip_address),
-                                            ("user_agent", risk.user_agent)) if v},
+            risk_context={name: value for name, value in (
+                ("device_id", f.text(risk.device_id, "risk_context.device_id", max_length=128, required=False)),
+                ("ip_address", f.ip_address(risk.ip_address, "risk_context.ip_address")),
+                ("user_agent", f.text(risk.user_agent, "risk_context.user_agent", max_length=512, required=False)),
+            ) if value},
         )
         f.idempotency_key(request.idempotency_key)
         f.done()
@@ -75,6 +80,21 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         return await self._tx.idempotent(
             "Void", request, Authorization,
             lambda conn: self._authorization(self._checkout.void(conn, authorization_id)))
+
+    async def Refund(self, request, context) -> common_pb2.Loan:
+        f = Fields()
+        command = RefundLoan(
+            loan_id=f.uuid(request.loan_id, "loan_id"),
+            amount_minor=f.amount(request.amount_minor, "amount_minor"),
+            reason=f.text(request.reason, "reason"),
+        )
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+
+        async def refund(conn):
+            return convert.loan(await self._repayments.refund(conn, command))
+
+        return await self._tx.idempotent("Refund", request, common_pb2.Loan, refund)
 
     async def GetAuthorization(self, request, context) -> Authorization:
         f = Fields()

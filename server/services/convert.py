@@ -8,8 +8,10 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2
+from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.views import AccountView, AuthorizationView, LoanView
+from server.domain.loans import LoanStatus
 from server.domain.money import CURRENCY
 from server.domain.pricing import Grade, Plan, RepaymentMethod
 
@@ -28,6 +30,11 @@ def from_proto_enum(proto_enum, prefix: str, domain_enum: type[enum.Enum]) -> di
 
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
+LOAN_STATUSES = from_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", LoanStatus)
+# Customers pay through these; CREDIT_BALANCE is the service's own bookkeeping.
+PAYMENT_CHANNELS = {number: name.removeprefix("PAYMENT_CHANNEL_")
+                    for name, number in repayment_pb2.PaymentChannel.items()
+                    if number != 0 and name != "PAYMENT_CHANNEL_CREDIT_BALANCE"}
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -139,7 +146,43 @@ def loan(view: LoanView) -> common_pb2.Loan:
                 penalty_minor=i.penalty_minor,
                 status=to_proto_enum(common_pb2.InstallmentStatus, "INSTALLMENT_STATUS_",
                                      i.status(view.today, view.status)),
+                fee_waived_minor=i.fee_waived_minor,
+                owed_minor=i.owed_minor,
             )
             for i in view.installments
         ],
+        refunded_minor=view.refunded_minor,
+    )
+
+
+def repayment(view: RepaymentView) -> repayment_pb2.Repayment:
+    return repayment_pb2.Repayment(
+        repayment_id=str(view.repayment_id),
+        account_id=str(view.account_id),
+        loan_id=str(view.loan_id) if view.loan_id else "",
+        channel=to_proto_enum(repayment_pb2.PaymentChannel, "PAYMENT_CHANNEL_", view.channel),
+        amount_minor=view.amount_minor,
+        applied_minor=view.applied_minor,
+        unapplied_minor=view.unapplied_minor,
+        waived_fee_minor=view.waived_fee_minor,
+        allocations=[
+            repayment_pb2.Allocation(
+                loan_id=str(a.loan_id), sequence=a.sequence, amount_minor=a.amount_minor,
+                component=to_proto_enum(repayment_pb2.AllocationComponent, "ALLOCATION_COMPONENT_", a.component))
+            for a in view.allocations
+        ],
+        account=account(view.account),
+        created_at=timestamp(view.created_at),
+    )
+
+
+def payoff(quote: PayoffQuote) -> repayment_pb2.QuotePayoffResponse:
+    return repayment_pb2.QuotePayoffResponse(
+        loan_id=str(quote.loan_id),
+        as_of=quote.as_of.isoformat(),
+        payoff_minor=quote.payoff_minor,
+        principal_minor=quote.principal_minor,
+        fee_minor=quote.fee_minor,
+        penalty_minor=quote.penalty_minor,
+        waived_fee_minor=quote.waived_fee_minor,
     )

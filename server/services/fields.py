@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from datetime import datetime, timezone
@@ -15,6 +16,10 @@ from server.domain.money import check_amount
 MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
+# Control characters (NUL among them) have no place in names or reasons, and PostgreSQL
+# refuses NUL in text.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TIME_ZONE_LENGTH = 64
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 LOCALES = ("zh-CN", "en")
@@ -56,12 +61,15 @@ class Fields:
     def idempotency_key(self, value: str) -> str:
         return self.identifier(value, "idempotency_key")
 
-    def text(self, value: str, field: str, *, max_length: int = MAX_REASON_LENGTH) -> str:
+    def text(self, value: str, field: str, *, max_length: int = MAX_REASON_LENGTH, required: bool = True) -> str:
         value = value.strip()
         if not value:
-            self.fail(field, "is required")
+            if required:
+                self.fail(field, "is required")
         elif len(value) > max_length:
             self.fail(field, f"must be at most {max_length} characters")
+        elif _CONTROL.search(value):
+            self.fail(field, "must not contain control characters")
         return value
 
     def amount(self, value: int, field: str, *, allow_zero: bool = False) -> int:
@@ -90,9 +98,18 @@ class Fields:
             self.fail(field, "is not a valid timestamp")
             return None
 
+    def ip_address(self, value: str, field: str) -> str:
+        """Optional; an IPv4 or IPv6 address when given."""
+        if value:
+            try:
+                return str(ipaddress.ip_address(value))
+            except ValueError:
+                self.fail(field, f"must be an IPv4 or IPv6 address, got {value[:64]!r}")
+        return value
+
     def email(self, value: str, field: str) -> str:
         value = value.strip()
-        if not _EMAIL.match(value) or len(value) > 254:
+        if not _EMAIL.match(value) or len(value) > 254 or _CONTROL.search(value):
             self.fail(field, "must be an email address")
         return value
 
@@ -110,8 +127,16 @@ class Fields:
 
     def time_zone(self, value: str, field: str) -> str:
         value = value or "Asia/Shanghai"
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        if len(value) > MAX_TIME_ZONE_LENGTH or not _is_time_zone(value):
             self.fail(field, f"must be an IANA time zone such as Asia/Shanghai, got {value[:64]!r}")
         return value
+
+
+def _is_time_zone(name: str) -> bool:
+    # ZoneInfo raises more than ZoneInfoNotFoundError for some names ("Asia" is a
+    # folder: IsADirectoryError), so any failure to load means "not a zone".
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True

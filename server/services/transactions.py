@@ -24,12 +24,16 @@ def request_sha256(request: Message) -> bytes:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
 
 
+# How long a request waits for a free connection before it is refused as UNAVAILABLE.
+ACQUIRE_TIMEOUT_S = 10
+
+
 class Transactions:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
     async def read(self, work: Callable[[asyncpg.Connection], Awaitable[Reply]]) -> Reply:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             return await work(conn)
 
     async def idempotent(self, method: str, request: Message, reply_type: type[Reply],
@@ -39,7 +43,7 @@ class Transactions:
         ALREADY_EXISTS; a duplicate arriving while the first runs waits for it."""
         key = request.idempotency_key
         fingerprint = request_sha256(request)
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             async with conn.transaction(isolation="read_committed"):
                 if not await idempotency.claim(conn, method, key, fingerprint):
                     first = await idempotency.load(conn, method, key)

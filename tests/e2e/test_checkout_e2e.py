@@ -84,6 +84,9 @@ def authorize_request(account: str, **overrides) -> checkout_pb2.AuthorizeReques
     ({"merchant_id": ""}, "merchant_id"),
     ({"order_id": "has space"}, "order_id"),
     ({"account_id": "not-a-uuid"}, "account_id"),
+    ({"risk_context": checkout_pb2.RiskContext(device_id="dev\x00ice")}, "risk_context.device_id"),
+    ({"risk_context": checkout_pb2.RiskContext(ip_address="999.1.1.1")}, "risk_context.ip_address"),
+    ({"risk_context": checkout_pb2.RiskContext(user_agent="u" * 513)}, "risk_context.user_agent"),
 ])
 async def test_bad_authorize_input_names_the_field_and_writes_nothing(api, server, overrides, field):
     account = await api.open_account(limit_minor=100_000)
@@ -153,6 +156,25 @@ async def test_bad_account_input_names_every_field(api):
     assert field_violations(error.value) == [
         "customer_id", "contact.name", "contact.email", "contact.phone", "contact.locale", "contact.time_zone",
         "idempotency_key"]
+
+
+@pytest.mark.parametrize("time_zone", ["Asia", "America", "x" * 300, "../../etc/passwd", "Asia/Nowhere"])
+async def test_a_time_zone_that_is_not_a_zone_is_refused_by_name(api, time_zone):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.lines.OpenAccount(credit_line_pb2.OpenAccountRequest(
+            customer_id="cust-" + key(), idempotency_key=key(),
+            contact=credit_line_pb2.Contact(name="A", email="a@example.com", phone="+8613800138000",
+                                            time_zone=time_zone)))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error.value) == ["contact.time_zone"]
+
+
+async def test_control_characters_in_text_are_refused_by_name(api):
+    account = await api.open_account(limit_minor=100_000)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.lines.FreezeAccount(credit_line_pb2.FreezeAccountRequest(
+            account_id=account.account_id, reason="fraud\x00", idempotency_key=key()))
+    assert field_violations(error.value) == ["reason"]
 
 
 async def test_negative_limits_are_refused(api):

@@ -216,3 +216,16 @@ async def test_a_term_not_offered_to_the_amount_is_declined_with_its_reason(api)
     small = await api.authorize(account.account_id, 5_000, term_months=3)
     assert small.decline_reason == checkout_pb2.DECLINE_REASON_TERM_NOT_OFFERED
     assert "at least 10000" in small.decline_message
+
+
+async def test_an_order_whose_expired_hold_is_not_yet_released_asks_the_other_account_to_retry(
+        api, clock, running, pool):
+    first, second = await api.open_account(limit_minor=100_000), await api.open_account(limit_minor=100_000)
+    await api.authorize(first.account_id, 10_000, order_id="order-moved")
+    clock.advance(timedelta(minutes=30))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.authorize(second.account_id, 10_000, order_id="order-moved")
+    assert error.value.code() == grpc.StatusCode.ABORTED
+    await running.core.checkout.expire_due_holds(pool)
+    moved = await api.authorize(second.account_id, 10_000, order_id="order-moved")
+    assert moved.status == PENDING

@@ -1,0 +1,234 @@
+"""Repayments through the waterfall, payoff quotes, refunds, and the credit balance."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from server.clock import Clock
+from server.core.accounts import lock_account
+from server.core.views import AccountView, LoanView, account_view, loan_view
+from server.db import accounts as account_rows
+from server.db import ledger as ledger_rows
+from server.db import loans as loan_rows
+from server.db import repayments as repayment_rows
+from server.domain import ledger
+from server.domain import waterfall
+from server.domain.calendar import local_date
+from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.loans import LoanStatus
+from server.domain.waterfall import Allocated, Allocation, Component
+
+log = structlog.get_logger(__name__)
+
+# The channel recorded when a credit balance, not new money, pays what is owed.
+CREDIT_BALANCE_CHANNEL = "CREDIT_BALANCE"
+# How far ahead a payoff may be quoted.
+MAX_PAYOFF_QUOTE_DAYS = 366
+
+
+@dataclass(frozen=True)
+class Repay:
+    account_id: UUID
+    loan_id: UUID | None
+    amount_minor: int
+    channel: str
+
+
+@dataclass(frozen=True)
+class RefundLoan:
+    loan_id: UUID
+    amount_minor: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class RepaymentView:
+    repayment_id: UUID
+    account_id: UUID
+    loan_id: UUID | None
+    channel: str
+    amount_minor: int
+    applied_minor: int
+    unapplied_minor: int
+    waived_fee_minor: int
+    allocations: tuple[Allocation, ...]
+    account: AccountView
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PayoffQuote:
+    loan_id: UUID
+    as_of: date
+    payoff_minor: int
+    principal_minor: int
+    fee_minor: int
+    penalty_minor: int
+    waived_fee_minor: int
+
+
+class Repayments:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def repay(self, conn: asyncpg.Connection, command: Repay) -> RepaymentView:
+        now = self._clock.now()
+        account = await lock_account(conn, command.account_id)
+        today = local_date(now, account["time_zone"])
+        loans = await self._loans_in_scope(conn, account, command.loan_id, now)
+        allocated = waterfall.allocate([loan.balance for loan in loans], command.amount_minor, today)
+        repayment_id = uuid.uuid4()
+        await self._settle(conn, account["account_id"], loans, allocated, now)
+        await repayment_rows.insert(
+            conn, repayment_id=repayment_id, account_id=account["account_id"], loan_id=command.loan_id,
+            channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
+            unapplied_minor=allocated.unapplied_minor, waived_fee_minor=allocated.waived_minor,
+            allocations=allocated.allocations, now=now)
+        if allocated.unapplied_minor:
+            await repayment_rows.add_to_credit_balance(conn, account["account_id"], allocated.unapplied_minor, now)
+        await ledger_rows.post(conn, account["account_id"], repayment_id, ledger.repayment_received(
+            principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
+            penalty_minor=allocated.total(Component.PENALTY), unapplied_minor=allocated.unapplied_minor,
+            waived_fee_minor=allocated.waived_minor), now)
+        log.info("repayment_received", repayment_id=str(repayment_id), amount_minor=command.amount_minor,
+                 applied_minor=allocated.applied_minor, unapplied_minor=allocated.unapplied_minor)
+        after = await account_rows.get(conn, account["account_id"])
+        return RepaymentView(
+            repayment_id=repayment_id, account_id=account["account_id"], loan_id=command.loan_id,
+            channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
+            unapplied_minor=allocated.unapplied_minor, waived_fee_minor=allocated.waived_minor,
+            allocations=allocated.allocations, account=account_view(after, now), created_at=now)
+
+    async def quote_payoff(self, conn: asyncpg.Connection, loan_id: UUID, as_of: date | None) -> PayoffQuote:
+        loan = await self._loan(conn, loan_id)
+        today = loan.today
+        as_of = as_of or today
+        if as_of < today:
+            raise InvalidArgument.of("as_of", f"must be today ({today.isoformat()}) or later in the account's zone")
+        if (as_of - today).days > MAX_PAYOFF_QUOTE_DAYS:
+            raise InvalidArgument.of("as_of", f"must be within {MAX_PAYOFF_QUOTE_DAYS} days")
+        owed = sum(i.owed_minor for i in loan.installments) if loan.status is LoanStatus.ACTIVE else 0
+        allocated = waterfall.allocate([loan.balance], owed, as_of)
+        return PayoffQuote(
+            loan_id=loan_id, as_of=as_of, payoff_minor=allocated.applied_minor,
+            principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
+            penalty_minor=allocated.total(Component.PENALTY), waived_fee_minor=allocated.waived_minor)
+
+    async def refund(self, conn: asyncpg.Connection, command: RefundLoan) -> LoanView:
+        now = self._clock.now()
+        found = await loan_rows.get(conn, command.loan_id)
+        if found is None:
+            raise NotFound("loan_id", str(command.loan_id), "loan")
+        account = await lock_account(conn, found[0]["account_id"])
+        loan = await self._loan(conn, command.loan_id, account["time_zone"], now)
+        if loan.status not in (LoanStatus.ACTIVE, LoanStatus.PAID_OFF):
+            raise FailedPrecondition(f"loan is {loan.status}; only an active or paid-off loan can be refunded")
+        refundable = loan.principal_minor - loan.refunded_minor
+        if command.amount_minor > refundable:
+            raise InvalidArgument.of(
+                "amount_minor", f"{command.amount_minor} exceeds the {refundable} of principal not yet refunded")
+        result = waterfall.refund(loan.installments, command.amount_minor, loan.today)
+        installments = waterfall.apply_refund(loan.installments, result)
+        await loan_rows.update_installments(conn, loan.loan_id, installments, {})
+        status = (LoanStatus.CANCELLED if result.cancels_loan
+                  else LoanStatus.PAID_OFF if all(i.owed_minor == 0 for i in installments) else loan.status)
+        await loan_rows.set_status(conn, loan.loan_id, status.value, now, refunded_delta_minor=command.amount_minor)
+        if loan.status is LoanStatus.ACTIVE and result.unpaid_principal_cut_minor:
+            await account_rows.add_to_totals(conn, account["account_id"],
+                                             principal_delta_minor=-result.unpaid_principal_cut_minor, now=now)
+        if result.returned_minor:
+            await repayment_rows.add_to_credit_balance(conn, account["account_id"], result.returned_minor, now)
+        refund_id = uuid.uuid4()
+        await repayment_rows.insert_refund(
+            conn, refund_id=refund_id, account_id=account["account_id"], loan_id=loan.loan_id,
+            amount_minor=command.amount_minor, returned_minor=result.returned_minor, reason=command.reason, now=now)
+        principal_returned = sum(line.principal_returned_minor for line in result.lines)
+        await ledger_rows.post(conn, account["account_id"], refund_id, ledger.loan_refunded(
+            principal_unpaid_minor=result.unpaid_principal_cut_minor,
+            principal_returned_minor=principal_returned,
+            fee_unpaid_minor=result.unpaid_fee_cut_minor,
+            fee_returned_minor=sum(line.fee_returned_minor for line in result.lines),
+            penalty_unpaid_minor=result.unpaid_penalty_cut_minor,
+            penalty_returned_minor=sum(line.penalty_returned_minor for line in result.lines)), now)
+        log.info("loan_refunded", loan_id=str(loan.loan_id), amount_minor=command.amount_minor,
+                 returned_minor=result.returned_minor, cancelled=result.cancels_loan)
+        await self.apply_credit_balance(conn, account["account_id"], now)
+        return await self._loan(conn, loan.loan_id, account["time_zone"], now)
+
+    async def apply_credit_balance(self, conn: asyncpg.Connection, account_id: UUID, now: datetime) -> int:
+        """Use the locked account's credit balance against what it owes, through the
+        waterfall; returns the amount applied. Called whenever a capture or refund
+        changes what is owed or what is held, so money never sits idle beside a debt."""
+        account = await account_rows.get(conn, account_id)
+        credit = account["credit_balance_minor"]
+        if credit == 0:
+            return 0
+        loans = await self._active_loans(conn, account, now)
+        if not loans:
+            return 0
+        today = local_date(now, account["time_zone"])
+        allocated = waterfall.allocate([loan.balance for loan in loans], credit, today)
+        if allocated.applied_minor == 0:
+            return 0
+        repayment_id = uuid.uuid4()
+        await self._settle(conn, account_id, loans, allocated, now)
+        await repayment_rows.insert(
+            conn, repayment_id=repayment_id, account_id=account_id, loan_id=None, channel=CREDIT_BALANCE_CHANNEL,
+            amount_minor=allocated.applied_minor, applied_minor=allocated.applied_minor, unapplied_minor=0,
+            waived_fee_minor=allocated.waived_minor, allocations=allocated.allocations, now=now)
+        await repayment_rows.add_to_credit_balance(conn, account_id, -allocated.applied_minor, now)
+        await ledger_rows.post(conn, account_id, repayment_id, ledger.credit_balance_applied(
+            principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
+            penalty_minor=allocated.total(Component.PENALTY), waived_fee_minor=allocated.waived_minor), now)
+        log.info("credit_balance_applied", account_id=str(account_id), applied_minor=allocated.applied_minor)
+        return allocated.applied_minor
+
+    async def _settle(self, conn: asyncpg.Connection, account_id: UUID, loans: list[LoanView],
+                      allocated: Allocated, now: datetime) -> None:
+        """Write what an allocation paid and waived: installments, loans paid off, and
+        the principal repaid, which gives the limit back at once."""
+        touched = {a.loan_id for a in allocated.allocations} | {w.loan_id for w in allocated.waivers}
+        for loan in loans:
+            if loan.loan_id not in touched:
+                continue
+            installments = waterfall.apply(loan.installments, loan.loan_id, allocated)
+            waived = {w.sequence: w.amount_minor for w in allocated.waivers if w.loan_id == loan.loan_id}
+            changed = [after for before, after in zip(loan.installments, installments) if after != before]
+            await loan_rows.update_installments(conn, loan.loan_id, changed, waived)
+            if all(i.owed_minor == 0 for i in installments):
+                await loan_rows.set_status(conn, loan.loan_id, LoanStatus.PAID_OFF.value, now)
+                log.info("loan_paid_off", loan_id=str(loan.loan_id))
+        principal = allocated.total(Component.PRINCIPAL)
+        if principal:
+            await account_rows.add_to_totals(conn, account_id, principal_delta_minor=-principal, now=now)
+
+    async def _loans_in_scope(self, conn: asyncpg.Connection, account: asyncpg.Record, loan_id: UUID | None,
+                              now: datetime) -> list[LoanView]:
+        if loan_id is None:
+            return await self._active_loans(conn, account, now)
+        loan = await self._loan(conn, loan_id, account["time_zone"], now)
+        if loan.account_id != account["account_id"]:
+            raise InvalidArgument.of("loan_id", "belongs to another account")
+        if loan.status is not LoanStatus.ACTIVE:
+            raise FailedPrecondition(f"loan is {loan.status}; repay the account instead to keep a credit balance")
+        return [loan]
+
+    async def _active_loans(self, conn: asyncpg.Connection, account: asyncpg.Record, now: datetime) -> list[LoanView]:
+        return [loan_view(loan, rows, account["time_zone"], now)
+                for loan, rows in await loan_rows.active_for_account(conn, account["account_id"])]
+
+    async def _loan(self, conn: asyncpg.Connection, loan_id: UUID, time_zone: str | None = None,
+                    now: datetime | None = None) -> LoanView:
+        found = await loan_rows.get(conn, loan_id)
+        if found is None:
+            raise NotFound("loan_id", str(loan_id), "loan")
+        loan, rows = found
+        if time_zone is None:
+            time_zone = (await account_rows.get(conn, loan["account_id"]))["time_zone"]
+        return loan_view(loan, rows, time_zone, now or self._clock.now())
