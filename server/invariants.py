@@ -25,8 +25,21 @@ def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> st
                    WHERE ledger_account = '{ledger_account}' GROUP BY account_id) p USING (account_id)
         LEFT JOIN (SELECT i.account_id, sum({unpaid_expression}) AS unpaid
                    FROM installments i JOIN loans l USING (loan_id)
-                   WHERE l.status = 'ACTIVE' GROUP BY i.account_id) u USING (account_id)
+                   WHERE l.status <> 'CHARGED_OFF' GROUP BY i.account_id) u USING (account_id)
         WHERE coalesce(p.balance, 0) <> coalesce(u.unpaid, 0)
+    """
+
+
+def _ledger_balance_is(ledger_account: str, expected_expression: str) -> str:
+    """Accounts whose ledger balance in `ledger_account` differs from an expression
+    over the accounts row (`a`)."""
+    return f"""
+        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
+               ({expected_expression})::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = '{ledger_account}' GROUP BY account_id) p USING (account_id)
+        WHERE coalesce(p.balance, 0) <> ({expected_expression})
     """
 
 
@@ -56,6 +69,31 @@ CHECKS: dict[str, str] = {
         _ledger_matches_schedules("PRINCIPAL_RECEIVABLE", "i.principal_minor - i.principal_paid_minor"),
     "fee receivable equals unpaid fees on the schedules":
         _ledger_matches_schedules("FEE_RECEIVABLE", "i.fee_minor - i.fee_paid_minor"),
+    "penalty receivable equals unpaid penalties on the schedules":
+        _ledger_matches_schedules("PENALTY_RECEIVABLE", "i.penalty_minor - i.penalty_paid_minor"),
+    "unearned fee income mirrors the fee receivable":
+        _ledger_matches_schedules("UNEARNED_FEE_INCOME", "i.fee_paid_minor - i.fee_minor"),
+    "the customer credit balance equals the ledger's":
+        _ledger_balance_is("CUSTOMER_CREDIT_BALANCE", "-a.credit_balance_minor"),
+    "cash equals the money customers paid in":
+        _ledger_balance_is("CASH", """(SELECT coalesce(sum(r.amount_minor), 0) FROM repayments r
+                                       WHERE r.account_id = a.account_id AND r.channel <> 'CREDIT_BALANCE')"""),
+    "each repayment's allocations add up to what it applied": """
+        SELECT r.repayment_id::text AS subject, coalesce(sum(x.amount_minor), 0)::bigint AS found,
+               r.applied_minor AS expected
+        FROM repayments r LEFT JOIN repayment_allocations x USING (repayment_id)
+        GROUP BY r.repayment_id, r.applied_minor
+        HAVING coalesce(sum(x.amount_minor), 0) <> r.applied_minor
+    """,
+    "loans are paid off exactly when nothing is owed": """
+        SELECT l.loan_id::text || ' (' || l.status || ')' AS subject, o.owed::bigint AS found,
+               0::bigint AS expected
+        FROM loans l
+        JOIN (SELECT loan_id, sum(principal_minor + fee_minor + penalty_minor - principal_paid_minor
+                                  - fee_paid_minor - penalty_paid_minor) AS owed
+              FROM installments GROUP BY loan_id) o USING (loan_id)
+        WHERE (l.status IN ('PAID_OFF', 'CANCELLED') AND o.owed <> 0) OR (l.status = 'ACTIVE' AND o.owed = 0)
+    """,
     "captured authorizations have a loan of the captured amount": """
         SELECT au.authorization_id::text AS subject, coalesce(l.principal_minor, 0) AS found,
                au.captured_minor AS expected

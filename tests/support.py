@@ -85,3 +85,29 @@ def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
         if detail.Unpack(bad_request):
             fields += [v.field for v in bad_request.field_violations]
     return fields
+
+
+async def repay(api: Api, account_id: str, amount_minor: int, *, loan_id: str = "",
+                idempotency_key: str | None = None):
+    return await api.repayment.Repay(repayment_pb2.RepayRequest(
+        account_id=account_id, loan_id=loan_id, amount_minor=amount_minor,
+        channel=repayment_pb2.PAYMENT_CHANNEL_BANK_CARD, idempotency_key=idempotency_key or key()), timeout=10)
+
+
+async def refund(api: Api, loan_id: str, amount_minor: int, *, idempotency_key: str | None = None):
+    return await api.checkout.Refund(checkout_pb2.RefundRequest(
+        loan_id=loan_id, amount_minor=amount_minor, reason="goods returned",
+        idempotency_key=idempotency_key or key()), timeout=10)
+
+
+async def payoff(api: Api, loan_id: str, as_of: str = "") -> int:
+    reply = await api.repayment.QuotePayoff(repayment_pb2.QuotePayoffRequest(loan_id=loan_id, as_of=as_of),
+                                            timeout=10)
+    return reply.payoff_minor
+
+
+async def buy(api: Api, account_id: str, amount_minor: int, term_months: int = 3, **kwargs):
+    """Authorize and capture: the new loan."""
+    auth = await api.authorize(account_id, amount_minor, term_months, **kwargs)
+    captured = await api.capture(auth.authorization_id)
+    return await api.loan(captured.loan_id)

@@ -127,6 +127,8 @@ def allocate(loans: Sequence[LoanBalance], amount_minor: int, today: date) -> Al
     for _, _, sequence, loan_id in keys(lambda i: i.due_date >= today):
         if current.get(loan_id) == sequence:
             continue
+        # A period not yet due carries no penalty; should one be there, it goes first.
+        pay(loan_id, sequence, Component.PENALTY, _penalty_owed(state[(loan_id, sequence)]))
         pay(loan_id, sequence, Component.PRINCIPAL, _principal_owed(state[(loan_id, sequence)]))
         i = state[(loan_id, sequence)]
         if _principal_owed(i) == 0 and _fee_owed(i) > 0:
