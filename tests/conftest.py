@@ -12,6 +12,10 @@ import asyncpg
 import pytest
 
 from server.db.migrate import migrate
+from server.logging import configure_logging
+
+# The in-process server logs like the real one, but only what matters to a failing test.
+configure_logging("warning")
 
 TEMPLATE_DB = "credit_template"
 

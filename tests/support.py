@@ -59,6 +59,10 @@ class Api:
             risk_context=checkout_pb2.RiskContext(device_id="device-1", ip_address="203.0.113.7")),
             timeout=timeout)
 
+    async def authorization(self, authorization_id: str) -> checkout_pb2.Authorization:
+        return await self.checkout.GetAuthorization(
+            checkout_pb2.GetAuthorizationRequest(authorization_id=authorization_id), timeout=10)
+
     async def capture(self, authorization_id: str, amount_minor: int = 0) -> checkout_pb2.Authorization:
         return await self.checkout.Capture(checkout_pb2.CaptureRequest(
             authorization_id=authorization_id, amount_minor=amount_minor, idempotency_key=key()), timeout=10)
