@@ -80,3 +80,28 @@ def server(e2e_database, tmp_path_factory):
 async def api(server):
     async with grpc.aio.insecure_channel(server.address) as channel:
         yield Api(channel)
+
+
+@pytest.fixture
+def db_dsn_sync(pg_admin_dsn, template_dsn):
+    """A fresh database with one account whose held total matches no hold: broken books."""
+    import asyncio
+
+    import asyncpg
+
+    async def make() -> str:
+        name = await create_database(pg_admin_dsn)
+        conn = await asyncpg.connect(with_database(pg_admin_dsn, name))
+        try:
+            await conn.execute("""
+                INSERT INTO accounts (account_id, customer_id, status, risk_grade, held_minor, contact_name,
+                                      contact_email, contact_phone, locale, time_zone, created_at, updated_at)
+                VALUES (gen_random_uuid(), 'c-broken', 'ACTIVE', 'C', 500, 'n', 'e@example.com', '+8613800138000',
+                        'en', 'Asia/Shanghai', now(), now())""")
+        finally:
+            await conn.close()
+        return name
+
+    name = asyncio.run(make())
+    yield with_database(pg_admin_dsn, name)
+    asyncio.run(drop_database(pg_admin_dsn, name))

@@ -31,3 +31,8 @@ def test_the_readme_walkthrough_opens_authorizes_and_captures(server):
     assert '"outstanding_principal_minor": "129900"' in out
     assert '"available_minor": "370100"' in out
     assert out.count('"installments"') >= 2
+    assert '"applied_minor": "50000"' in out
+    payoff = out[out.rindex('"repayment_id"'):]
+    assert '"unapplied_minor": "0"' in payoff
+    assert '"outstanding_principal_minor": "0"' in payoff
+    assert '"available_minor": "500000"' in payoff

@@ -97,3 +97,15 @@ async def test_sigterm_lets_in_flight_calls_finish_then_closes_the_pool(db_dsn, 
             "AND datname = current_database()") == 0
     finally:
         await conn.close()
+
+
+def test_the_invariant_command_passes_on_good_books_and_names_a_broken_rule(server, db_dsn_sync):
+    clean = subprocess.run([sys.executable, "-m", "server.invariants"], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "DATABASE_URL": server.database_url})
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "0 violations" in clean.stdout
+
+    broken = subprocess.run([sys.executable, "-m", "server.invariants"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "DATABASE_URL": db_dsn_sync})
+    assert broken.returncode == 1
+    assert "held equals the sum of pending holds" in broken.stdout

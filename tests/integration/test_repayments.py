@@ -164,6 +164,9 @@ async def test_cumulative_refunds_never_exceed_the_principal(api, loan, books):
         await refund(api, loan.loan_id, 100_001)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(error.value) == ["amount_minor"]
+    unchanged = await api.loan(loan.loan_id)
+    assert unchanged.refunded_minor == 200_000
+    assert sum(i.principal_minor for i in unchanged.installments) == 100_000
     cancelled = await refund(api, loan.loan_id, 100_000)
     assert cancelled.status == common_pb2.LOAN_STATUS_CANCELLED
     with pytest.raises(grpc.aio.AioRpcError) as error:
