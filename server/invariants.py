@@ -94,6 +94,31 @@ CHECKS: dict[str, str] = {
               FROM installments GROUP BY loan_id) o USING (loan_id)
         WHERE (l.status IN ('PAID_OFF', 'CANCELLED') AND o.owed <> 0) OR (l.status = 'ACTIVE' AND o.owed = 0)
     """,
+    "a refunded loan's schedule holds exactly the principal not refunded": """
+        SELECT l.loan_id::text AS subject, coalesce(sum(i.principal_minor), 0)::bigint AS found,
+               (l.principal_minor - l.refunded_minor)::bigint AS expected
+        FROM loans l JOIN installments i USING (loan_id)
+        GROUP BY l.loan_id, l.principal_minor, l.refunded_minor
+        HAVING coalesce(sum(i.principal_minor), 0) <> l.principal_minor - l.refunded_minor
+    """,
+    "a loan's refunds add up to what it records as refunded": """
+        SELECT l.loan_id::text AS subject, coalesce(r.total, 0)::bigint AS found, l.refunded_minor AS expected
+        FROM loans l LEFT JOIN (SELECT loan_id, sum(amount_minor) AS total FROM refunds GROUP BY loan_id) r
+             USING (loan_id)
+        WHERE coalesce(r.total, 0) <> l.refunded_minor
+    """,
+    "merchants are owed the principal captured less refunds":
+        _ledger_balance_is("MERCHANT_PAYABLE", """-(SELECT coalesce(sum(l.principal_minor - l.refunded_minor), 0)
+                                                  FROM loans l WHERE l.account_id = a.account_id)"""),
+    "no credit balance sits beside an active loan that owes something": """
+        SELECT a.account_id::text AS subject, a.credit_balance_minor AS found, 0::bigint AS expected
+        FROM accounts a
+        WHERE a.credit_balance_minor > 0 AND EXISTS (
+            SELECT 1 FROM loans l JOIN installments i USING (loan_id)
+            WHERE l.account_id = a.account_id AND l.status = 'ACTIVE'
+              AND i.principal_minor + i.fee_minor + i.penalty_minor
+                  > i.principal_paid_minor + i.fee_paid_minor + i.penalty_paid_minor)
+    """,
     "captured authorizations have a loan of the captured amount": """
         SELECT au.authorization_id::text AS subject, coalesce(l.principal_minor, 0) AS found,
                au.captured_minor AS expected

@@ -98,6 +98,8 @@ class Repayments:
             waived_fee_minor=allocated.waived_minor), now)
         log.info("repayment_received", repayment_id=str(repayment_id), amount_minor=command.amount_minor,
                  applied_minor=allocated.applied_minor, unapplied_minor=allocated.unapplied_minor)
+        # Money left over from a payment to one loan pays the account's other debts.
+        await self.apply_credit_balance(conn, account["account_id"], now)
         after = await account_rows.get(conn, account["account_id"])
         return RepaymentView(
             repayment_id=repayment_id, account_id=account["account_id"], loan_id=command.loan_id,
@@ -174,15 +176,17 @@ class Repayments:
             return 0
         today = local_date(now, account["time_zone"])
         allocated = waterfall.allocate([loan.balance for loan in loans], credit, today)
-        if allocated.applied_minor == 0:
+        if allocated.applied_minor == 0 and not allocated.waivers:
             return 0
         repayment_id = uuid.uuid4()
         await self._settle(conn, account_id, loans, allocated, now)
-        await repayment_rows.insert(
-            conn, repayment_id=repayment_id, account_id=account_id, loan_id=None, channel=CREDIT_BALANCE_CHANNEL,
-            amount_minor=allocated.applied_minor, applied_minor=allocated.applied_minor, unapplied_minor=0,
-            waived_fee_minor=allocated.waived_minor, allocations=allocated.allocations, now=now)
-        await repayment_rows.add_to_credit_balance(conn, account_id, -allocated.applied_minor, now)
+        if allocated.applied_minor:
+            await repayment_rows.insert(
+                conn, repayment_id=repayment_id, account_id=account_id, loan_id=None,
+                channel=CREDIT_BALANCE_CHANNEL, amount_minor=allocated.applied_minor,
+                applied_minor=allocated.applied_minor, unapplied_minor=0, waived_fee_minor=allocated.waived_minor,
+                allocations=allocated.allocations, now=now)
+            await repayment_rows.add_to_credit_balance(conn, account_id, -allocated.applied_minor, now)
         await ledger_rows.post(conn, account_id, repayment_id, ledger.credit_balance_applied(
             principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
             penalty_minor=allocated.total(Component.PENALTY), waived_fee_minor=allocated.waived_minor), now)

@@ -114,19 +114,25 @@ def allocate(loans: Sequence[LoanBalance], amount_minor: int, today: date) -> Al
                                 (Component.PRINCIPAL, _principal_owed)):
             pay(loan_id, sequence, component, owed(state[(loan_id, sequence)]))
 
-    # 2. The current installment of each loan: the first one not yet past due.
+    # 2. The current installment of each loan: the period the customer is in, the first
+    #    one not yet past due, whether or not it is already paid.
     current: dict[UUID, int] = {}
-    for _, _, sequence, loan_id in keys(lambda i: i.due_date >= today):
-        current.setdefault(loan_id, sequence)
-    for loan_id, sequence in sorted(current.items(), key=lambda kv: (state[(kv[0], kv[1])].due_date, order[kv[0]])):
+    for (loan_id, sequence), i in sorted(state.items(), key=lambda kv: (kv[1].due_date, kv[0][1])):
+        if i.due_date >= today:
+            current.setdefault(loan_id, sequence)
+    for loan_id, sequence in sorted(current.items(), key=lambda kv: (state[kv].due_date, order[kv[0]])):
         for component, owed in ((Component.PENALTY, _penalty_owed), (Component.FEE, _fee_owed),
                                 (Component.PRINCIPAL, _principal_owed)):
             pay(loan_id, sequence, component, owed(state[(loan_id, sequence)]))
 
-    # 3. Future principal, nearest first; fees of fully prepaid periods are waived.
+    # 3. Future principal, nearest first. A future period whose principal this payment
+    #    repays in full (or that has none left, when the payment reaches it) has its fee
+    #    waived; a payment that runs out before a period waives nothing there.
     for _, _, sequence, loan_id in keys(lambda i: i.due_date >= today):
         if current.get(loan_id) == sequence:
             continue
+        if left == 0:
+            break
         # A period not yet due carries no penalty; should one be there, it goes first.
         pay(loan_id, sequence, Component.PENALTY, _penalty_owed(state[(loan_id, sequence)]))
         pay(loan_id, sequence, Component.PRINCIPAL, _principal_owed(state[(loan_id, sequence)]))

@@ -213,3 +213,24 @@ def test_refunds_keep_every_amount_whole(loans, data, today):
 def test_a_refund_above_the_principal_left_is_a_bug_the_caller_must_prevent():
     with pytest.raises(InvariantViolation):
         refund(schedule(), 300_001, START)
+
+
+def test_a_split_payment_costs_no_more_than_one_payment_of_the_same_total():
+    """Once the period the customer is in is paid, the next period is still future: its
+    principal is prepaid and its fee waived, not charged as if it were current."""
+    loan = one(schedule())
+    today = date(2027, 1, 20)
+    once = allocate([loan], 201_800, today)
+    first = allocate([loan], 101_800, today)
+    after_first = one(apply(loan.installments, LOAN, first))
+    second = allocate([after_first], 100_000, today)
+    assert [(a.sequence, a.component) for a in second.allocations] == [(2, Component.PRINCIPAL)]
+    assert second.waived_minor == once.waived_minor == 1_800
+    assert payoff_minor(after_first, today) == 200_000
+
+
+def test_a_payment_that_runs_out_waives_nothing_beyond_where_it_reached():
+    installments = apply_refund(schedule(), refund(schedule(), 150_000, date(2027, 1, 20)))
+    # Principal [100000, 50000, 0], fees [900, 900, 900]: one fen must not waive period 3's fee.
+    result = allocate([one(installments)], 1, date(2027, 1, 25))
+    assert result.waivers == ()
