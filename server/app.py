@@ -15,11 +15,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from credit.v1 import checkout_pb2, checkout_pb2_grpc, credit_line_pb2, credit_line_pb2_grpc
-from credit.v1 import repayment_pb2, repayment_pb2_grpc
+from credit.v1 import collections_pb2, collections_pb2_grpc, repayment_pb2, repayment_pb2_grpc
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.core.accounts import CreditLines
 from server.core.checkout import Checkout
+from server.core.collections import Collections, CollectionsPolicy
 from server.core.loans import Loans
 from server.core.repayments import Repayments
 from server.db.migrate import migrate
@@ -27,6 +28,7 @@ from server.db.pool import create_pool
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
 from server.interceptors import ErrorMappingInterceptor
 from server.services.checkout import CheckoutServicer
+from server.services.collections import CollectionsServicer
 from server.services.credit_line import CreditLineServicer
 from server.services.repayment import RepaymentServicer
 from server.services.transactions import Transactions
@@ -37,6 +39,7 @@ SERVICE_NAMES = (
     credit_line_pb2.DESCRIPTOR.services_by_name["CreditLineService"].full_name,
     checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
     repayment_pb2.DESCRIPTOR.services_by_name["RepaymentService"].full_name,
+    collections_pb2.DESCRIPTOR.services_by_name["CollectionsService"].full_name,
 )
 
 
@@ -46,6 +49,7 @@ class Core:
     checkout: Checkout
     loans: Loans
     repayments: Repayments
+    collections: Collections
 
 
 def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE) -> Core:
@@ -56,6 +60,7 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
         checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments),
         loans=Loans(clock),
         repayments=repayments,
+        collections=Collections(clock, CollectionsPolicy(), repayments),
     )
 
 
@@ -96,6 +101,8 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> 
         CheckoutServicer(transactions, core.checkout, core.repayments), server)
     repayment_pb2_grpc.add_RepaymentServiceServicer_to_server(
         RepaymentServicer(transactions, core.loans, core.repayments), server)
+    collections_pb2_grpc.add_CollectionsServiceServicer_to_server(
+        CollectionsServicer(transactions, core.collections), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

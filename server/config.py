@@ -15,7 +15,7 @@ class SettingsError(ValueError):
     pass
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
+def int_setting(env: Mapping[str, str], name: str, default: int, *, minimum: int, maximum: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -28,7 +28,7 @@ def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int, maxim
     return value
 
 
-def _address(env: Mapping[str, str], name: str, default: str) -> str:
+def address_setting(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name) or default
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -59,20 +59,20 @@ class Settings:
         database_url = env.get("DATABASE_URL") or None
         if database_url is not None and not database_url.startswith(("postgres://", "postgresql://")):
             raise SettingsError("DATABASE_URL must be a postgresql:// URL")
-        pool_min = _int(env, "DB_POOL_MIN_SIZE", 2, minimum=1, maximum=100)
-        pool_max = _int(env, "DB_POOL_MAX_SIZE", 16, minimum=1, maximum=200)
+        pool_min = int_setting(env, "DB_POOL_MIN_SIZE", 2, minimum=1, maximum=100)
+        pool_max = int_setting(env, "DB_POOL_MAX_SIZE", 16, minimum=1, maximum=200)
         if pool_min > pool_max:
             raise SettingsError(f"DB_POOL_MIN_SIZE ({pool_min}) must not exceed DB_POOL_MAX_SIZE ({pool_max})")
         return cls(
             database_url=database_url,
-            grpc_listen_addr=_address(env, "GRPC_LISTEN_ADDR", "127.0.0.1:50051"),
+            grpc_listen_addr=address_setting(env, "GRPC_LISTEN_ADDR", "127.0.0.1:50051"),
             var_dir=Path(env.get("VAR_DIR") or "var"),
-            hold_ttl_s=_int(env, "HOLD_TTL_S", 1800, minimum=1, maximum=7 * 86400),
-            hold_sweep_interval_s=_int(env, "HOLD_SWEEP_INTERVAL_S", 15, minimum=1, maximum=3600),
+            hold_ttl_s=int_setting(env, "HOLD_TTL_S", 1800, minimum=1, maximum=7 * 86400),
+            hold_sweep_interval_s=int_setting(env, "HOLD_SWEEP_INTERVAL_S", 15, minimum=1, maximum=3600),
             db_pool_min_size=pool_min,
             db_pool_max_size=pool_max,
-            db_command_timeout_s=_int(env, "DB_COMMAND_TIMEOUT_S", 15, minimum=1, maximum=600),
-            shutdown_grace_s=_int(env, "SHUTDOWN_GRACE_S", 10, minimum=0, maximum=600),
-            max_apr_bps=_int(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
+            db_command_timeout_s=int_setting(env, "DB_COMMAND_TIMEOUT_S", 15, minimum=1, maximum=600),
+            shutdown_grace_s=int_setting(env, "SHUTDOWN_GRACE_S", 10, minimum=0, maximum=600),
+            max_apr_bps=int_setting(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
             log_level=log_level,
         )

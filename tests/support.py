@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from credit.v1 import (
+    collections_pb2_grpc,
     checkout_pb2,
     checkout_pb2_grpc,
     common_pb2,
@@ -31,13 +32,15 @@ class Api:
         self.lines = credit_line_pb2_grpc.CreditLineServiceStub(self.channel)
         self.checkout = checkout_pb2_grpc.CheckoutServiceStub(self.channel)
         self.repayment = repayment_pb2_grpc.RepaymentServiceStub(self.channel)
+        self.collections = collections_pb2_grpc.CollectionsServiceStub(self.channel)
 
     async def open_account(self, limit_minor: int = 0, grade: int = common_pb2.RISK_GRADE_B,
-                           time_zone: str = "Asia/Shanghai") -> credit_line_pb2.Account:
+                           time_zone: str = "Asia/Shanghai", locale: str = "zh-CN",
+                           email: str = "wang.fang@example.com") -> credit_line_pb2.Account:
         account = await self.lines.OpenAccount(credit_line_pb2.OpenAccountRequest(
             customer_id="cust-" + key(),
-            contact=credit_line_pb2.Contact(name="Wang Fang", email="wang.fang@example.com",
-                                            phone="+8613800138000", locale="zh-CN", time_zone=time_zone),
+            contact=credit_line_pb2.Contact(name="Wang Fang", email=email,
+                                            phone="+8613800138000", locale=locale, time_zone=time_zone),
             idempotency_key=key()), timeout=10)
         if limit_minor or grade:
             account = await self.lines.AdjustLimit(credit_line_pb2.AdjustLimitRequest(

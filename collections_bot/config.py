@@ -1,0 +1,97 @@
+"""The bot's settings, read once at start from the environment; a bad value stops the
+process with a message that names it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.config import SettingsError, int_setting
+from server.core.collections import CollectionsPolicy
+from server.domain.penalties import PenaltyPolicy
+from server.domain.reminders import FrequencyCaps
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    database_url: str | None
+    var_dir: Path
+    interval_s: int
+    stop_timeout_s: int
+    batch_size: int
+    smtp_host: str
+    smtp_port: int
+    smtp_starttls: bool
+    smtp_username: str | None
+    smtp_password: str | None
+    smtp_timeout_s: int
+    smtp_tries_per_pass: int
+    smtp_retry_base_s: float
+    smtp_max_tries: int
+    mail_from: str
+    unsubscribe_secret: str
+    lease_s: int
+    policy: CollectionsPolicy
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
+        env = os.environ if env is None else env
+        database_url = env.get("DATABASE_URL") or None
+        if database_url is not None and not database_url.startswith(("postgres://", "postgresql://")):
+            raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+        starttls = (env.get("SMTP_STARTTLS") or "false").lower()
+        if starttls not in {"true", "false"}:
+            raise SettingsError(f"SMTP_STARTTLS must be true or false, got {starttls!r}")
+        retry_base = env.get("SMTP_RETRY_BASE_S") or "1"
+        try:
+            retry_base_s = float(retry_base)
+        except ValueError:
+            raise SettingsError(f"SMTP_RETRY_BASE_S must be a number, got {retry_base!r}") from None
+        if not 0 <= retry_base_s <= 60:
+            raise SettingsError("SMTP_RETRY_BASE_S must be between 0 and 60")
+        log_level = (env.get("LOG_LEVEL") or "info").lower()
+        if log_level not in {"debug", "info", "warning", "error"}:
+            raise SettingsError(f"LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")
+        mail_from = env.get("MAIL_FROM") or "Credit Reminders <reminders@credit.example>"
+        if "@" not in mail_from:
+            raise SettingsError("MAIL_FROM must contain an email address")
+        return cls(
+            database_url=database_url,
+            var_dir=Path(env.get("VAR_DIR") or "var"),
+            interval_s=int_setting(env, "COLLECTIONS_INTERVAL_S", 60, minimum=1, maximum=86_400),
+            stop_timeout_s=int_setting(env, "COLLECTIONS_STOP_TIMEOUT_S", 20, minimum=1, maximum=600),
+            batch_size=int_setting(env, "COLLECTIONS_BATCH_SIZE", 200, minimum=1, maximum=10_000),
+            smtp_host=env.get("SMTP_HOST") or "127.0.0.1",
+            smtp_port=int_setting(env, "SMTP_PORT", 2525, minimum=1, maximum=65_535),
+            smtp_starttls=starttls == "true",
+            smtp_username=env.get("SMTP_USERNAME") or None,
+            smtp_password=env.get("SMTP_PASSWORD") or None,
+            smtp_timeout_s=int_setting(env, "SMTP_TIMEOUT_S", 30, minimum=1, maximum=600),
+            smtp_tries_per_pass=int_setting(env, "SMTP_TRIES_PER_PASS", 3, minimum=1, maximum=10),
+            smtp_retry_base_s=retry_base_s,
+            smtp_max_tries=int_setting(env, "SMTP_MAX_TRIES", 8, minimum=1, maximum=100),
+            mail_from=mail_from,
+            unsubscribe_secret=env.get("UNSUBSCRIBE_SECRET") or "dev-only-unsubscribe-secret",
+            lease_s=int_setting(env, "COLLECTIONS_LEASE_S", 120, minimum=5, maximum=3600),
+            policy=CollectionsPolicy(
+                penalty=PenaltyPolicy(
+                    grace_days=int_setting(env, "PENALTY_GRACE_DAYS", 3, minimum=0, maximum=60),
+                    rate_bps_per_day=int_setting(env, "PENALTY_RATE_BPS_PER_DAY", 5, minimum=0, maximum=100),
+                    min_minor_per_day=int_setting(env, "PENALTY_MIN_MINOR_PER_DAY", 1, minimum=0, maximum=10_000),
+                    cap_bps=int_setting(env, "PENALTY_CAP_BPS", 2_500, minimum=0, maximum=10_000),
+                ),
+                charge_off_days=int_setting(env, "CHARGE_OFF_DAYS", 180, minimum=30, maximum=3650),
+                caps=FrequencyCaps(
+                    email_per_day=int_setting(env, "EMAIL_MAX_PER_DAY", 2, minimum=1, maximum=50),
+                    calls_per_day=int_setting(env, "CALLS_MAX_PER_DAY", 1, minimum=1, maximum=10),
+                    calls_per_7_days=int_setting(env, "CALLS_MAX_PER_7_DAYS", 7, minimum=1, maximum=70),
+                    quiet_days_after_reached_call=int_setting(env, "CALLS_QUIET_DAYS_AFTER_REACHED", 7, minimum=0,
+                                                       maximum=30),
+                ),
+                mail_domain=env.get("MAIL_DOMAIN") or "credit.example",
+            ),
+            log_level=log_level,
+        )

@@ -1,0 +1,161 @@
+"""One pass of the collections bot: review every account that needs it, then deliver
+what the reviews planned. Every step takes its time from the pass's clock."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import asyncpg
+import structlog
+
+from collections_bot.channels.email import Delivery, EmailChannel, Reminder, build_message
+from collections_bot.config import BotSettings
+from server.core.collections import Collections
+from server.core.views import loan_view
+from server.db import accounts as account_rows
+from server.db import collections as rows
+from server.db import loans as loan_rows
+from server.domain.calendar import local_date
+from server.domain.reminders import Channel, Deferral, Suppression
+
+log = structlog.get_logger(__name__)
+
+# Reminder templates by the kind of step (the strategy's template names).
+KINDS = {"upcoming", "due_today", "overdue", "final"}
+# Look this far past today for installments with pre-due steps (the earliest is D-3).
+PRE_DUE_HORIZON_DAYS = 4
+
+
+@dataclass
+class PassReport:
+    reviewed: int = 0
+    busy: int = 0
+    penalty_days: int = 0
+    penalty_minor: int = 0
+    charged_off: int = 0
+    planned: Counter = field(default_factory=Counter)
+    delivered: Counter = field(default_factory=Counter)
+
+
+class CollectionsPass:
+    def __init__(self, pool: asyncpg.Pool, collections: Collections, settings: BotSettings,
+                 email: EmailChannel) -> None:
+        self._pool = pool
+        self._collections = collections
+        self._settings = settings
+        self._email = email
+
+    @property
+    def channels(self) -> frozenset[Channel]:
+        return frozenset({Channel.EMAIL})
+
+    async def run(self, now: datetime) -> PassReport:
+        report = PassReport()
+        await self.review(now, report)
+        await self.deliver_email(now, report)
+        log.info("pass_finished", as_of=now.isoformat(), reviewed=report.reviewed, busy=report.busy,
+                 penalty_days=report.penalty_days, penalty_minor=report.penalty_minor,
+                 charged_off=report.charged_off, planned=dict(report.planned), delivered=dict(report.delivered))
+        return report
+
+    async def review(self, now: datetime, report: PassReport) -> None:
+        """Each account in its own transaction, locked with SKIP LOCKED: replicas share
+        the work, and an account busy elsewhere is left for the next pass."""
+        horizon = (now + timedelta(days=PRE_DUE_HORIZON_DAYS)).date()
+        after = uuid.UUID(int=0)
+        async with self._pool.acquire() as conn:
+            while True:
+                batch = await rows.accounts_to_review(conn, horizon, after, self._settings.batch_size)
+                if not batch:
+                    return
+                for account_id in batch:
+                    async with conn.transaction():
+                        account = await account_rows.lock_if_free(conn, account_id)
+                        if account is None:
+                            report.busy += 1
+                            continue
+                        review = await self._collections.review_account(conn, account, now, self.channels)
+                    report.reviewed += 1
+                    report.penalty_days += review.penalty_days
+                    report.penalty_minor += review.penalty_minor
+                    report.charged_off += review.charged_off
+                    report.planned.update(review.planned)
+                after = batch[-1]
+
+    async def deliver_email(self, now: datetime, report: PassReport) -> None:
+        lease_until = now + timedelta(seconds=self._settings.lease_s)
+        while True:
+            async with self._pool.acquire() as conn:
+                claimed = await rows.claim_attempts(conn, Channel.EMAIL.value, now, lease_until,
+                                                    self._settings.batch_size)
+            if not claimed:
+                return
+            for attempt in claimed:
+                outcome = await self._deliver_one(attempt, now)
+                report.delivered[outcome] += 1
+
+    async def _deliver_one(self, attempt: asyncpg.Record, now: datetime) -> str:
+        async with self._pool.acquire() as conn:
+            reminder, hold_back = await self._reminder(conn, attempt, now)
+            if hold_back is not None:
+                status, reason = hold_back
+                await rows.set_attempt_status(conn, attempt["attempt_id"], status, now, reason=reason)
+                return status
+        message = build_message(reminder, mail_from=self._settings.mail_from,
+                                domain=self._settings.policy.mail_domain, secret=self._settings.unsubscribe_secret)
+        result = await self._email.send(message)
+        async with self._pool.acquire() as conn:
+            detail = {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": reminder.locale}
+            if result.delivery is Delivery.SENT:
+                await rows.set_attempt_status(conn, attempt["attempt_id"], "SENT", now, outcome="DELIVERED",
+                                              detail=detail)
+            elif result.delivery is Delivery.PERMANENT_FAILURE:
+                await rows.set_attempt_status(conn, attempt["attempt_id"], "FAILED", now, reason="SMTP_PERMANENT",
+                                              outcome="REJECTED", detail=detail)
+            elif attempt["tries"] >= self._settings.smtp_max_tries:
+                await rows.set_attempt_status(conn, attempt["attempt_id"], "FAILED", now,
+                                              reason="SMTP_TEMPORARY_EXHAUSTED", outcome="UNDELIVERED", detail=detail)
+            else:
+                # Tried again on a later pass, backing off.
+                backoff = timedelta(minutes=5 * 2 ** min(attempt["tries"] - 1, 6))
+                await rows.set_attempt_status(conn, attempt["attempt_id"], "PENDING", now,
+                                              reason="SMTP_TEMPORARY", detail=detail, next_try_at=now + backoff)
+        log.info("reminder_delivery", attempt_id=str(attempt["attempt_id"]), step=attempt["step_code"],
+                 delivery=result.delivery.value, detail=result.detail)
+        return result.delivery.value
+
+    async def _reminder(self, conn: asyncpg.Connection, attempt: asyncpg.Record,
+                        now: datetime) -> tuple[Reminder | None, tuple[str, str] | None]:
+        """The reminder to send, or why it must not go now (checked again at send time:
+        the customer may have paid, promised or opted out since it was planned)."""
+        account = await account_rows.get(conn, attempt["account_id"])
+        loan, installments = await loan_rows.get(conn, attempt["loan_id"])
+        view = loan_view(loan, installments, account["time_zone"], now)
+        installment = next(i for i in view.installments if i.sequence == attempt["sequence"])
+        email_out, _, _ = await rows.preferences(conn, account["account_id"])
+        if installment.owed_minor == 0 or view.status.value != "ACTIVE":
+            return None, ("SUPPRESSED", Suppression.PAID.value)
+        if await rows.active_promise(conn, account["account_id"]) is not None:
+            return None, ("SUPPRESSED", Suppression.PROMISE_ACTIVE.value)
+        if email_out:
+            return None, ("SUPPRESSED", Suppression.OPTED_OUT.value)
+        if not self._collections.policy.window.contains(now, account["time_zone"]):
+            return None, ("DEFERRED", Deferral.OUTSIDE_CONTACT_WINDOW.value)
+        step = next((s for s in await rows.steps(conn) if s["step_code"] == attempt["step_code"]), None)
+        kind = step["template"] if step is not None and step["template"] in KINDS else "overdue"
+        today = local_date(now, account["time_zone"])
+        policy = self._collections.policy.penalty
+        return Reminder(
+            to_address=account["contact_email"], name=account["contact_name"], locale=account["locale"],
+            kind=kind, message_id=attempt["message_id"], account_id=str(account["account_id"]),
+            order_id=view.order_id, sequence=installment.sequence, term_months=view.term_months,
+            due_date=installment.due_date.isoformat(), days_past_due=max(0, (today - installment.due_date).days),
+            principal_minor=installment.principal_minor - installment.principal_paid_minor,
+            fee_minor=installment.fee_minor - installment.fee_paid_minor,
+            penalty_minor=installment.penalty_minor - installment.penalty_paid_minor,
+            owed_minor=installment.owed_minor, apr_bps=view.apr_bps, grace_days=policy.grace_days,
+            penalty_rate_bps_per_day=policy.rate_bps_per_day, penalty_cap_bps=policy.cap_bps,
+        ), None

@@ -1,0 +1,340 @@
+"""SQL of collections: cases, penalties, promises, preferences, reminder steps and
+contact attempts."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from uuid import UUID
+
+import asyncpg
+
+# Accounts the bot must look at: an active loan with something unpaid due by the
+# horizon (pre-due reminders look a few days ahead), an active promise, or an open
+# case. Paged by account id so a pass is bounded and resumable.
+ACCOUNTS_TO_REVIEW = """
+SELECT account_id FROM (
+    SELECT i.account_id FROM installments i JOIN loans l USING (loan_id)
+    WHERE l.status = 'ACTIVE' AND i.due_date <= $1
+      AND i.principal_minor + i.fee_minor + i.penalty_minor
+          > i.principal_paid_minor + i.fee_paid_minor + i.penalty_paid_minor
+    UNION
+    SELECT account_id FROM promises WHERE status = 'ACTIVE'
+    UNION
+    SELECT account_id FROM collection_cases WHERE bucket NOT IN ('CURRENT', 'CHARGED_OFF')
+) due
+WHERE account_id > $2
+ORDER BY account_id
+LIMIT $3
+"""
+
+SELECT_CASE = """
+SELECT account_id, bucket, days_past_due, overdue_minor, escalated_at, escalation_reason, needs_payment_check,
+       opened_at, updated_at
+FROM collection_cases WHERE account_id = $1
+"""
+
+UPSERT_CASE = """
+INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, opened_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $5)
+ON CONFLICT (account_id) DO UPDATE
+SET bucket = EXCLUDED.bucket, days_past_due = EXCLUDED.days_past_due, overdue_minor = EXCLUDED.overdue_minor,
+    updated_at = EXCLUDED.updated_at
+"""
+
+ESCALATE_CASE = """
+INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, escalated_at, escalation_reason,
+                              opened_at, updated_at)
+VALUES ($1, 'CURRENT', 0, 0, $2, $3, $2, $2)
+ON CONFLICT (account_id) DO UPDATE
+SET escalated_at = EXCLUDED.escalated_at, escalation_reason = EXCLUDED.escalation_reason,
+    updated_at = EXCLUDED.updated_at
+"""
+
+FLAG_PAYMENT_CHECK = """
+INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, needs_payment_check, opened_at,
+                              updated_at)
+VALUES ($1, 'CURRENT', 0, 0, true, $2, $2)
+ON CONFLICT (account_id) DO UPDATE SET needs_payment_check = true, updated_at = EXCLUDED.updated_at
+"""
+
+INSERT_CASE_EVENT = "INSERT INTO case_events (account_id, kind, detail, created_at) VALUES ($1, $2, $3, $4)"
+
+SELECT_CASES_PAGE = """
+SELECT account_id, bucket, days_past_due, overdue_minor, escalated_at, escalation_reason, needs_payment_check,
+       opened_at, updated_at
+FROM collection_cases
+WHERE ($1::text IS NULL OR bucket = $1) AND account_id > $2
+ORDER BY account_id
+LIMIT $3
+"""
+
+PENALTY_STATE = """
+SELECT loan_id, sequence, max(accrual_date) AS last_charged, sum(amount_minor)::bigint AS charged_minor
+FROM penalty_accruals WHERE loan_id = ANY($1::uuid[]) GROUP BY loan_id, sequence
+"""
+
+# Principal and fee paid into installments, with the day it was paid, so a catch-up
+# knows what was unpaid at the end of each missed day.
+PAYMENTS_OF_LOANS = """
+SELECT a.loan_id, a.sequence, a.amount_minor, r.created_at
+FROM repayment_allocations a JOIN repayments r USING (repayment_id)
+WHERE a.loan_id = ANY($1::uuid[]) AND a.component IN ('PRINCIPAL', 'FEE')
+"""
+
+INSERT_ACCRUAL = """
+INSERT INTO penalty_accruals (loan_id, sequence, accrual_date, account_id, base_minor, amount_minor, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (loan_id, sequence, accrual_date) DO NOTHING
+RETURNING amount_minor
+"""
+
+ADD_PENALTY = """
+UPDATE installments SET penalty_minor = penalty_minor + $3 WHERE loan_id = $1 AND sequence = $2
+"""
+
+WAIVE_PENALTY = """
+UPDATE installments SET penalty_minor = penalty_minor - $3
+WHERE loan_id = $1 AND sequence = $2 AND penalty_minor - penalty_paid_minor >= $3
+RETURNING penalty_minor
+"""
+
+INSERT_WAIVER = """
+INSERT INTO penalty_waivers (waiver_id, account_id, loan_id, sequence, amount_minor, reason, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
+
+CHARGE_OFF_LOAN = "UPDATE loans SET status = 'CHARGED_OFF', updated_at = $2 WHERE loan_id = $1 AND status = 'ACTIVE'"
+
+SELECT_ACTIVE_PROMISE = """
+SELECT promise_id, account_id, promised_date, amount_minor, status, source, paid_before_minor, created_at
+FROM promises WHERE account_id = $1 AND status = 'ACTIVE'
+"""
+
+SELECT_LATEST_PROMISE = """
+SELECT promise_id, account_id, promised_date, amount_minor, status, source, paid_before_minor, created_at
+FROM promises WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1
+"""
+
+INSERT_PROMISE = """
+INSERT INTO promises (promise_id, account_id, promised_date, amount_minor, status, source, paid_before_minor,
+                      created_at)
+VALUES ($1, $2, $3, $4, 'ACTIVE', $5, $6, $7)
+RETURNING promise_id, account_id, promised_date, amount_minor, status, source, paid_before_minor, created_at
+"""
+
+RESOLVE_PROMISE = "UPDATE promises SET status = $2, resolved_at = $3 WHERE promise_id = $1"
+
+# Money the customer has paid in (not credit balance moves), for keeping promises.
+PAID_IN_TOTAL = """
+SELECT coalesce(sum(amount_minor), 0)::bigint FROM repayments
+WHERE account_id = $1 AND channel <> 'CREDIT_BALANCE'
+"""
+
+SELECT_PREFERENCES = """
+SELECT email_opt_out, voice_opt_out, phone_blocked FROM contact_preferences WHERE account_id = $1
+"""
+
+UPSERT_PREFERENCES = """
+INSERT INTO contact_preferences (account_id, email_opt_out, voice_opt_out, phone_blocked, updated_at)
+VALUES ($1, $2, $3, false, $4)
+ON CONFLICT (account_id) DO UPDATE
+SET email_opt_out = EXCLUDED.email_opt_out, voice_opt_out = EXCLUDED.voice_opt_out, updated_at = EXCLUDED.updated_at
+RETURNING email_opt_out, voice_opt_out, phone_blocked
+"""
+
+BLOCK_PHONE = """
+INSERT INTO contact_preferences (account_id, phone_blocked, updated_at) VALUES ($1, true, $2)
+ON CONFLICT (account_id) DO UPDATE SET phone_blocked = true, updated_at = EXCLUDED.updated_at
+"""
+
+SELECT_STEPS = """
+SELECT step_code, offset_days, channel, template, escalates FROM reminder_steps WHERE enabled ORDER BY offset_days, step_code
+"""
+
+_ATTEMPT_COLUMNS = """
+    attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason, tries, next_try_at, lease_until,
+    message_id, outcome, detail, created_at, updated_at
+"""
+
+SELECT_ATTEMPTS_OF_ACCOUNT = f"SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts WHERE account_id = $1"
+
+INSERT_ATTEMPT = f"""
+INSERT INTO contact_attempts (attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason,
+                              message_id, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+ON CONFLICT (loan_id, sequence, step_code) DO NOTHING
+RETURNING {_ATTEMPT_COLUMNS}
+"""
+
+SET_ATTEMPT_STATUS = """
+UPDATE contact_attempts
+SET status = $2, reason = $3, outcome = coalesce($4, outcome), detail = detail || $5::jsonb, updated_at = $6,
+    next_try_at = $7, lease_until = NULL
+WHERE attempt_id = $1
+"""
+
+# Claim what is ready to send: pending and due, or a claim whose holder died (lease
+# over). Claimed rows are SENDING under a lease, so replicas never send the same row
+# at once; a bot killed mid-send leaves a lease that expires and the row is tried again
+# with the same Message-ID.
+CLAIM_ATTEMPTS = f"""
+UPDATE contact_attempts
+SET status = 'SENDING', lease_until = $2, tries = tries + 1, updated_at = $1
+WHERE attempt_id IN (
+    SELECT attempt_id FROM contact_attempts
+    WHERE channel = $4
+      AND ((status = 'PENDING' AND (next_try_at IS NULL OR next_try_at <= $1))
+           OR (status = 'SENDING' AND lease_until <= $1))
+    ORDER BY created_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING {_ATTEMPT_COLUMNS}
+"""
+
+SELECT_ATTEMPTS_PAGE = f"""
+SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts
+WHERE account_id = $1 AND ($2::timestamptz IS NULL OR (created_at, attempt_id) > ($2, $3::uuid))
+ORDER BY created_at, attempt_id
+LIMIT $4
+"""
+
+# Contacts that count toward the caps: sent, being sent, or about to be.
+RECENT_CONTACTS = """
+SELECT updated_at AS at, channel, coalesce(outcome, '') AS outcome, status FROM contact_attempts
+WHERE account_id = $1 AND status IN ('PENDING', 'SENDING', 'SENT') AND updated_at > $2
+"""
+
+
+async def accounts_to_review(conn: asyncpg.Connection, horizon: date, after: UUID, limit: int) -> list[UUID]:
+    return [r["account_id"] for r in await conn.fetch(ACCOUNTS_TO_REVIEW, horizon, after, limit)]
+
+
+async def case(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_CASE, account_id)
+
+
+async def save_case(conn: asyncpg.Connection, account_id: UUID, bucket: str, dpd: int, overdue_minor: int,
+                    now: datetime) -> None:
+    await conn.execute(UPSERT_CASE, account_id, bucket, dpd, overdue_minor, now)
+
+
+async def escalate(conn: asyncpg.Connection, account_id: UUID, reason: str, now: datetime) -> None:
+    await conn.execute(ESCALATE_CASE, account_id, now, reason)
+    await event(conn, account_id, "ESCALATED", {"reason": reason}, now)
+
+
+async def flag_payment_check(conn: asyncpg.Connection, account_id: UUID, now: datetime) -> None:
+    await conn.execute(FLAG_PAYMENT_CHECK, account_id, now)
+
+
+async def event(conn: asyncpg.Connection, account_id: UUID, kind: str, detail: dict, now: datetime) -> None:
+    await conn.execute(INSERT_CASE_EVENT, account_id, kind, json.dumps(detail), now)
+
+
+async def cases_page(conn: asyncpg.Connection, bucket: str | None, after: UUID, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_CASES_PAGE, bucket, after, limit)
+
+
+async def penalty_state(conn: asyncpg.Connection, loan_ids: list[UUID]) -> dict[tuple[UUID, int], asyncpg.Record]:
+    return {(r["loan_id"], r["sequence"]): r for r in await conn.fetch(PENALTY_STATE, loan_ids)}
+
+
+async def payments(conn: asyncpg.Connection, loan_ids: list[UUID]) -> list[asyncpg.Record]:
+    return await conn.fetch(PAYMENTS_OF_LOANS, loan_ids)
+
+
+async def book_accrual(conn: asyncpg.Connection, loan_id: UUID, sequence: int, day: date, account_id: UUID,
+                       base_minor: int, amount_minor: int, now: datetime) -> bool:
+    """True when this day was booked now; False when someone booked it before."""
+    booked = await conn.fetchval(INSERT_ACCRUAL, loan_id, sequence, day, account_id, base_minor, amount_minor, now)
+    if booked is None:
+        return False
+    await conn.execute(ADD_PENALTY, loan_id, sequence, amount_minor)
+    return True
+
+
+async def waive(conn: asyncpg.Connection, waiver_id: UUID, account_id: UUID, loan_id: UUID, sequence: int,
+                amount_minor: int, reason: str, now: datetime) -> bool:
+    if await conn.fetchval(WAIVE_PENALTY, loan_id, sequence, amount_minor) is None:
+        return False
+    await conn.execute(INSERT_WAIVER, waiver_id, account_id, loan_id, sequence, amount_minor, reason, now)
+    return True
+
+
+async def charge_off(conn: asyncpg.Connection, loan_id: UUID, now: datetime) -> None:
+    await conn.execute(CHARGE_OFF_LOAN, loan_id, now)
+
+
+async def active_promise(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_ACTIVE_PROMISE, account_id)
+
+
+async def latest_promise(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_LATEST_PROMISE, account_id)
+
+
+async def insert_promise(conn: asyncpg.Connection, promise_id: UUID, account_id: UUID, promised_date: date,
+                         amount_minor: int, source: str, paid_before_minor: int, now: datetime) -> asyncpg.Record:
+    return await conn.fetchrow(INSERT_PROMISE, promise_id, account_id, promised_date, amount_minor, source,
+                               paid_before_minor, now)
+
+
+async def resolve_promise(conn: asyncpg.Connection, promise_id: UUID, status: str, now: datetime) -> None:
+    await conn.execute(RESOLVE_PROMISE, promise_id, status, now)
+
+
+async def paid_in_total(conn: asyncpg.Connection, account_id: UUID) -> int:
+    return await conn.fetchval(PAID_IN_TOTAL, account_id)
+
+
+async def preferences(conn: asyncpg.Connection, account_id: UUID) -> tuple[bool, bool, bool]:
+    row = await conn.fetchrow(SELECT_PREFERENCES, account_id)
+    return (row["email_opt_out"], row["voice_opt_out"], row["phone_blocked"]) if row else (False, False, False)
+
+
+async def set_preferences(conn: asyncpg.Connection, account_id: UUID, email_opt_out: bool, voice_opt_out: bool,
+                          now: datetime) -> asyncpg.Record:
+    return await conn.fetchrow(UPSERT_PREFERENCES, account_id, email_opt_out, voice_opt_out, now)
+
+
+async def block_phone(conn: asyncpg.Connection, account_id: UUID, now: datetime) -> None:
+    await conn.execute(BLOCK_PHONE, account_id, now)
+
+
+async def steps(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_STEPS)
+
+
+async def attempts_of_account(conn: asyncpg.Connection, account_id: UUID) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_ATTEMPTS_OF_ACCOUNT, account_id)
+
+
+async def insert_attempt(conn: asyncpg.Connection, *, attempt_id: UUID, account_id: UUID, loan_id: UUID,
+                         sequence: int, step_code: str, channel: str, status: str, reason: str | None,
+                         message_id: str | None, now: datetime) -> asyncpg.Record | None:
+    return await conn.fetchrow(INSERT_ATTEMPT, attempt_id, account_id, loan_id, sequence, step_code, channel,
+                               status, reason, message_id, now)
+
+
+async def set_attempt_status(conn: asyncpg.Connection, attempt_id: UUID, status: str, now: datetime, *,
+                             reason: str | None = None, outcome: str | None = None, detail: dict | None = None,
+                             next_try_at: datetime | None = None) -> None:
+    await conn.execute(SET_ATTEMPT_STATUS, attempt_id, status, reason, outcome, json.dumps(detail or {}), now,
+                       next_try_at)
+
+
+async def claim_attempts(conn: asyncpg.Connection, channel: str, now: datetime, lease_until: datetime,
+                         limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(CLAIM_ATTEMPTS, now, lease_until, limit, channel)
+
+
+async def attempts_page(conn: asyncpg.Connection, account_id: UUID, after: tuple[datetime, UUID] | None,
+                        limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_ATTEMPTS_PAGE, account_id, after[0] if after else None,
+                            after[1] if after else None, limit)
+
+
+async def recent_contacts(conn: asyncpg.Connection, account_id: UUID, since: datetime) -> list[asyncpg.Record]:
+    return await conn.fetch(RECENT_CONTACTS, account_id, since)

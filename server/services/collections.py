@@ -1,0 +1,174 @@
+"""CollectionsService: validate, call the core, convert."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import date, datetime
+
+from credit.v1 import collections_pb2, collections_pb2_grpc, common_pb2
+from server.core.collections import CaseView, Collections
+from server.domain.errors import InvalidArgument
+from server.domain.loans import Bucket
+from server.services import convert
+from server.services.fields import Fields
+from server.services.transactions import Transactions
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+BUCKETS = convert.from_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", Bucket)
+
+
+def _page_size(f: Fields, value: int) -> int:
+    if not 0 <= value <= MAX_PAGE_SIZE:
+        f.fail("page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 for the default)")
+    return value or DEFAULT_PAGE_SIZE
+
+
+def _token(values: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def _untoken(token: str) -> list:
+    try:
+        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        raise InvalidArgument.of("page_token", "is not a token this service issued") from None
+
+
+def promise(row) -> collections_pb2.Promise:
+    return collections_pb2.Promise(
+        promise_id=str(row["promise_id"]), account_id=str(row["account_id"]),
+        promised_date=row["promised_date"].isoformat(), amount_minor=row["amount_minor"],
+        status=collections_pb2.PromiseStatus.Value("PROMISE_STATUS_" + row["status"]), source=row["source"],
+        created_at=convert.timestamp(row["created_at"]))
+
+
+def preferences(account_id: uuid.UUID, values: tuple[bool, bool, bool]) -> collections_pb2.ContactPreferences:
+    return collections_pb2.ContactPreferences(account_id=str(account_id), email_opt_out=values[0],
+                                              voice_opt_out=values[1], phone_blocked=values[2])
+
+
+def case(view: CaseView) -> collections_pb2.Case:
+    return collections_pb2.Case(
+        account_id=str(view.account_id),
+        bucket=convert.to_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", view.bucket),
+        days_past_due=view.days_past_due, overdue_minor=view.overdue_minor,
+        penalty_owed_minor=view.penalty_owed_minor, escalated=view.escalation_reason is not None,
+        escalation_reason=view.escalation_reason or "", needs_payment_check=view.needs_payment_check,
+        active_promise=promise(view.promise) if view.promise else None,
+        contact_preferences=preferences(view.account_id, view.preferences),
+        updated_at=convert.timestamp(view.updated_at))
+
+
+def attempt(row) -> collections_pb2.ContactAttempt:
+    return collections_pb2.ContactAttempt(
+        attempt_id=str(row["attempt_id"]), account_id=str(row["account_id"]), loan_id=str(row["loan_id"]),
+        sequence=row["sequence"], step_code=row["step_code"], channel=row["channel"], status=row["status"],
+        reason=row["reason"] or "", outcome=row["outcome"] or "", tries=row["tries"],
+        message_id=row["message_id"] or "", created_at=convert.timestamp(row["created_at"]),
+        updated_at=convert.timestamp(row["updated_at"]))
+
+
+class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
+    def __init__(self, transactions: Transactions, collections: Collections) -> None:
+        self._tx = transactions
+        self._collections = collections
+
+    async def GetCase(self, request, context) -> collections_pb2.Case:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        f.done()
+
+        async def get(conn):
+            return case(await self._collections.case(conn, account_id))
+
+        return await self._tx.read(get)
+
+    async def ListCases(self, request, context) -> collections_pb2.ListCasesResponse:
+        f = Fields()
+        size = _page_size(f, request.page_size)
+        bucket = f.enum(request.bucket, "bucket", BUCKETS) if request.bucket else None
+        f.done()
+        after = uuid.UUID(_untoken(request.page_token)[0]) if request.page_token else uuid.UUID(int=0)
+
+        async def page(conn):
+            views = await self._collections.cases(conn, bucket, after, size + 1)
+            more = len(views) > size
+            views = views[:size]
+            return collections_pb2.ListCasesResponse(
+                cases=[case(v) for v in views],
+                next_page_token=_token([str(views[-1].account_id)]) if more else "")
+
+        return await self._tx.read(page)
+
+    async def RecordPromiseToPay(self, request, context) -> collections_pb2.Promise:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        amount = f.amount(request.amount_minor, "amount_minor")
+        promised = None
+        try:
+            promised = date.fromisoformat(request.promised_date)
+        except ValueError:
+            f.fail("promised_date", f"must be a date YYYY-MM-DD, got {request.promised_date[:32]!r}")
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+
+        async def record(conn):
+            return promise(await self._collections.record_promise(conn, account_id, promised, amount, "API"))
+
+        return await self._tx.idempotent("RecordPromiseToPay", request, collections_pb2.Promise, record)
+
+    async def SetContactPreferences(self, request, context) -> collections_pb2.ContactPreferences:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+
+        async def save(conn):
+            values = await self._collections.set_preferences(conn, account_id, request.email_opt_out,
+                                                             request.voice_opt_out)
+            return preferences(account_id, values)
+
+        return await self._tx.idempotent("SetContactPreferences", request, collections_pb2.ContactPreferences, save)
+
+    async def WaivePenalty(self, request, context) -> common_pb2.Loan:
+        f = Fields()
+        loan_id = f.uuid(request.loan_id, "loan_id")
+        if request.sequence < 1:
+            f.fail("sequence", "must be 1 or more")
+        amount = f.amount(request.amount_minor, "amount_minor")
+        reason = f.text(request.reason, "reason")
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+
+        async def waive(conn):
+            return convert.loan(await self._collections.waive_penalty(conn, loan_id, request.sequence, amount,
+                                                                      reason))
+
+        return await self._tx.idempotent("WaivePenalty", request, common_pb2.Loan, waive)
+
+    async def ListContactAttempts(self, request, context) -> collections_pb2.ListContactAttemptsResponse:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        size = _page_size(f, request.page_size)
+        f.done()
+        after = None
+        if request.page_token:
+            values = _untoken(request.page_token)
+            try:
+                after = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
+            except (ValueError, IndexError, TypeError):
+                raise InvalidArgument.of("page_token", "is not a token this service issued") from None
+
+        async def page(conn):
+            found = await self._collections.attempts(conn, account_id, after, size + 1)
+            more = len(found) > size
+            found = found[:size]
+            token = _token([found[-1]["created_at"].isoformat(), str(found[-1]["attempt_id"])]) if more else ""
+            return collections_pb2.ListContactAttemptsResponse(attempts=[attempt(r) for r in found],
+                                                               next_page_token=token)
+
+        return await self._tx.read(page)

@@ -1,0 +1,338 @@
+"""The collections bot's passes against a real PostgreSQL and a real SMTP server
+(aiosmtpd): ageing, penalties booked once per day, reminder steps, contact rules.
+
+Unless a test says otherwise the loan is 3,000.00 over 3 months, flat fee, grade B:
+three installments of 1,000.00 + 18.00, due 2027-02-15, 03-15 and 04-15 (Shanghai).
+The daily penalty on an unpaid 1,018.00 is 5 bps: 50.9, so 0.51."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from collections_bot.config import BotSettings
+from collections_bot.mail_sink import start as start_mail_sink
+from collections_bot.passes import CollectionsPass
+from collections_bot.__main__ import build
+from credit.v1 import collections_pb2, common_pb2
+from tests.support import buy, key, repay
+
+
+def shanghai(month, day, hour=10, year=2027):
+    return datetime(year, month, day, hour, tzinfo=timezone(timedelta(hours=8)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp():
+    controller, sink = start_mail_sink("127.0.0.1", free_port())
+    yield sink, controller.port
+    controller.stop()
+
+
+@pytest.fixture
+def bot(pool, clock, smtp) -> CollectionsPass:
+    _, port = smtp
+    settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port),
+                                     "SMTP_RETRY_BASE_S": "0.01", "SMTP_TRIES_PER_PASS": "3"})
+    return build(pool, settings, clock)
+
+
+@pytest.fixture
+async def loan(api):
+    account = await api.open_account(limit_minor=1_000_000)
+    return await buy(api, account.account_id, 300_000)
+
+
+async def run(bot, clock, when):
+    clock.set(when)
+    return await bot.run(clock.now())
+
+
+async def attempts(pool, account_id):
+    async with pool.acquire() as conn:
+        return await conn.fetch(
+            "SELECT step_code, sequence, status, reason, tries, message_id FROM contact_attempts "
+            "WHERE account_id = $1 ORDER BY created_at, step_code", uuid.UUID(account_id))
+
+
+async def penalties(pool, loan_id, sequence=1):
+    async with pool.acquire() as conn:
+        return [(r["accrual_date"], r["amount_minor"]) for r in await conn.fetch(
+            "SELECT accrual_date, amount_minor FROM penalty_accruals WHERE loan_id = $1 AND sequence = $2 "
+            "ORDER BY accrual_date", uuid.UUID(loan_id), sequence)]
+
+
+# -- reminders over a real SMTP server ---------------------------------------------------
+
+async def test_an_overdue_loan_gets_exactly_the_strategys_emails(api, bot, clock, loan, smtp, pool, books):
+    sink, _ = smtp
+    for day in range(10, 26):
+        await run(bot, clock, shanghai(2, day))
+    sent = {m["Message-ID"].strip(): m for m in sink.messages}
+    steps = ["D-3_EMAIL", "D-1_EMAIL", "D+1_EMAIL", "D+7_EMAIL"]
+    assert list(sent) == [f"<reminder.{loan.loan_id}.1.{step}@credit.example>" for step in steps]
+    assert len(sink.messages) == 4
+
+    upcoming, overdue = sink.messages[0], sink.messages[3]
+    assert upcoming["Subject"] == "您的分期账单 ¥1,018.00 将于 2027-02-15 到期"
+    assert upcoming["To"] == "Wang Fang <wang.fang@example.com>"
+    assert upcoming["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert upcoming["List-Unsubscribe"].startswith("<https://credit.example/reminders/unsubscribe?account=")
+    assert "mailto:unsubscribe@credit.example" in upcoming["List-Unsubscribe"]
+    text = upcoming.get_body(("plain",)).get_content()
+    html = upcoming.get_body(("html",)).get_content()
+    for part in (text, html):
+        assert "¥1,018.00" in part and "年化利率为 10.77%" in part
+        assert "还款方式" in part
+    # Three penalty days (02-19, 20, 21) of 0.51 by the D+7 email on 02-22.
+    assert overdue["Subject"] == "您的分期账单 ¥1,019.53 已逾期 7 天"
+    assert "逾期违约金 ¥1.53" in overdue.get_body(("plain",)).get_content()
+
+    records = await attempts(pool, loan.account_id)
+    voice = {r["step_code"]: (r["status"], r["reason"]) for r in records if "VOICE" in r["step_code"]}
+    assert voice == {"D0_VOICE": ("SUPPRESSED", "CHANNEL_UNAVAILABLE"),
+                     "D+3_VOICE": ("SUPPRESSED", "CHANNEL_UNAVAILABLE"),
+                     "D+7_VOICE": ("SUPPRESSED", "CHANNEL_UNAVAILABLE")}
+    assert all(r["status"] == "SENT" for r in records if "EMAIL" in r["step_code"])
+    await books()
+
+
+async def test_english_reminders_for_an_english_customer(api, bot, clock, smtp):
+    sink, _ = smtp
+    account = await api.open_account(limit_minor=1_000_000, locale="en")
+    await buy(api, account.account_id, 300_000)
+    await run(bot, clock, shanghai(2, 16))
+    assert [m["Subject"] for m in sink.messages] == ["Your installment of CNY 1,018.00 is 1 day overdue"]
+    body = sink.messages[0].get_body(("plain",)).get_content()
+    assert "How to pay" in body and "annual percentage rate is 10.77 %" in body
+
+
+async def test_after_downtime_only_the_latest_due_step_runs(bot, clock, loan, smtp, pool):
+    sink, _ = smtp
+    await run(bot, clock, shanghai(2, 23))
+    assert [m["Message-ID"].strip() for m in sink.messages] == [
+        f"<reminder.{loan.loan_id}.1.D+7_EMAIL@credit.example>"]
+    skipped = {r["step_code"] for r in await attempts(pool, loan.account_id) if r["status"] == "SKIPPED"}
+    assert skipped == {"D-3_EMAIL", "D-1_EMAIL", "D0_VOICE", "D+1_EMAIL", "D+3_VOICE"}
+
+
+async def test_a_4xx_reply_is_retried_then_delivered_once(bot, clock, loan, smtp, pool):
+    sink, _ = smtp
+    sink.fail_next.extend(["451 4.3.0 Mailbox busy, try later", "421 4.7.0 Too many connections"])
+    await run(bot, clock, shanghai(2, 16))
+    assert sink.data_commands == 3
+    assert len(sink.messages) == 1
+    record = next(r for r in await attempts(pool, loan.account_id) if r["step_code"] == "D+1_EMAIL")
+    assert (record["status"], record["tries"]) == ("SENT", 1)
+    await run(bot, clock, shanghai(2, 16, 11))
+    assert len(sink.messages) == 1
+
+
+async def test_a_4xx_that_outlasts_a_pass_is_tried_again_later(bot, clock, loan, smtp, pool):
+    sink, _ = smtp
+    sink.fail_next.extend(["451 4.3.0 try later"] * 3)
+    await run(bot, clock, shanghai(2, 16))
+    record = next(r for r in await attempts(pool, loan.account_id) if r["step_code"] == "D+1_EMAIL")
+    assert (record["status"], record["reason"]) == ("PENDING", "SMTP_TEMPORARY")
+    await run(bot, clock, shanghai(2, 16, 10) + timedelta(minutes=6))
+    assert len(sink.messages) == 1
+
+
+async def test_a_5xx_reply_is_recorded_as_failed_and_not_retried(bot, clock, loan, smtp, pool):
+    sink, _ = smtp
+    sink.fail_next.append("550 5.1.1 No such user")
+    await run(bot, clock, shanghai(2, 16))
+    record = next(r for r in await attempts(pool, loan.account_id) if r["step_code"] == "D+1_EMAIL")
+    assert (record["status"], record["reason"]) == ("FAILED", "SMTP_PERMANENT")
+    await run(bot, clock, shanghai(2, 17))
+    await run(bot, clock, shanghai(2, 18))
+    assert sink.data_commands == 1 and sink.messages == []
+
+
+# -- contact rules ----------------------------------------------------------------------
+
+async def test_nothing_is_sent_outside_the_contact_window_in_the_customers_zone(api, bot, clock, smtp, pool):
+    sink, _ = smtp
+    account = await api.open_account(limit_minor=1_000_000, time_zone="America/New_York")
+    loan = await buy(api, account.account_id, 300_000)
+    due = date.fromisoformat(loan.installments[0].due_date)
+    new_york = timezone(timedelta(hours=-5))
+    # 22:00 in New York is 11:00 in Shanghai: outside the window where the customer is.
+    late = datetime(due.year, due.month, due.day, 22, tzinfo=new_york) + timedelta(days=1)
+    await run(bot, clock, late)
+    assert sink.messages == []
+    deferred = [r for r in await attempts(pool, account.account_id) if r["status"] == "DEFERRED"]
+    assert [(r["step_code"], r["reason"]) for r in deferred] == [("D+1_EMAIL", "OUTSIDE_CONTACT_WINDOW")]
+    await run(bot, clock, late + timedelta(hours=11))  # 09:00 the next morning in New York
+    assert len(sink.messages) == 1
+
+
+async def test_an_opted_out_channel_is_not_used(api, bot, clock, loan, smtp, pool):
+    sink, _ = smtp
+    await api.collections.SetContactPreferences(collections_pb2.SetContactPreferencesRequest(
+        account_id=loan.account_id, email_opt_out=True, idempotency_key=key()))
+    await run(bot, clock, shanghai(2, 16))
+    assert sink.messages == []
+    record = next(r for r in await attempts(pool, loan.account_id) if r["step_code"] == "D+1_EMAIL")
+    assert (record["status"], record["reason"]) == ("SUPPRESSED", "OPTED_OUT")
+
+
+async def test_a_promise_suspends_reminders_and_a_broken_one_escalates(api, bot, clock, loan, smtp, pool, books):
+    sink, _ = smtp
+    clock.set(shanghai(2, 16, 9))
+    promise = await api.collections.RecordPromiseToPay(collections_pb2.RecordPromiseToPayRequest(
+        account_id=loan.account_id, promised_date="2027-02-18", amount_minor=101_800, idempotency_key=key()))
+    assert promise.status == collections_pb2.PROMISE_STATUS_ACTIVE
+    for day in (16, 17, 18):
+        await run(bot, clock, shanghai(2, day))
+    assert sink.messages == []
+    record = next(r for r in await attempts(pool, loan.account_id) if r["step_code"] == "D+1_EMAIL")
+    assert (record["status"], record["reason"]) == ("SUPPRESSED", "PROMISE_ACTIVE")
+
+    await run(bot, clock, shanghai(2, 19))
+    case = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=loan.account_id))
+    assert case.escalated and case.escalation_reason == "BROKEN_PROMISE"
+    assert not case.HasField("active_promise")
+    await run(bot, clock, shanghai(2, 22))
+    assert [m["Message-ID"].strip() for m in sink.messages] == [
+        f"<reminder.{loan.loan_id}.1.D+7_EMAIL@credit.example>"]
+    await books()
+
+
+async def test_a_promise_kept_by_payment_ends_quietly(api, bot, clock, loan, smtp):
+    clock.set(shanghai(2, 16, 9))
+    await api.collections.RecordPromiseToPay(collections_pb2.RecordPromiseToPayRequest(
+        account_id=loan.account_id, promised_date="2027-02-18", amount_minor=101_800, idempotency_key=key()))
+    clock.set(shanghai(2, 17, 12))
+    await repay(api, loan.account_id, 101_800)
+    await run(bot, clock, shanghai(2, 19))
+    case = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=loan.account_id))
+    assert not case.escalated and case.bucket == common_pb2.DELINQUENCY_BUCKET_CURRENT
+
+
+async def test_a_promise_more_than_seven_days_ahead_is_refused(api, clock, loan):
+    import grpc
+
+    clock.set(shanghai(2, 16, 9))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.collections.RecordPromiseToPay(collections_pb2.RecordPromiseToPayRequest(
+            account_id=loan.account_id, promised_date="2027-02-24", amount_minor=100, idempotency_key=key()))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "promised_date" in error.value.details()
+
+
+# -- penalties ----------------------------------------------------------------------------
+
+async def test_no_penalty_in_the_grace_period_then_one_per_ended_day(bot, clock, loan, pool, books):
+    await run(bot, clock, shanghai(2, 19))  # 02-16, 17, 18 are grace; 02-19 has not ended
+    assert await penalties(pool, loan.loan_id) == []
+    await run(bot, clock, shanghai(2, 20))
+    assert await penalties(pool, loan.loan_id) == [(date(2027, 2, 19), 51)]
+    await run(bot, clock, shanghai(2, 20, 15))  # a second pass the same day books nothing
+    assert await penalties(pool, loan.loan_id) == [(date(2027, 2, 19), 51)]
+    await books()
+
+
+async def test_the_floor_is_one_fen_a_day(api, bot, clock, pool, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    small = await buy(api, account.account_id, 100, term_months=1)  # 5 bps of 1.00 is 0.05
+    await run(bot, clock, shanghai(2, 21))
+    assert await penalties(pool, small.loan_id) == [(date(2027, 2, 19), 1), (date(2027, 2, 20), 1)]
+    await books()
+
+
+async def test_the_total_penalty_stops_at_the_cap(api, bot, clock, pool, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    small = await buy(api, account.account_id, 100, term_months=1)  # cap: 25 % of 1.00
+    await run(bot, clock, shanghai(4, 30))
+    booked = await penalties(pool, small.loan_id)
+    assert sum(amount for _, amount in booked) == 25 and len(booked) == 25
+    await run(bot, clock, shanghai(5, 30))
+    assert sum(amount for _, amount in await penalties(pool, small.loan_id)) == 25
+    await books()
+
+
+async def test_ten_days_down_are_caught_up_day_by_day(bot, clock, loan, pool, books):
+    await run(bot, clock, shanghai(2, 20))
+    await run(bot, clock, shanghai(3, 2))  # the bot was down from 02-20 to 03-02
+    booked = await penalties(pool, loan.loan_id)
+    assert [d for d, _ in booked] == [date(2027, 2, 19) + timedelta(days=n) for n in range(11)]
+    assert all(amount == 51 for _, amount in booked)
+    await books()
+
+
+async def test_penalties_stop_after_payment_and_missed_days_count_what_was_owed(api, bot, clock, loan, pool, books):
+    await run(bot, clock, shanghai(2, 20))  # 02-19 booked
+    clock.set(shanghai(2, 22, 12))
+    paid = await repay(api, loan.account_id, 101_800 + 51)
+    assert paid.unapplied_minor == 0
+    await run(bot, clock, shanghai(3, 1))
+    # 02-20 and 02-21 ended unpaid (the payment came on 02-22): booked late, then nothing.
+    assert await penalties(pool, loan.loan_id) == [
+        (date(2027, 2, 19), 51), (date(2027, 2, 20), 51), (date(2027, 2, 21), 51)]
+    after = await api.loan(loan.loan_id)
+    assert (after.installments[0].penalty_minor, after.installments[0].owed_minor) == (153, 102)
+    await books()
+
+
+async def test_a_waived_penalty_leaves_the_books_and_is_not_booked_again(api, bot, clock, loan, pool, books):
+    await run(bot, clock, shanghai(2, 22))  # 02-19, 20, 21
+    waived = await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
+        loan_id=loan.loan_id, sequence=1, amount_minor=153, reason="hospital stay", idempotency_key=key()))
+    assert waived.installments[0].penalty_minor == 0
+    await run(bot, clock, shanghai(2, 22, 15))
+    assert (await api.loan(loan.loan_id)).installments[0].penalty_minor == 0
+    await run(bot, clock, shanghai(2, 23))
+    assert (await api.loan(loan.loan_id)).installments[0].penalty_minor == 51  # only the new day 02-22
+    await books()
+
+
+async def test_repayment_pays_penalties_first(api, bot, clock, loan, books):
+    await run(bot, clock, shanghai(2, 22))
+    clock.set(shanghai(2, 22, 12))
+    paid = await repay(api, loan.account_id, 1_000)
+    assert [(a.component, a.amount_minor) for a in paid.allocations] == [
+        (1, 153), (2, 847)]  # PENALTY then FEE
+    await books()
+
+
+# -- ageing and charge-off ----------------------------------------------------------------
+
+async def test_buckets_follow_days_past_due_and_changes_are_recorded(api, bot, clock, loan, pool):
+    for when, expected in ((shanghai(2, 16), "M1"), (shanghai(3, 18), "M2"), (shanghai(4, 17), "M3")):
+        await run(bot, clock, when)
+        case = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=loan.account_id))
+        assert common_pb2.DelinquencyBucket.Name(case.bucket) == "DELINQUENCY_BUCKET_" + expected
+    async with pool.acquire() as conn:
+        changes = await conn.fetch("SELECT detail FROM case_events WHERE account_id = $1 AND kind = 'BUCKET_CHANGED' "
+                                   "ORDER BY event_id", uuid.UUID(loan.account_id))
+    assert [c["detail"] for c in changes] and len(changes) == 3
+
+
+async def test_a_loan_180_days_past_due_is_charged_off_in_the_ledger(api, bot, clock, loan, pool, books):
+    due = shanghai(2, 15)
+    await run(bot, clock, due + timedelta(days=179))
+    assert (await api.loan(loan.loan_id)).status == common_pb2.LOAN_STATUS_ACTIVE
+    await run(bot, clock, due + timedelta(days=180))
+    after = await api.loan(loan.loan_id)
+    assert after.status == common_pb2.LOAN_STATUS_CHARGED_OFF
+    account = await api.account(loan.account_id)
+    assert account.status == common_pb2.ACCOUNT_STATUS_CLOSED
+    assert account.outstanding_principal_minor == 0
+    case = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=loan.account_id))
+    assert case.bucket == common_pb2.DELINQUENCY_BUCKET_CHARGED_OFF
+    async with pool.acquire() as conn:
+        written_off = await conn.fetchval(
+            "SELECT sum(amount_minor) FROM postings WHERE account_id = $1 AND ledger_account = 'BAD_DEBT_EXPENSE'",
+            uuid.UUID(loan.account_id))
+    assert written_off >= 300_000
+    await books()
