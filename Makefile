@@ -28,7 +28,7 @@ $(GENERATED) &: $(PROTOS) $(VENV)/.installed
 		$(PROTOS)
 
 run: proto
-	$(PY) -m server
+	$(PY) -m server.devstack
 
 test: proto
 	$(PY) -m pytest

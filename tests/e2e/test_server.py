@@ -109,3 +109,41 @@ def test_the_invariant_command_passes_on_good_books_and_names_a_broken_rule(serv
                             timeout=60, env={**os.environ, "DATABASE_URL": db_dsn_sync})
     assert broken.returncode == 1
     assert "held equals the sum of pending holds" in broken.stdout
+
+
+def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path):
+    from tests.e2e.conftest import free_port
+
+    address = f"127.0.0.1:{free_port()}"
+    smtp_port = free_port()
+    env = {**os.environ, "VAR_DIR": str(tmp_path / "var"), "GRPC_LISTEN_ADDR": address,
+           "SMTP_PORT": str(smtp_port), "LOG_LEVEL": "warning"}
+    env.pop("DATABASE_URL", None)
+    stack = subprocess.Popen([sys.executable, "-m", "server.devstack"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    lines = []
+    while True:
+        line = stack.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    printed = "".join(lines)
+    assert f"gRPC server        {address}" in printed, printed
+    assert f"SMTP sink          127.0.0.1:{smtp_port}" in printed
+    listed = subprocess.run([GRPCURL, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30)
+    assert "credit.v1.CollectionsService" in listed.stdout
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], "Subject: hello\r\n\r\nhi\r\n")
+    assert len(list((tmp_path / "var" / "mail").glob("*.eml"))) == 1
+    stack.send_signal(signal.SIGTERM)
+    rest = stack.communicate(timeout=60)[0]
+    assert stack.returncode == 0, printed + rest
+    # Nothing keeps listening once the stack is down.
+    import socket
+
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", smtp_port), timeout=2).close()

@@ -1,0 +1,92 @@
+"""python -m server.devstack: the whole system on one machine, for `make run`.
+
+Starts an embedded PostgreSQL (unless DATABASE_URL is set), a local SMTP sink that
+keeps every email as an .eml file under VAR_DIR/mail, the gRPC server and the
+collections bot, prints where each listens, and stops them all on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import asyncpg
+
+from collections_bot.mail_sink import start as start_mail_sink
+from server.config import Settings, SettingsError, int_setting
+from server.db.migrate import migrate
+from server.probe import wait_until_serving
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+        smtp_port = int_setting(os.environ, "SMTP_PORT", 2525, minimum=1, maximum=65_535)
+    except SettingsError as error:
+        sys.exit(f"bad setting: {error}")
+    var_dir = settings.var_dir.resolve()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    dsn = settings.database_url
+    if dsn is None:
+        from server.db.embedded import start_embedded_postgres
+
+        dsn = start_embedded_postgres(var_dir).get_uri()
+
+    async def migrate_once() -> None:
+        connection = await asyncpg.connect(dsn, timeout=30)
+        try:
+            await migrate(connection)
+        finally:
+            await connection.close()
+
+    asyncio.run(migrate_once())
+    mail_folder = var_dir / "mail"
+    controller, _ = start_mail_sink("127.0.0.1", smtp_port, mail_folder)
+    env = {**os.environ, "DATABASE_URL": dsn, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
+           "VAR_DIR": str(var_dir)}
+    children: list[subprocess.Popen] = []
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env)
+        children.append(server)
+        wait_until_serving(settings.grpc_listen_addr, 90, lambda: server.poll() is None)
+        children.append(subprocess.Popen([sys.executable, "-m", "collections_bot"], cwd=ROOT, env=env))
+        print("\n".join([
+            "",
+            "credit service is up:",
+            f"  gRPC server        {settings.grpc_listen_addr}   (grpcurl -plaintext {settings.grpc_listen_addr} list)",
+            f"  PostgreSQL         {dsn}",
+            f"  SMTP sink          127.0.0.1:{smtp_port}   (emails land in {mail_folder}/)",
+            "  collections bot    running, a pass every COLLECTIONS_INTERVAL_S (default 60 s)",
+            "Ctrl-C stops everything.",
+            "",
+        ]), flush=True)
+        while not stop.is_set() and all(child.poll() is None for child in children):
+            stop.wait(0.5)
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for child in children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        controller.stop()
+    failed = [child.args for child in children if child.returncode not in (0, -signal.SIGTERM)]
+    sys.exit(f"stopped because a part exited: {failed}" if failed and not stop.is_set() else 0)
+
+
+if __name__ == "__main__":
+    main()
