@@ -336,3 +336,72 @@ async def test_a_loan_180_days_past_due_is_charged_off_in_the_ledger(api, bot, c
             uuid.UUID(loan.account_id))
     assert written_off >= 300_000
     await books()
+
+
+# -- the CollectionsService ------------------------------------------------------------------
+
+async def test_list_cases_by_bucket_in_bounded_pages(api, bot, clock):
+    import grpc
+
+    accounts = []
+    for _ in range(3):
+        account = await api.open_account(limit_minor=1_000_000)
+        await buy(api, account.account_id, 300_000)
+        accounts.append(account.account_id)
+    await run(bot, clock, shanghai(2, 20))
+    seen, token = [], ""
+    while True:
+        page = await api.collections.ListCases(collections_pb2.ListCasesRequest(
+            bucket=common_pb2.DELINQUENCY_BUCKET_M1, page_size=2, page_token=token))
+        assert len(page.cases) <= 2
+        assert all(c.bucket == common_pb2.DELINQUENCY_BUCKET_M1 and c.days_past_due == 5 for c in page.cases)
+        seen += [c.account_id for c in page.cases]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(accounts)
+    empty = await api.collections.ListCases(collections_pb2.ListCasesRequest(bucket=common_pb2.DELINQUENCY_BUCKET_M3))
+    assert list(empty.cases) == []
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.collections.ListCases(collections_pb2.ListCasesRequest(page_size=500))
+    assert "page_size" in error.value.details()
+
+
+async def test_contact_attempts_are_listed_in_pages_with_their_outcomes(api, bot, clock, loan, smtp):
+    for day in (12, 14, 15, 16):
+        await run(bot, clock, shanghai(2, day))
+    seen, token = [], ""
+    while True:
+        page = await api.collections.ListContactAttempts(collections_pb2.ListContactAttemptsRequest(
+            account_id=loan.account_id, page_size=2, page_token=token))
+        seen += [(a.step_code, a.status, a.reason) for a in page.attempts]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [("D-3_EMAIL", "SENT", ""), ("D-1_EMAIL", "SENT", ""),
+                    ("D0_VOICE", "SUPPRESSED", "CHANNEL_UNAVAILABLE"), ("D+1_EMAIL", "SENT", "")]
+
+
+async def test_one_active_promise_per_account_and_clear_errors(api, clock, loan):
+    import grpc
+
+    clock.set(shanghai(2, 16, 9))
+    request = collections_pb2.RecordPromiseToPayRequest(account_id=loan.account_id, promised_date="2027-02-18",
+                                                        amount_minor=101_800, idempotency_key=key())
+    first = await api.collections.RecordPromiseToPay(request)
+    assert await api.collections.RecordPromiseToPay(request) == first  # a retry, same key
+    request.idempotency_key = key()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.collections.RecordPromiseToPay(request)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=str(uuid.uuid4())))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
+            loan_id=loan.loan_id, sequence=1, amount_minor=1, reason="r", idempotency_key=key()))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "amount_minor" in error.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
+            loan_id=loan.loan_id, sequence=9, amount_minor=1, reason="r", idempotency_key=key()))
+    assert "sequence" in error.value.details()
