@@ -32,7 +32,7 @@ def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
     email = EmailChannel(host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
                          username=settings.smtp_username, password=settings.smtp_password,
                          timeout_s=settings.smtp_timeout_s, tries=settings.smtp_tries_per_pass,
-                         retry_base_s=settings.smtp_retry_base_s)
+                         retry_base_s=settings.smtp_retry_base_s, ca_file=settings.smtp_ca_file)
     collections = Collections(clock, settings.policy, Repayments(clock))
     return CollectionsPass(pool, collections, settings, email)
 

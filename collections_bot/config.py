@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.config import SettingsError, int_setting
+from server.config import SettingsError, database_url_setting, int_setting, log_level_setting
 from server.core.collections import CollectionsPolicy
 from server.domain.penalties import PenaltyPolicy
 from server.domain.reminders import FrequencyCaps
@@ -26,6 +26,7 @@ class BotSettings:
     smtp_starttls: bool
     smtp_username: str | None
     smtp_password: str | None
+    smtp_ca_file: str | None
     smtp_timeout_s: int
     smtp_tries_per_pass: int
     smtp_retry_base_s: float
@@ -39,9 +40,7 @@ class BotSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
         env = os.environ if env is None else env
-        database_url = env.get("DATABASE_URL") or None
-        if database_url is not None and not database_url.startswith(("postgres://", "postgresql://")):
-            raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+        database_url = database_url_setting(env)
         starttls = (env.get("SMTP_STARTTLS") or "false").lower()
         if starttls not in {"true", "false"}:
             raise SettingsError(f"SMTP_STARTTLS must be true or false, got {starttls!r}")
@@ -52,9 +51,9 @@ class BotSettings:
             raise SettingsError(f"SMTP_RETRY_BASE_S must be a number, got {retry_base!r}") from None
         if not 0 <= retry_base_s <= 60:
             raise SettingsError("SMTP_RETRY_BASE_S must be between 0 and 60")
-        log_level = (env.get("LOG_LEVEL") or "info").lower()
-        if log_level not in {"debug", "info", "warning", "error"}:
-            raise SettingsError(f"LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")
+        log_level = log_level_setting(env)
+        if (env.get("SMTP_USERNAME") or None) and not starttls == "true":
+            raise SettingsError("SMTP_USERNAME needs SMTP_STARTTLS=true: a password is never sent in clear")
         mail_from = env.get("MAIL_FROM") or "Credit Reminders <reminders@credit.example>"
         if "@" not in mail_from:
             raise SettingsError("MAIL_FROM must contain an email address")
@@ -69,6 +68,7 @@ class BotSettings:
             smtp_starttls=starttls == "true",
             smtp_username=env.get("SMTP_USERNAME") or None,
             smtp_password=env.get("SMTP_PASSWORD") or None,
+            smtp_ca_file=_existing_file(env, "SMTP_CA_FILE"),
             smtp_timeout_s=int_setting(env, "SMTP_TIMEOUT_S", 30, minimum=1, maximum=600),
             smtp_tries_per_pass=int_setting(env, "SMTP_TRIES_PER_PASS", 3, minimum=1, maximum=10),
             smtp_retry_base_s=retry_base_s,
@@ -95,3 +95,10 @@ class BotSettings:
             ),
             log_level=log_level,
         )
+
+
+def _existing_file(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name) or None
+    if value is not None and not Path(value).is_file():
+        raise SettingsError(f"{name} must name a readable file, got {value!r}")
+    return value

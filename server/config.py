@@ -36,6 +36,20 @@ def address_setting(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def database_url_setting(env: Mapping[str, str]) -> str | None:
+    url = env.get("DATABASE_URL") or None
+    if url is not None and not url.startswith(("postgres://", "postgresql://")):
+        raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+    return url
+
+
+def log_level_setting(env: Mapping[str, str]) -> str:
+    level = (env.get("LOG_LEVEL") or "info").lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise SettingsError(f"LOG_LEVEL must be debug, info, warning or error, got {level!r}")
+    return level
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -53,12 +67,8 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        log_level = (env.get("LOG_LEVEL") or "info").lower()
-        if log_level not in {"debug", "info", "warning", "error"}:
-            raise SettingsError(f"LOG_LEVEL must be debug, info, warning or error, got {log_level!r}")
-        database_url = env.get("DATABASE_URL") or None
-        if database_url is not None and not database_url.startswith(("postgres://", "postgresql://")):
-            raise SettingsError("DATABASE_URL must be a postgresql:// URL")
+        log_level = log_level_setting(env)
+        database_url = database_url_setting(env)
         pool_min = int_setting(env, "DB_POOL_MIN_SIZE", 2, minimum=1, maximum=100)
         pool_max = int_setting(env, "DB_POOL_MAX_SIZE", 16, minimum=1, maximum=200)
         if pool_min > pool_max:

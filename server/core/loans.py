@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
+from server import paging
 from server.clock import Clock
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
@@ -29,16 +27,14 @@ class LoanPage:
 
 
 def encode_page_token(created_at: datetime, loan_id: UUID) -> str:
-    raw = json.dumps([created_at.isoformat(), str(loan_id)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode([created_at.isoformat(), str(loan_id)])
 
 
 def decode_page_token(token: str) -> tuple[datetime, UUID]:
+    created_at, loan_id = paging.decode(token, 2)
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created_at, loan_id = json.loads(raw)
         return datetime.fromisoformat(created_at), UUID(loan_id)
-    except (binascii.Error, ValueError, TypeError):
+    except ValueError:
         raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
 

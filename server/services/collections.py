@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from datetime import date, datetime
 
 from credit.v1 import collections_pb2, collections_pb2_grpc, common_pb2
+from server import paging
 from server.core.collections import CaseView, Collections
 from server.domain.errors import InvalidArgument
 from server.domain.loans import Bucket
@@ -25,17 +23,6 @@ def _page_size(f: Fields, value: int) -> int:
     if not 0 <= value <= MAX_PAGE_SIZE:
         f.fail("page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 for the default)")
     return value or DEFAULT_PAGE_SIZE
-
-
-def _token(values: list) -> str:
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
-
-
-def _untoken(token: str) -> list:
-    try:
-        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError):
-        raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
 
 def promise(row) -> collections_pb2.Promise:
@@ -92,7 +79,12 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
         size = _page_size(f, request.page_size)
         bucket = f.enum(request.bucket, "bucket", BUCKETS) if request.bucket else None
         f.done()
-        after = uuid.UUID(_untoken(request.page_token)[0]) if request.page_token else uuid.UUID(int=0)
+        after = uuid.UUID(int=0)
+        if request.page_token:
+            try:
+                after = uuid.UUID(paging.decode(request.page_token, 1)[0])
+            except ValueError:
+                raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
         async def page(conn):
             views = await self._collections.cases(conn, bucket, after, size + 1)
@@ -100,7 +92,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
             views = views[:size]
             return collections_pb2.ListCasesResponse(
                 cases=[case(v) for v in views],
-                next_page_token=_token([str(views[-1].account_id)]) if more else "")
+                next_page_token=paging.encode([str(views[-1].account_id)]) if more else "")
 
         return await self._tx.read(page)
 
@@ -157,17 +149,17 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
         f.done()
         after = None
         if request.page_token:
-            values = _untoken(request.page_token)
+            values = paging.decode(request.page_token, 2)
             try:
                 after = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
-            except (ValueError, IndexError, TypeError):
+            except ValueError:
                 raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
         async def page(conn):
             found = await self._collections.attempts(conn, account_id, after, size + 1)
             more = len(found) > size
             found = found[:size]
-            token = _token([found[-1]["created_at"].isoformat(), str(found[-1]["attempt_id"])]) if more else ""
+            token = paging.encode([found[-1]["created_at"].isoformat(), str(found[-1]["attempt_id"])]) if more else ""
             return collections_pb2.ListContactAttemptsResponse(attempts=[attempt(r) for r in found],
                                                                next_page_token=token)
 

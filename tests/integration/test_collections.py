@@ -405,3 +405,51 @@ async def test_one_active_promise_per_account_and_clear_errors(api, clock, loan)
         await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
             loan_id=loan.loan_id, sequence=9, amount_minor=1, reason="r", idempotency_key=key()))
     assert "sequence" in error.value.details()
+
+
+async def test_starttls_and_login_when_configured(api, pool, clock, tmp_path):
+    """Against an SMTP server that requires STARTTLS and a login: the certificate is
+    checked against SMTP_CA_FILE and the password only travels encrypted."""
+    import ssl
+    import subprocess
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from collections_bot.mail_sink import MailSink
+
+    cert, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key_file),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key_file)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append((auth_data.login, session.ssl is not None))
+        return AuthResult(success=(auth_data.login, auth_data.password) == (b"bot", b"s3cret"))
+
+    sink = MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True,
+                            auth_required=True, auth_require_tls=True, authenticator=authenticator)
+    controller.start()
+    try:
+        account = await api.open_account(limit_minor=1_000_000)
+        await buy(api, account.account_id, 300_000)
+        settings = BotSettings.from_env({
+            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_STARTTLS": "true", "SMTP_USERNAME": "bot",
+            "SMTP_PASSWORD": "s3cret", "SMTP_CA_FILE": str(cert), "SMTP_RETRY_BASE_S": "0.01"})
+        await run(build(pool, settings, clock), clock, shanghai(2, 16))
+        assert len(sink.messages) == 1
+        assert logins == [(b"bot", True)]
+    finally:
+        controller.stop()
+
+
+def test_a_login_without_starttls_is_refused_at_start():
+    from server.config import SettingsError
+
+    with pytest.raises(SettingsError, match="SMTP_STARTTLS"):
+        BotSettings.from_env({"SMTP_USERNAME": "bot", "SMTP_PASSWORD": "x"})

@@ -1,0 +1,25 @@
+"""Opaque page tokens: the sort key of the last row shown, so pages are stable while
+rows are added (keyset paging, never OFFSET)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from server.domain.errors import InvalidArgument
+
+
+def encode(values: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+
+def decode(token: str, size: int) -> list[str]:
+    """The values of a token this service issued; INVALID_ARGUMENT on `page_token` else."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        values = None
+    if not isinstance(values, list) or len(values) != size or not all(isinstance(v, str) for v in values):
+        raise InvalidArgument.of("page_token", "is not a token this service issued")
+    return values
