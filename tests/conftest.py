@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -26,16 +29,22 @@ def with_database(dsn: str, database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_dsn(tmp_path_factory):
+def pg_admin_dsn():
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         yield url
         return
     from server.db.embedded import start_embedded_postgres
 
-    server = start_embedded_postgres(tmp_path_factory.mktemp("postgres"))
-    yield server.get_uri()
-    server.cleanup()
+    # Not under pytest's basetemp: pytest deletes old basetemps, which would pull the
+    # data folder from under a server still used by another run on this machine.
+    folder = Path(tempfile.mkdtemp(prefix="credit-test-postgres-"))
+    server = start_embedded_postgres(folder, keep_data=False)
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

