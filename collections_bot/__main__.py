@@ -17,6 +17,7 @@ import uvloop
 from collections_bot.channels.email import EmailChannel
 from collections_bot.config import BotSettings
 from collections_bot.passes import CollectionsPass
+from collections_bot.voice.channel import VoiceChannel
 from server.clock import Clock, FixedClock, SystemClock
 from server.config import SettingsError
 from server.core.collections import Collections
@@ -34,7 +35,12 @@ def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
                          timeout_s=settings.smtp_timeout_s, tries=settings.smtp_tries_per_pass,
                          retry_base_s=settings.smtp_retry_base_s, ca_file=settings.smtp_ca_file)
     collections = Collections(clock, settings.policy, Repayments(clock))
-    return CollectionsPass(pool, collections, settings, email)
+    voice = None
+    if settings.voice_gateway_addr:
+        voice = VoiceChannel(address=settings.voice_gateway_addr, caller_id=settings.voice_caller_id,
+                             call_timeout_s=settings.voice_call_timeout_s,
+                             read_timeout_s=settings.voice_read_timeout_s)
+    return CollectionsPass(pool, collections, settings, email, voice)
 
 
 async def _open(settings: BotSettings, dsn: str):

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.config import SettingsError, database_url_setting, int_setting, log_level_setting
+from server.config import SettingsError, address_setting, database_url_setting, int_setting, log_level_setting
 from server.core.collections import CollectionsPolicy
 from server.domain.penalties import PenaltyPolicy
 from server.domain.reminders import FrequencyCaps
@@ -34,6 +34,11 @@ class BotSettings:
     mail_from: str
     unsubscribe_secret: str
     lease_s: int
+    voice_gateway_addr: str | None
+    voice_caller_id: str
+    voice_call_timeout_s: int
+    voice_read_timeout_s: int
+    voice_max_tries: int
     policy: CollectionsPolicy
     log_level: str
 
@@ -76,6 +81,12 @@ class BotSettings:
             mail_from=mail_from,
             unsubscribe_secret=env.get("UNSUBSCRIBE_SECRET") or "dev-only-unsubscribe-secret",
             lease_s=int_setting(env, "COLLECTIONS_LEASE_S", 120, minimum=5, maximum=3600),
+            voice_gateway_addr=(address_setting(env, "VOICE_GATEWAY_ADDR", "unused:0")
+                                if env.get("VOICE_GATEWAY_ADDR") else None),
+            voice_caller_id=env.get("VOICE_CALLER_ID") or "+864008008888",
+            voice_call_timeout_s=int_setting(env, "VOICE_CALL_TIMEOUT_S", 180, minimum=5, maximum=1800),
+            voice_read_timeout_s=int_setting(env, "VOICE_READ_TIMEOUT_S", 30, minimum=1, maximum=300),
+            voice_max_tries=int_setting(env, "VOICE_MAX_TRIES", 3, minimum=1, maximum=20),
             policy=CollectionsPolicy(
                 penalty=PenaltyPolicy(
                     grace_days=int_setting(env, "PENALTY_GRACE_DAYS", 3, minimum=0, maximum=60),

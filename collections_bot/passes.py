@@ -3,6 +3,7 @@ what the reviews planned. Every step takes its time from the pass's clock."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,7 +12,9 @@ from datetime import datetime, timedelta
 import asyncpg
 import structlog
 
-from collections_bot.channels.email import Delivery, EmailChannel, Reminder, build_message
+from collections_bot.channels.email import Delivery, EmailChannel, Reminder, build_message, yuan
+from collections_bot.voice.channel import VoiceChannel
+from collections_bot.voice.dialogue import Facts
 from collections_bot.config import BotSettings
 from server.core.collections import Collections
 from server.core.views import loan_view
@@ -42,20 +45,23 @@ class PassReport:
 
 class CollectionsPass:
     def __init__(self, pool: asyncpg.Pool, collections: Collections, settings: BotSettings,
-                 email: EmailChannel) -> None:
+                 email: EmailChannel, voice: VoiceChannel | None = None) -> None:
         self._pool = pool
         self._collections = collections
         self._settings = settings
         self._email = email
+        self._voice = voice
 
     @property
     def channels(self) -> frozenset[Channel]:
-        return frozenset({Channel.EMAIL})
+        return frozenset({Channel.EMAIL, Channel.VOICE} if self._voice else {Channel.EMAIL})
 
     async def run(self, now: datetime) -> PassReport:
         report = PassReport()
         await self.review(now, report)
         await self.deliver_email(now, report)
+        if self._voice is not None:
+            await self.deliver_voice(now, report)
         log.info("pass_finished", as_of=now.isoformat(), reviewed=report.reviewed, busy=report.busy,
                  penalty_days=report.penalty_days, penalty_minor=report.penalty_minor,
                  charged_off=report.charged_off, planned=dict(report.planned), delivered=dict(report.delivered))
@@ -127,23 +133,79 @@ class CollectionsPass:
                  delivery=result.delivery.value, detail=result.detail)
         return result.delivery.value
 
-    async def _reminder(self, conn: asyncpg.Connection, attempt: asyncpg.Record,
-                        now: datetime) -> tuple[Reminder | None, tuple[str, str] | None]:
-        """The reminder to send, or why it must not go now (checked again at send time:
-        the customer may have paid, promised or opted out since it was planned)."""
+    async def deliver_voice(self, now: datetime, report: PassReport) -> None:
+        """Calls one at a time: a call holds a line for minutes, and the caps are per day."""
+        lease_until = now + timedelta(seconds=self._settings.voice_call_timeout_s + self._settings.lease_s)
+        while True:
+            async with self._pool.acquire() as conn:
+                claimed = await rows.claim_attempts(conn, Channel.VOICE.value, now, lease_until,
+                                                    self._settings.batch_size)
+            if not claimed:
+                return
+            for attempt in claimed:
+                report.delivered["CALL_" + await self._call_one(attempt, now)] += 1
+
+    async def _call_one(self, attempt: asyncpg.Record, now: datetime) -> str:
+        async with self._pool.acquire() as conn:
+            context, hold_back = await self._contact(conn, attempt, now, Channel.VOICE)
+            if hold_back is not None:
+                await rows.set_attempt_status(conn, attempt["attempt_id"], hold_back[0], now, reason=hold_back[1])
+                return hold_back[0]
+        account, view, installment = context
+        today = local_date(now, account["time_zone"])
+        facts = Facts(name=account["contact_name"], amount=yuan(installment.owed_minor),
+                      due_date=installment.due_date, today=today, overdue=installment.due_date < today)
+        result = await self._voice.call(str(attempt["attempt_id"]), account["contact_phone"], account["locale"],
+                                        facts)
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                if result.failure is not None:
+                    failures = json.loads(attempt["detail"] or "{}").get("failures", [])
+                    detail = {"failures": failures + [{"at": now.isoformat(), "detail": result.failure,
+                                                       "transcript": result.transcript}]}
+                    if attempt["tries"] >= self._settings.voice_max_tries:
+                        await rows.set_attempt_status(conn, attempt["attempt_id"], "FAILED", now,
+                                                      reason="CALL_FAILED", detail=detail)
+                        return "FAILED"
+                    await rows.set_attempt_status(conn, attempt["attempt_id"], "PENDING", now, reason="CALL_FAILED",
+                                                  detail=detail, next_try_at=now + timedelta(minutes=10))
+                    return "RETRY"
+                await rows.set_attempt_status(
+                    conn, attempt["attempt_id"], "SENT", now, outcome=result.outcome.value,
+                    detail={"transcript": result.transcript,
+                            "promised_date": result.promised_date.isoformat() if result.promised_date else None})
+                await self._collections.act_on_call(conn, account["account_id"], result.outcome.value,
+                                                    result.promised_date, installment.owed_minor, now)
+        log.info("call_finished", attempt_id=str(attempt["attempt_id"]), outcome=result.outcome.value)
+        return result.outcome.value
+
+    async def _contact(self, conn: asyncpg.Connection, attempt: asyncpg.Record, now: datetime, channel: Channel):
+        """The account, loan and installment to contact about, or why not now (checked
+        again at contact time: the customer may have paid, promised or opted out)."""
         account = await account_rows.get(conn, attempt["account_id"])
         loan, installments = await loan_rows.get(conn, attempt["loan_id"])
         view = loan_view(loan, installments, account["time_zone"], now)
         installment = next(i for i in view.installments if i.sequence == attempt["sequence"])
-        email_out, _, _ = await rows.preferences(conn, account["account_id"])
+        email_out, voice_out, phone_blocked = await rows.preferences(conn, account["account_id"])
         if installment.owed_minor == 0 or view.status.value != "ACTIVE":
             return None, ("SUPPRESSED", Suppression.PAID.value)
         if await rows.active_promise(conn, account["account_id"]) is not None:
             return None, ("SUPPRESSED", Suppression.PROMISE_ACTIVE.value)
-        if email_out:
+        if (email_out if channel is Channel.EMAIL else voice_out):
             return None, ("SUPPRESSED", Suppression.OPTED_OUT.value)
+        if channel is Channel.VOICE and phone_blocked:
+            return None, ("SUPPRESSED", Suppression.WRONG_NUMBER.value)
         if not self._collections.policy.window.contains(now, account["time_zone"]):
             return None, ("DEFERRED", Deferral.OUTSIDE_CONTACT_WINDOW.value)
+        return (account, view, installment), None
+
+    async def _reminder(self, conn: asyncpg.Connection, attempt: asyncpg.Record,
+                        now: datetime) -> tuple[Reminder | None, tuple[str, str] | None]:
+        """The reminder to send, or why it must not go now."""
+        context, hold_back = await self._contact(conn, attempt, now, Channel.EMAIL)
+        if hold_back is not None:
+            return None, hold_back
+        account, view, installment = context
         step = next((s for s in await rows.steps(conn) if s["step_code"] == attempt["step_code"]), None)
         kind = step["template"] if step is not None and step["template"] in KINDS else "overdue"
         today = local_date(now, account["time_zone"])

@@ -36,11 +36,12 @@ class Api:
 
     async def open_account(self, limit_minor: int = 0, grade: int = common_pb2.RISK_GRADE_B,
                            time_zone: str = "Asia/Shanghai", locale: str = "zh-CN",
-                           email: str = "wang.fang@example.com") -> credit_line_pb2.Account:
+                           email: str = "wang.fang@example.com",
+                           phone: str = "+8613800138000") -> credit_line_pb2.Account:
         account = await self.lines.OpenAccount(credit_line_pb2.OpenAccountRequest(
             customer_id="cust-" + key(),
             contact=credit_line_pb2.Contact(name="Wang Fang", email=email,
-                                            phone="+8613800138000", locale=locale, time_zone=time_zone),
+                                            phone=phone, locale=locale, time_zone=time_zone),
             idempotency_key=key()), timeout=10)
         if limit_minor or grade:
             account = await self.lines.AdjustLimit(credit_line_pb2.AdjustLimitRequest(

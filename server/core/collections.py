@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 PROMISE_MAX_DAYS_AHEAD = 7
 # Outcomes of a call in which the customer was reached (the quiet period follows them).
 REACHED_OUTCOMES = {"PROMISE_TO_PAY", "CLAIMS_PAID", "DISPUTE", "REQUEST_AGENT", "REFUSED"}
+# What a call's outcome does to the case.
+ESCALATING_OUTCOMES = {"DISPUTE": "DISPUTE", "REQUEST_AGENT": "AGENT_REQUESTED"}
 
 
 @dataclass(frozen=True)
@@ -294,6 +296,26 @@ class Collections:
                          {"promised_date": promised_date.isoformat(), "amount_minor": amount_minor, "source": source},
                          now)
         return promise
+
+    async def act_on_call(self, conn: asyncpg.Connection, account_id: UUID, outcome: str,
+                          promised_date: date | None, amount_minor: int, now: datetime) -> None:
+        """What a call's outcome changes: a promise, a payment check, a human queue, a
+        blocked number. Runs in the transaction that records the outcome."""
+        if outcome == "PROMISE_TO_PAY" and promised_date is not None:
+            if await rows.active_promise(conn, account_id) is None:
+                await rows.insert_promise(conn, uuid.uuid4(), account_id, promised_date, max(1, amount_minor),
+                                          "VOICE", await rows.paid_in_total(conn, account_id), now)
+                await rows.event(conn, account_id, "PROMISE_RECORDED",
+                                 {"promised_date": promised_date.isoformat(), "amount_minor": amount_minor,
+                                  "source": "VOICE"}, now)
+        elif outcome == "CLAIMS_PAID":
+            await rows.flag_payment_check(conn, account_id, now)
+            await rows.event(conn, account_id, "CLAIMS_PAID", {}, now)
+        elif outcome in ESCALATING_OUTCOMES:
+            await rows.escalate(conn, account_id, ESCALATING_OUTCOMES[outcome], now)
+        elif outcome == "WRONG_PERSON":
+            await rows.block_phone(conn, account_id, now)
+            await rows.event(conn, account_id, "PHONE_BLOCKED", {"reason": "WRONG_PERSON"}, now)
 
     async def waive_penalty(self, conn: asyncpg.Connection, loan_id: UUID, sequence: int, amount_minor: int,
                             reason: str) -> LoanView:
