@@ -1,8 +1,9 @@
 """python -m server.devstack: the whole system on one machine, for `make run`.
 
 Starts an embedded PostgreSQL (unless DATABASE_URL is set), a local SMTP sink that
-keeps every email as an .eml file under VAR_DIR/mail, the gRPC server and the
-collections bot, prints where each listens, and stops them all on Ctrl-C or SIGTERM.
+keeps every email as an .eml file under VAR_DIR/mail, the voice-gateway simulator,
+the gRPC server and the collections bot, prints where each listens, and stops them
+all on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import time
 from pathlib import Path
 
 import asyncpg
+import grpc
 
 from collections_bot.mail_sink import start as start_mail_sink
-from server.config import Settings, SettingsError, int_setting
+from server.config import Settings, SettingsError, address_setting, int_setting
 from server.db.migrate import migrate
 from server.probe import wait_until_serving
 
@@ -30,6 +32,7 @@ def main() -> None:
     try:
         settings = Settings.from_env()
         smtp_port = int_setting(os.environ, "SMTP_PORT", 2525, minimum=1, maximum=65_535)
+        voice_address = address_setting(os.environ, "VOICE_GATEWAY_ADDR", "127.0.0.1:50061")
     except SettingsError as error:
         sys.exit(f"bad setting: {error}")
     var_dir = settings.var_dir.resolve()
@@ -51,12 +54,17 @@ def main() -> None:
     mail_folder = var_dir / "mail"
     controller, _ = start_mail_sink("127.0.0.1", smtp_port, mail_folder)
     env = {**os.environ, "DATABASE_URL": dsn, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
-           "VAR_DIR": str(var_dir)}
+           "VAR_DIR": str(var_dir), "VOICE_GATEWAY_ADDR": voice_address}
     children: list[subprocess.Popen] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
+        voice = subprocess.Popen([sys.executable, "-m", "collections_bot.voice_sim", "--listen", voice_address],
+                                 cwd=ROOT, env=env)
+        children.append(voice)
+        with grpc.insecure_channel(voice_address) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
         server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env)
         children.append(server)
         wait_until_serving(settings.grpc_listen_addr, 90, lambda: server.poll() is None)
@@ -67,6 +75,7 @@ def main() -> None:
             f"  gRPC server        {settings.grpc_listen_addr}   (grpcurl -plaintext {settings.grpc_listen_addr} list)",
             f"  PostgreSQL         {dsn}",
             f"  SMTP sink          127.0.0.1:{smtp_port}   (emails land in {mail_folder}/)",
+            f"  voice gateway      {voice_address}   (simulator; the dialled number's last digit picks the callee)",
             "  collections bot    running, a pass every COLLECTIONS_INTERVAL_S (default 60 s)",
             "Ctrl-C stops everything.",
             "",

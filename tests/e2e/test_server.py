@@ -116,8 +116,9 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
 
     address = f"127.0.0.1:{free_port()}"
     smtp_port = free_port()
+    voice_address = f"127.0.0.1:{free_port()}"
     env = {**os.environ, "VAR_DIR": str(tmp_path / "var"), "GRPC_LISTEN_ADDR": address,
-           "SMTP_PORT": str(smtp_port), "LOG_LEVEL": "warning"}
+           "SMTP_PORT": str(smtp_port), "VOICE_GATEWAY_ADDR": voice_address, "LOG_LEVEL": "warning"}
     env.pop("DATABASE_URL", None)
     stack = subprocess.Popen([sys.executable, "-m", "server.devstack"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -132,6 +133,18 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     printed = "".join(lines)
     assert f"gRPC server        {address}" in printed, printed
     assert f"SMTP sink          127.0.0.1:{smtp_port}" in printed
+    assert f"voice gateway      {voice_address}" in printed
+    # The simulator answers a real call: the last digit 8 is a callee who disputes.
+    import asyncio
+    from datetime import date
+
+    from collections_bot.voice.channel import VoiceChannel
+    from collections_bot.voice.dialogue import Facts
+
+    channel = VoiceChannel(address=voice_address, caller_id="+864008008888", call_timeout_s=30, read_timeout_s=10)
+    result = asyncio.run(channel.call("devstack-check", "+8613900000008", "en", Facts(
+        name="Li Lei", amount="1,018.00", due_date=date(2027, 2, 15), today=date(2027, 2, 20), overdue=True)))
+    assert result.outcome == "DISPUTE", result
     listed = subprocess.run([GRPCURL, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30)
     assert "credit.v1.CollectionsService" in listed.stdout
     import smtplib
