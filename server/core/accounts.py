@@ -15,6 +15,8 @@ from server.db import accounts as account_rows
 from server.domain.accounts import AccountStatus
 from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.domain.pricing import Grade
+from server.domain.scorecard import Assessment, Scorecard
+from server.domain.scorecard import load as load_scorecard
 
 # A new account is priced as a middle grade until an assessment or an operator says
 # otherwise.
@@ -59,8 +61,9 @@ async def lock_account(conn: asyncpg.Connection, account_id: UUID, field: str = 
 
 
 class CreditLines:
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, scorecard: Scorecard | None = None) -> None:
         self._clock = clock
+        self._scorecard = scorecard or load_scorecard()
 
     async def open(self, conn: asyncpg.Connection, command: OpenAccount) -> AccountView:
         now = self._clock.now()
@@ -78,6 +81,25 @@ class CreditLines:
         if row is None:
             raise NotFound("account_id", str(account_id), "account")
         return account_view(row, self._clock.now())
+
+    async def assess(self, conn: asyncpg.Connection, account_id: UUID,
+                     characteristics: dict[str, str]) -> tuple[Assessment, AccountView]:
+        """Score, then set the grade and the policy limit; the event keeps the score, the
+        model version and the reasons, so every limit can be explained later."""
+        assessment = self._scorecard.assess(characteristics)
+        before = await lock_account(conn, account_id)
+        now = self._clock.now()
+        if before["status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition("account is CLOSED; it cannot be assessed")
+        row = await account_rows.set_limit(conn, account_id, assessment.credit_limit_minor,
+                                           assessment.grade.value, now)
+        await account_rows.record_event(
+            conn, account_id, "CREDIT_ASSESSED", f"scorecard {assessment.model_version}",
+            {"score": assessment.score, "grade": assessment.grade.value, "model_version": assessment.model_version,
+             "from_minor": before["credit_limit_minor"], "to_minor": assessment.credit_limit_minor,
+             "reasons": [{"code": r.code, "description": r.description, "points_lost": r.points_lost}
+                         for r in assessment.reasons]}, now)
+        return assessment, account_view(row, now)
 
     async def adjust_limit(self, conn: asyncpg.Connection, command: AdjustLimit) -> AccountView:
         now = self._clock.now()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from credit.v1 import credit_line_pb2, credit_line_pb2_grpc
+from credit.v1 import common_pb2, credit_line_pb2, credit_line_pb2_grpc
 from server.core.accounts import AdjustLimit, ChangeStatus, CreditLines, GrantTemporaryLimit, OpenAccount
 from server.core.views import Contact
 from server.services import convert
@@ -41,6 +41,30 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
         account_id = f.uuid(request.account_id, "account_id")
         f.done()
         return await self._tx.read(lambda conn: self._account(self._lines.get(conn, account_id)))
+
+    async def AssessCredit(self, request, context) -> credit_line_pb2.AssessCreditResponse:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        characteristics = {}
+        if len(request.characteristics) > 64:
+            f.fail("characteristics", "has more entries than any model uses")
+        for name, value in request.characteristics.items():
+            characteristics[f.text(name, "characteristics", max_length=100)] = f.text(
+                value, f"characteristics[{name[:100]}]", max_length=200)
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+
+        async def assess(conn):
+            assessment, account = await self._lines.assess(conn, account_id, characteristics)
+            return credit_line_pb2.AssessCreditResponse(
+                score=assessment.score,
+                grade=convert.to_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", assessment.grade),
+                credit_limit_minor=assessment.credit_limit_minor, model_version=assessment.model_version,
+                reasons=[credit_line_pb2.ReasonCode(code=r.code, description=r.description,
+                                                    points_lost=r.points_lost) for r in assessment.reasons],
+                account=convert.account(account))
+
+        return await self._tx.idempotent("AssessCredit", request, credit_line_pb2.AssessCreditResponse, assess)
 
     async def AdjustLimit(self, request, context) -> Account:
         f = Fields()

@@ -106,3 +106,32 @@ async def test_every_limit_change_is_recorded_with_its_reason(api, pool):
     assert [e["kind"] for e in events] == ["ACCOUNT_OPENED", "LIMIT_ADJUSTED", "LIMIT_ADJUSTED"]
     assert events[-1]["reason"] == "delinquency review"
     assert '"to_minor": 70000' in events[-1]["detail"]
+
+
+async def test_assess_credit_sets_grade_and_policy_limit_with_reasons(api, pool):
+    from server.risk import train
+
+    rows, _ = train.load()
+    account = await api.open_account(limit_minor=0, grade=0)
+    names = {"status_of_existing_checking_account", "credit_history", "purpose", "savings_account_and_bonds",
+             "present_employment_since", "other_debtors_or_guarantors", "property", "other_installment_plans",
+             "housing", "telephone", "installment_rate_in_percentage_of_disposable_income", "duration_in_month",
+             "credit_amount", "age_in_years"}
+    reply = await api.lines.AssessCredit(credit_line_pb2.AssessCreditRequest(
+        account_id=account.account_id, characteristics={k: v for k, v in rows[1].items() if k in names},
+        idempotency_key=key()))
+    assert (reply.score, reply.model_version) == (473, "scorecard-v1")
+    assert reply.grade == common_pb2.RISK_GRADE_D and reply.credit_limit_minor == 500_000
+    assert [r.code for r in reply.reasons] == ["CHECKING_ACCOUNT", "CREDIT_DURATION", "SAVINGS",
+                                               "INSTALLMENT_BURDEN"]
+    assert (reply.account.risk_grade, reply.account.credit_limit_minor) == (common_pb2.RISK_GRADE_D, 500_000)
+    async with pool.acquire() as conn:
+        detail = await conn.fetchval("SELECT detail FROM account_events WHERE account_id = $1 "
+                                     "AND kind = 'CREDIT_ASSESSED'", __import__("uuid").UUID(account.account_id))
+    assert '"score": 473' in detail and "CHECKING_ACCOUNT" in detail
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.lines.AssessCredit(credit_line_pb2.AssessCreditRequest(
+            account_id=account.account_id, characteristics={"duration_in_month": "12"}, idempotency_key=key()))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "characteristics[credit_history]" in field_violations(error.value)
