@@ -103,6 +103,7 @@ class BotSettings:
                                                        maximum=30),
                 ),
                 mail_domain=env.get("MAIL_DOMAIN") or "credit.example",
+                insurance_share_bps=int_setting(env, "INSURANCE_SHARE_BPS", 0, minimum=0, maximum=10_000),
             ),
             log_level=log_level,
         )

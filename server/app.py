@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from credit.v1 import checkout_pb2, checkout_pb2_grpc, credit_line_pb2, credit_line_pb2_grpc
-from credit.v1 import collections_pb2, collections_pb2_grpc, repayment_pb2, repayment_pb2_grpc
+from credit.v1 import collections_pb2, collections_pb2_grpc, repayment_pb2, repayment_pb2_grpc, risk_pb2, risk_pb2_grpc
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.core.accounts import CreditLines
@@ -26,11 +26,13 @@ from server.core.repayments import Repayments
 from server.db.migrate import migrate
 from server.db.pool import create_pool
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
+from server.domain.risk import load as load_ruleset
 from server.interceptors import ErrorMappingInterceptor
 from server.services.checkout import CheckoutServicer
 from server.services.collections import CollectionsServicer
 from server.services.credit_line import CreditLineServicer
 from server.services.repayment import RepaymentServicer
+from server.services.risk import RiskServicer
 from server.services.transactions import Transactions
 
 log = structlog.get_logger(__name__)
@@ -40,6 +42,7 @@ SERVICE_NAMES = (
     checkout_pb2.DESCRIPTOR.services_by_name["CheckoutService"].full_name,
     repayment_pb2.DESCRIPTOR.services_by_name["RepaymentService"].full_name,
     collections_pb2.DESCRIPTOR.services_by_name["CollectionsService"].full_name,
+    risk_pb2.DESCRIPTOR.services_by_name["RiskService"].full_name,
 )
 
 
@@ -57,7 +60,8 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
     repayments = Repayments(clock)
     return Core(
         credit_lines=CreditLines(clock),
-        checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments),
+        checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments,
+                          load_ruleset() if settings.risk_checks else None),
         loans=Loans(clock),
         repayments=repayments,
         collections=Collections(clock, CollectionsPolicy(), repayments),
@@ -103,6 +107,7 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> 
         RepaymentServicer(transactions, core.loans, core.repayments), server)
     collections_pb2_grpc.add_CollectionsServiceServicer_to_server(
         CollectionsServicer(transactions, core.collections), server)
+    risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

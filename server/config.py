@@ -50,6 +50,13 @@ def log_level_setting(env: Mapping[str, str]) -> str:
     return level
 
 
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or ("on" if default else "off")).lower()
+    if raw not in {"on", "off"}:
+        raise SettingsError(f"{name} must be on or off, got {raw!r}")
+    return raw == "on"
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -62,6 +69,7 @@ class Settings:
     db_command_timeout_s: int
     shutdown_grace_s: int
     max_apr_bps: int
+    risk_checks: bool
     log_level: str
 
     @classmethod
@@ -84,5 +92,6 @@ class Settings:
             db_command_timeout_s=int_setting(env, "DB_COMMAND_TIMEOUT_S", 15, minimum=1, maximum=600),
             shutdown_grace_s=int_setting(env, "SHUTDOWN_GRACE_S", 10, minimum=0, maximum=600),
             max_apr_bps=int_setting(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
+            risk_checks=_switch(env, "RISK_CHECKS", True),
             log_level=log_level,
         )

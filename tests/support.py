@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from credit.v1 import (
+    risk_pb2_grpc,
     collections_pb2_grpc,
     checkout_pb2,
     checkout_pb2_grpc,
@@ -33,6 +34,7 @@ class Api:
         self.checkout = checkout_pb2_grpc.CheckoutServiceStub(self.channel)
         self.repayment = repayment_pb2_grpc.RepaymentServiceStub(self.channel)
         self.collections = collections_pb2_grpc.CollectionsServiceStub(self.channel)
+        self.risk = risk_pb2_grpc.RiskServiceStub(self.channel)
 
     async def open_account(self, limit_minor: int = 0, grade: int = common_pb2.RISK_GRADE_B,
                            time_zone: str = "Asia/Shanghai", locale: str = "zh-CN",
@@ -55,12 +57,13 @@ class Api:
     async def authorize(self, account_id: str, amount_minor: int, term_months: int = 3, *,
                         method: int = common_pb2.REPAYMENT_METHOD_FLAT_FEE, order_id: str | None = None,
                         merchant_id: str = "merchant-1", idempotency_key: str | None = None,
-                        timeout: float = 10) -> checkout_pb2.Authorization:
+                        timeout: float = 10, device_id: str = "device-1",
+                        ip_address: str = "203.0.113.7") -> checkout_pb2.Authorization:
         return await self.checkout.Authorize(checkout_pb2.AuthorizeRequest(
             account_id=account_id, merchant_id=merchant_id, order_id=order_id or "order-" + key(),
             amount_minor=amount_minor, term_months=term_months, method=method,
             idempotency_key=idempotency_key or key(),
-            risk_context=checkout_pb2.RiskContext(device_id="device-1", ip_address="203.0.113.7")),
+            risk_context=checkout_pb2.RiskContext(device_id=device_id, ip_address=ip_address)),
             timeout=timeout)
 
     async def authorization(self, authorization_id: str) -> checkout_pb2.Authorization:

@@ -12,6 +12,7 @@ import structlog
 
 from server.clock import Clock
 from server.core.accounts import lock_account
+from server.core import reserve
 from server.core.repayments import Repayments
 from server.core.views import (
     AccountView,
@@ -25,13 +26,14 @@ from server.db import accounts as account_rows
 from server.db import authorizations as authorization_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
+from server.db import risk as risk_rows
 from server.domain import authorizations as holds
-from server.domain import ledger
+from server.domain import ledger, risk
 from server.domain.accounts import AccountStatus
-from server.domain.authorizations import Approval, AuthorizationStatus
+from server.domain.authorizations import Approval, AuthorizationStatus, Decline, DeclineReason
 from server.domain.calendar import local_date
 from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
-from server.domain.pricing import Plan, ProductTable, RepaymentMethod, ScheduledInstallment, build_plan
+from server.domain.pricing import Grade, Plan, ProductTable, RepaymentMethod, ScheduledInstallment, build_plan
 
 log = structlog.get_logger(__name__)
 
@@ -63,11 +65,13 @@ class Capture:
 
 
 class Checkout:
-    def __init__(self, clock: Clock, products: ProductTable, hold_ttl: timedelta, repayments: Repayments) -> None:
+    def __init__(self, clock: Clock, products: ProductTable, hold_ttl: timedelta, repayments: Repayments,
+                 ruleset: risk.Ruleset | None) -> None:
         self._clock = clock
         self._products = products
         self._hold_ttl = hold_ttl
         self._repayments = repayments
+        self._ruleset = ruleset
 
     async def quote(self, conn: asyncpg.Connection, account_id: UUID, amount_minor: int,
                     method: RepaymentMethod | None) -> Quote:
@@ -95,8 +99,13 @@ class Checkout:
                 # Another account's hold on this order has expired but is not booked yet.
                 raise Aborted("order_id: an expired hold on this order is being released; retry shortly")
             raise _order_taken(command)
-        decision = holds.decide(credit_line(row), self._products, command.amount_minor, command.term_months,
-                                command.method, now)
+        line = credit_line(row)
+        decision = holds.decide(line, self._products, command.amount_minor, command.term_months, command.method, now)
+        facts, verdict = await self._assess_risk(conn, command, line.risk_grade, now)
+        if isinstance(decision, Approval) and verdict is not None and verdict.decision is not risk.Decision.APPROVE:
+            reason = (DeclineReason.RISK_DECLINED if verdict.decision is risk.Decision.DECLINE
+                      else DeclineReason.RISK_REVIEW)
+            decision = Decline(reason, f"risk score {verdict.score}: {', '.join(verdict.reasons)}")
         approved = isinstance(decision, Approval)
         try:
             auth = await authorization_rows.insert(
@@ -112,9 +121,9 @@ class Checkout:
                 term_months=command.term_months,
                 method=command.method.value,
                 monthly_rate_bps=decision.offer.monthly_rate_bps if approved else None,
-                risk_decision=RISK_NOT_EVALUATED,
-                risk_score=0,
-                risk_reasons=[],
+                risk_decision=verdict.decision.value if verdict else RISK_NOT_EVALUATED,
+                risk_score=verdict.score if verdict else 0,
+                risk_reasons=list(verdict.reasons) if verdict else [],
                 risk_context=command.risk_context,
                 expires_at=now + self._hold_ttl if approved else now,
                 now=now,
@@ -122,6 +131,12 @@ class Checkout:
         except asyncpg.UniqueViolationError as error:
             # Another account's transaction took this order between our check and insert.
             raise _order_taken(command) from error
+        if verdict is not None:
+            await risk_rows.record(
+                conn, decision_id=uuid.uuid4(), account_id=command.account_id,
+                authorization_id=auth["authorization_id"], decision=verdict.decision.value, score=verdict.score,
+                reasons=list(verdict.reasons), inputs=risk.facts_json(facts),
+                rule_results=risk.results_json(verdict.results), ruleset_version=verdict.ruleset_version, now=now)
         if approved:
             await account_rows.add_to_totals(conn, command.account_id, held_delta_minor=command.amount_minor, now=now)
             log.info("hold_approved", authorization_id=str(auth["authorization_id"]), amount_minor=command.amount_minor)
@@ -129,6 +144,29 @@ class Checkout:
             log.info("authorization_declined", authorization_id=str(auth["authorization_id"]),
                      reason=decision.reason.value)
         return authorization_view(auth, self._locked_plan(auth, row["time_zone"]), now)
+
+    async def _assess_risk(self, conn: asyncpg.Connection, command: Authorize, grade: Grade,
+                           now: datetime) -> tuple[risk.Facts | None, risk.Verdict | None]:
+        """The facts and the verdict of the ruleset, or (None, None) when checks are off."""
+        if self._ruleset is None:
+            return None, None
+        device = command.risk_context.get("device_id", "")
+        address = command.risk_context.get("ip_address", "")
+        row = await risk_rows.facts(conn, command.account_id, device, address, command.merchant_id, now)
+        facts = risk.Facts(
+            amount_minor=command.amount_minor, grade=grade, device_id=device, ip_address=address,
+            blocked=tuple(row["blocked"]), merchant_level=row["merchant_level"],
+            account_approvals_last_hour=row["account_approvals_last_hour"],
+            account_amount_last_day_minor=row["account_amount_last_day_minor"],
+            device_authorizations_last_hour=row["device_authorizations_last_hour"],
+            device_accounts_last_30_days=row["device_accounts_last_30_days"],
+            ip_accounts_last_day=row["ip_accounts_last_day"],
+            device_known_for_account=row["device_known_for_account"],
+            captured_count=row["captured_count"], largest_captured_minor=row["largest_captured_minor"])
+        verdict = self._ruleset.evaluate(facts)
+        if verdict.decision is not risk.Decision.APPROVE:
+            log.info("risk_flagged", decision=verdict.decision.value, score=verdict.score, reasons=verdict.reasons)
+        return facts, verdict
 
     async def capture(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
         account, auth = await self._lock_authorization(conn, command.authorization_id)
@@ -154,6 +192,8 @@ class Checkout:
                                          principal_delta_minor=result.captured_minor, now=now)
         await ledger_rows.post(conn, auth["account_id"], loan_id,
                                ledger.loan_captured(plan.principal_minor, plan.total_fee_minor), now)
+        await reserve.provide(conn, auth["account_id"], loan_id, plan.principal_minor, Grade(account["risk_grade"]),
+                              now)
         log.info("hold_captured", authorization_id=str(auth["authorization_id"]), loan_id=str(loan_id),
                  captured_minor=result.captured_minor, released_minor=result.released_minor)
         # A credit balance pays the new debt at once, through the waterfall.

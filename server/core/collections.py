@@ -8,12 +8,14 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from fractions import Fraction
 from uuid import UUID
 
 import asyncpg
 import structlog
 
 from server.clock import Clock
+from server.core import reserve
 from server.core.accounts import lock_account
 from server.core.repayments import Repayments
 from server.core.views import LoanView, loan_view
@@ -26,6 +28,7 @@ from server.domain.accounts import AccountStatus
 from server.domain.calendar import local_date
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.domain.loans import Bucket, LoanStatus, bucket
+from server.domain.money import round_half_up
 from server.domain.penalties import PenaltyPolicy, accrue
 from server.domain.reminders import (
     Channel,
@@ -55,6 +58,8 @@ class CollectionsPolicy:
     window: ContactWindow = field(default_factory=ContactWindow)
     caps: FrequencyCaps = field(default_factory=FrequencyCaps)
     mail_domain: str = "credit.example"
+    # The insured share of principal lost at charge-off, claimed back into the reserve.
+    insurance_share_bps: int = 0
 
 
 @dataclass(frozen=True)
@@ -164,9 +169,11 @@ class Collections:
         if unpaid_principal:
             await account_rows.add_to_totals(conn, account["account_id"], principal_delta_minor=-unpaid_principal,
                                              now=now)
+        claim = round_half_up(Fraction(unpaid_principal * self.policy.insurance_share_bps, 10_000))
         if unpaid_principal or unpaid_fee or unpaid_penalty:
             await ledger_rows.post(conn, account["account_id"], loan.loan_id, ledger.loan_charged_off(
-                principal_minor=unpaid_principal, fee_minor=unpaid_fee, penalty_minor=unpaid_penalty), now)
+                principal_minor=unpaid_principal, fee_minor=unpaid_fee, penalty_minor=unpaid_penalty,
+                insurance_claim_minor=claim), now)
         if account["status"] != AccountStatus.CLOSED:
             await account_rows.set_status(conn, account["account_id"], AccountStatus.CLOSED.value, now)
         await rows.event(conn, account["account_id"], "LOAN_CHARGED_OFF",
@@ -342,6 +349,7 @@ class Collections:
         after = loan_view(found[0], found[1], account["time_zone"], now)
         if all(i.owed_minor == 0 for i in after.installments):
             await loan_rows.set_status(conn, loan_id, LoanStatus.PAID_OFF.value, now)
+            await reserve.release(conn, account["account_id"], loan_id, now)
             found = await loan_rows.get(conn, loan_id)
             after = loan_view(found[0], found[1], account["time_zone"], now)
         return after

@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 
 from server.clock import Clock
+from server.core import reserve
 from server.core.accounts import lock_account
 from server.core.views import AccountView, LoanView, account_view, loan_view
 from server.db import accounts as account_rows
@@ -141,6 +142,8 @@ class Repayments:
         status = (LoanStatus.CANCELLED if result.cancels_loan
                   else LoanStatus.PAID_OFF if all(i.owed_minor == 0 for i in installments) else loan.status)
         await loan_rows.set_status(conn, loan.loan_id, status.value, now, refunded_delta_minor=command.amount_minor)
+        if loan.status is LoanStatus.ACTIVE and status is not LoanStatus.ACTIVE:
+            await reserve.release(conn, account["account_id"], loan.loan_id, now)
         if loan.status is LoanStatus.ACTIVE and result.unpaid_principal_cut_minor:
             await account_rows.add_to_totals(conn, account["account_id"],
                                              principal_delta_minor=-result.unpaid_principal_cut_minor, now=now)
@@ -207,6 +210,7 @@ class Repayments:
             await loan_rows.update_installments(conn, loan.loan_id, changed, waived)
             if all(i.owed_minor == 0 for i in installments):
                 await loan_rows.set_status(conn, loan.loan_id, LoanStatus.PAID_OFF.value, now)
+                await reserve.release(conn, account_id, loan.loan_id, now)
                 log.info("loan_paid_off", loan_id=str(loan.loan_id))
         principal = allocated.total(Component.PRINCIPAL)
         if principal:

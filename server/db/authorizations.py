@@ -18,8 +18,9 @@ INSERT = f"""
 INSERT INTO authorizations (authorization_id, account_id, merchant_id, order_id, status, decline_reason,
                             decline_message, amount_minor, term_months, method, monthly_rate_bps,
                             risk_decision, risk_score, risk_reasons, risk_context, expires_at,
-                            created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17)
+                            created_at, updated_at, device_id, ip_address)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17,
+        nullif($15::jsonb ->> 'device_id', ''), nullif($15::jsonb ->> 'ip_address', ''))
 RETURNING {_COLUMNS}
 """
 

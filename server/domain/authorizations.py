@@ -30,6 +30,7 @@ class DeclineReason(enum.StrEnum):
     ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
     TERM_NOT_OFFERED = "TERM_NOT_OFFERED"
     RISK_DECLINED = "RISK_DECLINED"
+    RISK_REVIEW = "RISK_REVIEW"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ Chart of accounts (per customer account, so the books can be sharded by account)
     CUSTOMER_CREDIT_BALANCE  liability: money the customer paid beyond what is owed
     FEE_INCOME               income: fees paid
     PENALTY_INCOME           income: penalties assessed
-    BAD_DEBT_EXPENSE         expense: principal and penalties written off at charge-off
+    BAD_DEBT_EXPENSE         expense: losses beyond the reserve (not used while a reserve exists)
+    RISK_RESERVE             liability-like pool: provisions for expected losses
+    PROVISION_EXPENSE        expense: provisions made (less those released)
+    INSURANCE_CLAIM_RECEIVABLE  asset: the insured share of losses, claimed
 
 Fees are receivable from capture, against UNEARNED_FEE_INCOME; when paid they become
 FEE_INCOME; when waived or refunded the receivable and the unearned income both go.
@@ -38,6 +41,9 @@ class LedgerAccount(enum.StrEnum):
     FEE_INCOME = "FEE_INCOME"
     PENALTY_INCOME = "PENALTY_INCOME"
     BAD_DEBT_EXPENSE = "BAD_DEBT_EXPENSE"
+    RISK_RESERVE = "RISK_RESERVE"
+    PROVISION_EXPENSE = "PROVISION_EXPENSE"
+    INSURANCE_CLAIM_RECEIVABLE = "INSURANCE_CLAIM_RECEIVABLE"
 
 
 class EntryKind(enum.StrEnum):
@@ -48,6 +54,8 @@ class EntryKind(enum.StrEnum):
     PENALTY_ASSESSED = "PENALTY_ASSESSED"
     PENALTY_WAIVED = "PENALTY_WAIVED"
     LOAN_CHARGED_OFF = "LOAN_CHARGED_OFF"
+    RESERVE_PROVISIONED = "RESERVE_PROVISIONED"
+    RESERVE_RELEASED = "RESERVE_RELEASED"
 
 
 @dataclass(frozen=True)
@@ -149,12 +157,25 @@ def penalty_waived(amount_minor: int) -> JournalEntry:
                   (LedgerAccount.PENALTY_INCOME, LedgerAccount.PENALTY_RECEIVABLE, amount_minor))
 
 
-def loan_charged_off(*, principal_minor: int, fee_minor: int, penalty_minor: int) -> JournalEntry:
-    """Write the loan off: unpaid principal and penalties are a loss; unpaid fees were
-    never earned, so they simply leave the books."""
+def loan_charged_off(*, principal_minor: int, fee_minor: int, penalty_minor: int,
+                     insurance_claim_minor: int = 0) -> JournalEntry:
+    """Write the loan off against the risk reserve: unpaid principal and penalties are the
+    loss; unpaid fees were never earned, so they simply leave the books. The insured
+    share of the loss is claimed back into the reserve."""
     return _entry(
         EntryKind.LOAN_CHARGED_OFF,
-        (LedgerAccount.BAD_DEBT_EXPENSE, LedgerAccount.PRINCIPAL_RECEIVABLE, principal_minor),
+        (LedgerAccount.RISK_RESERVE, LedgerAccount.PRINCIPAL_RECEIVABLE, principal_minor),
         (LedgerAccount.UNEARNED_FEE_INCOME, LedgerAccount.FEE_RECEIVABLE, fee_minor),
-        (LedgerAccount.BAD_DEBT_EXPENSE, LedgerAccount.PENALTY_RECEIVABLE, penalty_minor),
+        (LedgerAccount.RISK_RESERVE, LedgerAccount.PENALTY_RECEIVABLE, penalty_minor),
+        (LedgerAccount.INSURANCE_CLAIM_RECEIVABLE, LedgerAccount.RISK_RESERVE, insurance_claim_minor),
     )
+
+
+def reserve_provisioned(amount_minor: int) -> JournalEntry:
+    return _entry(EntryKind.RESERVE_PROVISIONED,
+                  (LedgerAccount.PROVISION_EXPENSE, LedgerAccount.RISK_RESERVE, amount_minor))
+
+
+def reserve_released(amount_minor: int) -> JournalEntry:
+    return _entry(EntryKind.RESERVE_RELEASED,
+                  (LedgerAccount.RISK_RESERVE, LedgerAccount.PROVISION_EXPENSE, amount_minor))

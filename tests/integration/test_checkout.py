@@ -47,10 +47,16 @@ async def test_authorize_holds_and_capture_creates_the_loan_of_the_quoted_plan(a
     async with pool.acquire() as conn:
         postings = await conn.fetch(
             "SELECT p.ledger_account, p.amount_minor FROM postings p JOIN journal_entries e USING (entry_id) "
-            "WHERE e.reference_id = $1 ORDER BY p.line", uuid.UUID(loan.loan_id))
+            "WHERE e.reference_id = $1 AND e.kind = 'LOAN_CAPTURED' ORDER BY p.line", uuid.UUID(loan.loan_id))
+        provision = await conn.fetch(
+            "SELECT p.ledger_account, p.amount_minor FROM postings p JOIN journal_entries e USING (entry_id) "
+            "WHERE e.reference_id = $1 AND e.kind = 'RESERVE_PROVISIONED' ORDER BY p.line", uuid.UUID(loan.loan_id))
     assert [(p["ledger_account"], p["amount_minor"]) for p in postings] == [
         ("PRINCIPAL_RECEIVABLE", 129_900), ("MERCHANT_PAYABLE", -129_900),
         ("FEE_RECEIVABLE", quoted.total_fee_minor), ("UNEARNED_FEE_INCOME", -quoted.total_fee_minor)]
+    # Grade B provisions 2 % of the principal into the risk reserve.
+    assert [(p["ledger_account"], p["amount_minor"]) for p in provision] == [
+        ("PROVISION_EXPENSE", 2_598), ("RISK_RESERVE", -2_598)]
     await books()
 
 

@@ -332,7 +332,8 @@ async def test_a_loan_180_days_past_due_is_charged_off_in_the_ledger(api, bot, c
     assert case.bucket == common_pb2.DELINQUENCY_BUCKET_CHARGED_OFF
     async with pool.acquire() as conn:
         written_off = await conn.fetchval(
-            "SELECT sum(amount_minor) FROM postings WHERE account_id = $1 AND ledger_account = 'BAD_DEBT_EXPENSE'",
+            "SELECT sum(p.amount_minor) FROM postings p JOIN journal_entries e USING (entry_id) "
+            "WHERE p.account_id = $1 AND p.ledger_account = 'RISK_RESERVE' AND e.kind = 'LOAN_CHARGED_OFF'",
             uuid.UUID(loan.account_id))
     assert written_off >= 300_000
     await books()
@@ -453,3 +454,22 @@ def test_a_login_without_starttls_is_refused_at_start():
 
     with pytest.raises(SettingsError, match="SMTP_STARTTLS"):
         BotSettings.from_env({"SMTP_USERNAME": "bot", "SMTP_PASSWORD": "x"})
+
+
+async def test_a_charge_off_is_written_off_against_the_reserve_with_the_insured_share_claimed(
+        api, pool, clock, smtp, books):
+    from credit.v1 import risk_pb2
+
+    _, port = smtp
+    settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "INSURANCE_SHARE_BPS": "5000"})
+    bot = build(pool, settings, clock)
+    account = await api.open_account(limit_minor=1_000_000)
+    await buy(api, account.account_id, 300_000)
+    before = await api.risk.GetReservePool(risk_pb2.GetReservePoolRequest())
+    await run(bot, clock, shanghai(2, 15) + timedelta(days=180))
+    after = await api.risk.GetReservePool(risk_pb2.GetReservePoolRequest())
+    written_off = after.written_off_minor - before.written_off_minor
+    assert written_off >= 300_000  # all the principal, and the penalties booked
+    assert after.insurance_claims_minor - before.insurance_claims_minor == 150_000
+    assert after.balance_minor == before.balance_minor - written_off + 150_000
+    await books()

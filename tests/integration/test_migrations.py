@@ -8,7 +8,7 @@ import inspect
 import asyncpg
 import pytest
 
-from server.db import accounts, authorizations, collections, idempotency, ledger, loans, repayments
+from server.db import accounts, authorizations, collections, idempotency, ledger, loans, repayments, risk
 from server.db.migrate import Migration, MigrationError, load_migrations, migrate
 from tests.conftest import create_database, drop_database, with_database
 
@@ -56,7 +56,7 @@ async def test_every_query_of_the_code_prepares_against_the_migrated_schema(db_d
     conn = await asyncpg.connect(db_dsn)
     try:
         checked = 0
-        for module in (accounts, authorizations, collections, idempotency, ledger, loans, repayments):
+        for module in (accounts, authorizations, collections, idempotency, ledger, loans, repayments, risk):
             for name, value in inspect.getmembers(module):
                 if name.isupper() and not name.startswith("_") and isinstance(value, str):
                     await conn.prepare(value)

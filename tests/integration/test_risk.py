@@ -1,0 +1,83 @@
+"""Risk checks inside Authorize over gRPC: the decision and its reasons reach the reply
+and the audit table; the reserve is funded at capture and consumed at charge-off."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from credit.v1 import checkout_pb2, common_pb2, risk_pb2
+from server.db import risk as risk_rows
+from tests.support import buy, repay
+
+
+async def decisions(api, account_id):
+    return (await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(account_id=account_id))).decisions
+
+
+async def test_a_clean_authorization_is_approved_and_its_decision_stored(api):
+    account = await api.open_account(limit_minor=1_000_000)
+    auth = await api.authorize(account.account_id, 50_000)
+    assert auth.status == checkout_pb2.AUTHORIZATION_STATUS_PENDING
+    assert (auth.risk.decision, auth.risk.score, list(auth.risk.reasons)) == (checkout_pb2.RISK_DECISION_APPROVE,
+                                                                              0, [])
+    [stored] = await decisions(api, account.account_id)
+    assert (stored.authorization_id, stored.decision, stored.ruleset_version) == (
+        auth.authorization_id, "APPROVE", "ruleset-v1")
+    inputs = json.loads(stored.inputs_json)
+    assert inputs["amount_minor"] == 50_000 and inputs["device_id"] == "device-1"
+    assert len(json.loads(stored.rule_results_json)) == 10
+
+
+async def test_a_blocked_device_is_declined_with_its_reason_in_reply_and_audit(api, pool):
+    account = await api.open_account(limit_minor=1_000_000)
+    async with pool.acquire() as conn:
+        await risk_rows.add_to_list(conn, "DEVICE", "stolen-phone", "BLOCK", "reported stolen")
+    auth = await api.authorize(account.account_id, 50_000, device_id="stolen-phone")
+    assert auth.status == checkout_pb2.AUTHORIZATION_STATUS_DECLINED
+    assert auth.decline_reason == checkout_pb2.DECLINE_REASON_RISK_DECLINED
+    assert auth.risk.decision == checkout_pb2.RISK_DECISION_DECLINE and list(auth.risk.reasons) == ["BLOCK_LIST"]
+    assert (await api.account(account.account_id)).held_minor == 0
+    [stored] = await decisions(api, account.account_id)
+    assert (stored.decision, list(stored.reasons)) == ("DECLINE", ["BLOCK_LIST"])
+
+
+async def test_a_device_shared_by_many_accounts_is_sent_to_review(api):
+    for _ in range(3):
+        other = await api.open_account(limit_minor=1_000_000)
+        await api.authorize(other.account_id, 10_000, device_id="farm-device", ip_address="198.51.100.1")
+    account = await api.open_account(limit_minor=1_000_000)
+    auth = await api.authorize(account.account_id, 10_000, device_id="farm-device", ip_address="198.51.100.2")
+    assert auth.decline_reason == checkout_pb2.DECLINE_REASON_RISK_REVIEW
+    assert list(auth.risk.reasons) == ["SHARED_DEVICE"]
+
+
+async def test_velocity_on_one_account_declines_the_sixth_within_the_hour(api):
+    account = await api.open_account(limit_minor=5_000_000)
+    results = [await api.authorize(account.account_id, 10_000) for _ in range(6)]
+    assert [r.status for r in results[:5]] == [checkout_pb2.AUTHORIZATION_STATUS_PENDING] * 5
+    assert "ACCOUNT_VELOCITY_COUNT" in results[5].risk.reasons
+
+
+async def test_a_high_risk_merchant_and_a_grade_e_customer_add_up(api, pool):
+    async with pool.acquire() as conn:
+        await risk_rows.add_to_list(conn, "MERCHANT", "grey-market", "HIGH", "chargebacks")
+    account = await api.open_account(limit_minor=1_000_000, grade=common_pb2.RISK_GRADE_E)
+    auth = await api.authorize(account.account_id, 10_000, merchant_id="grey-market")
+    assert sorted(auth.risk.reasons) == ["GRADE", "MERCHANT_RISK"]
+    assert auth.risk.score == 65 and auth.decline_reason == checkout_pb2.DECLINE_REASON_RISK_REVIEW
+
+
+async def test_the_reserve_is_funded_at_capture_released_at_payoff(api, clock, books):
+    account = await api.open_account(limit_minor=1_000_000)  # grade B: 2 %
+    loan = await buy(api, account.account_id, 300_000)
+    pool = await api.risk.GetReservePool(risk_pb2.GetReservePoolRequest())
+    assert pool.balance_minor >= 6_000 and pool.provisioned_minor >= 6_000
+    before = pool.balance_minor
+    payoff = await api.repayment.QuotePayoff(__import__("credit.v1.repayment_pb2", fromlist=["x"]).QuotePayoffRequest(
+        loan_id=loan.loan_id))
+    await repay(api, account.account_id, payoff.payoff_minor)
+    after = await api.risk.GetReservePool(risk_pb2.GetReservePoolRequest())
+    assert after.balance_minor == before - 6_000
+    assert after.released_minor >= 6_000
+    await books()
