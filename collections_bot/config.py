@@ -8,7 +8,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.config import SettingsError, address_setting, database_url_setting, int_setting, log_level_setting
+from server.config import (
+    SettingsError,
+    address_setting,
+    database_url_setting,
+    int_setting,
+    log_level_setting,
+    switch_setting,
+)
 from server.core.collections import CollectionsPolicy
 from server.domain.penalties import PenaltyPolicy
 from server.domain.reminders import FrequencyCaps
@@ -35,6 +42,7 @@ class BotSettings:
     unsubscribe_secret: str
     lease_s: int
     voice_gateway_addr: str | None
+    limit_review: bool
     voice_caller_id: str
     voice_call_timeout_s: int
     voice_read_timeout_s: int
@@ -81,6 +89,7 @@ class BotSettings:
             mail_from=mail_from,
             unsubscribe_secret=env.get("UNSUBSCRIBE_SECRET") or "dev-only-unsubscribe-secret",
             lease_s=int_setting(env, "COLLECTIONS_LEASE_S", 120, minimum=5, maximum=3600),
+            limit_review=switch_setting(env, "LIMIT_REVIEW", False),
             voice_gateway_addr=(address_setting(env, "VOICE_GATEWAY_ADDR", "unused:0")
                                 if env.get("VOICE_GATEWAY_ADDR") else None),
             voice_caller_id=env.get("VOICE_CALLER_ID") or "+864008008888",
@@ -114,3 +123,4 @@ def _existing_file(env: Mapping[str, str], name: str) -> str | None:
     if value is not None and not Path(value).is_file():
         raise SettingsError(f"{name} must name a readable file, got {value!r}")
     return value
+

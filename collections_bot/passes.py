@@ -17,6 +17,7 @@ from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
 from collections_bot.config import BotSettings
 from server.core.collections import Collections
+from server.core.limits import review_limits
 from server.core.views import loan_view
 from server.db import accounts as account_rows
 from server.db import collections as rows
@@ -41,6 +42,7 @@ class PassReport:
     charged_off: int = 0
     planned: Counter = field(default_factory=Counter)
     delivered: Counter = field(default_factory=Counter)
+    limit_review: dict = field(default_factory=dict)
 
 
 class CollectionsPass:
@@ -62,6 +64,8 @@ class CollectionsPass:
         await self.deliver_email(now, report)
         if self._voice is not None:
             await self.deliver_voice(now, report)
+        if self._settings.limit_review:
+            report.limit_review = dict((await review_limits(self._pool, now)).actions)
         log.info("pass_finished", as_of=now.isoformat(), reviewed=report.reviewed, busy=report.busy,
                  penalty_days=report.penalty_days, penalty_minor=report.penalty_minor,
                  charged_off=report.charged_off, planned=dict(report.planned), delivered=dict(report.delivered))

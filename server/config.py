@@ -50,7 +50,7 @@ def log_level_setting(env: Mapping[str, str]) -> str:
     return level
 
 
-def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+def switch_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = (env.get(name) or ("on" if default else "off")).lower()
     if raw not in {"on", "off"}:
         raise SettingsError(f"{name} must be on or off, got {raw!r}")
@@ -92,6 +92,6 @@ class Settings:
             db_command_timeout_s=int_setting(env, "DB_COMMAND_TIMEOUT_S", 15, minimum=1, maximum=600),
             shutdown_grace_s=int_setting(env, "SHUTDOWN_GRACE_S", 10, minimum=0, maximum=600),
             max_apr_bps=int_setting(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
-            risk_checks=_switch(env, "RISK_CHECKS", True),
+            risk_checks=switch_setting(env, "RISK_CHECKS", True),
             log_level=log_level,
         )

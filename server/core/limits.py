@@ -1,0 +1,92 @@
+"""Limit reviews and temporary-limit campaigns over many accounts, one account per
+transaction under a SKIP LOCKED row lock (checkout traffic is never blocked for long)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from collections import Counter
+from datetime import date, datetime
+
+import asyncpg
+import structlog
+
+from server.core.views import loan_view
+from server.db import accounts as account_rows
+from server.db import limits as limit_rows
+from server.db import loans as loan_rows
+from server.domain.accounts import AccountStatus
+from server.domain.limits import Action, Record, ReviewPolicy, review
+from server.domain.pricing import Grade
+
+log = structlog.get_logger(__name__)
+BATCH = 200
+
+
+@dataclass
+class Report:
+    actions: Counter = field(default_factory=Counter)
+    busy: int = 0
+
+
+async def review_limits(pool: asyncpg.Pool, now: datetime, policy: ReviewPolicy = ReviewPolicy()) -> Report:
+    report = Report()
+    after = uuid.UUID(int=0)
+    async with pool.acquire() as conn:
+        while batch := await limit_rows.accounts_with_loans(conn, after, BATCH):
+            for account_id in batch:
+                async with conn.transaction():
+                    account = await account_rows.lock_if_free(conn, account_id)
+                    if account is None:
+                        report.busy += 1
+                        continue
+                    if account["status"] != AccountStatus.ACTIVE:
+                        continue
+                    action = await _review_one(conn, account, now, policy)
+                    report.actions[action] += 1
+            after = batch[-1]
+    log.info("limit_review_finished", actions=dict(report.actions), busy=report.busy)
+    return report
+
+
+async def _review_one(conn: asyncpg.Connection, account: asyncpg.Record, now: datetime, policy: ReviewPolicy) -> str:
+    loans = [loan_view(loan, rows, account["time_zone"], now)
+             for loan, rows in await loan_rows.active_for_account(conn, account["account_id"])]
+    facts = await limit_rows.repayment_record(conn, account["account_id"])
+    outcome = review(Record(
+        credit_limit_minor=account["credit_limit_minor"],
+        used_minor=account["held_minor"] + account["outstanding_principal_minor"],
+        grade=Grade(account["risk_grade"]), days_past_due=max((loan.days_past_due for loan in loans), default=0),
+        paid_on_time=facts["paid_on_time"], penalty_days=facts["penalty_days"],
+        last_limit_change=facts["last_limit_change"]), now, policy)
+    detail = {"action": outcome.action.value, "from_minor": account["credit_limit_minor"],
+              "to_minor": outcome.new_limit_minor, "reasons": list(outcome.reasons)}
+    if outcome.action in (Action.RAISE, Action.CUT):
+        await account_rows.set_limit(conn, account["account_id"], outcome.new_limit_minor, account["risk_grade"], now)
+    elif outcome.action is Action.FREEZE:
+        await account_rows.set_status(conn, account["account_id"], AccountStatus.FROZEN.value, now)
+    await account_rows.record_event(conn, account["account_id"], "LIMIT_REVIEWED", ", ".join(outcome.reasons),
+                                    detail, now)
+    return outcome.action.value
+
+
+async def grant_campaign(pool: asyncpg.Pool, *, grades: list[Grade], raise_minor: int, expires_at: datetime,
+                         reason: str, now: datetime, today: date) -> int:
+    """Give a temporary raise that ends at `expires_at` to every active account of these
+    grades with nothing overdue. Returns how many accounts got it."""
+    granted = 0
+    after = uuid.UUID(int=0)
+    async with pool.acquire() as conn:
+        while batch := await limit_rows.campaign_cohort(conn, [g.value for g in grades], after, today, BATCH):
+            for account_id in batch:
+                async with conn.transaction():
+                    if await account_rows.lock_if_free(conn, account_id) is None:
+                        continue
+                    await account_rows.set_temporary_limit(conn, account_id, raise_minor, expires_at, now)
+                    await account_rows.record_event(conn, account_id, "TEMPORARY_LIMIT_GRANTED", reason,
+                                                    {"limit_minor": raise_minor, "expires_at": expires_at.isoformat(),
+                                                     "campaign": reason}, now)
+                    granted += 1
+            after = batch[-1]
+    log.info("campaign_granted", accounts=granted, raise_minor=raise_minor, reason=reason)
+    return granted

@@ -1,0 +1,58 @@
+"""python -m server.risk.campaign --grades A,B --raise-minor 500000 \\
+       --expires-at 2027-11-12T00:00:00+08:00 --reason "Double 11"
+
+Grant a temporary limit raise, ending at --expires-at, to every active account of the
+given grades that has nothing overdue (a holiday or promotion cohort)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import datetime, timezone
+
+from server.config import Settings, SettingsError
+from server.core.limits import grant_campaign
+from server.db.pool import create_pool
+from server.domain.pricing import Grade
+from server.logging import configure_logging
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grades", required=True, help="comma-separated, e.g. A,B")
+    parser.add_argument("--raise-minor", type=int, required=True)
+    parser.add_argument("--expires-at", type=datetime.fromisoformat, required=True)
+    parser.add_argument("--reason", required=True)
+    args = parser.parse_args()
+    try:
+        grades = [Grade(g.strip().upper()) for g in args.grades.split(",") if g.strip()]
+    except ValueError:
+        parser.error("--grades: use letters A to E")
+    now = datetime.now(timezone.utc)
+    if args.expires_at.tzinfo is None or args.expires_at <= now:
+        parser.error("--expires-at must be in the future, with a UTC offset")
+    if not 0 < args.raise_minor <= 100_000_000_000:
+        parser.error("--raise-minor must be a positive amount in fen")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        sys.exit(f"bad setting: {error}")
+    if settings.database_url is None:
+        sys.exit("DATABASE_URL: set it to the database of the accounts")
+    configure_logging(settings.log_level)
+
+    async def run() -> int:
+        pool = await create_pool(settings.database_url, min_size=1, max_size=2, command_timeout_s=60)
+        try:
+            return await grant_campaign(pool, grades=grades, raise_minor=args.raise_minor,
+                                        expires_at=args.expires_at, reason=args.reason, now=now,
+                                        today=now.date())
+        finally:
+            await pool.close()
+
+    print(f"granted to {asyncio.run(run())} accounts")
+
+
+if __name__ == "__main__":
+    main()
