@@ -43,7 +43,7 @@ test-e2e: proto
 	$(PY) -m pytest tests/e2e
 
 bench: proto
-	$(PY) -m bench.checkout --hot-account
+	$(PY) -m bench.checkout --hot-account --compare-risk
 
 clean:
 	rm -rf $(VENV) var build *.egg-info protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi

@@ -42,14 +42,14 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 @contextmanager
-def local_server(log_level: str):
+def local_server(log_level: str, risk_checks: bool = True):
     """A server process on an embedded PostgreSQL kept under var/bench."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "VAR_DIR": str(ROOT / "var" / "bench"), "GRPC_LISTEN_ADDR": address,
-           "LOG_LEVEL": log_level}
+           "LOG_LEVEL": log_level, "RISK_CHECKS": "on" if risk_checks else "off"}
     env.pop("DATABASE_URL", None)
     log_path = ROOT / "var" / "bench-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +95,7 @@ async def run_load(address: str, accounts: int, concurrency: int, duration_s: fl
         pair_ms: list[float] = []
         errors: dict[str, int] = {}
         declined = 0
+        declines: dict[str, int] = {}
         stop_at = time.monotonic() + duration_s
 
         async def worker(seed: int) -> None:
@@ -107,10 +108,15 @@ async def run_load(address: str, accounts: int, concurrency: int, duration_s: fl
                     auth = await checkout.Authorize(checkout_pb2.AuthorizeRequest(
                         account_id=account_id, merchant_id="bench", order_id=uuid.uuid4().hex,
                         amount_minor=rng.randrange(10_000, 500_000), term_months=rng.choice((1, 3, 6, 12)),
-                        idempotency_key=uuid.uuid4().hex), timeout=30)
+                        idempotency_key=uuid.uuid4().hex,
+                        risk_context=checkout_pb2.RiskContext(
+                            device_id="device-" + account_id[:8], ip_address=f"10.{seed}.{len(pair_ms) % 250}.1")),
+                        timeout=30)
                     authorized = time.perf_counter()
                     if auth.status != checkout_pb2.AUTHORIZATION_STATUS_PENDING:
                         declined += 1
+                        name = checkout_pb2.DeclineReason.Name(auth.decline_reason)
+                        declines[name] = declines.get(name, 0) + 1
                         continue
                     await checkout.Capture(checkout_pb2.CaptureRequest(
                         authorization_id=auth.authorization_id, idempotency_key=uuid.uuid4().hex), timeout=30)
@@ -137,6 +143,7 @@ async def run_load(address: str, accounts: int, concurrency: int, duration_s: fl
         "pairs": len(pair_ms),
         "pairs_per_s": round(len(pair_ms) / elapsed, 1),
         "declined": declined,
+        "declines": declines,
         "errors": errors,
         "authorize": summary(authorize_ms),
         "capture": summary(capture_ms),
@@ -151,30 +158,37 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--hot-account", action="store_true", help="also run every call on one account")
+    parser.add_argument("--compare-risk", action="store_true",
+                        help="also run with the real-time risk checks off (starts a second server)")
     parser.add_argument("--server-log-level", default="info")
     args = parser.parse_args()
     if not (0 < args.duration_s <= 600 and 0 < args.concurrency <= 512 and 0 < args.accounts <= 100_000):
         parser.error("duration 0-600 s, concurrency 1-512, accounts 1-100000")
 
-    def measure(address: str) -> list[dict]:
-        runs = [uvloop.run(run_load(address, args.accounts, args.concurrency, args.duration_s))]
-        if args.hot_account:
-            runs.append(uvloop.run(run_load(address, 1, args.concurrency, args.duration_s)))
+    def measure(address: str, label: str, hot: bool) -> list[dict]:
+        runs = [{"label": label, **uvloop.run(run_load(address, args.accounts, args.concurrency, args.duration_s))}]
+        if hot:
+            runs.append({"label": label + ", one hot account",
+                         **uvloop.run(run_load(address, 1, args.concurrency, args.duration_s))})
         return runs
 
     if args.target:
-        runs = measure(args.target)
+        runs = measure(args.target, "target", args.hot_account)
     else:
         with local_server(args.server_log_level) as address:
-            runs = measure(address)
+            runs = measure(address, "risk checks on", args.hot_account and not args.compare_risk)
+        if args.compare_risk:
+            with local_server(args.server_log_level, risk_checks=False) as address:
+                # The hot account runs without risk checks: they would decline it for velocity.
+                runs += measure(address, "risk checks off", args.hot_account)
     report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "runs": runs}
     out = ROOT / "bench" / "results" / "checkout.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     for run in runs:
-        print(f"accounts={run['accounts']} concurrency={run['concurrency']} duration={run['duration_s']}s: "
-              f"{run['pairs_per_s']} Authorize+Capture/s ({run['pairs']} pairs, {run['declined']} declined, "
-              f"errors {run['errors'] or 'none'})")
+        print(f"[{run['label']}] accounts={run['accounts']} concurrency={run['concurrency']} "
+              f"duration={run['duration_s']}s: {run['pairs_per_s']} Authorize+Capture/s ({run['pairs']} pairs, "
+              f"declined {run['declines'] or 0}, errors {run['errors'] or 'none'})")
         for name in ("authorize", "capture", "authorize_plus_capture"):
             print(f"  {name:24} p50 {run[name]['p50_ms']:7.2f} ms   p99 {run[name]['p99_ms']:7.2f} ms")
     print(f"written to {out.relative_to(ROOT)}")
