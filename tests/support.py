@@ -57,8 +57,12 @@ class Api:
     async def authorize(self, account_id: str, amount_minor: int, term_months: int = 3, *,
                         method: int = common_pb2.REPAYMENT_METHOD_FLAT_FEE, order_id: str | None = None,
                         merchant_id: str = "merchant-1", idempotency_key: str | None = None,
-                        timeout: float = 10, device_id: str = "device-1",
-                        ip_address: str = "203.0.113.7") -> checkout_pb2.Authorization:
+                        timeout: float = 10, device_id: str | None = None,
+                        ip_address: str | None = None) -> checkout_pb2.Authorization:
+        # Each customer on their own phone and address unless a test says otherwise, so
+        # the risk rules about shared devices see what a real population looks like.
+        device_id = device_id or "device-" + account_id[:13]
+        ip_address = ip_address or f"203.0.{int(account_id[:2], 16)}.{int(account_id[2:4], 16)}"
         return await self.checkout.Authorize(checkout_pb2.AuthorizeRequest(
             account_id=account_id, merchant_id=merchant_id, order_id=order_id or "order-" + key(),
             amount_minor=amount_minor, term_months=term_months, method=method,

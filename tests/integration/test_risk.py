@@ -25,7 +25,7 @@ async def test_a_clean_authorization_is_approved_and_its_decision_stored(api):
     assert (stored.authorization_id, stored.decision, stored.ruleset_version) == (
         auth.authorization_id, "APPROVE", "ruleset-v1")
     inputs = json.loads(stored.inputs_json)
-    assert inputs["amount_minor"] == 50_000 and inputs["device_id"] == "device-1"
+    assert inputs["amount_minor"] == 50_000 and inputs["device_id"] == "device-" + account.account_id[:13]
     assert len(json.loads(stored.rule_results_json)) == 10
 
 
