@@ -96,16 +96,19 @@ class CollectionsPass:
                 after = batch[-1]
 
     async def deliver_email(self, now: datetime, report: PassReport) -> None:
-        lease_until = now + timedelta(seconds=self._settings.lease_s)
+        await self._deliver(Channel.EMAIL, now, now + timedelta(seconds=self._settings.lease_s),
+                            self._deliver_one, "", report)
+
+    async def _deliver(self, channel: Channel, now: datetime, lease_until: datetime, send_one, label: str,
+                       report: PassReport) -> None:
+        """Claim the channel's due attempts in batches (under a lease) and send each."""
         while True:
             async with self._pool.acquire() as conn:
-                claimed = await rows.claim_attempts(conn, Channel.EMAIL.value, now, lease_until,
-                                                    self._settings.batch_size)
+                claimed = await rows.claim_attempts(conn, channel.value, now, lease_until, self._settings.batch_size)
             if not claimed:
                 return
             for attempt in claimed:
-                outcome = await self._deliver_one(attempt, now)
-                report.delivered[outcome] += 1
+                report.delivered[label + await send_one(attempt, now)] += 1
 
     async def _deliver_one(self, attempt: asyncpg.Record, now: datetime) -> str:
         async with self._pool.acquire() as conn:
@@ -140,14 +143,7 @@ class CollectionsPass:
     async def deliver_voice(self, now: datetime, report: PassReport) -> None:
         """Calls one at a time: a call holds a line for minutes, and the caps are per day."""
         lease_until = now + timedelta(seconds=self._settings.voice_call_timeout_s + self._settings.lease_s)
-        while True:
-            async with self._pool.acquire() as conn:
-                claimed = await rows.claim_attempts(conn, Channel.VOICE.value, now, lease_until,
-                                                    self._settings.batch_size)
-            if not claimed:
-                return
-            for attempt in claimed:
-                report.delivered["CALL_" + await self._call_one(attempt, now)] += 1
+        await self._deliver(Channel.VOICE, now, lease_until, self._call_one, "CALL_", report)
 
     async def _call_one(self, attempt: asyncpg.Record, now: datetime) -> str:
         async with self._pool.acquire() as conn:

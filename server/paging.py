@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from datetime import datetime
+from uuid import UUID
 
 from server.domain.errors import InvalidArgument
 
@@ -23,3 +25,18 @@ def decode(token: str, size: int) -> list[str]:
     if not isinstance(values, list) or len(values) != size or not all(isinstance(v, str) for v in values):
         raise InvalidArgument.of("page_token", "is not a token this service issued")
     return values
+
+
+def decode_after(token: str) -> tuple[datetime, UUID] | None:
+    """The (created_at, id) a keyset page resumes after; None for the first page."""
+    if not token:
+        return None
+    created_at, row_id = decode(token, 2)
+    try:
+        return datetime.fromisoformat(created_at), UUID(row_id)
+    except ValueError:
+        raise InvalidArgument.of("page_token", "is not a token this service issued") from None
+
+
+def encode_after(created_at: datetime, row_id: UUID) -> str:
+    return encode([created_at.isoformat(), str(row_id)])

@@ -224,7 +224,6 @@ class Collections:
         account_id = account["account_id"]
         steps = [Step(r["step_code"], r["offset_days"], Channel(r["channel"]), r["template"], r["escalates"])
                  for r in await rows.steps(conn)]
-        by_code = {s.code: s for s in steps}
         attempts = {(a["loan_id"], a["sequence"], a["step_code"]): a for a in await rows.attempts_of_account(
             conn, account_id)}
         email_out, voice_out, phone_blocked = await rows.preferences(conn, account_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -13,7 +12,7 @@ from server.clock import Clock
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
 from server.db import loans as loan_rows
-from server.domain.errors import InvalidArgument, NotFound
+from server.domain.errors import NotFound
 from server.domain.loans import LoanStatus
 
 DEFAULT_PAGE_SIZE = 20
@@ -24,18 +23,6 @@ MAX_PAGE_SIZE = 100
 class LoanPage:
     loans: tuple[LoanView, ...]
     next_page_token: str
-
-
-def encode_page_token(created_at: datetime, loan_id: UUID) -> str:
-    return paging.encode([created_at.isoformat(), str(loan_id)])
-
-
-def decode_page_token(token: str) -> tuple[datetime, UUID]:
-    created_at, loan_id = paging.decode(token, 2)
-    try:
-        return datetime.fromisoformat(created_at), UUID(loan_id)
-    except ValueError:
-        raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
 
 class Loans:
@@ -55,11 +42,11 @@ class Loans:
         account = await account_rows.get(conn, account_id)
         if account is None:
             raise NotFound("account_id", str(account_id), "account")
-        after = decode_page_token(page_token) if page_token else None
+        after = paging.decode_after(page_token)
         size = page_size or DEFAULT_PAGE_SIZE
         rows = await loan_rows.page_for_account(conn, account_id, status.value if status else None, after, size + 1)
         now = self._clock.now()
         views = tuple(loan_view(loan, installments, account["time_zone"], now) for loan, installments in rows[:size])
         more = len(rows) > size
-        token = encode_page_token(views[-1].created_at, views[-1].loan_id) if more else ""
+        token = paging.encode_after(views[-1].created_at, views[-1].loan_id) if more else ""
         return LoanPage(views, token)

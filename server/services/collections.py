@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 
 from credit.v1 import collections_pb2, collections_pb2_grpc, common_pb2
 from server import paging
@@ -147,19 +147,13 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
         account_id = f.uuid(request.account_id, "account_id")
         size = _page_size(f, request.page_size)
         f.done()
-        after = None
-        if request.page_token:
-            values = paging.decode(request.page_token, 2)
-            try:
-                after = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
-            except ValueError:
-                raise InvalidArgument.of("page_token", "is not a token this service issued") from None
+        after = paging.decode_after(request.page_token)
 
         async def page(conn):
             found = await self._collections.attempts(conn, account_id, after, size + 1)
             more = len(found) > size
             found = found[:size]
-            token = paging.encode([found[-1]["created_at"].isoformat(), str(found[-1]["attempt_id"])]) if more else ""
+            token = paging.encode_after(found[-1]["created_at"], found[-1]["attempt_id"]) if more else ""
             return collections_pb2.ListContactAttemptsResponse(attempts=[attempt(r) for r in found],
                                                                next_page_token=token)
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-
 from credit.v1 import risk_pb2, risk_pb2_grpc
 from server import paging
 from server.db import risk as risk_rows
-from server.domain.errors import InvalidArgument, NotFound
+from server.domain.errors import NotFound
 from server.db import accounts as account_rows
 from server.services import convert
 from server.services.fields import Fields
@@ -28,13 +25,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             f.fail("page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 for the default)")
         f.done()
         size = request.page_size or 20
-        after = None
-        if request.page_token:
-            values = paging.decode(request.page_token, 2)
-            try:
-                after = (datetime.fromisoformat(values[0]), uuid.UUID(values[1]))
-            except ValueError:
-                raise InvalidArgument.of("page_token", "is not a token this service issued") from None
+        after = paging.decode_after(request.page_token)
 
         async def page(conn):
             if await account_rows.get(conn, account_id) is None:
@@ -49,8 +40,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
                     reasons=list(r["reasons"]), inputs_json=r["inputs"], rule_results_json=r["rule_results"],
                     ruleset_version=r["ruleset_version"], created_at=convert.timestamp(r["created_at"]))
                     for r in rows],
-                next_page_token=paging.encode([rows[-1]["created_at"].isoformat(), str(rows[-1]["decision_id"])])
-                if more else "")
+                next_page_token=paging.encode_after(rows[-1]["created_at"], rows[-1]["decision_id"]) if more else "")
 
         return await self._tx.read(page)
 

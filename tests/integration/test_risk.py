@@ -4,7 +4,6 @@ and the audit table; the reserve is funded at capture and consumed at charge-off
 from __future__ import annotations
 
 import json
-import uuid
 
 from credit.v1 import checkout_pb2, common_pb2, risk_pb2
 from server.db import risk as risk_rows

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from credit.v1 import checkout_pb2, common_pb2
+from credit.v1 import checkout_pb2
 from server.app import start_server
 from server.clock import FixedClock
 from server.config import Settings
