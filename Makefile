@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(wildcard protos/credit/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: install proto run test test-unit test-integration test-e2e bench clean
+.PHONY: install proto lint run test test-unit test-integration test-e2e bench clean
 
 install: $(VENV)/.installed
 
@@ -30,7 +30,10 @@ $(GENERATED) &: $(PROTOS) $(VENV)/.installed
 run: proto
 	$(PY) -m server.devstack
 
-test: proto
+lint: install
+	$(VENV)/bin/ruff check server collections_bot tests bench
+
+test: proto lint
 	$(PY) -m pytest
 
 test-unit: proto

@@ -92,7 +92,7 @@ async def run_daemon(settings: BotSettings, dsn: str) -> int:
         # A pass in progress may finish its current work; past the bound it is cancelled,
         # which rolls back the account in hand (everything committed stays).
         await asyncio.wait_for(worker, timeout=settings.stop_timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("pass_cancelled_at_stop")
     await pool.close()
     log.info("bot_stopped")

@@ -13,9 +13,9 @@ import asyncpg
 import structlog
 
 from collections_bot.channels.email import Delivery, EmailChannel, Reminder, build_message, yuan
+from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
-from collections_bot.config import BotSettings
 from server.core.collections import Collections
 from server.core.limits import review_limits
 from server.core.views import loan_view

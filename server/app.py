@@ -14,8 +14,18 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from credit.v1 import checkout_pb2, checkout_pb2_grpc, credit_line_pb2, credit_line_pb2_grpc
-from credit.v1 import collections_pb2, collections_pb2_grpc, repayment_pb2, repayment_pb2_grpc, risk_pb2, risk_pb2_grpc
+from credit.v1 import (
+    checkout_pb2,
+    checkout_pb2_grpc,
+    collections_pb2,
+    collections_pb2_grpc,
+    credit_line_pb2,
+    credit_line_pb2_grpc,
+    repayment_pb2,
+    repayment_pb2_grpc,
+    risk_pb2,
+    risk_pb2_grpc,
+)
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.core.accounts import CreditLines

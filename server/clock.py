@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -14,7 +14,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class FixedClock:
@@ -23,7 +23,7 @@ class FixedClock:
     def __init__(self, instant: datetime) -> None:
         if instant.tzinfo is None:
             raise ValueError("FixedClock needs an aware datetime")
-        self._instant = instant.astimezone(timezone.utc)
+        self._instant = instant.astimezone(UTC)
 
     def now(self) -> datetime:
         return self._instant
@@ -32,4 +32,4 @@ class FixedClock:
         self._instant += delta
 
     def set(self, instant: datetime) -> None:
-        self._instant = instant.astimezone(timezone.utc)
+        self._instant = instant.astimezone(UTC)

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 import grpc
 
 from credit.v1 import (
-    risk_pb2_grpc,
-    collections_pb2_grpc,
     checkout_pb2,
     checkout_pb2_grpc,
+    collections_pb2_grpc,
     common_pb2,
     credit_line_pb2,
     credit_line_pb2_grpc,
     repayment_pb2,
     repayment_pb2_grpc,
+    risk_pb2_grpc,
 )
 
 

@@ -149,7 +149,7 @@ class EmailChannel:
             return _by_code(code, "; ".join(r.message for r in error.recipients))
         except aiosmtplib.SMTPResponseException as error:
             return _by_code(error.code, error.message)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as error:
             # Could not connect, or the connection broke: worth another try.
             return SendResult(Delivery.TEMPORARY_FAILURE, f"{type(error).__name__}: {error}")
         return SendResult(Delivery.SENT, "accepted", 250)

@@ -70,7 +70,7 @@ class GatewayLine:
 async def read_event(stream, timeout_s: float) -> pb.CallEvent:
     try:
         event = await asyncio.wait_for(stream.read(), timeout=timeout_s)
-    except asyncio.TimeoutError as error:
+    except TimeoutError as error:
         raise CallBroken("the gateway went quiet") from error
     except grpc.aio.AioRpcError as error:
         raise CallBroken(f"{error.code().name}: {error.details()}") from error

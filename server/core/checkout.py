@@ -11,8 +11,8 @@ import asyncpg
 import structlog
 
 from server.clock import Clock
-from server.core.accounts import lock_account
 from server.core import reserve
+from server.core.accounts import lock_account
 from server.core.repayments import Repayments
 from server.core.views import (
     AccountView,

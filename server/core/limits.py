@@ -4,8 +4,8 @@ transaction under a SKIP LOCKED row lock (checkout traffic is never blocked for 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from collections import Counter
+from dataclasses import dataclass, field
 from datetime import date, datetime
 
 import asyncpg

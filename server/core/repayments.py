@@ -18,8 +18,7 @@ from server.db import accounts as account_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.db import repayments as repayment_rows
-from server.domain import ledger
-from server.domain import waterfall
+from server.domain import ledger, waterfall
 from server.domain.calendar import local_date
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.domain.loans import LoanStatus
@@ -206,7 +205,7 @@ class Repayments:
                 continue
             installments = waterfall.apply(loan.installments, loan.loan_id, allocated)
             waived = {w.sequence: w.amount_minor for w in allocated.waivers if w.loan_id == loan.loan_id}
-            changed = [after for before, after in zip(loan.installments, installments) if after != before]
+            changed = [after for before, after in zip(loan.installments, installments, strict=True) if after != before]
             await loan_rows.update_installments(conn, loan.loan_id, changed, waived)
             if all(i.owed_minor == 0 for i in installments):
                 await loan_rows.set_status(conn, loan.loan_id, LoanStatus.PAID_OFF.value, now)

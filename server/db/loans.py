@@ -82,7 +82,7 @@ async def insert(conn: asyncpg.Connection, *, loan_id: UUID, account_id: UUID, a
                  merchant_id: str, order_id: str, currency: str, start_date: date, now: datetime,
                  installments: list[tuple[int, date, int, int]]) -> None:
     """Insert the loan and its schedule: (sequence, due_date, principal, fee) per period."""
-    sequences, due_dates, principals, fees = (list(column) for column in zip(*installments))
+    sequences, due_dates, principals, fees = (list(column) for column in zip(*installments, strict=True))
     await conn.execute(INSERT_LOAN_WITH_INSTALLMENTS, loan_id, account_id, authorization_id, principal_minor,
                        term_months, method, monthly_rate_bps, apr_bps, merchant_id, order_id, currency,
                        start_date, now, sequences, due_dates, principals, fees)

@@ -10,8 +10,8 @@ times 12, solved with 50-digit decimals and rounded half-up to a basis point.
 from __future__ import annotations
 
 import decimal
-import functools
 import enum
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -143,7 +143,7 @@ class ProductTable:
 
 
 def _rows(term, method, min_amount_minor, a, b, c, d, e) -> Product:
-    rates = {g: r for g, r in zip(Grade, (a, b, c, d, e)) if r is not None}
+    rates = {g: r for g, r in zip(Grade, (a, b, c, d, e), strict=True) if r is not None}
     return Product(term, method, min_amount_minor, rates)
 
 

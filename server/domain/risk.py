@@ -82,7 +82,8 @@ class Ruleset:
              facts.account_approvals_last_hour >= r["ACCOUNT_VELOCITY_COUNT"]["max_per_hour"],
              r["ACCOUNT_VELOCITY_COUNT"]["score"], f"{facts.account_approvals_last_hour} approvals in the last hour"),
             ("ACCOUNT_VELOCITY_AMOUNT",
-             facts.account_amount_last_day_minor + facts.amount_minor > r["ACCOUNT_VELOCITY_AMOUNT"]["max_minor_per_day"],
+             facts.account_amount_last_day_minor + facts.amount_minor
+             > r["ACCOUNT_VELOCITY_AMOUNT"]["max_minor_per_day"],
              r["ACCOUNT_VELOCITY_AMOUNT"]["score"],
              f"{facts.account_amount_last_day_minor + facts.amount_minor} fen in 24 hours"),
             ("DEVICE_VELOCITY", facts.device_authorizations_last_hour >= r["DEVICE_VELOCITY"]["max_per_hour"],

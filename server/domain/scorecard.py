@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from collections.abc import Mapping
 
 from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.pricing import Grade

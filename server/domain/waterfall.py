@@ -151,7 +151,8 @@ def payoff_minor(loan: LoanBalance, today: date) -> int:
     return allocate([loan], everything, today).applied_minor
 
 
-def apply(installments: Sequence[InstallmentState], loan_id: UUID, allocated: Allocated) -> tuple[InstallmentState, ...]:
+def apply(installments: Sequence[InstallmentState], loan_id: UUID,
+          allocated: Allocated) -> tuple[InstallmentState, ...]:
     """The installments of one loan after an allocation and its waivers."""
     by_sequence = {i.sequence: i for i in installments}
     for a in allocated.allocations:

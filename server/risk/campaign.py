@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from server.config import Settings, SettingsError
 from server.core.limits import grant_campaign
@@ -29,7 +29,7 @@ def main() -> None:
         grades = [Grade(g.strip().upper()) for g in args.grades.split(",") if g.strip()]
     except ValueError:
         parser.error("--grades: use letters A to E")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if args.expires_at.tzinfo is None or args.expires_at <= now:
         parser.error("--expires-at must be in the future, with a UTC offset")
     if not 0 < args.raise_minor <= 100_000_000_000:

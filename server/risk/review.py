@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from server.config import Settings, SettingsError
 from server.core.limits import review_limits
@@ -36,7 +36,7 @@ def main() -> None:
         sys.exit(f"bad setting: {error}")
     if settings.database_url is None:
         sys.exit("DATABASE_URL: set it to the database to review")
-    now = args.as_of or datetime.now(timezone.utc)
+    now = args.as_of or datetime.now(UTC)
     if now.tzinfo is None:
         parser.error("--as-of needs a UTC offset")
     configure_logging(settings.log_level)

@@ -90,7 +90,7 @@ def bin_characteristic(name: str, rows: list[dict], train: np.ndarray, bad: np.n
         highs = edges + [None]
         index = np.digitize(values, edges, right=True)
         bins = []
-        for b, (low, high) in enumerate(zip(lows, highs)):
+        for b, (low, high) in enumerate(zip(lows, highs, strict=True)):
             members = index == b
             label = (f"<= {high:g}" if low is None else f"> {low:g}" if high is None else f"{low:g} < x <= {high:g}")
             bins.append({"label": label, "above": low, "at_most": high,
@@ -187,13 +187,13 @@ def train() -> dict:
     # Drop characteristics whose weight came out with the wrong sign (collinearity),
     # then refit, so that a better bin never loses points.
     while (beta[1:] <= 0).any():
-        kept = [c for c, b in zip(kept, beta[1:]) if b > 0]
+        kept = [c for c, b in zip(kept, beta[1:], strict=True) if b > 0]
         beta = fit(matrix(train_idx), 1 - bad[train_idx])
 
     factor = PDO / math.log(2)
     offset = POINTS - factor * math.log(ODDS)
     base_points = round(offset + factor * beta[0])
-    for c, weight in zip(kept, beta[1:]):
+    for c, weight in zip(kept, beta[1:], strict=True):
         c["weight"] = float(weight)
         for b in c["bins"]:
             b["points"] = round(factor * weight * b["woe"])

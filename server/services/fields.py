@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -93,7 +93,7 @@ class Fields:
             return None
         value: Timestamp = getattr(message, name)
         try:
-            return value.ToDatetime(tzinfo=timezone.utc)
+            return value.ToDatetime(tzinfo=UTC)
         except (ValueError, OverflowError):
             self.fail(field, "is not a valid timestamp")
             return None

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from credit.v1 import risk_pb2, risk_pb2_grpc
 from server import paging
+from server.db import accounts as account_rows
 from server.db import risk as risk_rows
 from server.domain.errors import NotFound
-from server.db import accounts as account_rows
 from server.services import convert
 from server.services.fields import Fields
 from server.services.transactions import Transactions

@@ -3,7 +3,7 @@ and a real PostgreSQL, with a clock the test moves."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -14,7 +14,7 @@ from server.config import Settings
 from server.db.pool import create_pool
 from tests.support import Api
 
-START = datetime(2027, 1, 15, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai
+START = datetime(2027, 1, 15, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 
 
 @pytest.fixture

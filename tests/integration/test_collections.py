@@ -13,10 +13,10 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from collections_bot.__main__ import build
 from collections_bot.config import BotSettings
 from collections_bot.mail_sink import start as start_mail_sink
 from collections_bot.passes import CollectionsPass
-from collections_bot.__main__ import build
 from credit.v1 import collections_pb2, common_pb2
 from tests.support import buy, key, repay
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -22,7 +22,7 @@ FEE, PRINCIPAL = repayment_pb2.ALLOCATION_COMPONENT_FEE, repayment_pb2.ALLOCATIO
 
 
 def shanghai(y, m, d, hour=10):
-    return datetime(y, m, d, hour - 8, tzinfo=timezone.utc)
+    return datetime(y, m, d, hour - 8, tzinfo=UTC)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ negative; a temporary raise counts only until it expires."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.pricing import Grade
 
-NOW = datetime(2027, 1, 15, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2027, 1, 15, 2, 0, tzinfo=UTC)
 amounts = st.integers(0, 10**11)
 
 

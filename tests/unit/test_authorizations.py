@@ -3,7 +3,7 @@ EXPIRED."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +13,7 @@ from server.domain.authorizations import Approval, AuthorizationStatus, Decline,
 from server.domain.errors import FailedPrecondition, InvalidArgument
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, Grade, RepaymentMethod
 
-NOW = datetime(2027, 1, 15, 2, 0, tzinfo=timezone.utc)
+NOW = datetime(2027, 1, 15, 2, 0, tzinfo=UTC)
 FLAT = RepaymentMethod.FLAT_FEE
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
@@ -91,7 +91,7 @@ def test_the_contact_window_is_in_the_customers_zone(hour, inside):
     assert ContactWindow().contains(local, "America/New_York") is (8 <= (hour - 13) % 24 < 21)
 
 
-NOW = datetime(2027, 2, 16, 2, 0, tzinfo=timezone.utc)  # 10:00 in Shanghai
+NOW = datetime(2027, 2, 16, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 
 
 def test_one_call_a_day_and_seven_in_seven_days():

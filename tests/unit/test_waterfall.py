@@ -126,7 +126,7 @@ def test_every_fen_is_applied_or_left_and_nothing_beyond_what_is_owed(loans, amo
     assert result.unapplied_minor == 0 or result.applied_minor + result.waived_minor == owed
     for loan in loans:
         after = apply(loan.installments, loan.loan_id, result)
-        for before, now in zip(loan.installments, after):
+        for before, now in zip(loan.installments, after, strict=True):
             assert 0 <= now.owed_minor <= before.owed_minor
             assert now.principal_paid_minor <= now.principal_minor
             assert now.fee_paid_minor <= now.fee_minor
