@@ -18,6 +18,7 @@ from collections_bot.channels.email import EmailChannel
 from collections_bot.config import BotSettings
 from collections_bot.passes import CollectionsPass
 from collections_bot.voice.channel import VoiceChannel
+from server import contact_crypto
 from server.clock import Clock, FixedClock, SystemClock
 from server.config import SettingsError
 from server.core.collections import Collections
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         settings = BotSettings.from_env()
-    except SettingsError as error:
+        contact_crypto.configure(contact_crypto.from_env())
+    except (SettingsError, contact_crypto.ContactKeyError) as error:
         sys.exit(f"bad setting: {error}")
     if args.command == "run-once" and args.as_of.tzinfo is None:
         parser.error("--as-of needs a UTC offset, e.g. 2027-01-15T10:00:00+08:00")

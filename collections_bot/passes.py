@@ -153,9 +153,10 @@ class CollectionsPass:
                 return hold_back[0]
         account, view, installment = context
         today = local_date(now, account["time_zone"])
-        facts = Facts(name=account["contact_name"], amount=yuan(installment.owed_minor),
+        name, _, phone = account_rows.contact(account)
+        facts = Facts(name=name, amount=yuan(installment.owed_minor),
                       due_date=installment.due_date, today=today, overdue=installment.due_date < today)
-        result = await self._voice.call(str(attempt["attempt_id"]), account["contact_phone"], account["locale"],
+        result = await self._voice.call(str(attempt["attempt_id"]), phone, account["locale"],
                                         facts)
         async with self._pool.acquire() as conn:
             async with conn.transaction():
@@ -210,8 +211,9 @@ class CollectionsPass:
         kind = step["template"] if step is not None and step["template"] in KINDS else "overdue"
         today = local_date(now, account["time_zone"])
         policy = self._collections.policy.penalty
+        name, email, _ = account_rows.contact(account)
         return Reminder(
-            to_address=account["contact_email"], name=account["contact_name"], locale=account["locale"],
+            to_address=email, name=name, locale=account["locale"],
             kind=kind, message_id=attempt["message_id"], account_id=str(account["account_id"]),
             order_id=view.order_id, sequence=installment.sequence, term_months=view.term_months,
             due_date=installment.due_date.isoformat(), days_past_due=max(0, (today - installment.due_date).days),

@@ -7,6 +7,7 @@ import sys
 
 import uvloop
 
+from server import contact_crypto
 from server.app import serve
 from server.config import Settings, SettingsError
 from server.logging import configure_logging
@@ -15,7 +16,8 @@ from server.logging import configure_logging
 def main() -> None:
     try:
         settings = Settings.from_env()
-    except SettingsError as error:
+        contact_crypto.configure(contact_crypto.from_env())
+    except (SettingsError, contact_crypto.ContactKeyError) as error:
         sys.exit(f"bad setting: {error}")
     configure_logging(settings.log_level)
     dsn = settings.database_url

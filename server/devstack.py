@@ -21,11 +21,22 @@ import asyncpg
 import grpc
 
 from collections_bot.mail_sink import start as start_mail_sink
+from server import contact_crypto
 from server.config import Settings, SettingsError, address_setting, int_setting
 from server.db.migrate import migrate
 from server.probe import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _development_keys(var_dir: Path) -> dict[str, str]:
+    """Contact-data keys for this machine: made once, kept in VAR_DIR/secrets.env (owner
+    only), never in the repository. Settings in the environment take precedence."""
+    path = var_dir / "secrets.env"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in contact_crypto.generate_env().items()))
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
 def main() -> None:
@@ -37,6 +48,7 @@ def main() -> None:
         sys.exit(f"bad setting: {error}")
     var_dir = settings.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
+    secrets_env = _development_keys(var_dir)
     dsn = settings.database_url
     if dsn is None:
         from server.db.embedded import start_embedded_postgres
@@ -53,7 +65,7 @@ def main() -> None:
     asyncio.run(migrate_once())
     mail_folder = var_dir / "mail"
     controller, _ = start_mail_sink("127.0.0.1", smtp_port, mail_folder)
-    env = {**os.environ, "DATABASE_URL": dsn, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
+    env = {**secrets_env, **os.environ, "DATABASE_URL": dsn, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
            "VAR_DIR": str(var_dir), "VOICE_GATEWAY_ADDR": voice_address}
     children: list[subprocess.Popen] = []
     stop = threading.Event()

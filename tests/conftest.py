@@ -14,11 +14,15 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from server import contact_crypto
 from server.db.migrate import migrate
 from server.logging import configure_logging
 
 # The in-process server logs like the real one, but only what matters to a failing test.
 configure_logging("warning")
+# Fresh contact-data keys for this run, inherited by every process the tests start.
+if not os.environ.get("CONTACT_KEYS"):
+    os.environ.update(contact_crypto.generate_env())
 
 TEMPLATE_DB = "credit_template"
 

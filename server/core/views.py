@@ -8,6 +8,7 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import accounts as account_rows
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import AuthorizationStatus, DeclineReason, Hold
 from server.domain.calendar import local_date
@@ -77,8 +78,7 @@ def account_view(row: asyncpg.Record, as_of: datetime) -> AccountView:
         line=credit_line(row),
         credit_balance_minor=row["credit_balance_minor"],
         currency=row["currency"],
-        contact=Contact(row["contact_name"], row["contact_email"], row["contact_phone"],
-                        row["locale"], row["time_zone"]),
+        contact=Contact(*account_rows.contact(row), row["locale"], row["time_zone"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         as_of=as_of,

@@ -8,6 +8,8 @@ from uuid import UUID
 
 import asyncpg
 
+from server import contact_crypto
+
 _COLUMNS = """
     account_id, customer_id, status, risk_grade, credit_limit_minor, temporary_limit_minor,
     temporary_limit_expires_at, held_minor, outstanding_principal_minor, credit_balance_minor,
@@ -16,8 +18,9 @@ _COLUMNS = """
 
 INSERT = f"""
 INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
-                      contact_phone, locale, time_zone, created_at, updated_at)
-VALUES ($1, $2, 'ACTIVE', $3, $4, $5, $6, $7, $8, $9, $9)
+                      contact_phone, locale, time_zone, created_at, updated_at, contact_email_hash,
+                      contact_phone_hash)
+VALUES ($1, $2, 'ACTIVE', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
 ON CONFLICT (customer_id) DO NOTHING
 RETURNING {_COLUMNS}
 """
@@ -55,6 +58,21 @@ SET held_minor = held_minor + $2,
 WHERE account_id = $1 RETURNING {_COLUMNS}
 """
 
+# Re-encryption with the active key, a batch at a time.
+SELECT_CONTACTS_TO_ROTATE = """
+SELECT account_id, contact_name, contact_email, contact_phone FROM accounts
+WHERE NOT (contact_name LIKE $1 AND contact_email LIKE $1 AND contact_phone LIKE $1)
+ORDER BY account_id
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+UPDATE_CONTACT = """
+UPDATE accounts SET contact_name = $2, contact_email = $3, contact_phone = $4, contact_email_hash = $5,
+                    contact_phone_hash = $6
+WHERE account_id = $1
+"""
+
 INSERT_EVENT = """
 INSERT INTO account_events (account_id, kind, reason, detail, created_at) VALUES ($1, $2, $3, $4, $5)
 """
@@ -63,9 +81,13 @@ INSERT INTO account_events (account_id, kind, reason, detail, created_at) VALUES
 async def insert(conn: asyncpg.Connection, account_id: UUID, customer_id: str, risk_grade: str,
                  name: str, email: str, phone: str, locale: str, time_zone: str,
                  now: datetime) -> asyncpg.Record | None:
-    """The new account, or None when the customer already has one."""
-    return await conn.fetchrow(INSERT, account_id, customer_id, risk_grade, name, email, phone,
-                               locale, time_zone, now)
+    """The new account, or None when the customer already has one. Name, email and phone
+    are encrypted here, the one place they are written."""
+    cipher = contact_crypto.current()
+    return await conn.fetchrow(
+        INSERT, account_id, customer_id, risk_grade, cipher.encrypt(name, "contact_name"),
+        cipher.encrypt(email, "contact_email"), cipher.encrypt(phone, "contact_phone"), locale, time_zone, now,
+        cipher.lookup_hash(email), cipher.lookup_hash(phone))
 
 
 async def get(conn: asyncpg.Connection, account_id: UUID, *, lock: bool = False) -> asyncpg.Record | None:
@@ -104,3 +126,31 @@ async def add_to_totals(conn: asyncpg.Connection, account_id: UUID, *, held_delt
 async def record_event(conn: asyncpg.Connection, account_id: UUID, kind: str, reason: str,
                        detail: dict, now: datetime) -> None:
     await conn.execute(INSERT_EVENT, account_id, kind, reason, json.dumps(detail), now)
+
+
+def contact(row: asyncpg.Record) -> tuple[str, str, str]:
+    """(name, email, phone) of an account row, decrypted. A value written before
+    encryption existed is read as it is, until rotate_contact_keys rewrites it."""
+    cipher = contact_crypto.current()
+    values = []
+    for column in ("contact_name", "contact_email", "contact_phone"):
+        stored = row[column]
+        values.append(stored if cipher.key_id_of(stored) is None else cipher.decrypt(stored, column))
+    return values[0], values[1], values[2]
+
+
+async def rotate_contacts(conn: asyncpg.Connection, batch_size: int) -> int:
+    """Re-encrypt a batch of accounts whose contact data is not under the active key
+    (or not encrypted at all); returns how many were rewritten."""
+    cipher = contact_crypto.current()
+    rows = await conn.fetch(SELECT_CONTACTS_TO_ROTATE, f"v1:{cipher.active_key_id}:%", batch_size)
+    for row in rows:
+        values = []
+        for column in ("contact_name", "contact_email", "contact_phone"):
+            stored = row[column]
+            values.append(stored if cipher.key_id_of(stored) is None else cipher.decrypt(stored, column))
+        name, email, phone = values
+        await conn.execute(UPDATE_CONTACT, row["account_id"], cipher.encrypt(name, "contact_name"),
+                           cipher.encrypt(email, "contact_email"), cipher.encrypt(phone, "contact_phone"),
+                           cipher.lookup_hash(email), cipher.lookup_hash(phone))
+    return len(rows)
