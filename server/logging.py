@@ -1,11 +1,43 @@
-"""Structured JSON logs, one line per event, with the request's context bound."""
+"""Structured JSON logs, one line per event, with the request's context bound. A last
+processor masks what must never reach a log: email addresses, phone numbers, card-like
+digit runs, bearer tokens, and any field named like a secret."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"\+\d{7,15}\b")
+# 13 to 19 digits, optionally grouped: card numbers and the like.
+_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+_SECRET_KEYS = re.compile(r"(?i)(token|password|secret|authorization|api[_-]?key|contact_(name|email|phone))")
+
+
+def mask(text: str) -> str:
+    text = _BEARER.sub("Bearer [token]", text)
+    text = _EMAIL.sub("[email]", text)
+    text = _PHONE.sub("[phone]", text)
+    return _CARD.sub("[number]", text)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: "[redacted]" if _SECRET_KEYS.search(str(k)) else _masked(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_masked(v) for v in value]
+    return value
+
+
+def mask_secrets(logger, method_name: str, event_dict: dict) -> dict:
+    return _masked(event_dict)
 
 
 def configure_logging(level: str = "info") -> None:
@@ -19,6 +51,7 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            mask_secrets,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

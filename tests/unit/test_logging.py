@@ -1,0 +1,27 @@
+"""Logs never carry contact data, tokens or card-like numbers."""
+
+from __future__ import annotations
+
+from server.logging import mask, mask_secrets
+
+
+def test_emails_phones_cards_and_bearer_tokens_are_masked():
+    line = ("sent to li.lei@example.com at +8613800138000, card 6222 0212 3456 7890 123, "
+            "Authorization: Bearer eyJhbGciOi.abc-DEF_123")
+    masked = mask(line)
+    for secret in ("li.lei", "example.com", "13800138000", "6222", "eyJhbGciOi"):
+        assert secret not in masked
+    assert "[email]" in masked and "[phone]" in masked and "[number]" in masked and "Bearer [token]" in masked
+
+
+def test_fields_named_like_secrets_are_redacted_whatever_they_hold():
+    event = mask_secrets(None, "info", {"event": "x", "token": "abc", "detail": {"password": "p", "n": 5},
+                                        "contact_name": "Wang Fang", "amount_minor": 101_800})
+    assert event["token"] == "[redacted]" and event["detail"] == {"password": "[redacted]", "n": 5}
+    assert event["contact_name"] == "[redacted]"
+    assert event["amount_minor"] == 101_800  # money and ids stay readable
+
+
+def test_uuids_and_amounts_are_left_alone():
+    text = "account 6f0cac4f-cdca-4bbf-a4d6-a80d7c82bf7a paid 1018.00 (101800 fen)"
+    assert mask(text) == text
