@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(wildcard protos/credit/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: install proto lint run test test-unit test-integration test-e2e bench clean
+.PHONY: install proto lint certs run test test-unit test-integration test-e2e bench clean
 
 install: $(VENV)/.installed
 
@@ -29,6 +29,9 @@ $(GENERATED) &: $(PROTOS) $(VENV)/.installed
 
 run: proto
 	$(PY) -m server.devstack
+
+certs: install
+	$(PY) -m server.devcerts --out var/certs
 
 lint: install
 	$(VENV)/bin/ruff check server collections_bot tests bench

@@ -49,7 +49,8 @@ def local_server(log_level: str, risk_checks: bool = True):
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "VAR_DIR": str(ROOT / "var" / "bench"), "GRPC_LISTEN_ADDR": address,
-           "LOG_LEVEL": log_level, "RISK_CHECKS": "on" if risk_checks else "off"}
+           "LOG_LEVEL": log_level, "RISK_CHECKS": "on" if risk_checks else "off",
+           "AUTH_MODE": "insecure-local"}
     env.pop("DATABASE_URL", None)
     log_path = ROOT / "var" / "bench-server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from credit.v1 import (
     risk_pb2,
     risk_pb2_grpc,
 )
+from server.auth import AccessPolicy
 from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.core.accounts import CreditLines
@@ -104,10 +105,13 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> 
     """Build the gRPC server over `pool`, start it on GRPC_LISTEN_ADDR and mark it SERVING."""
     core = build_core(settings, clock)
     transactions = Transactions(pool)
+    policy = AccessPolicy.load(settings.access_file) if settings.auth_mode == "mtls" else None
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(policy)],
+        # Bounded requests: no message in this API comes near 1 MiB.
+        maximum_concurrent_rpcs=1_000,
         # Refuse to share the port with another process instead of silently splitting traffic.
-        options=[("grpc.so_reuseport", 0)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)],
     )
     credit_line_pb2_grpc.add_CreditLineServiceServicer_to_server(
         CreditLineServicer(transactions, core.credit_lines), server)
@@ -124,7 +128,17 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> 
         SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server)
     try:
-        port = server.add_insecure_port(settings.grpc_listen_addr)
+        if settings.auth_mode == "mtls":
+            pair = [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+            port = server.add_secure_port(settings.grpc_listen_addr, grpc.ssl_server_credentials(
+                pair, root_certificates=settings.tls_client_ca_file.read_bytes(), require_client_auth=True))
+            if settings.grpc_token_listen_addr:
+                # The second option: TLS without a client certificate, a bearer token per call.
+                server.add_secure_port(settings.grpc_token_listen_addr, grpc.ssl_server_credentials(pair))
+        else:
+            log.warning("authentication_disabled", mode="insecure-local", address=settings.grpc_listen_addr,
+                        detail="plaintext, every caller may call every method; for a developer's machine only")
+            port = server.add_insecure_port(settings.grpc_listen_addr)
     except RuntimeError as error:
         raise SystemExit(f"GRPC_LISTEN_ADDR: cannot listen on {settings.grpc_listen_addr}: {error}") from error
     await server.start()

@@ -57,6 +57,46 @@ def switch_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw == "on"
 
 
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+
+def _file(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name) or None
+    if value is None:
+        return None
+    if not Path(value).is_file():
+        raise SettingsError(f"{name} must name a readable file, got {value!r}")
+    return Path(value)
+
+
+def _auth_settings(env: Mapping[str, str]) -> dict:
+    """AUTH_MODE mtls (the default) needs TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE
+    and ACCESS_FILE; GRPC_LISTEN_ADDR then requires a client certificate, and the
+    optional GRPC_TOKEN_LISTEN_ADDR takes bearer tokens over TLS instead.
+    insecure-local serves plaintext with no authentication, and only on a loopback
+    address: it exists for a developer's machine."""
+    mode = (env.get("AUTH_MODE") or "mtls").lower()
+    if mode not in {"mtls", "insecure-local"}:
+        raise SettingsError(f"AUTH_MODE must be mtls or insecure-local, got {mode!r}")
+    files = {name.lower(): _file(env, name)
+             for name in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE", "ACCESS_FILE")}
+    if mode == "mtls":
+        for name, value in files.items():
+            if value is None:
+                raise SettingsError(f"{name.upper()} is required with AUTH_MODE=mtls "
+                                    "(or set AUTH_MODE=insecure-local on a developer's machine)")
+    else:
+        host = (env.get("GRPC_LISTEN_ADDR") or "127.0.0.1:50051").rpartition(":")[0]
+        if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+            raise SettingsError(f"AUTH_MODE=insecure-local serves without authentication and only on a loopback "
+                                f"address; GRPC_LISTEN_ADDR host is {host!r}")
+    token_address = address_setting(env, "GRPC_TOKEN_LISTEN_ADDR", "unused:0") if env.get(
+        "GRPC_TOKEN_LISTEN_ADDR") else None
+    if token_address and mode != "mtls":
+        raise SettingsError("GRPC_TOKEN_LISTEN_ADDR needs AUTH_MODE=mtls: tokens only travel over TLS")
+    return {"auth_mode": mode, "grpc_token_listen_addr": token_address, **files}
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -70,6 +110,12 @@ class Settings:
     shutdown_grace_s: int
     max_apr_bps: int
     risk_checks: bool
+    auth_mode: str
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    tls_client_ca_file: Path | None
+    access_file: Path | None
+    grpc_token_listen_addr: str | None
     log_level: str
 
     @classmethod
@@ -94,4 +140,5 @@ class Settings:
             max_apr_bps=int_setting(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
             risk_checks=switch_setting(env, "RISK_CHECKS", True),
             log_level=log_level,
+            **_auth_settings(env),
         )

@@ -40,6 +40,9 @@ def _development_keys(var_dir: Path) -> dict[str, str]:
 
 
 def main() -> None:
+    # A developer's machine: plaintext on loopback, no authentication (the server says
+    # so in its log). Set AUTH_MODE=mtls and the TLS settings to try the real thing.
+    os.environ.setdefault("AUTH_MODE", "insecure-local")
     try:
         settings = Settings.from_env()
         smtp_port = int_setting(os.environ, "SMTP_PORT", 2525, minimum=1, maximum=65_535)
@@ -79,7 +82,14 @@ def main() -> None:
             grpc.channel_ready_future(channel).result(timeout=60)
         server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env)
         children.append(server)
-        wait_until_serving(settings.grpc_listen_addr, 90, lambda: server.poll() is None)
+        credentials = None
+        if settings.auth_mode == "mtls":
+            # Health is public; the server's own certificate is enough to say hello.
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=settings.tls_client_ca_file.read_bytes(),
+                private_key=settings.tls_key_file.read_bytes(),
+                certificate_chain=settings.tls_cert_file.read_bytes())
+        wait_until_serving(settings.grpc_listen_addr, 90, lambda: server.poll() is None, credentials)
         children.append(subprocess.Popen([sys.executable, "-m", "collections_bot"], cwd=ROOT, env=env))
         print("\n".join([
             "",

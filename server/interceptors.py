@@ -19,6 +19,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server.auth import AccessPolicy, authorize_call
 from server.domain.errors import CreditError, InvalidArgument
 
 log = structlog.get_logger("server.rpc")
@@ -70,11 +71,20 @@ def status_for(error: CreditError) -> grpc.Status:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    """Access control (when a policy is given), error mapping, request ids and one log
+    line per call. The caller's certificate is only visible on the servicer context, so
+    the check runs in the wrapped handler, not in intercept_service."""
+
+    def __init__(self, policy: AccessPolicy | None = None) -> None:
+        self._policy = policy
+
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler  # streaming methods (health Watch, reflection) keep their own handling
+        if handler is None:
+            return None
         method = handler_call_details.method
+        if handler.unary_unary is None:
+            return self._guard_stream(handler, method)
         inner = handler.unary_unary
 
         async def handle(request, context: grpc.aio.ServicerContext):
@@ -86,6 +96,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 log.debug("rpc_started")
                 try:
                     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+                    if self._policy is not None:
+                        structlog.contextvars.bind_contextvars(
+                            caller=authorize_call(self._policy, method, context))
                     return await inner(request, context)
                 except CreditError as error:
                     status = status_for(error)
@@ -113,3 +126,38 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+    def _guard_stream(self, handler, method: str):
+        """Streaming methods (health Watch, reflection) pass the same access check."""
+        policy = self._policy
+        if policy is None:
+            return handler
+
+        async def check(context) -> bool:
+            try:
+                authorize_call(policy, method, context)
+            except CreditError as error:
+                status = status_for(error)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+                return False
+            return True
+
+        if handler.unary_stream is not None:
+            async def unary_stream(request, context):
+                if await check(context):
+                    async for reply in handler.unary_stream(request, context):
+                        yield reply
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.stream_stream is not None:
+            async def stream_stream(requests, context):
+                if await check(context):
+                    async for reply in handler.stream_stream(requests, context):
+                        yield reply
+
+            return grpc.stream_stream_rpc_method_handler(
+                stream_stream, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler

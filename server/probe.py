@@ -10,11 +10,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def wait_until_serving(address: str, timeout_s: float, still_running: Callable[[], bool]) -> None:
+def wait_until_serving(address: str, timeout_s: float, still_running: Callable[[], bool],
+                       credentials: grpc.ChannelCredentials | None = None) -> None:
     """Return once `address` answers SERVING; raise RuntimeError when the process stops
     (`still_running()` turns False) or `timeout_s` passes first."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    channel = (grpc.secure_channel(address, credentials) if credentials is not None
+               else grpc.insecure_channel(address))
+    with channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             if not still_running():

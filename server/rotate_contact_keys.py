@@ -7,11 +7,12 @@ batch at a time under SKIP LOCKED, so it can run beside live traffic."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 import asyncpg
 
-from server.config import Settings, SettingsError
+from server.config import SettingsError, database_url_setting
 from server.db.accounts import rotate_contacts
 
 BATCH = 500
@@ -33,12 +34,12 @@ async def _main(dsn: str) -> int:
 
 def main() -> None:
     try:
-        settings = Settings.from_env()
+        database_url = database_url_setting(os.environ)
     except SettingsError as error:
         sys.exit(f"bad setting: {error}")
-    if settings.database_url is None:
+    if database_url is None:
         sys.exit("DATABASE_URL: set it to the database to re-encrypt")
-    print(f"re-encrypted {asyncio.run(_main(settings.database_url))} accounts")
+    print(f"re-encrypted {asyncio.run(_main(database_url))} accounts")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 
-from server.config import Settings, SettingsError
+from server.config import SettingsError, database_url_setting, log_level_setting
 from server.core.limits import grant_campaign
 from server.db.pool import create_pool
 from server.domain.pricing import Grade
@@ -35,15 +36,16 @@ def main() -> None:
     if not 0 < args.raise_minor <= 100_000_000_000:
         parser.error("--raise-minor must be a positive amount in fen")
     try:
-        settings = Settings.from_env()
+        database_url = database_url_setting(os.environ)
+        log_level = log_level_setting(os.environ)
     except SettingsError as error:
         sys.exit(f"bad setting: {error}")
-    if settings.database_url is None:
+    if database_url is None:
         sys.exit("DATABASE_URL: set it to the database of the accounts")
-    configure_logging(settings.log_level)
+    configure_logging(log_level)
 
     async def run() -> int:
-        pool = await create_pool(settings.database_url, min_size=1, max_size=2, command_timeout_s=60)
+        pool = await create_pool(database_url, min_size=1, max_size=2, command_timeout_s=60)
         try:
             return await grant_campaign(pool, grades=grades, raise_minor=args.raise_minor,
                                         expires_at=args.expires_at, reason=args.reason, now=now,

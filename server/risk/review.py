@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 
-from server.config import Settings, SettingsError
+from server.config import SettingsError, database_url_setting, log_level_setting
 from server.core.limits import review_limits
 from server.db.pool import create_pool
 from server.logging import configure_logging
@@ -31,16 +32,17 @@ def main() -> None:
     parser.add_argument("--as-of", type=datetime.fromisoformat, default=None)
     args = parser.parse_args()
     try:
-        settings = Settings.from_env()
+        database_url = database_url_setting(os.environ)
+        log_level = log_level_setting(os.environ)
     except SettingsError as error:
         sys.exit(f"bad setting: {error}")
-    if settings.database_url is None:
+    if database_url is None:
         sys.exit("DATABASE_URL: set it to the database to review")
     now = args.as_of or datetime.now(UTC)
     if now.tzinfo is None:
         parser.error("--as-of needs a UTC offset")
-    configure_logging(settings.log_level)
-    asyncio.run(_main(settings.database_url, now))
+    configure_logging(log_level)
+    asyncio.run(_main(database_url, now))
 
 
 if __name__ == "__main__":

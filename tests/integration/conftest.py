@@ -24,7 +24,8 @@ def clock() -> FixedClock:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "HOLD_TTL_S": "1800", "LOG_LEVEL": "warning"})
+    return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "HOLD_TTL_S": "1800", "LOG_LEVEL": "warning",
+                              "AUTH_MODE": "insecure-local"})
 
 
 @pytest.fixture

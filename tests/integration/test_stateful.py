@@ -50,7 +50,8 @@ class Harness:
         self.running = await start_server(
             # Risk rules would decline most of a random burst on a few accounts (velocity);
             # they have their own tests, and this one is about the books.
-            Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "LOG_LEVEL": "warning", "RISK_CHECKS": "off"}),
+            Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "LOG_LEVEL": "warning", "RISK_CHECKS": "off",
+                               "AUTH_MODE": "insecure-local"}),
             self.pool, self.clock)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.running.port}")
         self.api = Api(self.channel)

@@ -8,7 +8,7 @@ from server.config import Settings, SettingsError
 
 
 def test_defaults_make_a_working_local_server():
-    settings = Settings.from_env({})
+    settings = Settings.from_env({"AUTH_MODE": "insecure-local"})
     assert settings.grpc_listen_addr == "127.0.0.1:50051"
     assert settings.database_url is None
     assert settings.hold_ttl_s == 1800
@@ -25,4 +25,19 @@ def test_defaults_make_a_working_local_server():
 ])
 def test_a_bad_setting_is_named(env, name):
     with pytest.raises(SettingsError, match=name):
-        Settings.from_env(env)
+        Settings.from_env({"AUTH_MODE": "insecure-local", **env})
+
+
+def test_without_authentication_the_server_only_listens_on_loopback():
+    assert Settings.from_env({"AUTH_MODE": "insecure-local"}).auth_mode == "insecure-local"
+    with pytest.raises(SettingsError, match="loopback"):
+        Settings.from_env({"AUTH_MODE": "insecure-local", "GRPC_LISTEN_ADDR": "0.0.0.0:50051"})
+
+
+def test_mutual_tls_is_the_default_and_names_what_it_needs():
+    with pytest.raises(SettingsError, match="TLS_CERT_FILE"):
+        Settings.from_env({"AUTH_MODE": "mtls"})
+    with pytest.raises(SettingsError, match="AUTH_MODE"):
+        Settings.from_env({"AUTH_MODE": "trust-me"})
+    with pytest.raises(SettingsError, match="TLS_KEY_FILE"):
+        Settings.from_env({"TLS_CERT_FILE": __file__})
