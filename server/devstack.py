@@ -24,6 +24,7 @@ from collections_bot.mail_sink import start as start_mail_sink
 from server import contact_crypto
 from server.config import Settings, SettingsError, address_setting, int_setting
 from server.db.migrate import migrate
+from server.logging import configure_logging
 from server.probe import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +50,7 @@ def main() -> None:
         voice_address = address_setting(os.environ, "VOICE_GATEWAY_ADDR", "127.0.0.1:50061")
     except SettingsError as error:
         sys.exit(f"bad setting: {error}")
+    configure_logging(settings.log_level)
     var_dir = settings.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     secrets_env = _development_keys(var_dir)
