@@ -4,6 +4,7 @@ a message that names the variable."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +143,15 @@ class Settings:
             log_level=log_level,
             **_auth_settings(env),
         )
+
+
+def command_settings(purpose: str) -> tuple[str, str]:
+    """(DATABASE_URL, LOG_LEVEL) for an operator's command, or exit naming the setting."""
+    try:
+        database_url = database_url_setting(os.environ)
+        log_level = log_level_setting(os.environ)
+    except SettingsError as error:
+        sys.exit(f"bad setting: {error}")
+    if database_url is None:
+        sys.exit(f"DATABASE_URL: set it to the database {purpose}")
+    return database_url, log_level

@@ -7,12 +7,10 @@ batch at a time under SKIP LOCKED, so it can run beside live traffic."""
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 
 import asyncpg
 
-from server.config import SettingsError, database_url_setting
+from server.config import command_settings
 from server.db.accounts import rotate_contacts
 
 BATCH = 500
@@ -33,12 +31,7 @@ async def _main(dsn: str) -> int:
 
 
 def main() -> None:
-    try:
-        database_url = database_url_setting(os.environ)
-    except SettingsError as error:
-        sys.exit(f"bad setting: {error}")
-    if database_url is None:
-        sys.exit("DATABASE_URL: set it to the database to re-encrypt")
+    database_url, _ = command_settings("to re-encrypt")
     print(f"re-encrypted {asyncio.run(_main(database_url))} accounts")
 
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 from datetime import UTC, datetime
 
-from server.config import SettingsError, database_url_setting, log_level_setting
+from server.config import command_settings
 from server.core.limits import grant_campaign
 from server.db.pool import create_pool
 from server.domain.pricing import Grade
@@ -35,13 +33,7 @@ def main() -> None:
         parser.error("--expires-at must be in the future, with a UTC offset")
     if not 0 < args.raise_minor <= 100_000_000_000:
         parser.error("--raise-minor must be a positive amount in fen")
-    try:
-        database_url = database_url_setting(os.environ)
-        log_level = log_level_setting(os.environ)
-    except SettingsError as error:
-        sys.exit(f"bad setting: {error}")
-    if database_url is None:
-        sys.exit("DATABASE_URL: set it to the database of the accounts")
+    database_url, log_level = command_settings("of the accounts")
     configure_logging(log_level)
 
     async def run() -> int:

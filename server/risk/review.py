@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 from datetime import UTC, datetime
 
-from server.config import SettingsError, database_url_setting, log_level_setting
+from server.config import command_settings
 from server.core.limits import review_limits
 from server.db.pool import create_pool
 from server.logging import configure_logging
@@ -31,13 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--as-of", type=datetime.fromisoformat, default=None)
     args = parser.parse_args()
-    try:
-        database_url = database_url_setting(os.environ)
-        log_level = log_level_setting(os.environ)
-    except SettingsError as error:
-        sys.exit(f"bad setting: {error}")
-    if database_url is None:
-        sys.exit("DATABASE_URL: set it to the database to review")
+    database_url, log_level = command_settings("to review")
     now = args.as_of or datetime.now(UTC)
     if now.tzinfo is None:
         parser.error("--as-of needs a UTC offset")
