@@ -12,7 +12,7 @@ The access file (ACCESS_FILE) is JSON:
     {"callers": {"order-service": ["credit.v1.CheckoutService/*"],
                  "operator": ["*"]},
      "tokens": {"<sha256 hex of the token>": "operator"},
-     "public": ["grpc.health.v1.Health/*"]}
+     "public": ["grpc.health.v1.Health/Check"]}
 
 Tokens are stored only as hashes; the tokens themselves live with their callers.
 """
@@ -22,7 +22,9 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import hmac
+import ipaddress
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,9 @@ import grpc
 
 from server.domain.errors import CreditError
 
-DEFAULT_PUBLIC = ("grpc.health.v1.Health/*",)
+# Only the one-shot health check: Watch streams stay open and would let anyone hold
+# server slots without an identity.
+DEFAULT_PUBLIC = ("grpc.health.v1.Health/Check",)
 
 
 class Unauthenticated(CreditError):
@@ -49,16 +53,25 @@ class AccessPolicy:
 
     @classmethod
     def load(cls, path: Path) -> AccessPolicy:
+        """Read and check the access file; anything not exactly of the documented shape
+        is refused at start (a string where a list belongs would otherwise match `*`)."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise ValueError(f"ACCESS_FILE {path}: {error}") from None
-        callers = {name: tuple(methods) for name, methods in (data.get("callers") or {}).items()}
-        tokens = dict(data.get("tokens") or {})
+        if not isinstance(data, dict) or not isinstance(data.get("callers", {}), dict):
+            raise ValueError(f"ACCESS_FILE {path}: must be an object with a 'callers' object")
+        callers = {name: _patterns(path, f"callers.{name}", methods)
+                   for name, methods in data.get("callers", {}).items()}
+        tokens = data.get("tokens", {})
+        if not isinstance(tokens, dict):
+            raise ValueError(f"ACCESS_FILE {path}: 'tokens' must be an object")
         for digest, caller in tokens.items():
-            if len(digest) != 64 or caller not in callers:
-                raise ValueError(f"ACCESS_FILE {path}: token hashes must be sha256 hex naming a listed caller")
-        return cls(callers, tokens, tuple(data.get("public") or DEFAULT_PUBLIC))
+            if not _HEX64.fullmatch(digest) or caller not in callers:
+                raise ValueError(f"ACCESS_FILE {path}: token hashes must be lowercase sha256 hex naming a "
+                                 "listed caller")
+        public = _patterns(path, "public", data["public"]) if "public" in data else DEFAULT_PUBLIC
+        return cls(callers, dict(tokens), public)
 
     def is_public(self, method: str) -> bool:
         return _matches(method, self.public)
@@ -74,19 +87,46 @@ class AccessPolicy:
         return None
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_PATTERN = re.compile(r"\*|[A-Za-z0-9_.]+/(\*|[A-Za-z0-9_]+)")
+
+
+def _patterns(path: Path, where: str, value) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and _PATTERN.fullmatch(p) for p in value):
+        raise ValueError(f"ACCESS_FILE {path}: {where} must be a list of method patterns such as "
+                         "'credit.v1.CheckoutService/*', 'credit.v1.CheckoutService/Authorize' or '*'")
+    return tuple(value)
+
+
 def _matches(method: str, patterns: tuple[str, ...]) -> bool:
     name = method.lstrip("/")
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
 def certificate_identity(context: grpc.aio.ServicerContext) -> str | None:
+    """The first DNS or URI subject alternative name; the common name only for a
+    certificate with no subject alternative names at all. IP and email names are not
+    callers."""
     auth = context.auth_context() or {}
-    for key in ("x509_subject_alternative_name", "x509_common_name"):
-        for value in auth.get(key, ()):
-            text = value.decode() if isinstance(value, bytes) else str(value)
-            if text and not text.replace(".", "").isdigit():  # an IP address is not a caller's name
-                return text
+    sans = [v.decode() if isinstance(v, bytes) else str(v) for v in auth.get("x509_subject_alternative_name", ())]
+    for name in sans:
+        if name and "@" not in name and not _is_ip(name):
+            return name
+    if sans:
+        return None
+    for value in auth.get("x509_common_name", ()):
+        name = value.decode() if isinstance(value, bytes) else str(value)
+        if name and not _is_ip(name):
+            return name
     return None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def bearer_token(context: grpc.aio.ServicerContext) -> str | None:

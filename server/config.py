@@ -3,6 +3,7 @@ a message that names the variable."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from collections.abc import Mapping
@@ -58,7 +59,14 @@ def switch_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
     return raw == "on"
 
 
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+def _is_loopback(host: str) -> bool:
+    """Only a literal loopback address, or the name localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _file(env: Mapping[str, str], name: str) -> Path | None:
@@ -88,7 +96,7 @@ def _auth_settings(env: Mapping[str, str]) -> dict:
                                     "(or set AUTH_MODE=insecure-local on a developer's machine)")
     else:
         host = (env.get("GRPC_LISTEN_ADDR") or "127.0.0.1:50051").rpartition(":")[0]
-        if host not in LOOPBACK_HOSTS and not host.startswith("127."):
+        if not _is_loopback(host):
             raise SettingsError(f"AUTH_MODE=insecure-local serves without authentication and only on a loopback "
                                 f"address; GRPC_LISTEN_ADDR host is {host!r}")
     token_address = address_setting(env, "GRPC_TOKEN_LISTEN_ADDR", "unused:0") if env.get(

@@ -79,7 +79,7 @@ def make(out: Path) -> dict[str, str]:
     (out / "operator.token").write_text(token + "\n")
     (out / "operator.token").chmod(0o600)
     access = {"callers": ACCESS, "tokens": {hashlib.sha256(token.encode()).hexdigest(): "operator"},
-              "public": ["grpc.health.v1.Health/*"]}
+              "public": ["grpc.health.v1.Health/Check"]}
     (out / "access.json").write_text(json.dumps(access, indent=2) + "\n")
     return {"AUTH_MODE": "mtls", "TLS_CERT_FILE": str(out / "server.pem"), "TLS_KEY_FILE": str(out / "server-key.pem"),
             "TLS_CLIENT_CA_FILE": str(out / "ca.pem"), "ACCESS_FILE": str(out / "access.json")}

@@ -160,4 +160,13 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             return grpc.stream_stream_rpc_method_handler(
                 stream_stream, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
+        if handler.stream_unary is not None:
+            async def stream_unary(requests, context):
+                if await check(context):
+                    return await handler.stream_unary(requests, context)
+                return None
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
         return handler

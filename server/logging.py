@@ -11,7 +11,9 @@ from typing import Any
 
 import structlog
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# As wide as what the service accepts as an address: anything but spaces, quotes and
+# angle brackets around an @.
+_EMAIL = re.compile(r"[^\s<>\"'@,;:()\[\]]+@[^\s<>\"'@,;:()\[\]]+")
 _PHONE = re.compile(r"\+\d{7,15}\b")
 # 13 to 19 digits, optionally grouped: card numbers and the like.
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -33,7 +35,9 @@ def _masked(value: Any) -> Any:
         return {k: "[redacted]" if _SECRET_KEYS.search(str(k)) else _masked(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_masked(v) for v in value]
-    return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return mask(str(value))  # bytes, exceptions, anything else: masked as text
 
 
 def mask_secrets(logger, method_name: str, event_dict: dict) -> dict:

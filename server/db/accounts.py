@@ -67,6 +67,10 @@ LIMIT $2
 FOR UPDATE SKIP LOCKED
 """
 
+COUNT_CONTACTS_TO_ROTATE = """
+SELECT count(*) FROM accounts WHERE NOT (contact_name LIKE $1 AND contact_email LIKE $1 AND contact_phone LIKE $1)
+"""
+
 UPDATE_CONTACT = """
 UPDATE accounts SET contact_name = $2, contact_email = $3, contact_phone = $4, contact_email_hash = $5,
                     contact_phone_hash = $6
@@ -154,3 +158,7 @@ async def rotate_contacts(conn: asyncpg.Connection, batch_size: int) -> int:
                            cipher.encrypt(email, "contact_email"), cipher.encrypt(phone, "contact_phone"),
                            cipher.lookup_hash(email), cipher.lookup_hash(phone))
     return len(rows)
+
+
+async def remaining_to_rotate(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval(COUNT_CONTACTS_TO_ROTATE, f"v1:{contact_crypto.current().active_key_id}:%")

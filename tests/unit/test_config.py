@@ -41,3 +41,14 @@ def test_mutual_tls_is_the_default_and_names_what_it_needs():
         Settings.from_env({"AUTH_MODE": "trust-me"})
     with pytest.raises(SettingsError, match="TLS_KEY_FILE"):
         Settings.from_env({"TLS_CERT_FILE": __file__})
+
+
+@pytest.mark.parametrize("address", ["127.evil.example:50051", "0.0.0.0:50051", "10.0.0.5:50051"])
+def test_a_name_that_only_looks_like_loopback_is_refused(address):
+    with pytest.raises(SettingsError, match="loopback"):
+        Settings.from_env({"AUTH_MODE": "insecure-local", "GRPC_LISTEN_ADDR": address})
+
+
+@pytest.mark.parametrize("address", ["localhost:1", "127.0.0.2:1", "[::1]:1"])
+def test_real_loopback_addresses_are_accepted(address):
+    assert Settings.from_env({"AUTH_MODE": "insecure-local", "GRPC_LISTEN_ADDR": address}).auth_mode

@@ -25,3 +25,9 @@ def test_fields_named_like_secrets_are_redacted_whatever_they_hold():
 def test_uuids_and_amounts_are_left_alone():
     text = "account 6f0cac4f-cdca-4bbf-a4d6-a80d7c82bf7a paid 1018.00 (101800 fen)"
     assert mask(text) == text
+
+
+def test_any_address_the_service_accepts_is_masked():
+    for address in ("o'brien@example.com", "张伟@例子.中国", "zhang@mail.例子.cn", "a+b@x.io"):
+        masked = mask(f"550 5.1.1 <{address}>: Recipient address rejected")
+        assert "@" not in masked, masked
