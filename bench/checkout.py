@@ -28,6 +28,7 @@ import grpc
 import uvloop
 
 from credit.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2, credit_line_pb2, credit_line_pb2_grpc
+from server import contact_crypto
 from server.probe import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,9 @@ def local_server(log_level: str, risk_checks: bool = True):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "VAR_DIR": str(ROOT / "var" / "bench"), "GRPC_LISTEN_ADDR": address,
+    var_dir = ROOT / "var" / "bench"
+    env = {**contact_crypto.development_env(var_dir), **os.environ, "VAR_DIR": str(var_dir),
+           "GRPC_LISTEN_ADDR": address,
            "LOG_LEVEL": log_level, "RISK_CHECKS": "on" if risk_checks else "off",
            "AUTH_MODE": "insecure-local"}
     env.pop("DATABASE_URL", None)

@@ -22,6 +22,7 @@ import hmac
 import os
 import secrets
 from collections.abc import Mapping
+from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -94,6 +95,17 @@ def generate_env() -> dict[str, str]:
     """Fresh random keys, for a development machine's first run or a test run."""
     return {"CONTACT_KEYS": "k1=" + base64.b64encode(secrets.token_bytes(32)).decode(), "CONTACT_KEY_ID": "k1",
             "CONTACT_HASH_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
+
+
+def development_env(var_dir: Path) -> dict[str, str]:
+    """Keys for one development machine or benchmark folder: made once, kept in
+    VAR_DIR/secrets.env (owner only), never in the repository."""
+    path = var_dir / "secrets.env"
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in generate_env().items()))
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
 
 
 _current: ContactCipher | None = None

@@ -30,16 +30,6 @@ from server.probe import wait_until_serving
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _development_keys(var_dir: Path) -> dict[str, str]:
-    """Contact-data keys for this machine: made once, kept in VAR_DIR/secrets.env (owner
-    only), never in the repository. Settings in the environment take precedence."""
-    path = var_dir / "secrets.env"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text("".join(f"{k}={v}\n" for k, v in contact_crypto.generate_env().items()))
-    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-
-
 def main() -> None:
     # A developer's machine: plaintext on loopback, no authentication (the server says
     # so in its log). Set AUTH_MODE=mtls and the TLS settings to try the real thing.
@@ -53,7 +43,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     var_dir = settings.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
-    secrets_env = _development_keys(var_dir)
+    secrets_env = contact_crypto.development_env(var_dir)
     dsn = settings.database_url
     if dsn is None:
         from server.db.embedded import start_embedded_postgres
