@@ -33,7 +33,10 @@ async def test_sigkill_mid_traffic_then_retries_keep_the_books_whole(db_dsn, tmp
                 authorization_id=auth.authorization_id, idempotency_key="capture-" + request.order_id), timeout=20)
 
         calls = [asyncio.ensure_future(authorize_and_capture(r)) for r in requests]
-        await asyncio.sleep(0.5)
+        # Kill once some pairs have committed and most are still to come, whatever the speed.
+        deadline = asyncio.get_running_loop().time() + 60
+        while sum(c.done() for c in calls) < 20 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
         server.process.send_signal(signal.SIGKILL)
         server.process.wait(10)
         results = await asyncio.gather(*calls, return_exceptions=True)

@@ -68,7 +68,8 @@ async def test_sigterm_lets_in_flight_calls_finish_then_closes_the_pool(db_dsn, 
         account = await api.open_account(limit_minor=10_000_000)
         calls = [asyncio.ensure_future(api.authorize(account.account_id, 1_000, term_months=1, timeout=30))
                  for _ in range(300)]
-        await asyncio.sleep(0.05)
+        # Stop while calls are in flight: after the first has finished, however slow the machine.
+        await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED, timeout=30)
         server.process.send_signal(signal.SIGTERM)
         results = await asyncio.gather(*calls, return_exceptions=True)
     assert server.process.wait(30) == 0, server.log()
