@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 
 from server.auth import AccessPolicy, authorize_call
 from server.domain.errors import CreditError, InvalidArgument
+from server.services.transactions import CALLER
 
 log = structlog.get_logger("server.rpc")
 
@@ -97,8 +98,9 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 try:
                     context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                     if self._policy is not None:
-                        structlog.contextvars.bind_contextvars(
-                            caller=authorize_call(self._policy, method, context))
+                        caller = authorize_call(self._policy, method, context)
+                        CALLER.set(caller)
+                        structlog.contextvars.bind_contextvars(caller=caller)
                     return await inner(request, context)
                 except CreditError as error:
                     status = status_for(error)

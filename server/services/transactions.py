@@ -3,6 +3,7 @@ state change, its ledger entries and the stored first reply commit together."""
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,6 +25,10 @@ def request_sha256(request: Message) -> bytes:
     return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
 
 
+# The authenticated caller of the request in hand (set by the interceptor); keys are
+# scoped by it. Without authentication everyone is the same caller, "".
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
 # How long a request waits for a free connection before it is refused as UNAVAILABLE.
 ACQUIRE_TIMEOUT_S = 10
 
@@ -42,14 +47,15 @@ class Transactions:
         request gets the first reply; the same key on a different request fails with
         ALREADY_EXISTS; a duplicate arriving while the first runs waits for it."""
         key = request.idempotency_key
+        caller = CALLER.get()
         fingerprint = request_sha256(request)
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             async with conn.transaction(isolation="read_committed"):
-                if not await idempotency.claim(conn, method, key, fingerprint):
-                    first = await idempotency.load(conn, method, key)
+                if not await idempotency.claim(conn, caller, method, key, fingerprint):
+                    first = await idempotency.load(conn, caller, method, key)
                     if first["request_sha256"] != fingerprint:
                         raise IdempotencyKeyReused(method)
                     return reply_type.FromString(first["response"])
                 reply = await work(conn)
-                await idempotency.store(conn, method, key, reply.SerializeToString(deterministic=True))
+                await idempotency.store(conn, caller, method, key, reply.SerializeToString(deterministic=True))
                 return reply

@@ -127,3 +127,20 @@ async def test_health_stays_public_and_reflection_needs_a_caller(tls_server):
                              str(folder / "operator-key.pem"), server.address, "list"],
                             capture_output=True, text=True, timeout=30)
     assert "credit.v1.CheckoutService" in listed.stdout, listed.stderr
+
+
+async def test_idempotency_keys_belong_to_the_caller_that_chose_them(tls_server):
+    server, folder = tls_server
+    async with grpc.aio.secure_channel(server.address, client_credentials(folder, "operator")) as operator_channel, \
+            grpc.aio.secure_channel(server.address, client_credentials(folder, "order-service")) as order_channel:
+        operator, orders = Api(operator_channel), Api(order_channel)
+        first = await operator.open_account(limit_minor=1_000_000)
+        second = await operator.open_account(limit_minor=1_000_000)
+        shared_key = "order-1001"
+        by_orders = await orders.authorize(first.account_id, 10_000, idempotency_key=shared_key)
+        by_operator = await operator.authorize(second.account_id, 20_000, idempotency_key=shared_key)
+        assert by_orders.authorization_id != by_operator.authorization_id
+        assert (by_orders.amount_minor, by_operator.amount_minor) == (10_000, 20_000)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await orders.authorize(second.account_id, 30_000, idempotency_key=shared_key)
+        assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
