@@ -4,7 +4,6 @@ what the reviews planned. Every step takes its time from the pass's clock."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +15,7 @@ from collections_bot.channels.email import Delivery, EmailChannel, Reminder, bui
 from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
+from server.core.accounts import each_free_account
 from server.core.collections import Collections
 from server.core.limits import review_limits
 from server.core.views import loan_view
@@ -75,25 +75,21 @@ class CollectionsPass:
         """Each account in its own transaction, locked with SKIP LOCKED: replicas share
         the work, and an account busy elsewhere is left for the next pass."""
         horizon = (now + timedelta(days=PRE_DUE_HORIZON_DAYS)).date()
-        after = uuid.UUID(int=0)
         async with self._pool.acquire() as conn:
-            while True:
-                batch = await rows.accounts_to_review(conn, horizon, after, self._settings.batch_size)
-                if not batch:
-                    return
-                for account_id in batch:
-                    async with conn.transaction():
-                        account = await account_rows.lock_if_free(conn, account_id)
-                        if account is None:
-                            report.busy += 1
-                            continue
-                        review = await self._collections.review_account(conn, account, now, self.channels)
-                    report.reviewed += 1
-                    report.penalty_days += review.penalty_days
-                    report.penalty_minor += review.penalty_minor
-                    report.charged_off += review.charged_off
-                    report.planned.update(review.planned)
-                after = batch[-1]
+            steps = await self._collections.steps(conn)
+
+        async def next_batch(conn, after):
+            return await rows.accounts_to_review(conn, horizon, after, self._settings.batch_size)
+
+        async def review_one(conn, account):
+            review = await self._collections.review_account(conn, account, now, self.channels, steps)
+            report.reviewed += 1
+            report.penalty_days += review.penalty_days
+            report.penalty_minor += review.penalty_minor
+            report.charged_off += review.charged_off
+            report.planned.update(review.planned)
+
+        report.busy += await each_free_account(self._pool, next_batch, review_one)
 
     async def deliver_email(self, now: datetime, report: PassReport) -> None:
         await self._deliver(Channel.EMAIL, now, now + timedelta(seconds=self._settings.lease_s),
@@ -207,8 +203,8 @@ class CollectionsPass:
         if hold_back is not None:
             return None, hold_back
         account, view, installment = context
-        step = next((s for s in await rows.steps(conn) if s["step_code"] == attempt["step_code"]), None)
-        kind = step["template"] if step is not None and step["template"] in KINDS else "overdue"
+        template = await rows.step_template(conn, attempt["step_code"])
+        kind = template if template in KINDS else "overdue"
         today = local_date(now, account["time_zone"])
         policy = self._collections.policy.penalty
         name, email, _ = account_rows.contact(account)

@@ -144,24 +144,21 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 return False
             return True
 
-        if handler.unary_stream is not None:
-            async def unary_stream(request, context):
+        def guarded(inner):
+            # The same generator serves a request (unary_stream) or a request iterator
+            # (stream_stream): it only checks, then relays.
+            async def stream(request_or_requests, context):
                 if await check(context):
-                    async for reply in handler.unary_stream(request, context):
+                    async for reply in inner(request_or_requests, context):
                         yield reply
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
-        if handler.stream_stream is not None:
-            async def stream_stream(requests, context):
-                if await check(context):
-                    async for reply in handler.stream_stream(requests, context):
-                        yield reply
+            return stream
 
-            return grpc.stream_stream_rpc_method_handler(
-                stream_stream, request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer)
+        for inner, make in ((handler.unary_stream, grpc.unary_stream_rpc_method_handler),
+                            (handler.stream_stream, grpc.stream_stream_rpc_method_handler)):
+            if inner is not None:
+                return make(guarded(inner), request_deserializer=handler.request_deserializer,
+                            response_serializer=handler.response_serializer)
         if handler.stream_unary is not None:
             async def stream_unary(requests, context):
                 if await check(context):

@@ -60,6 +60,26 @@ async def lock_account(conn: asyncpg.Connection, account_id: UUID, field: str = 
     return row
 
 
+async def each_free_account(pool: asyncpg.Pool, next_batch, work) -> int:
+    """Run `work(conn, account_row)` for every account id that `next_batch(conn, after)`
+    pages out (ordered by id), each in its own transaction under a SKIP LOCKED row lock.
+    An account busy in another transaction is skipped, left for the next run; returns
+    how many were skipped. Bot replicas and reviews share work this way."""
+    busy = 0
+    after = uuid.UUID(int=0)
+    async with pool.acquire() as conn:
+        while batch := await next_batch(conn, after):
+            for account_id in batch:
+                async with conn.transaction():
+                    account = await account_rows.lock_if_free(conn, account_id)
+                    if account is None:
+                        busy += 1
+                        continue
+                    await work(conn, account)
+            after = batch[-1]
+    return busy
+
+
 class CreditLines:
     def __init__(self, clock: Clock, scorecard: Scorecard | None = None) -> None:
         self._clock = clock

@@ -100,8 +100,13 @@ class Collections:
 
     # -- the bot's review of one locked account ------------------------------------------
 
+    async def steps(self, conn: asyncpg.Connection) -> list[Step]:
+        """The reminder strategy as it stands: read once per pass."""
+        return [Step(r["step_code"], r["offset_days"], Channel(r["channel"]), r["template"], r["escalates"])
+                for r in await rows.steps(conn)]
+
     async def review_account(self, conn: asyncpg.Connection, account: asyncpg.Record, now: datetime,
-                             channels: frozenset[Channel]) -> Review:
+                             channels: frozenset[Channel], steps: list[Step]) -> Review:
         review = Review()
         account_id = account["account_id"]
         zone = account["time_zone"]
@@ -121,7 +126,7 @@ class Collections:
                 loans = await self._active_loans(conn, account, now)
         await self._age(conn, account_id, loans, today, now, review)
         await self._resolve_promise(conn, account_id, loans, today, now)
-        await self._plan_reminders(conn, account, loans, today, now, channels, review)
+        await self._plan_reminders(conn, account, loans, today, now, channels, steps, review)
         return review
 
     async def _accrue_penalties(self, conn, account_id: UUID, loans: list[LoanView], zone: str, today: date,
@@ -220,10 +225,9 @@ class Collections:
             log.info("promise_broken", account_id=str(account_id))
 
     async def _plan_reminders(self, conn, account: asyncpg.Record, loans: list[LoanView], today: date,
-                              now: datetime, channels: frozenset[Channel], review: Review) -> None:
+                              now: datetime, channels: frozenset[Channel], steps: list[Step],
+                              review: Review) -> None:
         account_id = account["account_id"]
-        steps = [Step(r["step_code"], r["offset_days"], Channel(r["channel"]), r["template"], r["escalates"])
-                 for r in await rows.steps(conn)]
         attempts = {(a["loan_id"], a["sequence"], a["step_code"]): a for a in await rows.attempts_of_account(
             conn, account_id)}
         email_out, voice_out, phone_blocked = await rows.preferences(conn, account_id)

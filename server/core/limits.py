@@ -3,7 +3,6 @@ transaction under a SKIP LOCKED row lock (checkout traffic is never blocked for 
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -11,6 +10,7 @@ from datetime import date, datetime
 import asyncpg
 import structlog
 
+from server.core.accounts import each_free_account
 from server.core.views import loan_view
 from server.db import accounts as account_rows
 from server.db import limits as limit_rows
@@ -31,20 +31,13 @@ class Report:
 
 async def review_limits(pool: asyncpg.Pool, now: datetime, policy: ReviewPolicy = ReviewPolicy()) -> Report:
     report = Report()
-    after = uuid.UUID(int=0)
-    async with pool.acquire() as conn:
-        while batch := await limit_rows.accounts_with_loans(conn, after, BATCH):
-            for account_id in batch:
-                async with conn.transaction():
-                    account = await account_rows.lock_if_free(conn, account_id)
-                    if account is None:
-                        report.busy += 1
-                        continue
-                    if account["status"] != AccountStatus.ACTIVE:
-                        continue
-                    action = await _review_one(conn, account, now, policy)
-                    report.actions[action] += 1
-            after = batch[-1]
+
+    async def review_one(conn, account):
+        if account["status"] == AccountStatus.ACTIVE:
+            report.actions[await _review_one(conn, account, now, policy)] += 1
+
+    report.busy = await each_free_account(
+        pool, lambda conn, after: limit_rows.accounts_with_loans(conn, after, BATCH), review_one)
     log.info("limit_review_finished", actions=dict(report.actions), busy=report.busy)
     return report
 
@@ -75,18 +68,17 @@ async def grant_campaign(pool: asyncpg.Pool, *, grades: list[Grade], raise_minor
     """Give a temporary raise that ends at `expires_at` to every active account of these
     grades with nothing overdue. Returns how many accounts got it."""
     granted = 0
-    after = uuid.UUID(int=0)
-    async with pool.acquire() as conn:
-        while batch := await limit_rows.campaign_cohort(conn, [g.value for g in grades], after, today, BATCH):
-            for account_id in batch:
-                async with conn.transaction():
-                    if await account_rows.lock_if_free(conn, account_id) is None:
-                        continue
-                    await account_rows.set_temporary_limit(conn, account_id, raise_minor, expires_at, now)
-                    await account_rows.record_event(conn, account_id, "TEMPORARY_LIMIT_GRANTED", reason,
-                                                    {"limit_minor": raise_minor, "expires_at": expires_at.isoformat(),
-                                                     "campaign": reason}, now)
-                    granted += 1
-            after = batch[-1]
+
+    async def grant(conn, account):
+        nonlocal granted
+        await account_rows.set_temporary_limit(conn, account["account_id"], raise_minor, expires_at, now)
+        await account_rows.record_event(conn, account["account_id"], "TEMPORARY_LIMIT_GRANTED", reason,
+                                        {"limit_minor": raise_minor, "expires_at": expires_at.isoformat(),
+                                         "campaign": reason}, now)
+        granted += 1
+
+    await each_free_account(
+        pool, lambda conn, after: limit_rows.campaign_cohort(conn, [g.value for g in grades], after, today, BATCH),
+        grant)
     log.info("campaign_granted", accounts=granted, raise_minor=raise_minor, reason=reason)
     return granted

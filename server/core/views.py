@@ -8,7 +8,6 @@ from uuid import UUID
 
 import asyncpg
 
-from server.db import accounts as account_rows
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import AuthorizationStatus, DeclineReason, Hold
 from server.domain.calendar import local_date
@@ -33,7 +32,8 @@ class AccountView:
     line: CreditLine
     credit_balance_minor: int
     currency: str
-    contact: Contact
+    locale: str
+    time_zone: str
     created_at: datetime
     updated_at: datetime
     as_of: datetime
@@ -56,7 +56,7 @@ class AccountView:
 
     @property
     def today(self) -> date:
-        return local_date(self.as_of, self.contact.time_zone)
+        return local_date(self.as_of, self.time_zone)
 
 
 def credit_line(row: asyncpg.Record) -> CreditLine:
@@ -78,7 +78,8 @@ def account_view(row: asyncpg.Record, as_of: datetime) -> AccountView:
         line=credit_line(row),
         credit_balance_minor=row["credit_balance_minor"],
         currency=row["currency"],
-        contact=Contact(*account_rows.contact(row), row["locale"], row["time_zone"]),
+        locale=row["locale"],
+        time_zone=row["time_zone"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         as_of=as_of,

@@ -61,8 +61,8 @@ def account(view: AccountView) -> credit_line_pb2.Account:
         available_minor=view.available_minor,
         credit_balance_minor=view.credit_balance_minor,
         currency=view.currency,
-        time_zone=view.contact.time_zone,
-        locale=view.contact.locale,
+        time_zone=view.time_zone,
+        locale=view.locale,
         created_at=timestamp(view.created_at),
         updated_at=timestamp(view.updated_at),
     )
