@@ -21,7 +21,7 @@ from grpc_status import rpc_status
 
 from server.auth import AccessPolicy, authorize_call
 from server.domain.errors import CreditError, InvalidArgument
-from server.services.transactions import CALLER
+from server.services.transactions import CALL_FIELDS, CALLER
 
 log = structlog.get_logger("server.rpc")
 
@@ -93,6 +93,8 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             outcome = grpc.StatusCode.OK
             status: grpc.Status | None = None
+            fields: dict = {}
+            CALL_FIELDS.set(fields)
             with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
                 log.debug("rpc_started")
                 try:
@@ -117,9 +119,10 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 finally:
                     if status is not None:
                         outcome = status.code
+                    if status is not None:
+                        fields["error"] = status.details
                     log.info("rpc_finished", code=outcome.name,
-                             duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                             **({"error": status.details} if status is not None else {}))
+                             duration_ms=round((time.perf_counter() - started) * 1000, 2), **fields)
                 await context.abort(status.code, status.details,
                                     tuple(status.trailing_metadata) + ((REQUEST_ID_HEADER, request_id),))
 

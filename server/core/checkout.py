@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -13,10 +14,12 @@ import structlog
 from server.clock import Clock
 from server.core import reserve
 from server.core.accounts import lock_account
+from server.core.commands import Decided, Key, Replay, Write
 from server.core.repayments import Repayments
 from server.core.views import (
     AccountView,
     AuthorizationView,
+    RiskView,
     account_view,
     authorization_view,
     credit_line,
@@ -26,7 +29,6 @@ from server.db import accounts as account_rows
 from server.db import authorizations as authorization_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
-from server.db import risk as risk_rows
 from server.domain import authorizations as holds
 from server.domain import ledger, risk
 from server.domain.accounts import AccountStatus
@@ -88,73 +90,83 @@ class Checkout:
         )
         return Quote(plans, account)
 
-    async def authorize(self, conn: asyncpg.Connection, command: Authorize) -> AuthorizationView:
-        row = await lock_account(conn, command.account_id)
-        now = self._clock.now()  # read once the lock is held: waiting for it takes time
-        if row["held_minor"] > 0:
-            row = await self._expire_due_holds_of_locked(conn, command.account_id, now) or row
-        live = await authorization_rows.live_for_order(conn, command.merchant_id, command.order_id)
-        if live is not None:
-            if live["status"] == AuthorizationStatus.PENDING and live["expires_at"] <= now:
-                # Another account's hold on this order has expired but is not booked yet.
-                raise Aborted("order_id: an expired hold on this order is being released; retry shortly")
-            raise _order_taken(command)
-        line = credit_line(row)
+    async def authorize(self, conn: asyncpg.Connection, command: Authorize, key: Key,
+                        lock: bool) -> Replay | Decided[AuthorizationView]:
+        """Read (one statement), decide, and return the one statement that books it.
+        In locked mode (`lock`) the account row is locked first, in the caller's
+        transaction."""
+        if lock:
+            await lock_account(conn, command.account_id)
+        now = self._clock.now()
+        row = await authorization_rows.authorize_read(conn, command, key, now, with_risk=self._ruleset is not None)
+        if row["replay_sha256"] is not None:
+            return Replay(row["replay_sha256"], row["replay_response"])
+        if row["account_id"] is None:
+            raise NotFound("account_id", str(command.account_id), "account")
+        due_expired = row["due_expired_minor"]
+        if row["live_account_id"] is not None:
+            own_due = row["live_account_id"] == command.account_id and row["live_expires_at"] <= now
+            if not own_due:
+                if row["live_expires_at"] <= now:
+                    # Another account's hold on this order has expired but is not booked yet.
+                    raise Aborted("order_id: an expired hold on this order is being released; retry shortly")
+                raise _order_taken(command)
+        line = replace(credit_line(row), held_minor=row["held_minor"] - due_expired)
         decision = holds.decide(line, self._products, command.amount_minor, command.term_months, command.method, now)
-        facts, verdict = await self._assess_risk(conn, command, line.risk_grade, now)
+        facts, verdict = self._assess_risk(command, line.risk_grade, row)
         if isinstance(decision, Approval) and verdict is not None and verdict.decision is not risk.Decision.APPROVE:
             reason = (DeclineReason.RISK_DECLINED if verdict.decision is risk.Decision.DECLINE
                       else DeclineReason.RISK_REVIEW)
             decision = Decline(reason, f"risk score {verdict.score}: {', '.join(verdict.reasons)}")
-        approved = isinstance(decision, Approval)
-        try:
-            auth = await authorization_rows.insert(
-                conn,
-                authorization_id=uuid.uuid4(),
-                account_id=command.account_id,
-                merchant_id=command.merchant_id,
-                order_id=command.order_id,
-                status=(AuthorizationStatus.PENDING if approved else AuthorizationStatus.DECLINED).value,
-                decline_reason=None if approved else decision.reason.value,
-                decline_message=None if approved else decision.message,
-                amount_minor=command.amount_minor,
-                term_months=command.term_months,
-                method=command.method.value,
-                monthly_rate_bps=decision.offer.monthly_rate_bps if approved else None,
-                risk_decision=verdict.decision.value if verdict else RISK_NOT_EVALUATED,
-                risk_score=verdict.score if verdict else 0,
-                risk_reasons=list(verdict.reasons) if verdict else [],
-                risk_context=command.risk_context,
-                expires_at=now + self._hold_ttl if approved else now,
-                now=now,
-            )
-        except asyncpg.UniqueViolationError as error:
-            # Another account's transaction took this order between our check and insert.
-            raise _order_taken(command) from error
-        if verdict is not None:
-            await risk_rows.record(
-                conn, decision_id=uuid.uuid4(), account_id=command.account_id,
-                authorization_id=auth["authorization_id"], decision=verdict.decision.value, score=verdict.score,
-                reasons=list(verdict.reasons), inputs=risk.facts_json(facts),
-                rule_results=risk.results_json(verdict.results), ruleset_version=verdict.ruleset_version, now=now)
-        if approved:
-            await account_rows.add_to_totals(conn, command.account_id, held_delta_minor=command.amount_minor, now=now)
-            log.info("hold_approved", authorization_id=str(auth["authorization_id"]), amount_minor=command.amount_minor)
+        view = AuthorizationView(
+            authorization_id=uuid.uuid4(), account_id=command.account_id, merchant_id=command.merchant_id,
+            order_id=command.order_id,
+            status=AuthorizationStatus.PENDING if isinstance(decision, Approval) else AuthorizationStatus.DECLINED,
+            decline_reason=None if isinstance(decision, Approval) else decision.reason,
+            decline_message="" if isinstance(decision, Approval) else decision.message,
+            amount_minor=command.amount_minor, captured_minor=0, released_minor=0,
+            term_months=command.term_months, method=command.method,
+            plan=(build_plan(command.amount_minor, command.term_months, command.method,
+                             decision.offer.monthly_rate_bps, local_date(now, row["time_zone"]))
+                  if isinstance(decision, Approval) else None),
+            expires_at=now + self._hold_ttl if isinstance(decision, Approval) else now,
+            loan_id=None,
+            risk=(RiskView(verdict.decision.value, verdict.score, verdict.reasons) if verdict
+                  else RiskView(RISK_NOT_EVALUATED, 0, ())),
+            created_at=now,
+        )
+        sql, args = authorization_rows.authorize_write(
+            authorization_id=view.authorization_id, account_id=command.account_id, version=row["version"],
+            merchant_id=command.merchant_id, order_id=command.order_id, status=view.status.value,
+            decline_reason=view.decline_reason.value if view.decline_reason else None,
+            decline_message=view.decline_message or None, amount_minor=command.amount_minor,
+            term_months=command.term_months, method=command.method.value,
+            monthly_rate_bps=view.plan.monthly_rate_bps if view.plan else None,
+            risk_decision=view.risk.decision, risk_score=view.risk.score, risk_reasons=list(view.risk.reasons),
+            risk_context=command.risk_context, expires_at=view.expires_at, due_expired_minor=due_expired,
+            record=None if verdict is None else authorization_rows.RiskRecord(
+                decision_id=uuid.uuid4(), inputs=risk.facts_json(facts),
+                rule_results=risk.results_json(verdict.results), ruleset_version=verdict.ruleset_version),
+            now=now)
+        outcome: dict[str, Any] = {"authorization_id": str(view.authorization_id)}
+        if view.status is AuthorizationStatus.PENDING:
+            outcome.update(outcome="hold_approved", amount_minor=command.amount_minor)
         else:
-            log.info("authorization_declined", authorization_id=str(auth["authorization_id"]),
-                     reason=decision.reason.value)
-        return authorization_view(auth, self._locked_plan(auth, row["time_zone"]), now)
+            outcome.update(outcome="authorization_declined", reason=view.decline_reason.value)
+        if verdict is not None and verdict.decision is not risk.Decision.APPROVE:
+            outcome.update(risk_decision=verdict.decision.value, risk_score=verdict.score)
+        if due_expired:
+            outcome.update(holds_expired_minor=due_expired)
+        return Decided(view, Write(sql, args), outcome)
 
-    async def _assess_risk(self, conn: asyncpg.Connection, command: Authorize, grade: Grade,
-                           now: datetime) -> tuple[risk.Facts | None, risk.Verdict | None]:
+    def _assess_risk(self, command: Authorize, grade: Grade,
+                     row: asyncpg.Record) -> tuple[risk.Facts | None, risk.Verdict | None]:
         """The facts and the verdict of the ruleset, or (None, None) when checks are off."""
         if self._ruleset is None:
             return None, None
-        device = command.risk_context.get("device_id", "")
-        address = command.risk_context.get("ip_address", "")
-        row = await risk_rows.facts(conn, command.account_id, device, address, command.merchant_id, now)
         facts = risk.Facts(
-            amount_minor=command.amount_minor, grade=grade, device_id=device, ip_address=address,
+            amount_minor=command.amount_minor, grade=grade, device_id=command.risk_context.get("device_id", ""),
+            ip_address=command.risk_context.get("ip_address", ""),
             blocked=tuple(row["blocked"]), merchant_level=row["merchant_level"],
             account_approvals_last_hour=row["account_approvals_last_hour"],
             account_amount_last_day_minor=row["account_amount_last_day_minor"],
@@ -163,10 +175,7 @@ class Checkout:
             ip_accounts_last_day=row["ip_accounts_last_day"],
             device_known_for_account=row["device_known_for_account"],
             captured_count=row["captured_count"], largest_captured_minor=row["largest_captured_minor"])
-        verdict = self._ruleset.evaluate(facts)
-        if verdict.decision is not risk.Decision.APPROVE:
-            log.info("risk_flagged", decision=verdict.decision.value, score=verdict.score, reasons=verdict.reasons)
-        return facts, verdict
+        return facts, self._ruleset.evaluate(facts)
 
     async def capture(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
         account, auth = await self._lock_authorization(conn, command.authorization_id)

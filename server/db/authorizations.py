@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+from server.db import idempotency, risk
 
 _COLUMNS = """
     authorization_id, account_id, merchant_id, order_id, status, decline_reason, decline_message,
@@ -57,6 +61,108 @@ SUM_PENDING_FOR_ACCOUNT = """
 SELECT coalesce(sum(amount_minor), 0)::bigint FROM authorizations
 WHERE account_id = $1 AND status = 'PENDING'
 """
+
+# Authorize, read: the account with its version, the request's idempotency record, the
+# account's holds past expiry (booked by this authorization), the order's live
+# authorization if any, and (with risk checks on) the risk facts. One row even when the
+# account does not exist. $1 account, $2 merchant, $3 order, $4 now, $5-$7 caller,
+# method, key; with risk checks $8 device and $9 address.
+_AUTHORIZE_READ = """
+SELECT a.account_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_limit_minor,
+       a.temporary_limit_expires_at, a.held_minor, a.outstanding_principal_minor, a.time_zone, a.version,
+       r.request_sha256 AS replay_sha256, r.response AS replay_response,
+       (SELECT coalesce(sum(h.amount_minor), 0)::bigint FROM authorizations h
+        WHERE h.account_id = $1 AND h.status = 'PENDING' AND h.expires_at <= $4) AS due_expired_minor,
+       live.account_id AS live_account_id, live.expires_at AS live_expires_at{facts}
+FROM (SELECT 1) AS one
+LEFT JOIN accounts a ON a.account_id = $1
+LEFT JOIN idempotency_records r ON r.caller = $5 AND r.method = $6 AND r.idempotency_key = $7
+                                AND r.response IS NOT NULL
+LEFT JOIN LATERAL (
+    SELECT account_id, status, expires_at FROM authorizations
+    WHERE merchant_id = $2 AND order_id = $3 AND status IN ('PENDING', 'CAPTURED') LIMIT 1
+) AS live ON true
+"""
+AUTHORIZE_READ = _AUTHORIZE_READ.format(facts="")
+AUTHORIZE_READ_WITH_RISK = _AUTHORIZE_READ.format(facts="," + risk.fact_columns(
+    account="$1", device="$8", ip="$9", merchant="$2", now="$4"))
+
+# Authorize, write (a Write, see server/core/commands.py): the account's version checked
+# and its holds moved, its due holds expired (exactly the amount read, or nothing
+# happens), the authorization inserted, and the risk decision stored for audit.
+# $6 account, $7 version, $8 amount held (0 when declined), $9 due holds expired, $10 now,
+# $11-$25 the authorization, $26-$29 the risk decision (all NULL with checks off).
+AUTHORIZE_WRITE = idempotency.write_statement("""
+account AS (
+    UPDATE accounts
+    SET held_minor = held_minor + $8::bigint - $9::bigint,
+        updated_at = CASE WHEN $8::bigint <> 0 OR $9::bigint <> 0 THEN $10 ELSE updated_at END
+    WHERE account_id = $6 AND version = $7 AND EXISTS (SELECT 1 FROM claim)
+    RETURNING account_id
+),
+expired AS (
+    UPDATE authorizations SET status = 'EXPIRED', released_minor = amount_minor, updated_at = $10
+    WHERE $9::bigint > 0 AND account_id = $6 AND status = 'PENDING' AND expires_at <= $10
+      AND EXISTS (SELECT 1 FROM account)
+    RETURNING amount_minor
+),
+auth AS (
+    INSERT INTO authorizations (authorization_id, account_id, merchant_id, order_id, status, decline_reason,
+                                decline_message, amount_minor, term_months, method, monthly_rate_bps,
+                                risk_decision, risk_score, risk_reasons, risk_context, expires_at,
+                                created_at, updated_at, device_id, ip_address)
+    SELECT $11, $6, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24::jsonb, $25, $10, $10,
+           nullif($24::jsonb ->> 'device_id', ''), nullif($24::jsonb ->> 'ip_address', '')
+    FROM account
+    WHERE (SELECT coalesce(sum(amount_minor), 0) FROM expired) = $9::bigint
+    RETURNING authorization_id
+),
+decision AS (
+    INSERT INTO risk_decisions (decision_id, account_id, authorization_id, decision, score, reasons, inputs,
+                                rule_results, ruleset_version, created_at)
+    SELECT $26, $6, auth.authorization_id, $21, $22, $23, $27::jsonb, $28::jsonb, $29, $10
+    FROM auth WHERE $26::uuid IS NOT NULL
+)""", done="auth", detail="account changed since it was read")
+
+
+
+@dataclass(frozen=True)
+class RiskRecord:
+    """A risk decision's audit record, beside the verdict the authorization carries."""
+
+    decision_id: UUID
+    inputs: str
+    rule_results: str
+    ruleset_version: str
+
+
+async def authorize_read(conn: asyncpg.Connection, command: Any, key: Any, now: datetime, *,
+                         with_risk: bool) -> asyncpg.Record:
+    """The one read of Authorize for `command` (server.core.checkout.Authorize) and its
+    idempotency `key` (server.core.commands.Key)."""
+    args = [command.account_id, command.merchant_id, command.order_id, now, key.caller, key.method,
+            key.idempotency_key]
+    if not with_risk:
+        return await conn.fetchrow(AUTHORIZE_READ, *args)
+    return await conn.fetchrow(AUTHORIZE_READ_WITH_RISK, *args, command.risk_context.get("device_id", ""),
+                               command.risk_context.get("ip_address", ""))
+
+
+def authorize_write(*, authorization_id: UUID, account_id: UUID, version: int, merchant_id: str, order_id: str,
+                    status: str, decline_reason: str | None, decline_message: str | None, amount_minor: int,
+                    term_months: int, method: str, monthly_rate_bps: int | None, risk_decision: str,
+                    risk_score: int, risk_reasons: list[str], risk_context: dict, expires_at: datetime,
+                    due_expired_minor: int, record: RiskRecord | None, now: datetime) -> tuple[str, tuple]:
+    """The statement and arguments ($6 on) that book an authorization decided on the
+    account at `version`."""
+    held = amount_minor if status == "PENDING" else 0
+    return AUTHORIZE_WRITE, (
+        account_id, version, held, due_expired_minor, now,
+        authorization_id, merchant_id, order_id, status, decline_reason, decline_message, amount_minor,
+        term_months, method, monthly_rate_bps, risk_decision, risk_score, risk_reasons, json.dumps(risk_context),
+        expires_at,
+        record.decision_id if record else None, record.inputs if record else None,
+        record.rule_results if record else None, record.ruleset_version if record else None)
 
 
 async def insert(conn: asyncpg.Connection, *, authorization_id: UUID, account_id: UUID, merchant_id: str,

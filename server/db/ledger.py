@@ -10,6 +10,47 @@ import asyncpg
 
 from server.domain.ledger import JournalEntry
 
+
+def entries_ctes(gate: str, account: str, now: str, first: int) -> str:
+    """CTEs for a Write that post journal entries with their postings, only where the
+    CTE `gate` has a row. `account` and `now` are SQL expressions; the seven array
+    parameters from $`first` on are the ones `entry_arrays` makes, in its order."""
+    p = [f"${n}" for n in range(first, first + 7)]
+    return f"""
+entries AS (
+    INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at)
+    SELECT e.entry_id, {account}, e.kind, e.reference_id, {now}
+    FROM {gate}, unnest({p[0]}::uuid[], {p[1]}::text[], {p[2]}::uuid[]) AS e (entry_id, kind, reference_id)
+),
+entry_postings AS (
+    INSERT INTO postings (entry_id, line, account_id, ledger_account, amount_minor)
+    SELECT p.entry_id, p.line, {account}, p.ledger_account, p.amount_minor
+    FROM {gate}, unnest({p[3]}::uuid[], {p[4]}::integer[], {p[5]}::text[], {p[6]}::bigint[])
+                 AS p (entry_id, line, ledger_account, amount_minor)
+)"""
+
+
+def entry_arrays(entries: list[tuple[UUID, JournalEntry]]) -> tuple[list, list, list, list, list, list, list]:
+    """The parameters of `entries_ctes` for (reference_id, entry) pairs."""
+    entry_ids: list[UUID] = []
+    kinds: list[str] = []
+    references: list[UUID] = []
+    posting_entries: list[UUID] = []
+    lines: list[int] = []
+    ledger_accounts: list[str] = []
+    amounts: list[int] = []
+    for reference_id, entry in entries:
+        entry_id = uuid.uuid4()
+        entry_ids.append(entry_id)
+        kinds.append(entry.kind.value)
+        references.append(reference_id)
+        for line, posting in enumerate(entry.postings, start=1):
+            posting_entries.append(entry_id)
+            lines.append(line)
+            ledger_accounts.append(posting.ledger_account.value)
+            amounts.append(posting.amount_minor)
+    return entry_ids, kinds, references, posting_entries, lines, ledger_accounts, amounts
+
 # The entry and its postings in one statement (one round trip).
 INSERT_ENTRY_WITH_POSTINGS = """
 WITH entry AS (

@@ -7,34 +7,46 @@ from uuid import UUID
 
 import asyncpg
 
-# Everything the rules look at, in one round trip, inside the Authorize transaction.
-# $1 account, $2 device ('' if none), $3 address ('' if none), $4 merchant, $5 now.
-FACTS = """
-SELECT
+# Everything the rules look at, as columns of one SELECT, inside the Authorize read.
+# Placeholders name the parameters: account, device ('' if none), address ('' if none),
+# merchant, now.
+_FACT_COLUMNS = """
     array_remove(ARRAY[
-        CASE WHEN EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'ACCOUNT' AND value = $1::uuid::text AND level = 'BLOCK')
-             THEN 'ACCOUNT' END,
-        CASE WHEN $2::text <> '' AND EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'DEVICE' AND value = $2
+        CASE WHEN EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'ACCOUNT' AND value = {account}::uuid::text
+                          AND level = 'BLOCK') THEN 'ACCOUNT' END,
+        CASE WHEN {device}::text <> '' AND EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'DEVICE' AND value = {device}
                                        AND level = 'BLOCK') THEN 'DEVICE' END,
-        CASE WHEN $3::text <> '' AND EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'IP' AND value = $3
+        CASE WHEN {ip}::text <> '' AND EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'IP' AND value = {ip}
                                        AND level = 'BLOCK') THEN 'IP' END
     ], NULL) AS blocked,
-    (SELECT level FROM risk_lists WHERE kind = 'MERCHANT' AND value = $4) AS merchant_level,
-    (SELECT count(*) FROM authorizations WHERE account_id = $1::uuid AND status IN ('PENDING', 'CAPTURED')
-        AND created_at > $5::timestamptz - interval '1 hour') AS account_approvals_last_hour,
-    (SELECT coalesce(sum(amount_minor), 0)::bigint FROM authorizations WHERE account_id = $1::uuid
-        AND status IN ('PENDING', 'CAPTURED') AND created_at > $5::timestamptz - interval '1 day') AS account_amount_last_day_minor,
-    (SELECT count(*) FROM authorizations WHERE $2::text <> '' AND device_id = $2
-        AND created_at > $5::timestamptz - interval '1 hour') AS device_authorizations_last_hour,
-    (SELECT count(DISTINCT account_id) FROM authorizations WHERE $2::text <> '' AND device_id = $2 AND account_id <> $1::uuid
-        AND created_at > $5::timestamptz - interval '30 days') AS device_accounts_last_30_days,
-    (SELECT count(DISTINCT account_id) FROM authorizations WHERE $3::text <> '' AND ip_address = $3 AND account_id <> $1::uuid
-        AND created_at > $5::timestamptz - interval '1 day') AS ip_accounts_last_day,
-    EXISTS (SELECT 1 FROM authorizations WHERE account_id = $1::uuid AND $2::text <> '' AND device_id = $2
-            AND status IN ('PENDING', 'CAPTURED')) AS device_known_for_account,
-    (SELECT count(*) FROM loans WHERE account_id = $1::uuid) AS captured_count,
-    (SELECT coalesce(max(principal_minor), 0) FROM loans WHERE account_id = $1::uuid) AS largest_captured_minor
+    (SELECT level FROM risk_lists WHERE kind = 'MERCHANT' AND value = {merchant}) AS merchant_level,
+    (SELECT count(*) FROM authorizations WHERE account_id = {account}::uuid AND status IN ('PENDING', 'CAPTURED')
+        AND created_at > {now}::timestamptz - interval '1 hour') AS account_approvals_last_hour,
+    (SELECT coalesce(sum(amount_minor), 0)::bigint FROM authorizations WHERE account_id = {account}::uuid
+        AND status IN ('PENDING', 'CAPTURED') AND created_at > {now}::timestamptz - interval '1 day')
+        AS account_amount_last_day_minor,
+    (SELECT count(*) FROM authorizations WHERE {device}::text <> '' AND device_id = {device}
+        AND created_at > {now}::timestamptz - interval '1 hour') AS device_authorizations_last_hour,
+    (SELECT count(DISTINCT account_id) FROM authorizations WHERE {device}::text <> '' AND device_id = {device}
+        AND account_id <> {account}::uuid AND created_at > {now}::timestamptz - interval '30 days')
+        AS device_accounts_last_30_days,
+    (SELECT count(DISTINCT account_id) FROM authorizations WHERE {ip}::text <> '' AND ip_address = {ip}
+        AND account_id <> {account}::uuid AND created_at > {now}::timestamptz - interval '1 day')
+        AS ip_accounts_last_day,
+    EXISTS (SELECT 1 FROM authorizations WHERE account_id = {account}::uuid AND {device}::text <> ''
+            AND device_id = {device} AND status IN ('PENDING', 'CAPTURED')) AS device_known_for_account,
+    (SELECT count(*) FROM loans WHERE account_id = {account}::uuid) AS captured_count,
+    (SELECT coalesce(max(principal_minor), 0) FROM loans WHERE account_id = {account}::uuid) AS largest_captured_minor
 """
+
+
+def fact_columns(*, account: str, device: str, ip: str, merchant: str, now: str) -> str:
+    """The risk facts as select-list columns over the given parameters."""
+    return _FACT_COLUMNS.format(account=account, device=device, ip=ip, merchant=merchant, now=now)
+
+
+# The facts alone: $1 account, $2 device, $3 address, $4 merchant, $5 now.
+FACTS = "SELECT" + fact_columns(account="$1", device="$2", ip="$3", merchant="$4", now="$5")
 
 INSERT_DECISION = """
 INSERT INTO risk_decisions (decision_id, account_id, authorization_id, decision, score, reasons, inputs,

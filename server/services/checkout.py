@@ -56,9 +56,9 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         )
         f.idempotency_key(request.idempotency_key)
         f.done()
-        return await self._tx.idempotent(
+        return await self._tx.command(
             "Authorize", request, Authorization,
-            lambda conn: self._authorization(self._checkout.authorize(conn, command)))
+            lambda conn, key, lock: self._checkout.authorize(conn, command, key, lock), convert.authorization)
 
     async def Capture(self, request, context) -> Authorization:
         f = Fields()
