@@ -14,7 +14,7 @@ import structlog
 from server.clock import Clock
 from server.core import reserve
 from server.core.accounts import lock_account
-from server.core.commands import Decided, Key, Replay, Write
+from server.core.commands import Decided, Done, Key, NeedsLock, Replay, Write
 from server.core.repayments import Repayments
 from server.core.views import (
     AccountView,
@@ -157,7 +157,9 @@ class Checkout:
             outcome.update(risk_decision=verdict.decision.value, risk_score=verdict.score)
         if due_expired:
             outcome.update(holds_expired_minor=due_expired)
-        return Decided(view, Write(sql, args), outcome)
+        # Another account's authorization took the order between the read and the write.
+        return Decided(view, Write(sql, args), outcome,
+                       conflicts={"authorizations_one_live_per_order": _order_taken(command)})
 
     def _assess_risk(self, command: Authorize, grade: Grade,
                      row: asyncpg.Record) -> tuple[risk.Facts | None, risk.Verdict | None]:
@@ -177,7 +179,55 @@ class Checkout:
             captured_count=row["captured_count"], largest_captured_minor=row["largest_captured_minor"])
         return facts, self._ruleset.evaluate(facts)
 
-    async def capture(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
+    async def capture(self, conn: asyncpg.Connection, command: Capture, key: Key,
+                      lock: bool) -> Replay | Decided[AuthorizationView] | Done[AuthorizationView]:
+        """Read (one statement), decide, and return the one statement that books the
+        loan. A capture that a credit balance pays at once needs more than one
+        statement: it asks for the locked mode and books everything there."""
+        if lock and await account_rows.lock_by_authorization(conn, command.authorization_id) is None:
+            raise NotFound("authorization_id", str(command.authorization_id), "authorization")
+        now = self._clock.now()
+        row = await loan_rows.capture_read(conn, command.authorization_id, key)
+        if row["replay_sha256"] is not None:
+            return Replay(row["replay_sha256"], row["replay_response"])
+        if row["authorization_id"] is None:
+            raise NotFound("authorization_id", str(command.authorization_id), "authorization")
+        if row["account_status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition("account is CLOSED; its holds cannot be captured")
+        if row["credit_balance_minor"] > 0:
+            if not lock:
+                raise NeedsLock()
+            view = await self._capture_locked(conn, command)
+            return Done(view, {"outcome": "hold_captured", "authorization_id": str(view.authorization_id),
+                               "loan_id": str(view.loan_id), "captured_minor": view.captured_minor})
+        method = RepaymentMethod(row["method"])
+        min_amount = self._products.min_amount_minor(row["term_months"], method) or 1
+        result = holds.capture(hold(row), command.amount_minor, min_amount, now)
+        start_date = local_date(now, row["time_zone"])
+        plan = build_plan(result.captured_minor, row["term_months"], method, row["monthly_rate_bps"], start_date)
+        loan_id = uuid.uuid4()
+        provision = reserve.provision_minor(plan.principal_minor, Grade(row["risk_grade"]))
+        entries = [(loan_id, ledger.loan_captured(plan.principal_minor, plan.total_fee_minor))]
+        if provision:
+            entries.append((loan_id, ledger.reserve_provisioned(provision)))
+        args = loan_rows.capture_args(
+            account_id=row["account_id"], version=row["version"], hold_minor=row["amount_minor"],
+            captured_minor=result.captured_minor, released_minor=result.released_minor,
+            authorization_id=row["authorization_id"], loan_id=loan_id, principal_minor=plan.principal_minor,
+            term_months=plan.term_months, method=plan.method.value, monthly_rate_bps=plan.monthly_rate_bps,
+            apr_bps=plan.apr_bps, merchant_id=row["merchant_id"], order_id=row["order_id"],
+            currency=row["currency"], start_date=start_date, provision_minor=provision,
+            installments=[(i.sequence, i.due_date, i.principal_minor, i.fee_minor) for i in plan.installments],
+            entries=entries, now=now)
+        view = replace(authorization_view(row, plan, now), status=AuthorizationStatus.CAPTURED,
+                       captured_minor=result.captured_minor, released_minor=result.released_minor, loan_id=loan_id)
+        return Decided(view, Write(loan_rows.CAPTURE_WRITE, args), {
+            "outcome": "hold_captured", "authorization_id": str(view.authorization_id), "loan_id": str(loan_id),
+            "captured_minor": result.captured_minor, "released_minor": result.released_minor})
+
+    async def _capture_locked(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
+        """Capture with every step its own statement, in the caller's transaction: for
+        a capture that the account's credit balance pays at once."""
         account, auth = await self._lock_authorization(conn, command.authorization_id)
         now = self._clock.now()
         if account["status"] == AccountStatus.CLOSED:

@@ -19,8 +19,11 @@ its work there, returning `Done`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from server.domain.errors import CreditError
 
 View = TypeVar("View")
 
@@ -61,6 +64,9 @@ class Decided(Generic[View]):
     write: Write
     # Fields for the call's one log line: what happened, with its ids and amounts.
     outcome: dict[str, Any]
+    # What a unique constraint that the write may break means to the caller, by name:
+    # a concurrent request took the same thing.
+    conflicts: Mapping[str, CreditError] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,14 @@ SET_PROVISION = "UPDATE loans SET provision_minor = $2 WHERE loan_id = $1"
 PROVISION_OF = "SELECT provision_minor FROM loans WHERE loan_id = $1"
 
 
+def provision_minor(principal_minor: int, grade: Grade) -> int:
+    """What a loan of this principal and grade puts into the reserve at capture."""
+    return round_half_up(Fraction(principal_minor * PROVISION_RATE_BPS[grade], 10_000))
+
+
 async def provide(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, principal_minor: int, grade: Grade,
                   now: datetime) -> int:
-    amount = round_half_up(Fraction(principal_minor * PROVISION_RATE_BPS[grade], 10_000))
+    amount = provision_minor(principal_minor, grade)
     if amount:
         await conn.execute(SET_PROVISION, loan_id, amount)
         await ledger_rows.post(conn, account_id, loan_id, ledger.reserve_provisioned(amount), now)

@@ -7,6 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import idempotency, ledger
+
 _LOAN_COLUMNS = """
     loan_id, account_id, authorization_id, status, principal_minor, term_months, method,
     monthly_rate_bps, apr_bps, merchant_id, order_id, currency, start_date, refunded_minor, created_at,
@@ -75,6 +77,76 @@ UPDATE_LOAN_STATUS = """
 UPDATE loans SET status = $2, refunded_minor = refunded_minor + $3, updated_at = $4 WHERE loan_id = $1
 """
 SELECT_INSTALLMENTS = f"SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = $1 ORDER BY sequence"
+
+# Capture, read: the authorization, its account with the version, and the request's
+# idempotency record. One row even when the authorization does not exist.
+# $1 authorization, $2-$4 caller, method, key.
+CAPTURE_READ = """
+SELECT au.authorization_id, au.account_id, au.merchant_id, au.order_id, au.status, au.decline_reason,
+       au.decline_message, au.amount_minor, au.captured_minor, au.released_minor, au.term_months, au.method,
+       au.monthly_rate_bps, au.risk_decision, au.risk_score, au.risk_reasons, au.loan_id, au.expires_at,
+       au.created_at,
+       a.status AS account_status, a.risk_grade, a.currency, a.time_zone, a.credit_balance_minor, a.version,
+       r.request_sha256 AS replay_sha256, r.response AS replay_response
+FROM (SELECT 1) AS one
+LEFT JOIN authorizations au ON au.authorization_id = $1
+LEFT JOIN accounts a ON a.account_id = au.account_id
+LEFT JOIN idempotency_records r ON r.caller = $2 AND r.method = $3 AND r.idempotency_key = $4
+                                AND r.response IS NOT NULL
+"""
+
+# Capture, write (a Write, see server/core/commands.py): the account's hold becomes
+# principal if its version is unchanged, the authorization is captured, the loan and its
+# schedule are inserted with the reserve's provision, and the ledger entries posted.
+# $6 account, $7 version, $8 hold amount, $9 captured, $10 now, $11 authorization,
+# $12 released, $13 loan, $14-$23 the loan, $24-$27 its schedule, $28-$34 the entries.
+CAPTURE_WRITE = idempotency.write_statement("""
+account AS (
+    UPDATE accounts
+    SET held_minor = held_minor - $8::bigint,
+        outstanding_principal_minor = outstanding_principal_minor + $9::bigint,
+        updated_at = $10
+    WHERE account_id = $6 AND version = $7 AND EXISTS (SELECT 1 FROM claim)
+    RETURNING account_id
+),
+auth AS (
+    UPDATE authorizations
+    SET status = 'CAPTURED', captured_minor = $9, released_minor = $12, loan_id = $13, updated_at = $10
+    WHERE authorization_id = $11 AND status = 'PENDING' AND EXISTS (SELECT 1 FROM account)
+    RETURNING authorization_id
+),
+loan AS (
+    INSERT INTO loans (loan_id, account_id, authorization_id, status, principal_minor, term_months, method,
+                       monthly_rate_bps, apr_bps, merchant_id, order_id, currency, start_date, created_at,
+                       updated_at, provision_minor)
+    SELECT $13, $6, auth.authorization_id, 'ACTIVE', $14, $15, $16, $17, $18, $19, $20, $21, $22, $10, $10, $23
+    FROM auth
+    RETURNING loan_id
+),
+schedule AS (
+    INSERT INTO installments (loan_id, sequence, account_id, due_date, principal_minor, fee_minor)
+    SELECT loan.loan_id, s.sequence, $6, s.due_date, s.principal_minor, s.fee_minor
+    FROM loan, unnest($24::integer[], $25::date[], $26::bigint[], $27::bigint[])
+               AS s (sequence, due_date, principal_minor, fee_minor)
+),""" + ledger.entries_ctes("loan", account="$6", now="$10", first=28),
+    done="loan", detail="account changed since it was read")
+
+
+async def capture_read(conn: asyncpg.Connection, authorization_id: UUID, key) -> asyncpg.Record:
+    """The one read of Capture for the idempotency `key` (server.core.commands.Key)."""
+    return await conn.fetchrow(CAPTURE_READ, authorization_id, key.caller, key.method, key.idempotency_key)
+
+
+def capture_args(*, account_id: UUID, version: int, hold_minor: int, captured_minor: int, released_minor: int,
+                 authorization_id: UUID, loan_id: UUID, principal_minor: int, term_months: int, method: str,
+                 monthly_rate_bps: int, apr_bps: int, merchant_id: str, order_id: str, currency: str,
+                 start_date: date, provision_minor: int, installments: list[tuple[int, date, int, int]],
+                 entries: list, now: datetime) -> tuple:
+    """The arguments ($6 on) of CAPTURE_WRITE; `entries` are (reference_id, JournalEntry) pairs."""
+    sequences, due_dates, principals, fees = (list(column) for column in zip(*installments, strict=True))
+    return (account_id, version, hold_minor, captured_minor, now, authorization_id, released_minor, loan_id,
+            principal_minor, term_months, method, monthly_rate_bps, apr_bps, merchant_id, order_id, currency,
+            start_date, provision_minor, sequences, due_dates, principals, fees, *ledger.entry_arrays(entries))
 
 
 async def insert(conn: asyncpg.Connection, *, loan_id: UUID, account_id: UUID, authorization_id: UUID,

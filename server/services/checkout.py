@@ -68,9 +68,9 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         )
         f.idempotency_key(request.idempotency_key)
         f.done()
-        return await self._tx.idempotent(
+        return await self._tx.command(
             "Capture", request, Authorization,
-            lambda conn: self._authorization(self._checkout.capture(conn, command)))
+            lambda conn, key, lock: self._checkout.capture(conn, command, key, lock), convert.authorization)
 
     async def Void(self, request, context) -> Authorization:
         f = Fields()

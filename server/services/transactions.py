@@ -107,9 +107,15 @@ class Transactions:
 
     @staticmethod
     async def _apply(conn: asyncpg.Connection, key: Key, prepared: Decided, reply: Message) -> bool:
-        applied = await conn.fetchval(
-            prepared.write.sql, key.caller, key.method, key.idempotency_key, key.request_sha256,
-            reply.SerializeToString(deterministic=True), *prepared.write.args)
+        try:
+            applied = await conn.fetchval(
+                prepared.write.sql, key.caller, key.method, key.idempotency_key, key.request_sha256,
+                reply.SerializeToString(deterministic=True), *prepared.write.args)
+        except asyncpg.UniqueViolationError as error:
+            meaning = prepared.conflicts.get(error.constraint_name or "")
+            if meaning is None:
+                raise
+            raise meaning from error
         if applied:
             _note(prepared.outcome)
         return bool(applied)
