@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -13,6 +14,7 @@ import structlog
 from server.clock import Clock
 from server.core import reserve
 from server.core.accounts import lock_account
+from server.core.commands import Decided, Done, Key, NeedsLock, Replay, Write
 from server.core.views import AccountView, LoanView, account_view, loan_view
 from server.db import accounts as account_rows
 from server.db import ledger as ledger_rows
@@ -21,7 +23,7 @@ from server.db import repayments as repayment_rows
 from server.domain import ledger, waterfall
 from server.domain.calendar import local_date
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
-from server.domain.loans import LoanStatus
+from server.domain.loans import InstallmentState, LoanStatus
 from server.domain.waterfall import Allocated, Allocation, Component
 
 log = structlog.get_logger(__name__)
@@ -77,7 +79,64 @@ class Repayments:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
 
-    async def repay(self, conn: asyncpg.Connection, command: Repay) -> RepaymentView:
+    async def repay(self, conn: asyncpg.Connection, command: Repay, key: Key,
+                    lock: bool) -> Replay | Decided[RepaymentView] | Done[RepaymentView]:
+        """Read (one statement), allocate through the waterfall, and return the one
+        statement that books it. A repayment that leaves money for the account's other
+        debts, or meets a credit balance, runs step by step in the locked mode."""
+        if lock:
+            await lock_account(conn, command.account_id)
+        now = self._clock.now()
+        first, found = await repayment_rows.repay_read(conn, command.account_id, command.loan_id, key)
+        if first["replay_sha256"] is not None:
+            return Replay(first["replay_sha256"], first["replay_response"])
+        if first["account_id"] is None:
+            raise NotFound("account_id", str(command.account_id), "account")
+        loans = [loan_view(loan, rows, first["time_zone"], now) for loan, rows in found]
+        if command.loan_id is not None:
+            if not loans:
+                raise NotFound("loan_id", str(command.loan_id), "loan")
+            _check_in_scope(loans[0], command.account_id)
+        today = local_date(now, first["time_zone"])
+        allocated = waterfall.allocate([loan.balance for loan in loans], command.amount_minor, today)
+        if first["credit_balance_minor"] > 0 or (command.loan_id is not None and allocated.unapplied_minor):
+            if not lock:
+                raise NeedsLock()
+            view = await self._repay_locked(conn, command)
+            return Done(view, _repaid(view))
+        changed, paid_off = _settlement(loans, allocated)
+        provisions = {loan["loan_id"]: loan["provision_minor"] for loan, _ in found}
+        repayment_id = uuid.uuid4()
+        principal = allocated.total(Component.PRINCIPAL)
+        entries = [(repayment_id, ledger.repayment_received(
+            principal_minor=principal, fee_minor=allocated.total(Component.FEE),
+            penalty_minor=allocated.total(Component.PENALTY), unapplied_minor=allocated.unapplied_minor,
+            waived_fee_minor=allocated.waived_minor))]
+        entries += [(loan.loan_id, ledger.reserve_released(provisions[loan.loan_id]))
+                    for loan in paid_off if provisions[loan.loan_id]]
+        args = repayment_rows.repay_args(
+            account_id=command.account_id, version=first["version"], principal_minor=principal,
+            unapplied_minor=allocated.unapplied_minor, installments=changed,
+            paid_off=[loan.loan_id for loan in paid_off], repayment_id=repayment_id, loan_id=command.loan_id,
+            channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
+            waived_fee_minor=allocated.waived_minor, allocations=allocated.allocations, entries=entries, now=now)
+        after = dict(first.items())
+        after["outstanding_principal_minor"] -= principal
+        after["credit_balance_minor"] += allocated.unapplied_minor
+        if principal or allocated.unapplied_minor:
+            after["updated_at"] = now
+        view = RepaymentView(
+            repayment_id=repayment_id, account_id=command.account_id, loan_id=command.loan_id,
+            channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
+            unapplied_minor=allocated.unapplied_minor, waived_fee_minor=allocated.waived_minor,
+            allocations=allocated.allocations, account=account_view(after, now), created_at=now)
+        outcome = _repaid(view)
+        if paid_off:
+            outcome["loans_paid_off"] = [str(loan.loan_id) for loan in paid_off]
+        return Decided(view, Write(repayment_rows.REPAY_WRITE, args), outcome)
+
+    async def _repay_locked(self, conn: asyncpg.Connection, command: Repay) -> RepaymentView:
+        """Repay with every step its own statement, in the caller's transaction."""
         now = self._clock.now()
         account = await lock_account(conn, command.account_id)
         today = local_date(now, account["time_zone"])
@@ -199,18 +258,16 @@ class Repayments:
                       allocated: Allocated, now: datetime) -> None:
         """Write what an allocation paid and waived: installments, loans paid off, and
         the principal repaid, which gives the limit back at once."""
-        touched = {a.loan_id for a in allocated.allocations} | {w.loan_id for w in allocated.waivers}
+        changed, paid_off = _settlement(loans, allocated)
         for loan in loans:
-            if loan.loan_id not in touched:
-                continue
-            installments = waterfall.apply(loan.installments, loan.loan_id, allocated)
-            waived = {w.sequence: w.amount_minor for w in allocated.waivers if w.loan_id == loan.loan_id}
-            changed = [after for before, after in zip(loan.installments, installments, strict=True) if after != before]
-            await loan_rows.update_installments(conn, loan.loan_id, changed, waived)
-            if all(i.owed_minor == 0 for i in installments):
-                await loan_rows.set_status(conn, loan.loan_id, LoanStatus.PAID_OFF.value, now)
-                await reserve.release(conn, account_id, loan.loan_id, now)
-                log.info("loan_paid_off", loan_id=str(loan.loan_id))
+            states = [state for loan_id, state, _ in changed if loan_id == loan.loan_id]
+            if states:
+                waived = {state.sequence: fee for loan_id, state, fee in changed if loan_id == loan.loan_id}
+                await loan_rows.update_installments(conn, loan.loan_id, states, waived)
+        for loan in paid_off:
+            await loan_rows.set_status(conn, loan.loan_id, LoanStatus.PAID_OFF.value, now)
+            await reserve.release(conn, account_id, loan.loan_id, now)
+            log.info("loan_paid_off", loan_id=str(loan.loan_id))
         principal = allocated.total(Component.PRINCIPAL)
         if principal:
             await account_rows.add_to_totals(conn, account_id, principal_delta_minor=-principal, now=now)
@@ -220,10 +277,7 @@ class Repayments:
         if loan_id is None:
             return await self._active_loans(conn, account, now)
         loan = await self._loan(conn, loan_id, account["time_zone"], now)
-        if loan.account_id != account["account_id"]:
-            raise InvalidArgument.of("loan_id", "belongs to another account")
-        if loan.status is not LoanStatus.ACTIVE:
-            raise FailedPrecondition(f"loan is {loan.status}; repay the account instead to keep a credit balance")
+        _check_in_scope(loan, account["account_id"])
         return [loan]
 
     async def _active_loans(self, conn: asyncpg.Connection, account: asyncpg.Record, now: datetime) -> list[LoanView]:
@@ -239,3 +293,36 @@ class Repayments:
         if time_zone is None:
             time_zone = (await account_rows.get(conn, loan["account_id"]))["time_zone"]
         return loan_view(loan, rows, time_zone, now or self._clock.now())
+
+
+def _check_in_scope(loan: LoanView, account_id: UUID) -> None:
+    """A repayment to one loan: the loan must be the account's, and active."""
+    if loan.account_id != account_id:
+        raise InvalidArgument.of("loan_id", "belongs to another account")
+    if loan.status is not LoanStatus.ACTIVE:
+        raise FailedPrecondition(f"loan is {loan.status}; repay the account instead to keep a credit balance")
+
+
+def _settlement(loans: list[LoanView],
+                allocated: Allocated) -> tuple[list[tuple[UUID, InstallmentState, int]], list[LoanView]]:
+    """What an allocation changes: each installment it touches as (loan, state after,
+    fee waived now), and the loans it pays off."""
+    touched = {a.loan_id for a in allocated.allocations} | {w.loan_id for w in allocated.waivers}
+    changed: list[tuple[UUID, InstallmentState, int]] = []
+    paid_off: list[LoanView] = []
+    for loan in loans:
+        if loan.loan_id not in touched:
+            continue
+        installments = waterfall.apply(loan.installments, loan.loan_id, allocated)
+        waived = {w.sequence: w.amount_minor for w in allocated.waivers if w.loan_id == loan.loan_id}
+        changed += [(loan.loan_id, after, waived.get(after.sequence, 0))
+                    for before, after in zip(loan.installments, installments, strict=True) if after != before]
+        if all(i.owed_minor == 0 for i in installments):
+            paid_off.append(loan)
+    return changed, paid_off
+
+
+def _repaid(view: RepaymentView) -> dict[str, Any]:
+    return {"outcome": "repayment_received", "repayment_id": str(view.repayment_id),
+            "amount_minor": view.amount_minor, "applied_minor": view.applied_minor,
+            "unapplied_minor": view.unapplied_minor}

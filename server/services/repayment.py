@@ -29,10 +29,9 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         f.idempotency_key(request.idempotency_key)
         f.done()
 
-        async def repay(conn):
-            return convert.repayment(await self._repayments.repay(conn, command))
-
-        return await self._tx.idempotent("Repay", request, repayment_pb2.Repayment, repay)
+        return await self._tx.command(
+            "Repay", request, repayment_pb2.Repayment,
+            lambda conn, key, lock: self._repayments.repay(conn, command, key, lock), convert.repayment)
 
     async def GetLoan(self, request, context) -> common_pb2.Loan:
         f = Fields()
