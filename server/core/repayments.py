@@ -99,12 +99,16 @@ class Repayments:
             _check_in_scope(loans[0], command.account_id)
         today = local_date(now, first["time_zone"])
         allocated = waterfall.allocate([loan.balance for loan in loans], command.amount_minor, today)
-        if first["credit_balance_minor"] > 0 or (command.loan_id is not None and allocated.unapplied_minor):
+        changed, paid_off = _settlement(loans, allocated)
+        # Money left as credit balance pays the account's other debts at once: when some
+        # may remain (a loan in scope not paid off, or loans outside the scope), that
+        # takes more statements than one.
+        if first["credit_balance_minor"] + allocated.unapplied_minor > 0 and (
+                command.loan_id is not None or len(paid_off) < len(loans)):
             if not lock:
                 raise NeedsLock()
             view = await self._repay_locked(conn, command)
             return Done(view, _repaid(view))
-        changed, paid_off = _settlement(loans, allocated)
         provisions = {loan["loan_id"]: loan["provision_minor"] for loan, _ in found}
         repayment_id = uuid.uuid4()
         principal = allocated.total(Component.PRINCIPAL)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
 STATEMENT_TIMEOUT_MS = 10_000
@@ -14,13 +16,16 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     is skipped because no code path changes session state on a pooled connection."""
 
 
-async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout_s: float) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout_s: float,
+                      init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> asyncpg.Pool:
+    """`init` runs once on each new connection (tests use it to count statements)."""
     return await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
         command_timeout=command_timeout_s,
         reset=_keep_session,
+        init=init,
         server_settings={
             "application_name": "credit-server",
             "timezone": "UTC",
