@@ -21,7 +21,16 @@ _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
 _SECRET_KEYS = re.compile(r"(?i)(token|password|secret|authorization|api[_-]?key|contact_(name|email|phone))")
 
 
+# Every pattern above needs one of these to match; most text has none, and one search is
+# cheaper than four substitutions.
+_SUSPECT = re.compile(r"@|\+\d|(?i:bearer)|(?:\d[ -]?){12}\d")
+# Written by the logging itself, never from a request: passed as they are.
+_OWN_KEYS = frozenset({"timestamp", "level", "event", "code", "duration_ms"})
+
+
 def mask(text: str) -> str:
+    if _SUSPECT.search(text) is None:
+        return text
     text = _BEARER.sub("Bearer [token]", text)
     text = _EMAIL.sub("[email]", text)
     text = _PHONE.sub("[phone]", text)
@@ -41,7 +50,8 @@ def _masked(value: Any) -> Any:
 
 
 def mask_secrets(logger, method_name: str, event_dict: dict) -> dict:
-    return _masked(event_dict)
+    return {k: v if k in _OWN_KEYS else "[redacted]" if _SECRET_KEYS.search(k) else _masked(v)
+            for k, v in event_dict.items()}
 
 
 def configure_logging(level: str = "info") -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
 
@@ -115,12 +115,22 @@ class Ruleset:
         return Verdict(decision, total, reasons, results, self.version)
 
 
+_FACT_NAMES = tuple(f.name for f in fields(Facts))
+
+
 def facts_json(facts: Facts) -> str:
-    return json.dumps({k: (v.value if isinstance(v, enum.Enum) else v) for k, v in asdict(facts).items()})
+    # Field by field rather than asdict(): asdict deep-copies, and this runs per Authorize.
+    values = {}
+    for name in _FACT_NAMES:
+        value = getattr(facts, name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        values[name] = list(value) if isinstance(value, tuple) else value
+    return json.dumps(values)
 
 
 def results_json(results: tuple[RuleResult, ...]) -> str:
-    return json.dumps([asdict(r) for r in results])
+    return json.dumps([{"rule": r.rule, "fired": r.fired, "score": r.score, "detail": r.detail} for r in results])
 
 
 @cache

@@ -55,12 +55,12 @@ async def test_authorize_capture_and_repay_stay_within_their_round_trips(api: Ap
             lambda: api.authorize(account.account_id, 150_000, 3, **device))
         assert auth.status == checkout_pb2.AUTHORIZATION_STATUS_PENDING
         assert auth.risk.decision == checkout_pb2.RISK_DECISION_APPROVE
-        captured, capture_queries = await statements.count(lambda: api.capture(auth.authorization_id))
+        captured, capture_queries = await statements.count(lambda auth=auth: api.capture(auth.authorization_id))
         assert captured.status == checkout_pb2.AUTHORIZATION_STATUS_CAPTURED
         repaid, repay_queries = await statements.count(lambda: repay(api, account.account_id, 20_000))
         assert repaid.applied_minor == 20_000
         by_loan, repay_loan_queries = await statements.count(
-            lambda: repay(api, account.account_id, 10_000, loan_id=captured.loan_id))
+            lambda loan_id=captured.loan_id: repay(api, account.account_id, 10_000, loan_id=loan_id))
         assert by_loan.applied_minor == 10_000
         if warm:
             continue
