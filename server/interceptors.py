@@ -9,8 +9,8 @@ traceback goes to the log under the request id.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
-import uuid
 
 import asyncpg
 import grpc
@@ -47,7 +47,7 @@ def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_HEADER and value and len(value) <= 128:
             return value
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def _status(code: grpc.StatusCode, message: str, details: list | None = None) -> grpc.Status:
@@ -91,40 +91,38 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         async def handle(request, context: grpc.aio.ServicerContext):
             request_id = _request_id(context)
             started = time.perf_counter()
-            outcome = grpc.StatusCode.OK
             status: grpc.Status | None = None
             fields: dict = {}
             CALL_FIELDS.set(fields)
-            with structlog.contextvars.bound_contextvars(request_id=request_id, method=method):
-                log.debug("rpc_started")
-                try:
-                    context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-                    if self._policy is not None:
-                        caller = authorize_call(self._policy, method, context)
-                        CALLER.set(caller)
-                        structlog.contextvars.bind_contextvars(caller=caller)
-                    return await inner(request, context)
-                except CreditError as error:
-                    status = status_for(error)
-                except _RETRYABLE_DB_ERRORS as error:
-                    status = _status(grpc.StatusCode.ABORTED,
-                                     f"conflict with a concurrent request ({type(error).__name__}); retry")
-                except _UNAVAILABLE_ERRORS as error:
-                    log.warning("database_unavailable", error=type(error).__name__)
-                    status = _status(grpc.StatusCode.UNAVAILABLE,
-                                     "the database is unavailable or took too long; retry")
-                except Exception:
-                    log.exception("rpc_failed")
-                    status = _status(grpc.StatusCode.INTERNAL, f"internal error (request_id {request_id})")
-                finally:
-                    if status is not None:
-                        outcome = status.code
-                    if status is not None:
-                        fields["error"] = status.details
-                    log.info("rpc_finished", code=outcome.name,
-                             duration_ms=round((time.perf_counter() - started) * 1000, 2), **fields)
-                await context.abort(status.code, status.details,
-                                    tuple(status.trailing_metadata) + ((REQUEST_ID_HEADER, request_id),))
+            # grpc.aio runs each call in a task of its own, so what is bound here stays
+            # with this call and needs no unbinding.
+            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+            log.debug("rpc_started")
+            try:
+                context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
+                if self._policy is not None:
+                    caller = authorize_call(self._policy, method, context)
+                    CALLER.set(caller)
+                    structlog.contextvars.bind_contextvars(caller=caller)
+                return await inner(request, context)
+            except CreditError as error:
+                status = status_for(error)
+            except _RETRYABLE_DB_ERRORS as error:
+                status = _status(grpc.StatusCode.ABORTED,
+                                 f"conflict with a concurrent request ({type(error).__name__}); retry")
+            except _UNAVAILABLE_ERRORS as error:
+                log.warning("database_unavailable", error=type(error).__name__)
+                status = _status(grpc.StatusCode.UNAVAILABLE, "the database is unavailable or took too long; retry")
+            except Exception:
+                log.exception("rpc_failed")
+                status = _status(grpc.StatusCode.INTERNAL, f"internal error (request_id {request_id})")
+            finally:
+                if status is not None:
+                    fields["error"] = status.details
+                log.info("rpc_finished", code=status.code.name if status is not None else "OK",
+                         duration_ms=round((time.perf_counter() - started) * 1000, 2), **fields)
+            await context.abort(status.code, status.details,
+                                tuple(status.trailing_metadata) + ((REQUEST_ID_HEADER, request_id),))
 
         return grpc.unary_unary_rpc_method_handler(
             handle,

@@ -18,7 +18,8 @@ _PHONE = re.compile(r"\+\d{7,15}\b")
 # 13 to 19 digits, optionally grouped: card numbers and the like.
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
-_SECRET_KEYS = re.compile(r"(?i)(token|password|secret|authorization|api[_-]?key|contact_(name|email|phone))")
+# "authorization" alone is the header; authorization_id is an id and stays readable.
+_SECRET_KEYS = re.compile(r"(?i)(token|password|secret|^authorization$|api[_-]?key|contact_(name|email|phone))")
 
 
 # Every pattern above needs one of these to match; most text has none, and one search is

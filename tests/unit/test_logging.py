@@ -45,3 +45,9 @@ def test_the_quick_check_never_lets_a_secret_through(text):
     full = _EMAIL.sub("[email]", full)
     full = _PHONE.sub("[phone]", full)
     assert mask(text) == _CARD.sub("[number]", full)
+
+
+def test_an_authorization_id_is_an_id_not_a_credential():
+    event = mask_secrets(None, "info", {"event": "rpc_finished", "authorization_id": "6f0cac4f",
+                                        "authorization": "Bearer abc"})
+    assert event["authorization_id"] == "6f0cac4f" and event["authorization"] == "[redacted]"
