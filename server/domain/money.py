@@ -21,6 +21,14 @@ def round_half_up(value: Fraction | int) -> int:
     return int(value + Fraction(1, 2))
 
 
+def divide_half_up(numerator: int, denominator: int) -> int:
+    """round_half_up(numerator / denominator) in integer arithmetic, for the hot path:
+    no Fraction is built. Both must be non-negative, the denominator positive."""
+    if numerator < 0 or denominator <= 0:
+        raise InvariantViolation(f"divide_half_up takes a non-negative ratio, got {numerator}/{denominator}")
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
 def check_amount(value: int, field: str, *, allow_zero: bool = False) -> FieldViolation | None:
     """A violation when `value` is not a valid amount in minor units, else None."""
     if value < 0 or (value == 0 and not allow_zero):

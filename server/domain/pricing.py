@@ -12,14 +12,14 @@ from __future__ import annotations
 import decimal
 import enum
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from fractions import Fraction
 
 from server.domain.calendar import add_months
 from server.domain.errors import InvariantViolation
-from server.domain.money import round_half_up
+from server.domain.money import divide_half_up
 
 TERMS_MONTHS = (1, 3, 6, 12, 24)
 DEFAULT_MAX_APR_BPS = 2400
@@ -195,19 +195,21 @@ def _flat_fee_parts(principal: int, n: int, rate_bps: int) -> list[tuple[int, in
     # The Baitiao way: equal principal, and each period's fee is the original principal
     # times the monthly rate, rounded half-up once per line.
     base = principal // n
-    fee = round_half_up(Fraction(principal * rate_bps, BPS))
+    fee = divide_half_up(principal * rate_bps, BPS)
     parts = [(base, fee)] * (n - 1)
     parts.append((principal - base * (n - 1), fee))
     return parts
 
 
 def _declining_balance_parts(principal: int, n: int, rate_bps: int) -> list[tuple[int, int]]:
-    rate = Fraction(rate_bps, BPS)
-    payment = round_half_up(principal * rate / (1 - (1 + rate) ** -n))
+    # The level payment P r / (1 - (1 + r)^-n) with r = rate_bps / BPS, as one ratio of
+    # integers: P b (BPS + b)^n / (BPS ((BPS + b)^n - BPS^n)), rounded half-up.
+    growth = (BPS + rate_bps) ** n
+    payment = divide_half_up(principal * rate_bps * growth, BPS * (growth - BPS ** n))
     parts = []
     balance = principal
     for k in range(1, n + 1):
-        interest = round_half_up(balance * rate)
+        interest = divide_half_up(balance * rate_bps, BPS)
         if k == n:
             principal_part = balance
         else:
@@ -239,9 +241,44 @@ def apr_bps(principal_minor: int, payments_minor: list[int]) -> int:
 # amount; the solve is pure, so repeats are served from memory.
 @functools.lru_cache(maxsize=8192)
 def _apr_bps(principal_minor: int, payments_minor: tuple[int, ...]) -> int:
+    # The float solve is within about 1e-10 bps of the root. Unless that lands near a
+    # rounding boundary (a half basis point), its rounding is the exact one; otherwise
+    # the 40-digit solve decides.
+    annual_bps = _irr_estimate(principal_minor, list(payments_minor)) * 12 * BPS
+    if abs(annual_bps - math.floor(annual_bps) - 0.5) > _APR_FLOAT_MARGIN_BPS:
+        return math.floor(annual_bps + 0.5)
+    return _apr_bps_exact(principal_minor, payments_minor)
+
+
+# How far from a half basis point the float solve must land to be trusted: ten thousand
+# times its error bound.
+_APR_FLOAT_MARGIN_BPS = 1e-6
+
+
+def _apr_bps_exact(principal_minor: int, payments_minor: tuple[int, ...]) -> int:
     monthly = _irr(principal_minor, list(payments_minor))
     annual_bps = _IRR_CONTEXT.multiply(monthly, 12 * BPS)
     return int(annual_bps.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP, context=_IRR_CONTEXT))
+
+
+def _irr_estimate(principal: int, payments: list[int]) -> float:
+    """Newton's method for the same root in floating point: a starting point only."""
+    rate = 0.0
+    for _ in range(_IRR_MAX_STEPS):
+        discount = 1.0 / (1.0 + rate)
+        factor = 1.0
+        value = -float(principal)
+        slope = 0.0
+        for k, amount in enumerate(payments, start=1):
+            factor *= discount
+            term = amount * factor
+            value += term
+            slope -= k * term * discount
+        step = value / slope
+        rate -= step
+        if abs(step) < 1e-15:
+            break
+    return rate if math.isfinite(rate) and rate > -1.0 else 0.0
 
 
 def _irr(principal: int, payments: list[int]) -> decimal.Decimal:
@@ -255,7 +292,11 @@ def _irr(principal: int, payments: list[int]) -> decimal.Decimal:
     ctx = _IRR_CONTEXT
     principal_d = decimal.Decimal(principal)
     cash = [decimal.Decimal(x) for x in payments]
-    rate = decimal.Decimal(0)
+    # Decimal arithmetic is slow; the same Newton iteration in floats lands within about
+    # 1e-15 of the root, and from there two Decimal steps reach the tolerance. A start
+    # past the root is harmless: on a convex decreasing curve the first step lands left
+    # of the root, and the climb resumes from there.
+    rate = decimal.Decimal(_irr_estimate(principal, payments))
     for _ in range(_IRR_MAX_STEPS):
         discount = ctx.divide(1, ctx.add(1, rate))
         factor = decimal.Decimal(1)

@@ -150,3 +150,36 @@ def test_a_product_table_with_an_unknown_term_is_refused():
 def test_apr_is_monthly_irr_times_twelve_rounded_half_up():
     # 100.00 now against 2 x 51.00: monthly IRR 1.3245 %, 1589.4 bps a year.
     assert apr_bps(10_000, [5_100, 5_100]) == round(oracle_apr_bps(10_000, [5_100, 5_100]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=10**9), terms, methods, st.integers(min_value=1, max_value=999))
+def test_the_fast_apr_solve_rounds_exactly_as_the_forty_digit_one(principal, term, method, rate):
+    """The float solve answers only away from a half basis point; it must never round
+    differently from the Decimal solve it stands in for."""
+    from server.domain.pricing import _apr_bps, _apr_bps_exact
+
+    payments = tuple(i.amount_minor for i in build_plan(principal, term, method, rate, START).installments)
+    if sum(payments) > principal:
+        assert _apr_bps.__wrapped__(principal, payments) == _apr_bps_exact(principal, payments)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=10**9), terms, st.integers(min_value=1, max_value=999))
+def test_the_integer_annuity_schedule_is_the_exact_rational_one(principal, term, rate):
+    """The schedule is computed in integers on the hot path; it must equal the same
+    rule written with exact fractions."""
+    from fractions import Fraction
+
+    from server.domain.money import round_half_up
+    from server.domain.pricing import _declining_balance_parts
+
+    r = Fraction(rate, 10_000)
+    payment = round_half_up(principal * r / (1 - (1 + r) ** -term))
+    expected, balance = [], principal
+    for k in range(1, term + 1):
+        interest = round_half_up(balance * r)
+        part = balance if k == term else min(max(payment - interest, 0), balance)
+        expected.append((part, interest))
+        balance -= part
+    assert _declining_balance_parts(principal, term, rate) == expected
