@@ -78,12 +78,23 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, policy: AccessPolicy | None = None) -> None:
         self._policy = policy
+        # The wrapped handler of each registered method, built on its first call: the
+        # wrapping is the same for every call, and building it was per-call work.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None:
-            return None
-        method = handler_call_details.method
+            return None  # unknown method: not cached, so no caller can grow the table
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary is None:
             return self._guard_stream(handler, method)
         inner = handler.unary_unary
