@@ -158,7 +158,7 @@ class Checkout:
         if due_expired:
             outcome.update(holds_expired_minor=due_expired)
         # Another account's authorization took the order between the read and the write.
-        return Decided(view, Write(sql, args), outcome,
+        return Decided(view, Write(sql, args), command.account_id, outcome,
                        conflicts={"authorizations_one_live_per_order": _order_taken(command)})
 
     def _assess_risk(self, command: Authorize, grade: Grade,
@@ -221,7 +221,7 @@ class Checkout:
             entries=entries, now=now)
         view = replace(authorization_view(row, plan, now), status=AuthorizationStatus.CAPTURED,
                        captured_minor=result.captured_minor, released_minor=result.released_minor, loan_id=loan_id)
-        return Decided(view, Write(loan_rows.CAPTURE_WRITE, args), {
+        return Decided(view, Write(loan_rows.CAPTURE_WRITE, args), row["account_id"], {
             "outcome": "hold_captured", "authorization_id": str(view.authorization_id), "loan_id": str(loan_id),
             "captured_minor": result.captured_minor, "released_minor": result.released_minor})
 

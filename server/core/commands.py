@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from uuid import UUID
 
 from server.domain.errors import CreditError
 
@@ -62,6 +63,8 @@ class Decided(Generic[View]):
 
     view: View
     write: Write
+    # The account whose version the write checks.
+    account_id: UUID
     # Fields for the call's one log line: what happened, with its ids and amounts.
     outcome: dict[str, Any]
     # What a unique constraint that the write may break means to the caller, by name:

@@ -137,7 +137,7 @@ class Repayments:
         outcome = _repaid(view)
         if paid_off:
             outcome["loans_paid_off"] = [str(loan.loan_id) for loan in paid_off]
-        return Decided(view, Write(repayment_rows.REPAY_WRITE, args), outcome)
+        return Decided(view, Write(repayment_rows.REPAY_WRITE, args), command.account_id, outcome)
 
     async def _repay_locked(self, conn: asyncpg.Connection, command: Repay) -> RepaymentView:
         """Repay with every step its own statement, in the caller's transaction."""

@@ -58,7 +58,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         f.done()
         return await self._tx.command(
             "Authorize", request, Authorization,
-            lambda conn, key, lock: self._checkout.authorize(conn, command, key, lock), convert.authorization)
+            lambda conn, key, lock: self._checkout.authorize(conn, command, key, lock), convert.authorization,
+            account_id=command.account_id)
 
     async def Capture(self, request, context) -> Authorization:
         f = Fields()

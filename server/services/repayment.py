@@ -31,7 +31,8 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
 
         return await self._tx.command(
             "Repay", request, repayment_pb2.Repayment,
-            lambda conn, key, lock: self._repayments.repay(conn, command, key, lock), convert.repayment)
+            lambda conn, key, lock: self._repayments.repay(conn, command, key, lock), convert.repayment,
+            account_id=command.account_id)
 
     async def GetLoan(self, request, context) -> common_pb2.Loan:
         f = Fields()

@@ -3,10 +3,14 @@ state change, its ledger entries and the stored first reply commit together."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
+from uuid import UUID
 
 import asyncpg
 from google.protobuf.message import Message
@@ -41,9 +45,52 @@ CALL_FIELDS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Context
 ACQUIRE_TIMEOUT_S = 10
 
 
+@dataclass(frozen=True)
+class _Lost:
+    """An optimistic write lost its race (or the core asked for the locked mode)."""
+
+    account_id: UUID | None
+
+
+class _Turn:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class AccountTurns:
+    """One call at a time per account within this process. Calls on a hot account then
+    queue here, at the cost of an uncontended asyncio lock, instead of racing in the
+    database and retrying; no database lock is held while they wait. An account's entry
+    lives only while some call uses it."""
+
+    def __init__(self) -> None:
+        self._turns: dict[UUID, _Turn] = {}
+
+    @contextlib.asynccontextmanager
+    async def take(self, account_id: UUID) -> AsyncIterator[None]:
+        turn = self._turns.get(account_id)
+        if turn is None:
+            turn = self._turns[account_id] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[account_id]
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+
 class Transactions:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+        self._turns = AccountTurns()
 
     async def read(self, work: Callable[[asyncpg.Connection], Awaitable[Reply]]) -> Reply:
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
@@ -70,25 +117,50 @@ class Transactions:
 
     async def command(self, method: str, request: Message, reply_type: type[Reply],
                       prepare: Callable[[asyncpg.Connection, Key, bool], Awaitable[Replay | Decided | Done]],
-                      to_reply: Callable[[Any], Reply]) -> Reply:
+                      to_reply: Callable[[Any], Reply], account_id: UUID | None = None) -> Reply:
         """Run a hot command in two round trips (server/core/commands.py): `prepare`
-        reads and decides, its Write books the decision and the reply together. When the
-        account changed in between, or the core asks for it, run once more in a
-        transaction with the key claimed and the account locked."""
+        reads and decides, its Write books the decision and the reply together.
+
+        Calls on one account (`account_id`, when the request names it) take their turn
+        in this process first, so they do not race each other in the database. A write
+        that still loses a race (another process, or a command whose account is known
+        only once read) is tried again in that account's turn, and then once more in a
+        transaction with the key claimed and the account row locked."""
         key = Key(CALLER.get(), method, request.idempotency_key, request_sha256(request))  # type: ignore[attr-defined]
+        if account_id is None:
+            first = await self._optimistic(key, reply_type, prepare, to_reply)
+            if not isinstance(first, _Lost):
+                return first
+            if first.account_id is None:
+                return await self._locked(key, reply_type, prepare, to_reply)
+            account_id = first.account_id
+        async with self._turns.take(account_id):
+            again = await self._optimistic(key, reply_type, prepare, to_reply)
+            if not isinstance(again, _Lost):
+                return again
+            return await self._locked(key, reply_type, prepare, to_reply)
+
+    async def _optimistic(self, key: Key, reply_type: type[Reply], prepare, to_reply) -> Reply | _Lost:
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             try:
                 prepared = await prepare(conn, key, False)
-                if isinstance(prepared, Replay):
-                    return _replayed(prepared, key, reply_type)
-                if isinstance(prepared, Done):
-                    raise InvariantViolation("a command wrote outside its Write in optimistic mode")
-                reply = to_reply(prepared.view)
-                if await self._apply(conn, key, prepared, reply):
-                    return reply
-                return _replayed(await self._stored(conn, key), key, reply_type)
-            except (asyncpg.SerializationError, NeedsLock):
-                pass
+            except NeedsLock:
+                return _Lost(None)
+            if isinstance(prepared, Replay):
+                return _replayed(prepared, key, reply_type)
+            if isinstance(prepared, Done):
+                raise InvariantViolation("a command wrote outside its Write in optimistic mode")
+            reply = to_reply(prepared.view)
+            try:
+                applied = await self._apply(conn, key, prepared, reply)
+            except asyncpg.SerializationError:
+                return _Lost(prepared.account_id)
+            if applied:
+                return reply
+            return _replayed(await self._stored(conn, key), key, reply_type)
+
+    async def _locked(self, key: Key, reply_type: type[Reply], prepare, to_reply) -> Reply:
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             async with conn.transaction(isolation="read_committed"):
                 if not await idempotency.claim(conn, key.caller, key.method, key.idempotency_key, key.request_sha256):
                     return _replayed(await self._stored(conn, key), key, reply_type)
