@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -101,8 +102,12 @@ class Running:
     core: Core
 
 
-async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> Running:
-    """Build the gRPC server over `pool`, start it on GRPC_LISTEN_ADDR and mark it SERVING."""
+async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, reuse_port: bool = False,
+                       serving: bool = True) -> Running:
+    """Build the gRPC server over `pool`, start it on GRPC_LISTEN_ADDR and mark it SERVING
+    (with `serving=False` it reports NOT_SERVING until `mark_serving`). `reuse_port` lets
+    the processes of SERVER_PROCESSES > 1 share the port; otherwise a second server on
+    the same port is refused."""
     core = build_core(settings, clock)
     transactions = Transactions(pool)
     policy = AccessPolicy.load(settings.access_file) if settings.auth_mode == "mtls" else None
@@ -110,8 +115,9 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> 
         interceptors=[ErrorMappingInterceptor(policy)],
         # Bounded requests: no message in this API comes near 1 MiB.
         maximum_concurrent_rpcs=1_000,
-        # Refuse to share the port with another process instead of silently splitting traffic.
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1 << 20)],
+        # Alone, refuse to share the port with another process instead of silently splitting
+        # traffic; as one of SERVER_PROCESSES, share it with the siblings the parent started.
+        options=[("grpc.so_reuseport", 1 if reuse_port else 0), ("grpc.max_receive_message_length", 1 << 20)],
     )
     credit_line_pb2_grpc.add_CreditLineServiceServicer_to_server(
         CreditLineServicer(transactions, core.credit_lines), server)
@@ -142,24 +148,72 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock) -> 
     except RuntimeError as error:
         raise SystemExit(f"GRPC_LISTEN_ADDR: cannot listen on {settings.grpc_listen_addr}: {error}") from error
     await server.start()
+    running = Running(server, port, health_servicer, core)
+    await mark_serving(running, serving)
+    return running
+
+
+async def mark_serving(running: Running, serving: bool = True) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ("",) + SERVICE_NAMES:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return Running(server, port, health_servicer, core)
+        await running.health.set(name, status)
 
 
-async def serve(settings: Settings, dsn: str, clock: Clock | None = None) -> None:
+class ParentLink:
+    """A child's end of the socket its parent keeps to it when SERVER_PROCESSES > 1.
+
+    The child says `listening` once its port is open; the parent answers `serve` when
+    every child listens, and only then does the child report SERVING, so a readiness
+    probe passes only when connections can reach every process. The parent closing its
+    end (its exit, even a SIGKILL) stops the child."""
+
+    def __init__(self, index: int, fd: int):
+        self.index = index
+        self._fd = fd
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def listening(self, port: int) -> bool:
+        """Tell the parent this child listens; True once it says to serve, False if it went away."""
+        try:
+            self._reader, self._writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=self._fd))
+            self._writer.write(f"listening {port}\n".encode())
+            await self._writer.drain()
+            return (await self._reader.readline()).strip() == b"serve"
+        except OSError:
+            return False
+
+    async def wait_closed(self) -> None:
+        """Return when the parent's end closes."""
+        assert self._reader is not None
+        with contextlib.suppress(OSError):
+            while await self._reader.read(4096):
+                pass
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
+                parent: ParentLink | None = None) -> None:
     """Migrate, serve until SIGTERM or SIGINT, then stop gracefully: new calls are
-    refused, in-flight calls get SHUTDOWN_GRACE_S to finish, then the pool closes."""
+    refused, in-flight calls get SHUTDOWN_GRACE_S to finish, then the pool closes.
+
+    With `parent` this is one of SERVER_PROCESSES processes: the parent has migrated,
+    the port is shared, its events are `process_*` (the parent logs `server_*` once for
+    all), and it also stops when the parent goes away."""
     clock = clock or SystemClock()
-    connection = await asyncpg.connect(dsn, timeout=30)
-    try:
-        await migrate(connection)
-    finally:
-        await connection.close()
+    if parent is None:
+        connection = await asyncpg.connect(dsn, timeout=30)
+        try:
+            await migrate(connection)
+        finally:
+            await connection.close()
     pool = await create_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size,
                              command_timeout_s=settings.db_command_timeout_s)
     try:
-        running = await start_server(settings, pool, clock)
+        running = await start_server(settings, pool, clock, reuse_port=parent is not None, serving=parent is None)
     except BaseException:
         await pool.close()
         raise
@@ -171,12 +225,34 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None) -> Non
     sweeper = asyncio.create_task(
         sweep_expired_holds(running.core.checkout, pool, settings.hold_sweep_interval_s, stop))
     host = settings.grpc_listen_addr.rpartition(":")[0]
-    log.info("server_started", address=f"{host}:{running.port}", services=list(SERVICE_NAMES))
+    address = f"{host}:{running.port}"
+    orphaned: asyncio.Task | None = None
+    if parent is None:
+        log.info("server_started", address=address, processes=1, services=list(SERVICE_NAMES))
+    else:
+        log.debug("process_listening", address=address)
+        handshake = asyncio.create_task(parent.listening(running.port))
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait((handshake, stopped), return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if handshake.done() and handshake.result():
+            await mark_serving(running)
+            log.info("process_started", address=address)
+            orphaned = asyncio.create_task(parent.wait_closed())
+            orphaned.add_done_callback(lambda _: stop.set())
+        else:
+            handshake.cancel()
+            stop.set()
 
     await stop.wait()
-    log.info("server_stopping", grace_s=settings.shutdown_grace_s)
+    prefix = "server" if parent is None else "process"
+    log.info(f"{prefix}_stopping", grace_s=settings.shutdown_grace_s)
     await running.health.enter_graceful_shutdown()
     await running.server.stop(settings.shutdown_grace_s)
     await sweeper
     await pool.close()
-    log.info("server_stopped")
+    if parent is not None:
+        if orphaned is not None:
+            orphaned.cancel()
+        parent.close()
+    log.info(f"{prefix}_stopped")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from server.domain.pricing import DEFAULT_MAX_APR_BPS
 
+MAX_SERVER_PROCESSES = 64
+
 
 class SettingsError(ValueError):
     pass
@@ -126,6 +128,7 @@ class Settings:
     access_file: Path | None
     grpc_token_listen_addr: str | None
     log_level: str
+    server_processes: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -149,6 +152,9 @@ class Settings:
             max_apr_bps=int_setting(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
             risk_checks=switch_setting(env, "RISK_CHECKS", True),
             log_level=log_level,
+            # Processes serving one port (SO_REUSEPORT), each with its own pool of up to
+            # DB_POOL_MAX_SIZE connections; see docs/scaling.md.
+            server_processes=int_setting(env, "SERVER_PROCESSES", 1, minimum=1, maximum=MAX_SERVER_PROCESSES),
             **_auth_settings(env),
         )
 

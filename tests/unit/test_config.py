@@ -52,3 +52,14 @@ def test_a_name_that_only_looks_like_loopback_is_refused(address):
 @pytest.mark.parametrize("address", ["localhost:1", "127.0.0.2:1", "[::1]:1"])
 def test_real_loopback_addresses_are_accepted(address):
     assert Settings.from_env({"AUTH_MODE": "insecure-local", "GRPC_LISTEN_ADDR": address}).auth_mode
+
+
+def test_one_server_process_by_default():
+    assert Settings.from_env({"AUTH_MODE": "insecure-local"}).server_processes == 1
+    assert Settings.from_env({"AUTH_MODE": "insecure-local", "SERVER_PROCESSES": "16"}).server_processes == 16
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "65", "two", "1.5"])
+def test_a_bad_number_of_server_processes_is_named(value):
+    with pytest.raises(SettingsError, match="SERVER_PROCESSES"):
+        Settings.from_env({"AUTH_MODE": "insecure-local", "SERVER_PROCESSES": value})
