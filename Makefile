@@ -48,8 +48,15 @@ test-integration: proto
 test-e2e: proto
 	$(PY) -m pytest tests/e2e
 
-bench: proto
-	$(PY) -m bench.checkout --hot-account --compare-risk
+# The load generator's extra (matplotlib, for the concurrency plot).
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# About 4 minutes on 2 cores: every scenario against the floor, the concurrency sweep
+# (plotted into docs/benchmarks-concurrency.png) and 1 vs 2 server processes.
+bench: proto $(VENV)/.bench-installed
+	$(PY) -m bench.checkout --plot --server-processes 1,2
 
 clean:
 	rm -rf $(VENV) var build *.egg-info protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi
