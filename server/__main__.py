@@ -80,8 +80,8 @@ def child_marker(env: Mapping[str, str]) -> tuple[int, int] | None:
 
 def tag_log_lines(**fields: object) -> None:
     """Add `fields` to every log line of this process (`process`: 0 for the parent, 1..N
-    for the children; `pid`), so the lines of processes sharing one log can be told apart,
-    and write each line with a single write, so lines of several processes never mix."""
+    for the children; `pid`), so the lines of processes sharing one log can be told apart.
+    (Lines of several processes never mix: server.logging writes each line in one write.)"""
     processors = structlog.get_config()["processors"]
 
     def tag(logger, method_name: str, event_dict: dict) -> dict:
@@ -89,8 +89,7 @@ def tag_log_lines(**fields: object) -> None:
             event_dict.setdefault(name, value)
         return event_dict
 
-    structlog.configure(processors=[*processors[:-1], tag, processors[-1]],
-                        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr))
+    structlog.configure(processors=[*processors[:-1], tag, processors[-1]])
 
 
 def _interrupt(signum, frame) -> None:

@@ -13,7 +13,7 @@ import asyncpg
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from credit.v1 import (
     checkout_pb2,
@@ -39,7 +39,7 @@ from server.db.migrate import migrate
 from server.db.pool import create_pool
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
 from server.domain.risk import load as load_ruleset
-from server.interceptors import ErrorMappingInterceptor
+from server.interceptors import CallWrapper, WrappingServer
 from server.services.checkout import CheckoutServicer
 from server.services.collections import CollectionsServicer
 from server.services.credit_line import CreditLineServicer
@@ -111,14 +111,15 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     core = build_core(settings, clock)
     transactions = Transactions(pool)
     policy = AccessPolicy.load(settings.access_file) if settings.auth_mode == "mtls" else None
-    server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(policy)],
+    grpc_server = grpc.aio.server(
         # Bounded requests: no message in this API comes near 1 MiB.
         maximum_concurrent_rpcs=1_000,
         # Alone, refuse to share the port with another process instead of silently splitting
         # traffic; as one of SERVER_PROCESSES, share it with the siblings the parent started.
         options=[("grpc.so_reuseport", 1 if reuse_port else 0), ("grpc.max_receive_message_length", 1 << 20)],
     )
+    # Every handler registered below gets the access check, error mapping and log line.
+    server = WrappingServer(grpc_server, CallWrapper(policy))
     credit_line_pb2_grpc.add_CreditLineServiceServicer_to_server(
         CreditLineServicer(transactions, core.credit_lines), server)
     checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(
@@ -130,8 +131,10 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+    # What reflection.enable_server_reflection does for a grpc.aio server, through the
+    # wrapping view (which that function would not recognise as an aio server).
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
+        SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)),
         server)
     try:
         if settings.auth_mode == "mtls":
@@ -147,8 +150,8 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
             port = server.add_insecure_port(settings.grpc_listen_addr)
     except RuntimeError as error:
         raise SystemExit(f"GRPC_LISTEN_ADDR: cannot listen on {settings.grpc_listen_addr}: {error}") from error
-    await server.start()
-    running = Running(server, port, health_servicer, core)
+    await grpc_server.start()
+    running = Running(grpc_server, port, health_servicer, core)
     await mark_serving(running, serving)
     return running
 

