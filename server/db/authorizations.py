@@ -74,7 +74,7 @@ SELECT a.account_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_l
        (SELECT coalesce(sum(h.amount_minor), 0)::bigint FROM authorizations h
         WHERE h.account_id = $1 AND h.status = 'PENDING' AND h.expires_at <= $4) AS due_expired_minor,
        live.account_id AS live_account_id, live.expires_at AS live_expires_at{facts}
-FROM (SELECT 1) AS one
+FROM (SELECT 1) AS one{fact_joins}
 LEFT JOIN accounts a ON a.account_id = $1
 LEFT JOIN idempotency_records r ON r.caller = $5 AND r.method = $6 AND r.idempotency_key = $7
                                 AND r.response IS NOT NULL
@@ -83,9 +83,9 @@ LEFT JOIN LATERAL (
     WHERE merchant_id = $2 AND order_id = $3 AND status IN ('PENDING', 'CAPTURED') LIMIT 1
 ) AS live ON true
 """
-AUTHORIZE_READ = _AUTHORIZE_READ.format(facts="")
-AUTHORIZE_READ_WITH_RISK = _AUTHORIZE_READ.format(facts="," + risk.fact_columns(
-    account="$1", device="$8", ip="$9", merchant="$2", now="$4"))
+_FACTS, _FACT_JOINS = risk.fact_columns(account="$1", device="$8", ip="$9", merchant="$2", now="$4")
+AUTHORIZE_READ = _AUTHORIZE_READ.format(facts="", fact_joins="")
+AUTHORIZE_READ_WITH_RISK = _AUTHORIZE_READ.format(facts="," + _FACTS, fact_joins=_FACT_JOINS)
 
 # Authorize, write (a Write, see server/core/commands.py): the account's version checked
 # and its holds moved, its due holds expired (exactly the amount read, or nothing

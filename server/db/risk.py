@@ -7,46 +7,62 @@ from uuid import UUID
 
 import asyncpg
 
-# Everything the rules look at, as columns of one SELECT, inside the Authorize read.
-# Placeholders name the parameters: account, device ('' if none), address ('' if none),
-# merchant, now.
+# Everything the rules look at, as joins and columns of the Authorize read: seven
+# lookups, each one index range (the lists' four keys in one scan, an account's recent
+# live authorizations once for both velocity facts, a device's month once for both
+# device facts, the loans once). Placeholders name the parameters: account, device (''
+# if none), address ('' if none), merchant, now.
+_FACT_JOINS = """
+LEFT JOIN LATERAL (
+    SELECT coalesce(array_agg(l.kind ORDER BY l.kind) FILTER (WHERE l.level = 'BLOCK' AND l.kind <> 'MERCHANT'),
+                    '{{}}') AS blocked,
+           max(l.level) FILTER (WHERE l.kind = 'MERCHANT') AS merchant_level
+    FROM risk_lists l
+    WHERE (l.kind = 'ACCOUNT' AND l.value = {account}::uuid::text)
+       OR ({device}::text <> '' AND l.kind = 'DEVICE' AND l.value = {device})
+       OR ({ip}::text <> '' AND l.kind = 'IP' AND l.value = {ip})
+       OR (l.kind = 'MERCHANT' AND l.value = {merchant})
+) AS lists ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE h.created_at > {now}::timestamptz - interval '1 hour') AS approvals_last_hour,
+           coalesce(sum(h.amount_minor), 0)::bigint AS amount_last_day_minor
+    FROM authorizations h
+    WHERE h.account_id = {account}::uuid AND h.status IN ('PENDING', 'CAPTURED')
+      AND h.created_at > {now}::timestamptz - interval '1 day'
+) AS recent ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE d.created_at > {now}::timestamptz - interval '1 hour') AS authorizations_last_hour,
+           count(DISTINCT d.account_id) FILTER (WHERE d.account_id <> {account}::uuid) AS other_accounts
+    FROM authorizations d
+    WHERE {device}::text <> '' AND d.device_id = {device} AND d.created_at > {now}::timestamptz - interval '30 days'
+) AS device ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS loans, coalesce(max(principal_minor), 0) AS largest_minor
+    FROM loans WHERE account_id = {account}::uuid
+) AS history ON true
+"""
+
 _FACT_COLUMNS = """
-    array_remove(ARRAY[
-        CASE WHEN EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'ACCOUNT' AND value = {account}::uuid::text
-                          AND level = 'BLOCK') THEN 'ACCOUNT' END,
-        CASE WHEN {device}::text <> '' AND EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'DEVICE' AND value = {device}
-                                       AND level = 'BLOCK') THEN 'DEVICE' END,
-        CASE WHEN {ip}::text <> '' AND EXISTS (SELECT 1 FROM risk_lists WHERE kind = 'IP' AND value = {ip}
-                                       AND level = 'BLOCK') THEN 'IP' END
-    ], NULL) AS blocked,
-    (SELECT level FROM risk_lists WHERE kind = 'MERCHANT' AND value = {merchant}) AS merchant_level,
-    (SELECT count(*) FROM authorizations WHERE account_id = {account}::uuid AND status IN ('PENDING', 'CAPTURED')
-        AND created_at > {now}::timestamptz - interval '1 hour') AS account_approvals_last_hour,
-    (SELECT coalesce(sum(amount_minor), 0)::bigint FROM authorizations WHERE account_id = {account}::uuid
-        AND status IN ('PENDING', 'CAPTURED') AND created_at > {now}::timestamptz - interval '1 day')
-        AS account_amount_last_day_minor,
-    (SELECT count(*) FROM authorizations WHERE {device}::text <> '' AND device_id = {device}
-        AND created_at > {now}::timestamptz - interval '1 hour') AS device_authorizations_last_hour,
-    (SELECT count(DISTINCT account_id) FROM authorizations WHERE {device}::text <> '' AND device_id = {device}
-        AND account_id <> {account}::uuid AND created_at > {now}::timestamptz - interval '30 days')
-        AS device_accounts_last_30_days,
+    lists.blocked, lists.merchant_level,
+    recent.approvals_last_hour AS account_approvals_last_hour,
+    recent.amount_last_day_minor AS account_amount_last_day_minor,
+    device.authorizations_last_hour AS device_authorizations_last_hour,
+    device.other_accounts AS device_accounts_last_30_days,
     (SELECT count(DISTINCT account_id) FROM authorizations WHERE {ip}::text <> '' AND ip_address = {ip}
         AND account_id <> {account}::uuid AND created_at > {now}::timestamptz - interval '1 day')
         AS ip_accounts_last_day,
     EXISTS (SELECT 1 FROM authorizations WHERE account_id = {account}::uuid AND {device}::text <> ''
             AND device_id = {device} AND status IN ('PENDING', 'CAPTURED')) AS device_known_for_account,
-    (SELECT count(*) FROM loans WHERE account_id = {account}::uuid) AS captured_count,
-    (SELECT coalesce(max(principal_minor), 0) FROM loans WHERE account_id = {account}::uuid) AS largest_captured_minor
+    history.loans AS captured_count, history.largest_minor AS largest_captured_minor
 """
 
 
-def fact_columns(*, account: str, device: str, ip: str, merchant: str, now: str) -> str:
-    """The risk facts as select-list columns over the given parameters."""
-    return _FACT_COLUMNS.format(account=account, device=device, ip=ip, merchant=merchant, now=now)
+def fact_columns(*, account: str, device: str, ip: str, merchant: str, now: str) -> tuple[str, str]:
+    """The risk facts over the given parameters: (select-list columns, joins for the
+    FROM clause)."""
+    names = {"account": account, "device": device, "ip": ip, "merchant": merchant, "now": now}
+    return _FACT_COLUMNS.format(**names), _FACT_JOINS.format(**names)
 
-
-# The facts alone: $1 account, $2 device, $3 address, $4 merchant, $5 now.
-FACTS = "SELECT" + fact_columns(account="$1", device="$2", ip="$3", merchant="$4", now="$5")
 
 INSERT_DECISION = """
 INSERT INTO risk_decisions (decision_id, account_id, authorization_id, decision, score, reasons, inputs,
@@ -84,11 +100,6 @@ WHERE ledger_account IN ('RISK_RESERVE', 'PROVISION_EXPENSE', 'INSURANCE_CLAIM_R
 """
 
 OUTSTANDING_PRINCIPAL = "SELECT coalesce(sum(outstanding_principal_minor), 0)::bigint FROM accounts"
-
-
-async def facts(conn: asyncpg.Connection, account_id: UUID, device_id: str, ip_address: str, merchant_id: str,
-                now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(FACTS, account_id, device_id, ip_address, merchant_id, now)
 
 
 async def record(conn: asyncpg.Connection, *, decision_id: UUID, account_id: UUID, authorization_id: UUID,

@@ -80,3 +80,37 @@ async def test_the_reserve_is_funded_at_capture_released_at_payoff(api, clock, b
     assert after.balance_minor == before - 6_000
     assert after.released_minor >= 6_000
     await books()
+
+
+async def test_every_fact_the_rules_see_is_counted_from_the_book(api, pool, clock):
+    """Each fact of the Authorize read against a book built to give it a known value."""
+    from datetime import timedelta
+
+    account = await api.open_account(limit_minor=10_000_000)
+    other = await api.open_account(limit_minor=10_000_000)
+    await buy(api, account.account_id, 70_000, device_id="shared-phone", ip_address="198.51.100.7")
+    await api.authorize(other.account_id, 10_000, device_id="shared-phone", ip_address="203.0.113.9")
+    clock.advance(timedelta(hours=25))
+    await api.authorize(account.account_id, 20_000, device_id="own-phone", ip_address="198.51.100.7")
+    third = await api.open_account(limit_minor=10_000_000)
+    await api.authorize(third.account_id, 10_000, device_id="shared-phone", ip_address="203.0.113.9")
+    clock.advance(timedelta(minutes=10))
+    async with pool.acquire() as conn:
+        await risk_rows.add_to_list(conn, "ACCOUNT", account.account_id, "BLOCK", "test")
+        await risk_rows.add_to_list(conn, "IP", "203.0.113.9", "BLOCK", "test")
+        await risk_rows.add_to_list(conn, "MERCHANT", "shop-medium", "MEDIUM", "test")
+    declined = await api.authorize(account.account_id, 40_000, device_id="shared-phone", ip_address="203.0.113.9",
+                                   merchant_id="shop-medium")
+    assert declined.risk.decision == checkout_pb2.RISK_DECISION_DECLINE
+    stored = (await decisions(api, account.account_id))[-1]
+    assert stored.authorization_id == declined.authorization_id
+    facts = json.loads(stored.inputs_json)
+    assert facts["blocked"] == ["ACCOUNT", "IP"]
+    assert facts["merchant_level"] == "MEDIUM"
+    assert facts["account_approvals_last_hour"] == 1        # the 20,000 hold, ten minutes old
+    assert facts["account_amount_last_day_minor"] == 20_000  # the loan is 25 hours old
+    assert facts["device_authorizations_last_hour"] == 1    # the third account's, ten minutes ago
+    assert facts["device_accounts_last_30_days"] == 2       # the other and the third account
+    assert facts["ip_accounts_last_day"] == 1               # the third; the other used it 25 hours ago
+    assert facts["device_known_for_account"] is True        # the loan was bought on it
+    assert (facts["captured_count"], facts["largest_captured_minor"]) == (1, 70_000)
