@@ -56,9 +56,9 @@ ORDER BY created_at DESC, loan_id DESC
 LIMIT $5
 """
 
-# Each installment's paid and owed amounts after a repayment, waiver or refund.
-UPDATE_INSTALLMENTS = """
-UPDATE installments AS i
+# The SET clause that writes an installment's paid and owed amounts from the row `u`
+# of an unnest (installments aliased `i`); shared with the Repay write.
+_SET_INSTALLMENT_STATE = """
 SET principal_minor = u.principal_minor,
     fee_minor = u.fee_minor,
     principal_paid_minor = u.principal_paid_minor,
@@ -66,6 +66,19 @@ SET principal_minor = u.principal_minor,
     penalty_minor = u.penalty_minor,
     penalty_paid_minor = u.penalty_paid_minor,
     fee_waived_minor = i.fee_waived_minor + u.fee_waived_delta_minor
+""".strip()
+
+
+
+def set_installment_state() -> str:
+    """The SET clause of an installments update from unnest rows `u` (see UPDATE_INSTALLMENTS)."""
+    return _SET_INSTALLMENT_STATE
+
+
+# Each installment's paid and owed amounts after a repayment, waiver or refund.
+UPDATE_INSTALLMENTS = f"""
+UPDATE installments AS i
+{_SET_INSTALLMENT_STATE}
 FROM unnest($2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[],
             $9::bigint[])
      AS u (sequence, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor, penalty_minor,

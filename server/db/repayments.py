@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.db import idempotency, ledger
+from server.db import idempotency, ledger, loans
 
 INSERT_REPAYMENT_WITH_ALLOCATIONS = """
 WITH repayment AS (
@@ -79,13 +79,7 @@ account AS (
 ),
 paid AS (
     UPDATE installments AS i
-    SET principal_minor = u.principal_minor,
-        fee_minor = u.fee_minor,
-        principal_paid_minor = u.principal_paid_minor,
-        fee_paid_minor = u.fee_paid_minor,
-        penalty_minor = u.penalty_minor,
-        penalty_paid_minor = u.penalty_paid_minor,
-        fee_waived_minor = i.fee_waived_minor + u.fee_waived_delta_minor
+    """ + loans.set_installment_state() + """
     FROM account, unnest($11::uuid[], $12::integer[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[],
                          $17::bigint[], $18::bigint[], $19::bigint[])
          AS u (loan_id, sequence, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor, penalty_minor,
