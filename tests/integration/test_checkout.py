@@ -224,6 +224,19 @@ async def test_a_term_not_offered_to_the_amount_is_declined_with_its_reason(api)
     assert "at least 10000" in small.decline_message
 
 
+async def test_an_account_may_authorize_again_an_order_whose_own_hold_expired_unswept(api, clock, books):
+    """One write expires the old hold and inserts the new one for the same merchant order:
+    the one-live-per-order index must see the old one go before the new one comes."""
+    account = await api.open_account(limit_minor=100_000)
+    first = await api.authorize(account.account_id, 60_000, order_id="order-again")
+    clock.advance(timedelta(minutes=31))
+    again = await api.authorize(account.account_id, 70_000, order_id="order-again")
+    assert again.status == PENDING and again.authorization_id != first.authorization_id
+    assert (await api.authorization(first.authorization_id)).status == checkout_pb2.AUTHORIZATION_STATUS_EXPIRED
+    assert (await api.account(account.account_id)).held_minor == 70_000
+    await books()
+
+
 async def test_an_order_whose_expired_hold_is_not_yet_released_asks_the_other_account_to_retry(
         api, clock, running, pool):
     first, second = await api.open_account(limit_minor=100_000), await api.open_account(limit_minor=100_000)
