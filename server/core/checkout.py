@@ -105,12 +105,15 @@ class Checkout:
             raise NotFound("account_id", str(command.account_id), "account")
         due_expired = row["due_expired_minor"]
         if row["live_account_id"] is not None:
-            own_due = row["live_account_id"] == command.account_id and row["live_expires_at"] <= now
-            if not own_due:
-                if row["live_expires_at"] <= now:
-                    # Another account's hold on this order has expired but is not booked yet.
-                    raise Aborted("order_id: an expired hold on this order is being released; retry shortly")
+            # Only a PENDING hold past its expiry stops holding the order; a captured one
+            # holds it for good.
+            lapsed = row["live_status"] == AuthorizationStatus.PENDING and row["live_expires_at"] <= now
+            if not lapsed:
                 raise _order_taken(command)
+            if row["live_account_id"] != command.account_id:
+                # Another account's hold on this order has expired but is not booked yet.
+                raise Aborted("order_id: an expired hold on this order is being released; retry shortly")
+            # This account's own lapsed hold: this authorization's write expires it.
         line = replace(credit_line(row), held_minor=row["held_minor"] - due_expired)
         decision = holds.decide(line, self._products, command.amount_minor, command.term_months, command.method, now)
         facts, verdict = self._assess_risk(command, line.risk_grade, row)

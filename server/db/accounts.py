@@ -26,12 +26,21 @@ RETURNING {_COLUMNS}
 """
 
 SELECT = f"SELECT {_COLUMNS} FROM accounts WHERE account_id = $1"
-SELECT_FOR_UPDATE = SELECT + " FOR UPDATE"
-SELECT_FOR_UPDATE_SKIP_LOCKED = SELECT + " FOR UPDATE SKIP LOCKED"
-SELECT_FOR_UPDATE_BY_AUTHORIZATION = f"""
-SELECT {_COLUMNS} FROM accounts
+
+# Locking an account is an update that changes nothing but the version (the trigger of
+# migration 0009 moves it): whatever a locked transaction then changes, on the account
+# row or beside it (installments, penalties, loans), an optimistic write decided on the
+# account before the lock fails its version check and reads again.
+LOCK = f"UPDATE accounts SET version = version WHERE account_id = $1 RETURNING {_COLUMNS}"
+LOCK_IF_FREE = f"""
+UPDATE accounts SET version = version
+WHERE account_id = (SELECT account_id FROM accounts WHERE account_id = $1 FOR UPDATE SKIP LOCKED)
+RETURNING {_COLUMNS}
+"""
+LOCK_BY_AUTHORIZATION = f"""
+UPDATE accounts SET version = version
 WHERE account_id = (SELECT account_id FROM authorizations WHERE authorization_id = $1)
-FOR UPDATE
+RETURNING {_COLUMNS}
 """
 
 UPDATE_LIMIT = f"""
@@ -95,17 +104,17 @@ async def insert(conn: asyncpg.Connection, account_id: UUID, customer_id: str, r
 
 
 async def get(conn: asyncpg.Connection, account_id: UUID, *, lock: bool = False) -> asyncpg.Record | None:
-    return await conn.fetchrow(SELECT_FOR_UPDATE if lock else SELECT, account_id)
+    return await conn.fetchrow(LOCK if lock else SELECT, account_id)
 
 
 async def lock_by_authorization(conn: asyncpg.Connection, authorization_id: UUID) -> asyncpg.Record | None:
     """Lock the account that holds this authorization; None when there is no such authorization."""
-    return await conn.fetchrow(SELECT_FOR_UPDATE_BY_AUTHORIZATION, authorization_id)
+    return await conn.fetchrow(LOCK_BY_AUTHORIZATION, authorization_id)
 
 
 async def lock_if_free(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
     """Lock the row unless another transaction holds it (then None)."""
-    return await conn.fetchrow(SELECT_FOR_UPDATE_SKIP_LOCKED, account_id)
+    return await conn.fetchrow(LOCK_IF_FREE, account_id)
 
 
 async def set_limit(conn: asyncpg.Connection, account_id: UUID, limit_minor: int, grade: str,

@@ -73,7 +73,7 @@ SELECT a.account_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_l
        r.request_sha256 AS replay_sha256, r.response AS replay_response,
        (SELECT coalesce(sum(h.amount_minor), 0)::bigint FROM authorizations h
         WHERE h.account_id = $1 AND h.status = 'PENDING' AND h.expires_at <= $4) AS due_expired_minor,
-       live.account_id AS live_account_id, live.expires_at AS live_expires_at{facts}
+       live.account_id AS live_account_id, live.status AS live_status, live.expires_at AS live_expires_at{facts}
 FROM (SELECT 1) AS one{fact_joins}
 LEFT JOIN accounts a ON a.account_id = $1
 LEFT JOIN idempotency_records r ON r.caller = $5 AND r.method = $6 AND r.idempotency_key = $7

@@ -35,16 +35,17 @@ claim AS (
 )"""
 
 
-def write_statement(ctes: str, done: str, detail: str) -> str:
+def write_statement(ctes: str, done: str, detail: str, also: str = "true") -> str:
     """A Write (server/core/commands.py): the claim, then `ctes` (which may use $6 on,
     and must write nothing unless `claim` has a row), then a last SELECT that is false
-    when a duplicate holds the key, true when the CTE named `done` wrote its row, and
-    otherwise a serialization failure that undoes the whole statement."""
+    when a duplicate holds the key, true when the CTE named `done` wrote its row and the
+    SQL condition `also` holds (every other row the command decided to write was
+    written), and otherwise a serialization failure that undoes the whole statement."""
     return f"""
 WITH {_CLAIM_CTE},
 {ctes}
 SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM claim) THEN false
-            WHEN EXISTS (SELECT 1 FROM {done}) THEN true
+            WHEN EXISTS (SELECT 1 FROM {done}) AND ({also}) THEN true
             ELSE credit_write_conflict('{detail}') END"""
 
 

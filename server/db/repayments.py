@@ -85,10 +85,12 @@ paid AS (
          AS u (loan_id, sequence, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor, penalty_minor,
                penalty_paid_minor, fee_waived_delta_minor)
     WHERE i.loan_id = u.loan_id AND i.sequence = u.sequence
+    RETURNING 1
 ),
 paid_off AS (
     UPDATE loans SET status = 'PAID_OFF', updated_at = $10
     FROM account WHERE loans.loan_id = ANY($20::uuid[]) AND loans.status = 'ACTIVE'
+    RETURNING 1
 ),
 repayment AS (
     INSERT INTO repayments (repayment_id, account_id, loan_id, channel, amount_minor, applied_minor,
@@ -102,7 +104,10 @@ allocations AS (
     FROM repayment, unnest($27::integer[], $28::uuid[], $29::integer[], $30::text[], $31::bigint[])
                     AS a (line, loan_id, sequence, component, amount_minor)
 ),""" + ledger.entries_ctes("account", account="$6", now="$10", first=32),
-    done="repayment", detail="account changed since it was read")
+    done="repayment", detail="account changed since it was read",
+    # Every installment and loan decided on was still as read: none is written twice.
+    also="(SELECT count(*) FROM paid) = cardinality($12::integer[])"
+         " AND (SELECT count(*) FROM paid_off) = cardinality($20::uuid[])")
 
 
 async def repay_read(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID | None,

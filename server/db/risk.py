@@ -7,7 +7,9 @@ from uuid import UUID
 
 import asyncpg
 
-# Everything the rules look at, as joins and columns of the Authorize read: seven
+# Everything the rules look at, as joins and columns of the Authorize read. A PENDING
+# hold past its expiry is not live: this Authorize's write books its expiry, and the
+# facts must be those the rules saw when expiry came before the facts. Seven
 # lookups, each one index range (the lists' four keys in one scan, an account's recent
 # live authorizations once for both velocity facts, a device's month once for both
 # device facts, the loans once). Placeholders name the parameters: account, device (''
@@ -29,6 +31,7 @@ LEFT JOIN LATERAL (
     FROM authorizations h
     WHERE h.account_id = {account}::uuid AND h.status IN ('PENDING', 'CAPTURED')
       AND h.created_at > {now}::timestamptz - interval '1 day'
+      AND NOT (h.status = 'PENDING' AND h.expires_at <= {now}::timestamptz)
 ) AS recent ON true
 LEFT JOIN LATERAL (
     SELECT count(*) FILTER (WHERE d.created_at > {now}::timestamptz - interval '1 hour') AS authorizations_last_hour,
@@ -52,7 +55,8 @@ _FACT_COLUMNS = """
         AND account_id <> {account}::uuid AND created_at > {now}::timestamptz - interval '1 day')
         AS ip_accounts_last_day,
     EXISTS (SELECT 1 FROM authorizations WHERE account_id = {account}::uuid AND {device}::text <> ''
-            AND device_id = {device} AND status IN ('PENDING', 'CAPTURED')) AS device_known_for_account,
+            AND device_id = {device} AND status IN ('PENDING', 'CAPTURED')
+            AND NOT (status = 'PENDING' AND expires_at <= {now}::timestamptz)) AS device_known_for_account,
     history.loans AS captured_count, history.largest_minor AS largest_captured_minor
 """
 

@@ -59,3 +59,80 @@ async def test_two_servers_hammering_one_account_overspend_nothing(api: Api, run
     # The race really happened: the second server had to take the locked mode.
     assert statements["BEGIN"] > 0, statements
     await books()
+
+
+async def test_a_penalty_booked_between_a_repayments_read_and_write_is_kept(api, clock, pool, books, monkeypatch):
+    """The collections bot books a penalty under the account's lock while a repayment
+    is deciding: locking moves the account's version, so the repayment reads again
+    instead of writing installments as they were before the penalty."""
+    import uuid
+    from datetime import date, datetime, timedelta, timezone
+
+    from server.db import accounts as account_rows
+    from server.db import collections as collection_rows
+    from server.db import ledger as ledger_rows
+    from server.db import repayments as repayment_rows
+    from server.domain import ledger
+    from tests.support import buy
+
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_000)
+    clock.set(datetime(2027, 2, 20, 10, tzinfo=timezone(timedelta(hours=8))))
+    real_read = repayment_rows.repay_read
+    booked = []
+
+    async def read_then_penalty(conn, account_id, loan_id, k):
+        result = await real_read(conn, account_id, loan_id, k)
+        if not booked:
+            booked.append(True)
+            async with pool.acquire() as other, other.transaction():
+                await account_rows.get(other, account_id, lock=True)
+                assert await collection_rows.book_accrual(other, uuid.UUID(loan.loan_id), 1, date(2027, 2, 19),
+                                                          account_id, 101_800, 51, clock.now())
+                await ledger_rows.post(other, account_id, uuid.UUID(loan.loan_id), ledger.penalty_assessed(51),
+                                       clock.now())
+        return result
+
+    monkeypatch.setattr(repayment_rows, "repay_read", read_then_penalty)
+    await repay(api, account.account_id, 50_000)
+    assert booked
+    async with pool.acquire() as conn:
+        penalty = await conn.fetchval("SELECT penalty_minor FROM installments WHERE loan_id = $1 AND sequence = 1",
+                                      uuid.UUID(loan.loan_id))
+    assert penalty == 51
+    await books()
+
+
+async def test_a_captured_order_stays_taken_after_its_hold_time(api, clock):
+    from datetime import timedelta
+
+    from tests.support import buy
+
+    first, second = await api.open_account(limit_minor=1_000_000), await api.open_account(limit_minor=1_000_000)
+    await buy(api, first.account_id, 300_000, order_id="order-bought")
+    clock.advance(timedelta(minutes=31))
+    for account_id, amount in ((second.account_id, 300_000), (first.account_id, 900_000)):
+        try:
+            await api.authorize(account_id, amount, order_id="order-bought")
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.ALREADY_EXISTS, error.details()
+        else:
+            raise AssertionError("a captured order was authorized again")
+
+
+async def test_a_lapsed_hold_counts_in_no_risk_fact(api, clock):
+    """The write books a lapsed hold's expiry; the facts must not count it as live."""
+    import json
+    from datetime import timedelta
+
+    from credit.v1 import risk_pb2
+
+    account = await api.open_account(limit_minor=1_000_000)
+    await api.authorize(account.account_id, 300_000)
+    clock.advance(timedelta(minutes=31))
+    await api.authorize(account.account_id, 200_000)
+    decisions = (await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(
+        account_id=account.account_id))).decisions
+    facts = json.loads(decisions[-1].inputs_json)
+    assert (facts["account_approvals_last_hour"], facts["account_amount_last_day_minor"],
+            facts["device_known_for_account"]) == (0, 0, False)
