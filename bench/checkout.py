@@ -351,6 +351,13 @@ def fmt_run(run: dict) -> str:
             f"({run['calls']} calls in {run['elapsed_s']:.1f} s){bound}{errors}")
 
 
+def medians_of(runs: list[dict]) -> dict:
+    """Floor/service pairs of one setting: the runs, the median ratio and median figures."""
+    return {"runs": runs, "median_ratio": round(statistics.median(r["ratio"] for r in runs), 3),
+            "floor": median_summary([r["floor"] for r in runs]),
+            "service": median_summary([r["service"] for r in runs])}
+
+
 def median_summary(runs: list[dict]) -> dict:
     return {key: round(statistics.median(r[key] for r in runs), 2) for key in ("calls_per_s", "p50_ms", "p99_ms")}
 
@@ -409,10 +416,7 @@ class Bench:
         if not result:
             return
         entry = self.report["scenarios"].setdefault(scenario, {"description": description, "runs": []})
-        entry["runs"].append(result)
-        entry["median_ratio"] = round(statistics.median(r["ratio"] for r in entry["runs"]), 3)
-        entry["service"] = median_summary([r["service"] for r in entry["runs"]])
-        entry["floor"] = median_summary([r["floor"] for r in entry["runs"]])
+        entry.update(medians_of(entry["runs"] + [result]))
 
     # authorize -----------------------------------------------------------------------------
 
@@ -701,10 +705,7 @@ async def run_scenarios(bench: Bench, args: argparse.Namespace, dsn: str) -> Non
                                                               args.sweep_duration_s)
                                         for i in range(args.repeat)] if r]
                     if runs:
-                        points.append({"in_flight": level, "runs": runs,
-                                       "median_ratio": round(statistics.median(r["ratio"] for r in runs), 3),
-                                       "floor": median_summary([r["floor"] for r in runs]),
-                                       "service": median_summary([r["service"] for r in runs])})
+                        points.append({"in_flight": level, **medians_of(runs)})
                 report["sweep"] = {"duration_s": args.sweep_duration_s, "points": points}
 
     if "hot" in chosen:
@@ -742,10 +743,7 @@ async def run_scenarios(bench: Bench, args: argparse.Namespace, dsn: str) -> Non
                                                           in_flight, duration, processes)
                                     for i in range(args.repeat)] if r]
             if runs:
-                results.append({"server_processes": processes, "runs": runs,
-                                "median_ratio": round(statistics.median(r["ratio"] for r in runs), 3),
-                                "floor": median_summary([r["floor"] for r in runs]),
-                                "service": median_summary([r["service"] for r in runs])})
+                results.append({"server_processes": processes, **medians_of(runs)})
         report["server_processes"] = results
 
     if wants_accounts or "hot" in chosen:

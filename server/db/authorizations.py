@@ -18,23 +18,8 @@ _COLUMNS = """
     risk_decision, risk_score, risk_reasons, risk_context, loan_id, expires_at, created_at, updated_at
 """
 
-INSERT = f"""
-INSERT INTO authorizations (authorization_id, account_id, merchant_id, order_id, status, decline_reason,
-                            decline_message, amount_minor, term_months, method, monthly_rate_bps,
-                            risk_decision, risk_score, risk_reasons, risk_context, expires_at,
-                            created_at, updated_at, device_id, ip_address)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17,
-        nullif($15::jsonb ->> 'device_id', ''), nullif($15::jsonb ->> 'ip_address', ''))
-RETURNING {_COLUMNS}
-"""
-
 SELECT = f"SELECT {_COLUMNS} FROM authorizations WHERE authorization_id = $1"
 SELECT_FOR_UPDATE = SELECT + " FOR UPDATE"
-
-SELECT_LIVE_FOR_ORDER = """
-SELECT authorization_id, status, expires_at FROM authorizations
-WHERE merchant_id = $1 AND order_id = $2 AND status IN ('PENDING', 'CAPTURED')
-"""
 
 UPDATE_OUTCOME = f"""
 UPDATE authorizations
@@ -165,23 +150,8 @@ def authorize_write(*, authorization_id: UUID, account_id: UUID, version: int, m
         record.rule_results if record else None, record.ruleset_version if record else None)
 
 
-async def insert(conn: asyncpg.Connection, *, authorization_id: UUID, account_id: UUID, merchant_id: str,
-                 order_id: str, status: str, decline_reason: str | None, decline_message: str | None,
-                 amount_minor: int, term_months: int, method: str, monthly_rate_bps: int | None,
-                 risk_decision: str, risk_score: int, risk_reasons: list[str], risk_context: dict,
-                 expires_at: datetime, now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(
-        INSERT, authorization_id, account_id, merchant_id, order_id, status, decline_reason, decline_message,
-        amount_minor, term_months, method, monthly_rate_bps, risk_decision, risk_score, risk_reasons,
-        json.dumps(risk_context), expires_at, now)
-
-
 async def get(conn: asyncpg.Connection, authorization_id: UUID, *, lock: bool = False) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT_FOR_UPDATE if lock else SELECT, authorization_id)
-
-
-async def live_for_order(conn: asyncpg.Connection, merchant_id: str, order_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(SELECT_LIVE_FOR_ORDER, merchant_id, order_id)
 
 
 async def set_outcome(conn: asyncpg.Connection, authorization_id: UUID, *, status: str, captured_minor: int,

@@ -68,12 +68,6 @@ def fact_columns(*, account: str, device: str, ip: str, merchant: str, now: str)
     return _FACT_COLUMNS.format(**names), _FACT_JOINS.format(**names)
 
 
-INSERT_DECISION = """
-INSERT INTO risk_decisions (decision_id, account_id, authorization_id, decision, score, reasons, inputs,
-                            rule_results, ruleset_version, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-"""
-
 SELECT_DECISIONS_PAGE = """
 SELECT decision_id, account_id, authorization_id, decision, score, reasons, inputs, rule_results, ruleset_version,
        created_at
@@ -104,13 +98,6 @@ WHERE ledger_account IN ('RISK_RESERVE', 'PROVISION_EXPENSE', 'INSURANCE_CLAIM_R
 """
 
 OUTSTANDING_PRINCIPAL = "SELECT coalesce(sum(outstanding_principal_minor), 0)::bigint FROM accounts"
-
-
-async def record(conn: asyncpg.Connection, *, decision_id: UUID, account_id: UUID, authorization_id: UUID,
-                 decision: str, score: int, reasons: list[str], inputs: str, rule_results: str, ruleset_version: str,
-                 now: datetime) -> None:
-    await conn.execute(INSERT_DECISION, decision_id, account_id, authorization_id, decision, score, reasons, inputs,
-                       rule_results, ruleset_version, now)
 
 
 async def decisions_page(conn: asyncpg.Connection, account_id: UUID, after: tuple[datetime, UUID] | None,

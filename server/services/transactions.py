@@ -101,18 +101,14 @@ class Transactions:
         """Run `work` once per (method, request.idempotency_key). A retry of the same
         request gets the first reply; the same key on a different request fails with
         ALREADY_EXISTS; a duplicate arriving while the first runs waits for it."""
-        key = request.idempotency_key
-        caller = CALLER.get()
-        fingerprint = request_sha256(request)
+        key = Key(CALLER.get(), method, request.idempotency_key, request_sha256(request))  # type: ignore[attr-defined]
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
             async with conn.transaction(isolation="read_committed"):
-                if not await idempotency.claim(conn, caller, method, key, fingerprint):
-                    first = await idempotency.load(conn, caller, method, key)
-                    if first["request_sha256"] != fingerprint:
-                        raise IdempotencyKeyReused(method)
-                    return reply_type.FromString(first["response"])
+                if not await idempotency.claim(conn, key.caller, key.method, key.idempotency_key, key.request_sha256):
+                    return _replayed(await self._stored(conn, key), key, reply_type)
                 reply = await work(conn)
-                await idempotency.store(conn, caller, method, key, reply.SerializeToString(deterministic=True))
+                await idempotency.store(conn, key.caller, key.method, key.idempotency_key,
+                                        reply.SerializeToString(deterministic=True))
                 return reply
 
     async def command(self, method: str, request: Message, reply_type: type[Reply],

@@ -38,9 +38,11 @@ async def test_other_accounts_do_not_wait_and_a_failure_gives_the_turn_back():
 
     holder = asyncio.create_task(hold())
     await asyncio.sleep(0)
-    async with asyncio.timeout(1):
+    entered = False
+    async with asyncio.timeout(1):  # queued behind `busy`, this would time out
         async with turns.take(other):
-            pass  # not queued behind `busy`
+            entered = True
+    assert entered
     try:
         async with turns.take(other):
             raise RuntimeError("the call failed")
