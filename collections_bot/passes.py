@@ -3,10 +3,15 @@ what the reviews planned. Every step takes its time from the pass's clock."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from uuid import UUID
 
 import asyncpg
 import structlog
@@ -31,6 +36,10 @@ log = structlog.get_logger(__name__)
 KINDS = {"upcoming", "due_today", "overdue", "final"}
 # Look this far past today for installments with pre-due steps (the earliest is D-3).
 PRE_DUE_HORIZON_DAYS = 4
+# Attempts claimed at a time (fewer if COLLECTIONS_BATCH_SIZE is smaller). The last of a
+# claim waits for every send before it; a small claim leaves the rest to replicas that
+# are free, and bounds what a bot that dies holding a claim holds up.
+CLAIM_SIZE_MAX = 10
 
 
 @dataclass
@@ -42,7 +51,27 @@ class PassReport:
     charged_off: int = 0
     planned: Counter = field(default_factory=Counter)
     delivered: Counter = field(default_factory=Counter)
+    lease_lost: int = 0
     limit_review: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LeaseClock:
+    """The pass's instant moved on by the time the pass has been running. Leases are
+    measured on it, so that a lease is a real span of time whether the pass runs at the
+    system's time (the daemon) or at a fixed `--as-of`, and so that a long review does not
+    eat into the leases of the deliveries after it."""
+
+    start: datetime
+    started_s: float = field(default_factory=time.monotonic)
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.started_s)
+
+
+# Sends one claimed attempt under the given lease owner; the outcome to count, or None
+# when the lease was lost before the outcome could be recorded.
+SendOne = Callable[[asyncpg.Record, datetime, UUID], Awaitable[str | None]]
 
 
 class CollectionsPass:
@@ -60,15 +89,17 @@ class CollectionsPass:
 
     async def run(self, now: datetime) -> PassReport:
         report = PassReport()
+        lease_clock = LeaseClock(now)
         await self.review(now, report)
-        await self.deliver_email(now, report)
+        await self.deliver_email(now, report, lease_clock)
         if self._voice is not None:
-            await self.deliver_voice(now, report)
+            await self.deliver_voice(now, report, lease_clock)
         if self._settings.limit_review:
             report.limit_review = dict((await review_limits(self._pool, now)).actions)
         log.info("pass_finished", as_of=now.isoformat(), reviewed=report.reviewed, busy=report.busy,
                  penalty_days=report.penalty_days, penalty_minor=report.penalty_minor,
-                 charged_off=report.charged_off, planned=dict(report.planned), delivered=dict(report.delivered))
+                 charged_off=report.charged_off, planned=dict(report.planned), delivered=dict(report.delivered),
+                 lease_lost=report.lease_lost)
         return report
 
     async def review(self, now: datetime, report: PassReport) -> None:
@@ -91,61 +122,118 @@ class CollectionsPass:
 
         report.busy += await each_free_account(self._pool, next_batch, review_one)
 
-    async def deliver_email(self, now: datetime, report: PassReport) -> None:
-        await self._deliver(Channel.EMAIL, now, now + timedelta(seconds=self._settings.lease_s),
-                            self._deliver_one, "", report)
+    async def deliver_email(self, now: datetime, report: PassReport, lease_clock: LeaseClock | None = None) -> None:
+        await self._deliver(Channel.EMAIL, now, lease_clock or LeaseClock(now),
+                            timedelta(seconds=self._settings.lease_s), self._deliver_one, "", report)
 
-    async def _deliver(self, channel: Channel, now: datetime, lease_until: datetime, send_one, label: str,
-                       report: PassReport) -> None:
-        """Claim the channel's due attempts in batches (under a lease) and send each."""
+    async def _deliver(self, channel: Channel, now: datetime, lease_clock: LeaseClock, lease: timedelta,
+                       send_one: SendOne, label: str, report: PassReport) -> None:
+        """Claim the channel's due attempts a few at a time, each claim under a fresh random
+        owner token, and send them one by one while a background task renews the claim's
+        leases. Each send first confirms that its lease is still ours; an attempt whose
+        lease was lost (taken over by another replica) is neither sent nor recorded."""
+        limit = min(self._settings.batch_size, CLAIM_SIZE_MAX)
         while True:
+            owner = uuid.uuid4()
             async with self._pool.acquire() as conn:
-                claimed = await rows.claim_attempts(conn, channel.value, now, lease_until, self._settings.batch_size)
+                lease_now = lease_clock.now()
+                claimed = await rows.claim_attempts(conn, channel.value, now, lease_now=lease_now,
+                                                    lease_until=lease_now + lease, owner=owner, limit=limit)
             if not claimed:
                 return
-            for attempt in claimed:
-                report.delivered[label + await send_one(attempt, now)] += 1
+            held = {attempt["attempt_id"] for attempt in claimed}
+            renewing = asyncio.create_task(self._keep_leases(owner, held, lease_clock, lease))
+            try:
+                for attempt in claimed:
+                    outcome = None
+                    if await self._confirm_lease(attempt, owner, lease_clock, lease):
+                        outcome = await send_one(attempt, now, owner)
+                    held.discard(attempt["attempt_id"])
+                    if outcome is None:
+                        report.lease_lost += 1
+                    else:
+                        report.delivered[label + outcome] += 1
+            finally:
+                renewing.cancel()
+                # Waits for the renewal to end without swallowing a cancellation of this
+                # pass, and does not hide a bug that ended it early.
+                (ended,) = await asyncio.gather(renewing, return_exceptions=True)
+                if isinstance(ended, Exception):
+                    raise ended
 
-    async def _deliver_one(self, attempt: asyncpg.Record, now: datetime) -> str:
+    async def _keep_leases(self, owner: UUID, held: set[UUID], lease_clock: LeaseClock, lease: timedelta) -> None:
+        """Renew the leases of a claim's unfinished attempts every third of
+        COLLECTIONS_LEASE_S, so that neither a slow send nor the sends queued before an
+        attempt outlast its lease. A failed renewal is tried again at the next tick; a
+        lease lost meanwhile is caught before the send and when recording."""
+        interval_s = self._settings.lease_s / 3
+        while held:
+            await asyncio.sleep(interval_s)
+            try:
+                async with self._pool.acquire(timeout=interval_s) as conn:
+                    await rows.renew_leases(conn, list(held), owner, lease_clock.now() + lease, timeout_s=interval_s)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("attempt_lease_renewal_failed", lease_owner=str(owner), attempts=len(held),
+                            error=f"{type(error).__name__}: {error}")
+
+    async def _confirm_lease(self, attempt: asyncpg.Record, owner: UUID, lease_clock: LeaseClock,
+                             lease: timedelta) -> bool:
+        """Renew this attempt's lease right before sending; False when it is no longer ours."""
+        async with self._pool.acquire() as conn:
+            ours = await rows.renew_leases(conn, [attempt["attempt_id"]], owner, lease_clock.now() + lease,
+                                           timeout_s=self._settings.lease_s)
+        if attempt["attempt_id"] in ours:
+            return True
+        _lease_lost(attempt, owner, "before_send")
+        return False
+
+    async def _deliver_one(self, attempt: asyncpg.Record, now: datetime, owner: UUID) -> str | None:
         async with self._pool.acquire() as conn:
             reminder, hold_back = await self._reminder(conn, attempt, now)
             if hold_back is not None:
                 status, reason = hold_back
-                await rows.set_attempt_status(conn, attempt["attempt_id"], status, now, reason=reason)
+                if not await rows.finish_attempt(conn, attempt["attempt_id"], owner, status, now, reason=reason):
+                    _lease_lost(attempt, owner, "hold_back")
+                    return None
                 return status
         message = build_message(reminder, mail_from=self._settings.mail_from,
                                 domain=self._settings.policy.mail_domain, secret=self._settings.unsubscribe_secret)
         result = await self._email.send(message)
-        async with self._pool.acquire() as conn:
-            detail = {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": reminder.locale}
-            if result.delivery is Delivery.SENT:
-                await rows.set_attempt_status(conn, attempt["attempt_id"], "SENT", now, outcome="DELIVERED",
-                                              detail=detail)
-            elif result.delivery is Delivery.PERMANENT_FAILURE:
-                await rows.set_attempt_status(conn, attempt["attempt_id"], "FAILED", now, reason="SMTP_PERMANENT",
-                                              outcome="REJECTED", detail=detail)
-            elif attempt["tries"] >= self._settings.smtp_max_tries:
-                await rows.set_attempt_status(conn, attempt["attempt_id"], "FAILED", now,
-                                              reason="SMTP_TEMPORARY_EXHAUSTED", outcome="UNDELIVERED", detail=detail)
-            else:
-                # Tried again on a later pass, backing off.
-                backoff = timedelta(minutes=5 * 2 ** min(attempt["tries"] - 1, 6))
-                await rows.set_attempt_status(conn, attempt["attempt_id"], "PENDING", now,
-                                              reason="SMTP_TEMPORARY", detail=detail, next_try_at=now + backoff)
         log.info("reminder_delivery", attempt_id=str(attempt["attempt_id"]), step=attempt["step_code"],
                  delivery=result.delivery.value, detail=result.detail)
+        detail = {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": reminder.locale}
+        if result.delivery is Delivery.SENT:
+            record = {"status": "SENT", "outcome": "DELIVERED"}
+        elif result.delivery is Delivery.PERMANENT_FAILURE:
+            record = {"status": "FAILED", "reason": "SMTP_PERMANENT", "outcome": "REJECTED"}
+        elif attempt["tries"] >= self._settings.smtp_max_tries:
+            record = {"status": "FAILED", "reason": "SMTP_TEMPORARY_EXHAUSTED", "outcome": "UNDELIVERED"}
+        else:
+            # Tried again on a later pass, backing off.
+            backoff = timedelta(minutes=5 * 2 ** min(attempt["tries"] - 1, 6))
+            record = {"status": "PENDING", "reason": "SMTP_TEMPORARY", "next_try_at": now + backoff}
+        async with self._pool.acquire() as conn:
+            recorded = await rows.finish_attempt(conn, attempt["attempt_id"], owner, now=now, detail=detail, **record)
+        if not recorded:
+            _lease_lost(attempt, owner, "after_send")
+            return None
         return result.delivery.value
 
-    async def deliver_voice(self, now: datetime, report: PassReport) -> None:
-        """Calls one at a time: a call holds a line for minutes, and the caps are per day."""
-        lease_until = now + timedelta(seconds=self._settings.voice_call_timeout_s + self._settings.lease_s)
-        await self._deliver(Channel.VOICE, now, lease_until, self._call_one, "CALL_", report)
+    async def deliver_voice(self, now: datetime, report: PassReport, lease_clock: LeaseClock | None = None) -> None:
+        """Calls one at a time: a call holds a line for minutes, and the caps are per day.
+        The lease covers a whole call even if a renewal is missed."""
+        lease = timedelta(seconds=self._settings.voice_call_timeout_s + self._settings.lease_s)
+        await self._deliver(Channel.VOICE, now, lease_clock or LeaseClock(now), lease, self._call_one, "CALL_",
+                            report)
 
-    async def _call_one(self, attempt: asyncpg.Record, now: datetime) -> str:
+    async def _call_one(self, attempt: asyncpg.Record, now: datetime, owner: UUID) -> str | None:
         async with self._pool.acquire() as conn:
             context, hold_back = await self._contact(conn, attempt, now, Channel.VOICE)
             if hold_back is not None:
-                await rows.set_attempt_status(conn, attempt["attempt_id"], hold_back[0], now, reason=hold_back[1])
+                if not await rows.finish_attempt(conn, attempt["attempt_id"], owner, hold_back[0], now,
+                                                 reason=hold_back[1]):
+                    _lease_lost(attempt, owner, "hold_back")
+                    return None
                 return hold_back[0]
         account, view, installment = context
         today = local_date(now, account["time_zone"])
@@ -161,16 +249,22 @@ class CollectionsPass:
                     detail = {"failures": failures + [{"at": now.isoformat(), "detail": result.failure,
                                                        "transcript": result.transcript}]}
                     if attempt["tries"] >= self._settings.voice_max_tries:
-                        await rows.set_attempt_status(conn, attempt["attempt_id"], "FAILED", now,
-                                                      reason="CALL_FAILED", detail=detail)
-                        return "FAILED"
-                    await rows.set_attempt_status(conn, attempt["attempt_id"], "PENDING", now, reason="CALL_FAILED",
-                                                  detail=detail, next_try_at=now + timedelta(minutes=10))
-                    return "RETRY"
-                await rows.set_attempt_status(
-                    conn, attempt["attempt_id"], "SENT", now, outcome=result.outcome.value,
-                    detail={"transcript": result.transcript,
-                            "promised_date": result.promised_date.isoformat() if result.promised_date else None})
+                        record, outcome = {"status": "FAILED"}, "FAILED"
+                    else:
+                        record, outcome = {"status": "PENDING", "next_try_at": now + timedelta(minutes=10)}, "RETRY"
+                    if not await rows.finish_attempt(conn, attempt["attempt_id"], owner, now=now,
+                                                     reason="CALL_FAILED", detail=detail, **record):
+                        _lease_lost(attempt, owner, "after_send")
+                        return None
+                    return outcome
+                # The call is acted on only by the holder whose record stands: a promise
+                # is recorded once even if another replica took the lease over.
+                if not await rows.finish_attempt(
+                        conn, attempt["attempt_id"], owner, "SENT", now, outcome=result.outcome.value,
+                        detail={"transcript": result.transcript,
+                                "promised_date": result.promised_date.isoformat() if result.promised_date else None}):
+                    _lease_lost(attempt, owner, "after_send")
+                    return None
                 await self._collections.act_on_call(conn, account["account_id"], result.outcome.value,
                                                     result.promised_date, installment.owed_minor, now)
         log.info("call_finished", attempt_id=str(attempt["attempt_id"]), outcome=result.outcome.value)
@@ -219,3 +313,10 @@ class CollectionsPass:
             owed_minor=installment.owed_minor, apr_bps=view.apr_bps, grace_days=policy.grace_days,
             penalty_rate_bps_per_day=policy.rate_bps_per_day, penalty_cap_bps=policy.cap_bps,
         ), None
+
+
+def _lease_lost(attempt: asyncpg.Record, owner: UUID, stage: str) -> None:
+    """Another replica took this attempt over after our lease ran out: it is theirs to
+    send and record now. `stage` says how far we got (after_send: a duplicate may go out)."""
+    log.warning("attempt_lease_lost", attempt_id=str(attempt["attempt_id"]), step=attempt["step_code"],
+                channel=attempt["channel"], lease_owner=str(owner), stage=stage)

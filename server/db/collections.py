@@ -156,7 +156,7 @@ SELECT_STEP_TEMPLATE = "SELECT template FROM reminder_steps WHERE step_code = $1
 
 _ATTEMPT_COLUMNS = """
     attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason, tries, next_try_at, lease_until,
-    message_id, outcome, detail, created_at, updated_at
+    lease_owner, message_id, outcome, detail, created_at, updated_at
 """
 
 SELECT_ATTEMPTS_OF_ACCOUNT = f"SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts WHERE account_id = $1"
@@ -169,30 +169,51 @@ ON CONFLICT (loan_id, sequence, step_code) DO NOTHING
 RETURNING {_ATTEMPT_COLUMNS}
 """
 
+# For rows no bot holds (a review moving a DEFERRED step on). A claimed row is
+# finished with FINISH_ATTEMPT, by its lease owner only.
 SET_ATTEMPT_STATUS = """
 UPDATE contact_attempts
 SET status = $2, reason = $3, outcome = coalesce($4, outcome), detail = detail || $5::jsonb, updated_at = $6,
-    next_try_at = $7, lease_until = NULL
+    next_try_at = $7, lease_until = NULL, lease_owner = NULL
 WHERE attempt_id = $1
 """
 
 # Claim what is ready to send: pending and due, or a claim whose holder died (lease
-# over). Claimed rows are SENDING under a lease, so replicas never send the same row
-# at once; a bot killed mid-send leaves a lease that expires and the row is tried again
-# with the same Message-ID.
+# over). Claimed rows are SENDING under a lease held by a token drawn for this claim
+# ($6), so replicas never send the same row at once; a bot killed mid-send leaves a
+# lease that expires and the row is tried again with the same Message-ID. Due-ness and
+# updated_at use the pass's instant ($1), lease expiry the lease clock ($2).
 CLAIM_ATTEMPTS = f"""
 UPDATE contact_attempts
-SET status = 'SENDING', lease_until = $2, tries = tries + 1, updated_at = $1
+SET status = 'SENDING', lease_until = $3, lease_owner = $6, tries = tries + 1, updated_at = $1
 WHERE attempt_id IN (
     SELECT attempt_id FROM contact_attempts
-    WHERE channel = $4
+    WHERE channel = $5
       AND ((status = 'PENDING' AND (next_try_at IS NULL OR next_try_at <= $1))
-           OR (status = 'SENDING' AND lease_until <= $1))
+           OR (status = 'SENDING' AND lease_until <= $2))
     ORDER BY created_at
-    LIMIT $3
+    LIMIT $4
     FOR UPDATE SKIP LOCKED
 )
 RETURNING {_ATTEMPT_COLUMNS}
+"""
+
+# Extend the leases the owner still holds; the ids returned are those still its own
+# (another bot may have taken over one whose lease ran out).
+RENEW_LEASES = """
+UPDATE contact_attempts SET lease_until = $3
+WHERE attempt_id = ANY($1::uuid[]) AND lease_owner = $2 AND status = 'SENDING'
+RETURNING attempt_id
+"""
+
+# Record the outcome of a claimed attempt, only while its lease is still the caller's:
+# a bot that lost the lease changes nothing, so the new holder's record stands.
+FINISH_ATTEMPT = """
+UPDATE contact_attempts
+SET status = $3, reason = $4, outcome = coalesce($5, outcome), detail = detail || $6::jsonb, updated_at = $7,
+    next_try_at = $8, lease_until = NULL, lease_owner = NULL
+WHERE attempt_id = $1 AND lease_owner = $2 AND status = 'SENDING'
+RETURNING attempt_id
 """
 
 SELECT_ATTEMPTS_PAGE = f"""
@@ -331,9 +352,26 @@ async def set_attempt_status(conn: asyncpg.Connection, attempt_id: UUID, status:
                        next_try_at)
 
 
-async def claim_attempts(conn: asyncpg.Connection, channel: str, now: datetime, lease_until: datetime,
-                         limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(CLAIM_ATTEMPTS, now, lease_until, limit, channel)
+async def claim_attempts(conn: asyncpg.Connection, channel: str, now: datetime, *, lease_now: datetime,
+                         lease_until: datetime, owner: UUID, limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` attempts ready to send, now SENDING under `owner`'s lease."""
+    return await conn.fetch(CLAIM_ATTEMPTS, now, lease_now, lease_until, limit, channel, owner)
+
+
+async def renew_leases(conn: asyncpg.Connection, attempt_ids: list[UUID], owner: UUID, lease_until: datetime,
+                       timeout_s: float) -> set[UUID]:
+    """The attempts of `attempt_ids` still held by `owner`, their leases now extended."""
+    return {r["attempt_id"] for r in await conn.fetch(RENEW_LEASES, attempt_ids, owner, lease_until,
+                                                       timeout=timeout_s)}
+
+
+async def finish_attempt(conn: asyncpg.Connection, attempt_id: UUID, owner: UUID, status: str, now: datetime, *,
+                         reason: str | None = None, outcome: str | None = None, detail: dict | None = None,
+                         next_try_at: datetime | None = None) -> bool:
+    """True when recorded; False when `owner` no longer holds the attempt (nothing changed)."""
+    finished = await conn.fetchval(FINISH_ATTEMPT, attempt_id, owner, status, reason, outcome,
+                                   json.dumps(detail or {}), now, next_try_at)
+    return finished is not None
 
 
 async def attempts_page(conn: asyncpg.Connection, account_id: UUID, after: tuple[datetime, UUID] | None,

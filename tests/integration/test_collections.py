@@ -11,13 +11,18 @@ import socket
 import uuid
 from datetime import date, datetime, timedelta, timezone
 
+import asyncpg
 import pytest
+from aiosmtpd.controller import Controller
+from structlog.testing import capture_logs
 
 from collections_bot.__main__ import build
 from collections_bot.config import BotSettings
+from collections_bot.mail_sink import MailSink
 from collections_bot.mail_sink import start as start_mail_sink
 from collections_bot.passes import CollectionsPass
 from credit.v1 import collections_pb2, common_pb2
+from server.db import collections as collection_rows
 from tests.support import buy, key, repay
 
 
@@ -156,6 +161,95 @@ async def test_a_5xx_reply_is_recorded_as_failed_and_not_retried(bot, clock, loa
     await run(bot, clock, shanghai(2, 17))
     await run(bot, clock, shanghai(2, 18))
     assert sink.data_commands == 1 and sink.messages == []
+
+
+# -- leases: a claimed attempt is sent and recorded only by its holder ----------------------
+
+async def test_a_bot_that_lost_its_lease_can_neither_renew_nor_record(loan, clock, pool):
+    now, lease = clock.now(), timedelta(seconds=5)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    async with pool.acquire() as conn:
+        attempt = await collection_rows.insert_attempt(
+            conn, attempt_id=uuid.uuid4(), account_id=uuid.UUID(loan.account_id), loan_id=uuid.UUID(loan.loan_id),
+            sequence=1, step_code="D-3_EMAIL", channel="EMAIL", status="PENDING", reason=None,
+            message_id="<lease-test@credit.example>", now=now)
+        attempt_id = attempt["attempt_id"]
+
+        async def claim(owner, at):
+            return await collection_rows.claim_attempts(conn, "EMAIL", now, lease_now=at, lease_until=at + lease,
+                                                        owner=owner, limit=10)
+
+        async def row():
+            return await conn.fetchrow("SELECT status, lease_owner, lease_until, outcome, detail::text, tries "
+                                       "FROM contact_attempts WHERE attempt_id = $1", attempt_id)
+
+        [claimed] = await claim(first, now)
+        assert (claimed["status"], claimed["lease_owner"]) == ("SENDING", first)
+        assert await claim(second, now + timedelta(seconds=4)) == []  # still the first bot's
+        [taken] = await claim(second, now + timedelta(seconds=6))  # its lease ran out
+        assert taken["lease_owner"] == second
+
+        assert await collection_rows.renew_leases(conn, [attempt_id], first, now + timedelta(hours=1),
+                                                  timeout_s=5) == set()
+        assert not await collection_rows.finish_attempt(conn, attempt_id, first, "SENT", now, outcome="DELIVERED",
+                                                        detail={"smtp": "accepted"})
+        assert tuple(await row()) == ("SENDING", second, now + timedelta(seconds=11), None, "{}", 2)
+
+        # The holder renews and records; after that nobody can record over it.
+        assert await collection_rows.renew_leases(conn, [attempt_id], second, now + timedelta(seconds=20),
+                                                  timeout_s=5) == {attempt_id}
+        assert await collection_rows.finish_attempt(conn, attempt_id, second, "SENT", now, outcome="DELIVERED")
+        assert tuple(await row()) == ("SENT", None, None, "DELIVERED", "{}", 2)
+        assert not await collection_rows.finish_attempt(conn, attempt_id, second, "FAILED", now, reason="LATE")
+        assert (await row())["status"] == "SENT"
+
+
+class TakeOverWhileReceiving(MailSink):
+    """Receives like any server, but while the first message comes in another replica
+    takes over every claimed email attempt, as it would once their leases ran out."""
+
+    def __init__(self, dsn: str, now: datetime) -> None:
+        super().__init__()
+        self.dsn, self.now, self.owner = dsn, now, uuid.uuid4()
+        self.taken: list = []
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if not self.taken:
+            conn = await asyncpg.connect(self.dsn)
+            try:
+                later = self.now + timedelta(hours=1)
+                self.taken = await collection_rows.claim_attempts(conn, "EMAIL", self.now, lease_now=later,
+                                                                  lease_until=later + timedelta(minutes=2),
+                                                                  owner=self.owner, limit=10)
+            finally:
+                await conn.close()
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_bot_whose_claim_is_taken_over_records_nothing_and_sends_no_more(api, clock, pool, db_dsn):
+    for _ in range(2):
+        account = await api.open_account(limit_minor=1_000_000)
+        await buy(api, account.account_id, 300_000)
+    when = shanghai(2, 12)
+    sink = TakeOverWhileReceiving(db_dsn, when)
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(controller.port),
+                                         "SMTP_RETRY_BASE_S": "0.01"})
+        with capture_logs() as logs:
+            report = await run(build(pool, settings, clock), clock, when)
+    finally:
+        controller.stop()
+
+    # The first reminder went out before the takeover was seen; the second was not sent.
+    assert len(sink.messages) == 1 and len(sink.taken) == 2
+    assert report.lease_lost == 2 and not report.delivered
+    lost = [entry["stage"] for entry in logs if entry["event"] == "attempt_lease_lost"]
+    assert sorted(lost) == ["after_send", "before_send"]
+    async with pool.acquire() as conn:
+        held = await conn.fetch("SELECT status, lease_owner FROM contact_attempts WHERE channel = 'EMAIL'")
+    assert [tuple(r) for r in held] == [("SENDING", sink.owner)] * 2
 
 
 # -- contact rules ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from collections_bot.__main__ import build
 from collections_bot.config import BotSettings
 from collections_bot.voice_sim import Simulator, serve
 from credit.v1 import collections_pb2
+from server.db import collections as collection_rows
 from tests.integration.test_collections import free_port, smtp  # noqa: F401  (the SMTP sink fixture)
 from tests.support import buy
 
@@ -207,3 +208,40 @@ async def test_a_gateway_that_is_down_fails_the_attempt_after_bounded_retries(ap
     [call] = await calls(pool, account.account_id)
     assert (call["status"], call["reason"], call["tries"]) == ("FAILED", "CALL_FAILED", 2)
     assert len(call["detail"]["failures"]) == 2
+
+
+class TakeOverDuringTheCall(Simulator):
+    """The simulator, but while a call is placed another replica takes over every claimed
+    call attempt, as it would once their leases ran out."""
+
+    def __init__(self, pool, now: datetime) -> None:
+        super().__init__()
+        self.pool, self.now, self.owner = pool, now, uuid.uuid4()
+
+    async def PlaceCall(self, request_iterator, context):
+        later = self.now + timedelta(hours=1)
+        async with self.pool.acquire() as conn:
+            await collection_rows.claim_attempts(conn, "VOICE", self.now, lease_now=later,
+                                                 lease_until=later + timedelta(minutes=5), owner=self.owner, limit=10)
+        async for event in super().PlaceCall(request_iterator, context):
+            yield event
+
+
+async def test_a_call_whose_lease_was_taken_over_records_neither_outcome_nor_promise(api, pool, clock,
+                                                                                     smtp):  # noqa: F811
+    _, smtp_port = smtp
+    simulator = TakeOverDuringTheCall(pool, shanghai(2, 15))
+    server, port = await serve("127.0.0.1:0", simulator)
+    try:
+        settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
+                                         "VOICE_GATEWAY_ADDR": f"127.0.0.1:{port}", "VOICE_READ_TIMEOUT_S": "5"})
+        account, _ = await customer(api, "+8613900000000")  # promises to pay
+        report = await run(build(pool, settings, clock), clock, shanghai(2, 15))
+    finally:
+        await server.stop(None)
+    assert simulator.calls["+8613900000000"] == 1
+    assert report.lease_lost == 1 and not report.delivered
+    [call] = await calls(pool, account.account_id)
+    assert (call["status"], call["outcome"], call["detail"]) == ("SENDING", None, {})
+    # The promise heard on the call is the new holder's to record, with its own call.
+    assert not (await case_of(api, account.account_id)).HasField("active_promise")
