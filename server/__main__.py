@@ -21,14 +21,12 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import asyncpg
 import structlog
 import uvloop
 
 from server import contact_crypto
-from server.app import ParentLink, serve
+from server.app import ParentLink, prepare_database, serve
 from server.config import MAX_SERVER_PROCESSES, Settings, SettingsError
-from server.db.migrate import migrate
 from server.logging import configure_logging
 
 log = structlog.get_logger("server.processes")
@@ -118,23 +116,6 @@ def run_processes(settings: Settings) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             embedded.cleanup()
-
-
-async def prepare_database(settings: Settings, dsn: str) -> None:
-    """Migrate once for all processes, and warn when their pools together could ask
-    PostgreSQL for more connections than it takes."""
-    connection = await asyncpg.connect(dsn, timeout=30)
-    try:
-        await migrate(connection)
-        limit = (int(await connection.fetchval("SHOW max_connections"))
-                 - int(await connection.fetchval("SHOW superuser_reserved_connections")))
-    finally:
-        await connection.close()
-    wanted = settings.server_processes * settings.db_pool_max_size
-    if wanted > limit:
-        log.warning("pools_exceed_max_connections", processes=settings.server_processes,
-                    db_pool_max_size=settings.db_pool_max_size, connections=wanted, max_connections=limit,
-                    detail="each process has its own pool; lower DB_POOL_MAX_SIZE or raise max_connections")
 
 
 def reserve_address(address: str, name: str) -> tuple[str, list[socket.socket]]:

@@ -27,6 +27,8 @@ from credit.v1 import (
     risk_pb2,
     risk_pb2_grpc,
 )
+from server import metrics
+from server.admission import Admission, Bounds
 from server.auth import AccessPolicy
 from server.clock import Clock, SystemClock
 from server.config import Settings
@@ -36,7 +38,7 @@ from server.core.collections import Collections, CollectionsPolicy
 from server.core.loans import Loans
 from server.core.repayments import Repayments
 from server.db.migrate import migrate
-from server.db.pool import create_pool
+from server.db.pool import create_pool, wait_for_database
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
 from server.domain.risk import load as load_ruleset
 from server.interceptors import CallWrapper, WrappingServer
@@ -94,32 +96,70 @@ async def sweep_expired_holds(checkout: Checkout, pool: asyncpg.Pool, interval_s
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
 
+# How often the book's gauges (holds pending, loans by status) are read from the database.
+BOOK_GAUGES_INTERVAL_S = 15
+
+
 @dataclass
 class Running:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
     core: Core
+    admission: Admission
+    database: DatabaseWatch
+    # The plaintext health-only server on HEALTH_LISTEN_ADDR, and its port.
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+
+
+def grpc_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
+    """Channel arguments of the server: bounded messages and connection lifetimes."""
+    return [
+        # Alone, refuse to share the port with another process instead of silently
+        # splitting traffic; as one of SERVER_PROCESSES, share it with the siblings.
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+        # Bodies larger than this are refused (RESOURCE_EXHAUSTED) before they are buffered whole.
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # HTTP/2 streams one connection may open at once; the admission bounds sit below it.
+        ("grpc.max_concurrent_streams", max(settings.max_calls_per_connection, 1) + 16),
+        # Ping idle connections so dead peers are noticed, and accept clients' pings no
+        # more often than every 10 s.
+        ("grpc.keepalive_time_ms", settings.keepalive_time_s * 1000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Close idle connections, and age every connection out so that clients reconnect
+        # and spread over new servers; calls in flight get a grace period.
+        ("grpc.max_connection_idle_ms", settings.max_connection_idle_s * 1000),
+        ("grpc.max_connection_age_ms", settings.max_connection_age_s * 1000),
+        ("grpc.max_connection_age_grace_ms", 30_000),
+    ]
 
 
 async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, reuse_port: bool = False,
-                       serving: bool = True) -> Running:
-    """Build the gRPC server over `pool`, start it on GRPC_LISTEN_ADDR and mark it SERVING
-    (with `serving=False` it reports NOT_SERVING until `mark_serving`). `reuse_port` lets
-    the processes of SERVER_PROCESSES > 1 share the port; otherwise a second server on
-    the same port is refused."""
+                       serving: bool = True, dsn: str | None = None) -> Running:
+    """Build the gRPC server over `pool`, start it on GRPC_LISTEN_ADDR (and the health
+    port on HEALTH_LISTEN_ADDR) and report SERVING once the database answers (with
+    `serving=False` it reports NOT_SERVING until `mark_serving`). `reuse_port` lets the
+    processes of SERVER_PROCESSES > 1 share the ports; otherwise a second server on the
+    same port is refused. `dsn` is where the database watch connects; without it the
+    watch borrows the pool's connections."""
     core = build_core(settings, clock)
     transactions = Transactions(pool)
     policy = AccessPolicy.load(settings.access_file) if settings.auth_mode == "mtls" else None
-    grpc_server = grpc.aio.server(
-        # Bounded requests: no message in this API comes near 1 MiB.
-        maximum_concurrent_rpcs=1_000,
-        # Alone, refuse to share the port with another process instead of silently splitting
-        # traffic; as one of SERVER_PROCESSES, share it with the siblings the parent started.
-        options=[("grpc.so_reuseport", 1 if reuse_port else 0), ("grpc.max_receive_message_length", 1 << 20)],
-    )
-    # Every handler registered below gets the access check, error mapping and log line.
-    server = WrappingServer(grpc_server, CallWrapper(policy))
+    health_servicer = health.aio.HealthServicer()
+    database = DatabaseWatch(health_servicer, pool, dsn)
+    admission = Admission(Bounds(settings.max_concurrent_rpcs, settings.max_calls_per_caller,
+                                 settings.max_calls_per_connection, settings.max_streams))
+    options = grpc_options(settings, reuse_port=reuse_port)
+    # No maximum_concurrent_rpcs: grpc.aio would count a call before knowing its caller,
+    # and make calls past the limit wait. Admission bounds calls per caller instead.
+    grpc_server = grpc.aio.server(options=options)
+    # Every handler registered below gets admission, error mapping, metrics and the log line.
+    server = WrappingServer(grpc_server, CallWrapper(policy, admission, body_timeout_s=settings.request_body_timeout_s,
+                                                     on_unavailable=database.poke))
     credit_line_pb2_grpc.add_CreditLineServiceServicer_to_server(
         CreditLineServicer(transactions, core.credit_lines), server)
     checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(
@@ -129,7 +169,6 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     collections_pb2_grpc.add_CollectionsServiceServicer_to_server(
         CollectionsServicer(transactions, core.collections), server)
     risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions), server)
-    health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # What reflection.enable_server_reflection does for a grpc.aio server, through the
     # wrapping view (which that function would not recognise as an aio server).
@@ -150,16 +189,128 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
             port = server.add_insecure_port(settings.grpc_listen_addr)
     except RuntimeError as error:
         raise SystemExit(f"GRPC_LISTEN_ADDR: cannot listen on {settings.grpc_listen_addr}: {error}") from error
+    health_server = health_port = None
+    if settings.health_listen_addr:
+        # Probes without a certificate: plaintext, and nothing but the health service,
+        # with admission bounds of its own so that probes and the API never starve each other.
+        health_server = grpc.aio.server(options=options)
+        health_admission = Admission(Bounds(64, 64, 16, max(1, settings.max_streams // 4)))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, WrappingServer(
+            health_server, CallWrapper(None, health_admission, body_timeout_s=settings.request_body_timeout_s)))
+        try:
+            health_port = health_server.add_insecure_port(settings.health_listen_addr)
+        except RuntimeError as error:
+            raise SystemExit(f"HEALTH_LISTEN_ADDR: cannot listen on {settings.health_listen_addr}: {error}") from error
     await grpc_server.start()
-    running = Running(grpc_server, port, health_servicer, core)
+    if health_server is not None:
+        await health_server.start()
+    running = Running(grpc_server, port, health_servicer, core, admission, database, health_server, health_port)
+    await database.start()
     await mark_serving(running, serving)
     return running
 
 
 async def mark_serving(running: Running, serving: bool = True) -> None:
-    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
-    for name in ("",) + SERVICE_NAMES:
-        await running.health.set(name, status)
+    """Allow (or stop) reporting SERVING; it is reported while the database answers."""
+    await running.database.allow(serving)
+
+
+async def stop_server(running: Running, grace_s: float) -> None:
+    await running.health.enter_graceful_shutdown()
+    await running.database.stop()
+    if running.health_server is not None:
+        await running.health_server.stop(grace_s)
+    await running.server.stop(grace_s)
+
+
+class DatabaseWatch:
+    """The health service's view of the database: SERVING while PostgreSQL answers a
+    `SELECT 1` (every second, and at once when a call found it unavailable), NOT_SERVING
+    while it does not. It keeps a connection of its own, so a busy pool never looks like
+    an outage, and it copies the pool's state into the metrics as it goes."""
+
+    INTERVAL_S = 1.0
+    TIMEOUT_S = 2.0
+
+    def __init__(self, health_servicer: health.aio.HealthServicer, pool: asyncpg.Pool, dsn: str | None) -> None:
+        self._health = health_servicer
+        self._pool = pool
+        self._dsn = dsn
+        self._allowed = False
+        self._up: bool | None = None
+        self._connection: asyncpg.Connection | None = None
+        self._poked = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._pool_gauges = metrics.watch_pool(pool)
+
+    @property
+    def up(self) -> bool:
+        return bool(self._up)
+
+    def poke(self) -> None:
+        """A call found the database unavailable: check now."""
+        self._poked.set()
+
+    async def start(self) -> None:
+        self._up = await self._check()
+        metrics.DB_UP.set(1 if self._up else 0)
+        self._task = asyncio.create_task(self._watch())
+
+    async def allow(self, serving: bool) -> None:
+        self._allowed = serving
+        await self._report()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+        if self._connection is not None:
+            self._connection.terminate()
+            self._connection = None
+
+    async def _report(self) -> None:
+        serving = self._allowed and bool(self._up)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("",) + SERVICE_NAMES:
+            await self._health.set(name, status)
+
+    async def _check(self) -> bool:
+        try:
+            if self._dsn is None:
+                async with self._pool.acquire(timeout=self.TIMEOUT_S) as conn:
+                    await conn.fetchval("SELECT 1", timeout=self.TIMEOUT_S)
+                return True
+            if self._connection is None or self._connection.is_closed():
+                self._connection = await asyncpg.connect(
+                    self._dsn, timeout=self.TIMEOUT_S, server_settings={"application_name": "credit-server-health"})
+            await self._connection.fetchval("SELECT 1", timeout=self.TIMEOUT_S)
+            return True
+        except Exception as error:  # any failure means "not answering"; the next round tries again
+            self._last_error = f"{type(error).__name__}: {error}"
+            if self._connection is not None:
+                self._connection.terminate()
+                self._connection = None
+            return False
+
+    async def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._poked.clear()
+            up = await self._check()
+            if up != self._up:
+                self._up = up
+                metrics.DB_UP.set(1 if up else 0)
+                if up:
+                    log.info("database_up")
+                else:
+                    log.warning("database_down", error=self._last_error,
+                                detail="reporting NOT_SERVING until it answers again")
+                await self._report()
+            self._pool_gauges()
+            waits = [asyncio.ensure_future(self._poked.wait()), asyncio.ensure_future(self._stop.wait())]
+            await asyncio.wait(waits, timeout=self.INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
 
 
 class ParentLink:
@@ -198,6 +349,28 @@ class ParentLink:
             self._writer.close()
 
 
+async def prepare_database(settings: Settings, dsn: str) -> None:
+    """Wait for PostgreSQL (up to DB_CONNECT_TIMEOUT_S), migrate it once for all server
+    processes, and refuse to start when their pools could ask it for more connections
+    than it takes: better a clear error now than "too many connections" at the peak."""
+    connection = await wait_for_database(dsn, settings.db_connect_timeout_s)
+    try:
+        await migrate(connection)
+        limit = (int(await connection.fetchval("SHOW max_connections"))
+                 - int(await connection.fetchval("SHOW superuser_reserved_connections"))
+                 - int(await connection.fetchval("SHOW reserved_connections")))
+    finally:
+        await connection.close()
+    # Each process: its pool, and the health watch's own connection.
+    wanted = settings.server_processes * (settings.db_pool_max_size + 1)
+    if wanted > limit:
+        raise SystemExit(
+            f"DB_POOL_MAX_SIZE: {settings.server_processes} server process(es) x ({settings.db_pool_max_size} pooled "
+            f"+ 1 health) = {wanted} connections, but PostgreSQL takes {limit} (max_connections less its reserved "
+            "ones); lower DB_POOL_MAX_SIZE or SERVER_PROCESSES, or raise max_connections")
+    log.info("database_ready", connections_wanted=wanted, connections_available=limit)
+
+
 async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
                 parent: ParentLink | None = None) -> None:
     """Migrate, serve until SIGTERM or SIGINT, then stop gracefully: new calls are
@@ -208,15 +381,12 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
     all), and it also stops when the parent goes away."""
     clock = clock or SystemClock()
     if parent is None:
-        connection = await asyncpg.connect(dsn, timeout=30)
-        try:
-            await migrate(connection)
-        finally:
-            await connection.close()
+        await prepare_database(settings, dsn)
     pool = await create_pool(dsn, min_size=settings.db_pool_min_size, max_size=settings.db_pool_max_size,
                              command_timeout_s=settings.db_command_timeout_s)
     try:
-        running = await start_server(settings, pool, clock, reuse_port=parent is not None, serving=parent is None)
+        running = await start_server(settings, pool, clock, reuse_port=parent is not None, serving=parent is None,
+                                     dsn=dsn)
     except BaseException:
         await pool.close()
         raise
@@ -227,11 +397,18 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
         loop.add_signal_handler(signum, stop.set)
     sweeper = asyncio.create_task(
         sweep_expired_holds(running.core.checkout, pool, settings.hold_sweep_interval_s, stop))
+    gauges = None
+    if settings.metrics_listen_addr:
+        if parent is None:  # the parent of SERVER_PROCESSES serves its children's metrics
+            metrics.serve(settings.metrics_listen_addr)
+        gauges = asyncio.create_task(metrics.refresh_book_gauges(pool, BOOK_GAUGES_INTERVAL_S, stop))
     host = settings.grpc_listen_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     orphaned: asyncio.Task | None = None
     if parent is None:
-        log.info("server_started", address=address, processes=1, services=list(SERVICE_NAMES))
+        extra = {"health_address": f"{settings.health_listen_addr.rpartition(':')[0]}:{running.health_port}"
+                 } if running.health_port else {}
+        log.info("server_started", address=address, processes=1, services=list(SERVICE_NAMES), **extra)
     else:
         log.debug("process_listening", address=address)
         handshake = asyncio.create_task(parent.listening(running.port))
@@ -250,9 +427,10 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
     await stop.wait()
     prefix = "server" if parent is None else "process"
     log.info(f"{prefix}_stopping", grace_s=settings.shutdown_grace_s)
-    await running.health.enter_graceful_shutdown()
-    await running.server.stop(settings.shutdown_grace_s)
+    await stop_server(running, settings.shutdown_grace_s)
     await sweeper
+    if gauges is not None:
+        await gauges
     await pool.close()
     if parent is not None:
         if orphaned is not None:

@@ -40,6 +40,10 @@ def address_setting(env: Mapping[str, str], name: str, default: str) -> str:
     return value
 
 
+def optional_address_setting(env: Mapping[str, str], name: str) -> str | None:
+    return address_setting(env, name, "") if env.get(name) else None
+
+
 def database_url_setting(env: Mapping[str, str]) -> str | None:
     url = env.get("DATABASE_URL") or None
     if url is not None and not url.startswith(("postgres://", "postgresql://")):
@@ -108,6 +112,28 @@ def _auth_settings(env: Mapping[str, str]) -> dict:
     return {"auth_mode": mode, "grpc_token_listen_addr": token_address, **files}
 
 
+def _admission_settings(env: Mapping[str, str]) -> dict:
+    """Bounds on what callers may hold: calls in progress in all, per caller and per
+    connection, long-lived streams (health Watch, reflection) on a budget of their own,
+    the time a request body may take to arrive, message sizes and connection lifetimes.
+    Past a bound a call is refused at once with RESOURCE_EXHAUSTED; nothing queues."""
+    total = int_setting(env, "MAX_CONCURRENT_RPCS", 1_000, minimum=1, maximum=100_000)
+    per_caller = int_setting(env, "MAX_CALLS_PER_CALLER", max(1, total // 2), minimum=1, maximum=100_000)
+    per_connection = int_setting(env, "MAX_CALLS_PER_CONNECTION", 200, minimum=1, maximum=100_000)
+    body_ms = int_setting(env, "REQUEST_BODY_TIMEOUT_MS", 5_000, minimum=10, maximum=600_000)
+    return {
+        "max_concurrent_rpcs": total,
+        "max_calls_per_caller": min(per_caller, total),
+        "max_calls_per_connection": min(per_connection, total),
+        "max_streams": int_setting(env, "MAX_STREAMS", 100, minimum=1, maximum=100_000),
+        "request_body_timeout_s": body_ms / 1000,
+        "max_message_bytes": int_setting(env, "MAX_MESSAGE_BYTES", 1 << 20, minimum=4096, maximum=64 << 20),
+        "keepalive_time_s": int_setting(env, "GRPC_KEEPALIVE_TIME_S", 60, minimum=10, maximum=7200),
+        "max_connection_idle_s": int_setting(env, "GRPC_MAX_CONNECTION_IDLE_S", 600, minimum=10, maximum=86_400),
+        "max_connection_age_s": int_setting(env, "GRPC_MAX_CONNECTION_AGE_S", 3_600, minimum=10, maximum=86_400),
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -129,6 +155,18 @@ class Settings:
     grpc_token_listen_addr: str | None
     log_level: str
     server_processes: int
+    health_listen_addr: str | None
+    metrics_listen_addr: str | None
+    db_connect_timeout_s: int
+    max_concurrent_rpcs: int
+    max_calls_per_caller: int
+    max_calls_per_connection: int
+    max_streams: int
+    request_body_timeout_s: float
+    max_message_bytes: int
+    keepalive_time_s: int
+    max_connection_idle_s: int
+    max_connection_age_s: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -155,6 +193,13 @@ class Settings:
             # Processes serving one port (SO_REUSEPORT), each with its own pool of up to
             # DB_POOL_MAX_SIZE connections; see docs/scaling.md.
             server_processes=int_setting(env, "SERVER_PROCESSES", 1, minimum=1, maximum=MAX_SERVER_PROCESSES),
+            # A plaintext port serving only grpc.health.v1.Health, for probes that have no
+            # client certificate (kubelet, a load balancer); off unless set.
+            health_listen_addr=optional_address_setting(env, "HEALTH_LISTEN_ADDR"),
+            # Prometheus metrics over HTTP; off unless set.
+            metrics_listen_addr=optional_address_setting(env, "METRICS_LISTEN_ADDR"),
+            db_connect_timeout_s=int_setting(env, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600),
+            **_admission_settings(env),
             **_auth_settings(env),
         )
 

@@ -82,3 +82,29 @@ async def migrate(connection: asyncpg.Connection, migrations: list[Migration] | 
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
     return applied_now
+
+
+async def _main() -> None:
+    import os
+
+    from server.config import command_settings, int_setting
+    from server.db.pool import wait_for_database
+    from server.logging import configure_logging
+
+    database_url, log_level = command_settings("to migrate")
+    configure_logging(log_level)
+    timeout_s = int_setting(os.environ, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600)
+    connection = await wait_for_database(database_url, timeout_s)
+    try:
+        applied = await migrate(connection)
+    finally:
+        await connection.close()
+    log.info("migrations_done", applied=applied)
+
+
+if __name__ == "__main__":
+    # python -m server.db.migrate: apply what DATABASE_URL lacks and exit (a deploy's
+    # migrations step; the server also migrates at start).
+    import asyncio
+
+    asyncio.run(_main())

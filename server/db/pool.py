@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
 
 STATEMENT_TIMEOUT_MS = 10_000
 LOCK_TIMEOUT_MS = 5_000
@@ -39,3 +44,51 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout
             "plan_cache_mode": "force_generic_plan",
         },
     )
+
+
+def masked_dsn(dsn: str) -> str:
+    """DATABASE_URL fit for a log line or an error message: the password replaced by ***."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+class DatabaseUnreachable(SystemExit):
+    """PostgreSQL did not answer within DB_CONNECT_TIMEOUT_S: the process exits non-zero
+    with this message."""
+
+
+async def wait_for_database(dsn: str, timeout_s: float, *, first_delay_s: float = 0.25,
+                            max_delay_s: float = 5.0) -> asyncpg.Connection:
+    """A connection to `dsn`, trying again with exponential backoff for up to `timeout_s`
+    while PostgreSQL is not there yet (starting, restarting, its host unreachable); each
+    failed try is logged. Past the timeout: DatabaseUnreachable naming DATABASE_URL with
+    its password masked. Errors a retry cannot fix (a wrong password, a database that
+    does not exist) end at once."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    delay = first_delay_s
+    attempt = 0
+    while True:
+        attempt += 1
+        left = deadline - loop.time()
+        try:
+            return await asyncpg.connect(dsn, timeout=max(1.0, min(10.0, left)))
+        except (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidPasswordError,
+                asyncpg.InvalidCatalogNameError) as error:
+            raise DatabaseUnreachable(f"DATABASE_URL {masked_dsn(dsn)}: {error}") from None
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as error:
+            left = deadline - loop.time()
+            reason = f"{type(error).__name__}: {error}"
+            if left <= 0:
+                raise DatabaseUnreachable(
+                    f"DATABASE_URL {masked_dsn(dsn)}: no answer within DB_CONNECT_TIMEOUT_S={timeout_s:g}s "
+                    f"({attempt} tries; last: {reason})") from None
+            wait = min(delay, left)
+            log.warning("database_unreachable", attempt=attempt, error=reason, retry_in_s=round(wait, 2),
+                        database=masked_dsn(dsn))
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, max_delay_s)

@@ -41,6 +41,10 @@ CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="
 # amounts); the interceptor sets a fresh dict per call and logs it when the call ends.
 CALL_FIELDS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("call_fields", default=None)
 
+# When the call in hand must be done (the event loop's clock), from the client's
+# deadline; None without one. Set by the call wrapper.
+DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("deadline", default=None)
+
 # How long a request waits for a free connection before it is refused as UNAVAILABLE.
 ACQUIRE_TIMEOUT_S = 10
 
@@ -93,7 +97,7 @@ class Transactions:
         self._turns = AccountTurns()
 
     async def read(self, work: Callable[[asyncpg.Connection], Awaitable[Reply]]) -> Reply:
-        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             return await work(conn)
 
     async def idempotent(self, method: str, request: Message, reply_type: type[Reply],
@@ -102,7 +106,7 @@ class Transactions:
         request gets the first reply; the same key on a different request fails with
         ALREADY_EXISTS; a duplicate arriving while the first runs waits for it."""
         key = Key(CALLER.get(), method, request.idempotency_key, request_sha256(request))  # type: ignore[attr-defined]
-        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             async with conn.transaction(isolation="read_committed"):
                 if not await idempotency.claim(conn, key.caller, key.method, key.idempotency_key, key.request_sha256):
                     return _replayed(await self._stored(conn, key), key, reply_type)
@@ -137,7 +141,7 @@ class Transactions:
             return await self._locked(key, reply_type, prepare, to_reply)
 
     async def _optimistic(self, key: Key, reply_type: type[Reply], prepare, to_reply) -> Reply | _Lost:
-        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             try:
                 prepared = await prepare(conn, key, False)
             except NeedsLock:
@@ -156,7 +160,7 @@ class Transactions:
             return _replayed(await self._stored(conn, key), key, reply_type)
 
     async def _locked(self, key: Key, reply_type: type[Reply], prepare, to_reply) -> Reply:
-        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             async with conn.transaction(isolation="read_committed"):
                 if not await idempotency.claim(conn, key.caller, key.method, key.idempotency_key, key.request_sha256):
                     return _replayed(await self._stored(conn, key), key, reply_type)
@@ -178,7 +182,7 @@ class Transactions:
         try:
             applied = await conn.fetchval(
                 prepared.write.sql, key.caller, key.method, key.idempotency_key, key.request_sha256,
-                reply.SerializeToString(deterministic=True), *prepared.write.args)
+                reply.SerializeToString(deterministic=True), *prepared.write.args, timeout=_time_left())
         except asyncpg.UniqueViolationError as error:
             meaning = prepared.conflicts.get(error.constraint_name or "")
             if meaning is None:
@@ -192,6 +196,20 @@ class Transactions:
     async def _stored(conn: asyncpg.Connection, key: Key) -> Replay:
         first = await idempotency.load(conn, key.caller, key.method, key.idempotency_key)
         return Replay(first["request_sha256"], first["response"])
+
+
+def _time_left(cap: float | None = None) -> float | None:
+    """What is left of the call's deadline, at most `cap`, as a timeout for the next
+    wait or statement (None: no deadline and no cap, the pool's command timeout rules).
+    Past the deadline nothing more is started: TimeoutError, which the call wrapper
+    reports as DEADLINE_EXCEEDED."""
+    deadline = DEADLINE.get()
+    if deadline is None:
+        return cap
+    left = deadline - asyncio.get_running_loop().time()
+    if left <= 0:
+        raise TimeoutError("the call's deadline passed")
+    return left if cap is None else min(left, cap)
 
 
 def _replayed(first: Replay, key: Key, reply_type: type[Reply]) -> Reply:

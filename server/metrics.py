@@ -1,0 +1,137 @@
+"""Prometheus metrics of the server and the collections bot, served over HTTP on
+METRICS_LISTEN_ADDR (off unless set).
+
+Every name starts with `credit_`. With SERVER_PROCESSES > 1 the children write their
+samples to files in a directory the parent gives them (PROMETHEUS_MULTIPROC_DIR, which
+prometheus-client reads when it is imported) and the parent serves the sum; a gauge
+says how it is combined (`livesum`: the sum over live processes; `mostrecent`: one
+value for all, such as counts from the database).
+
+See docs/operations.md for what each metric means and the alerts worth having.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+
+log = structlog.get_logger(__name__)
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_ENV))
+
+# Latency buckets for a checkout call: most calls take a few milliseconds.
+_RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def _gauge(name: str, documentation: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Gauge:
+    return Gauge(name, documentation, labels, multiprocess_mode=mode)
+
+
+# The server.
+RPCS = Counter("credit_rpc_handled", "Calls finished, by method and status code.", ("method", "code"))
+RPC_SECONDS = Histogram("credit_rpc_duration_seconds", "Time from a call's start to its reply, by method.",
+                        ("method",), buckets=_RPC_BUCKETS)
+RPCS_REFUSED = Counter("credit_rpc_refused", "Calls refused before any work: by why (unauthenticated, "
+                       "permission_denied, total, caller, connection, streams, body_timeout).", ("reason",))
+RPCS_IN_PROGRESS = _gauge("credit_rpc_in_progress", "Calls holding a slot now (unary calls and streams).",
+                          ("kind",))
+POOL_CONNECTIONS = _gauge("credit_db_pool_connections", "Connections of the server's pool, by state "
+                          "(in_use, idle).", ("state",))
+POOL_WAITING = _gauge("credit_db_pool_waiting", "Calls waiting for a pooled connection.")
+DB_ERRORS = Counter("credit_db_errors", "Database failures seen by calls and passes, by kind "
+                    "(unavailable, timeout, conflict, other) and exception class.", ("kind", "error"))
+DB_UP = _gauge("credit_db_up", "1 while the database answers, 0 while it does not.", mode="mostrecent")
+HOLDS_PENDING = _gauge("credit_holds_pending", "Authorizations holding credit limit now.", mode="mostrecent")
+HOLDS_PENDING_MINOR = _gauge("credit_holds_pending_minor", "Credit limit held by pending authorizations, in fen.",
+                             mode="mostrecent")
+LOANS = _gauge("credit_loans", "Loans by status.", ("status",), mode="mostrecent")
+
+# The collections bot.
+PASS_SECONDS = Histogram("credit_bot_pass_duration_seconds", "Time a collections pass took.",
+                         buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
+PASSES = Counter("credit_bot_passes", "Collections passes, by result (ok, failed).", ("result",))
+ACCOUNTS_REVIEWED = Counter("credit_bot_accounts_reviewed", "Accounts reviewed by collections passes.")
+PENALTIES_BOOKED = Counter("credit_bot_penalty_days", "Daily penalties booked (one per loan and day).")
+PENALTIES_BOOKED_MINOR = Counter("credit_bot_penalty_minor", "Penalty amounts booked, in fen.")
+REMINDERS = Counter("credit_bot_reminders", "Reminder attempts finished, by channel and outcome.",
+                    ("channel", "outcome"))
+CHANNEL_FAILURES = Counter("credit_bot_channel_failures", "Failed sends, by channel (email: the SMTP server; "
+                           "voice: the voice gateway) and error class.", ("channel", "error"))
+
+
+def serve(address: str | None) -> None:
+    """Serve the metrics on HOST:PORT (nothing when `address` is None). In a parent of
+    SERVER_PROCESSES, the sum of its children's."""
+    if address is None:
+        return
+    host, _, port = address.rpartition(":")
+    registry = None
+    if _MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    start_http_server(int(port), addr=host.strip("[]"), **({"registry": registry} if registry else {}))
+    log.info("metrics_serving", address=address)
+
+
+def mark_process_dead(pid: int) -> None:
+    """A child of SERVER_PROCESSES ended: drop its live gauges."""
+    if _MULTIPROCESS:
+        multiprocess.mark_process_dead(pid)
+
+
+def watch_pool(pool: asyncpg.Pool) -> Callable[[], None]:
+    """A function that copies the pool's state into the pool gauges."""
+    def update() -> None:
+        size = pool.get_size()
+        idle = pool.get_idle_size()
+        POOL_CONNECTIONS.labels("in_use").set(size - idle)
+        POOL_CONNECTIONS.labels("idle").set(idle)
+        # asyncpg keeps waiters on its queue of free connection holders.
+        queue = getattr(pool, "_queue", None)
+        getters = getattr(queue, "_getters", None)
+        POOL_WAITING.set(len(getters) if getters is not None else 0)
+    return update
+
+
+BOOK_GAUGES = """
+SELECT (SELECT count(*) FROM authorizations WHERE status = 'PENDING') AS holds,
+       (SELECT coalesce(sum(amount_minor), 0) FROM authorizations WHERE status = 'PENDING')::bigint AS held_minor,
+       (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM
+            (SELECT status, count(*) AS n FROM loans GROUP BY status) AS by_status)::text AS loans
+"""
+
+
+async def refresh_book_gauges(pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event,
+                              update_pool: Callable[[], None] | None = None) -> None:
+    """Every `interval_s`: the pool's gauges, and the book's (holds, loans by status),
+    until `stop` is set. A failed refresh keeps the last values."""
+    import json
+
+    while not stop.is_set():
+        if update_pool is not None:
+            update_pool()
+        try:
+            async with pool.acquire(timeout=5) as conn:
+                row = await conn.fetchrow(BOOK_GAUGES, timeout=10)
+            HOLDS_PENDING.set(row["holds"])
+            HOLDS_PENDING_MINOR.set(row["held_minor"])
+            for status, count in json.loads(row["loans"]).items():
+                LOANS.labels(status).set(count)
+        except Exception as error:  # the next round tries again
+            log.debug("book_gauges_failed", error=type(error).__name__)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
