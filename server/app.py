@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -122,8 +123,16 @@ def grpc_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int
         # Bodies larger than this are refused (RESOURCE_EXHAUSTED) before they are buffered whole.
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
-        # HTTP/2 streams one connection may open at once; the admission bounds sit below it.
-        ("grpc.max_concurrent_streams", max(settings.max_calls_per_connection, 1) + 16),
+        # No HTTP/2 limit on concurrent streams (grpc.max_concurrent_streams): it refused
+        # streams with REFUSED_STREAM while clients still counted the ones the server had
+        # just ended, so callers saw UNAVAILABLE instead of an answer. Admission bounds
+        # each connection's calls instead, with RESOURCE_EXHAUSTED.
+        # Calls that arrived but that the server has not picked up yet. grpc.aio picks
+        # them up one at a time; past the default (1,000, and at random up to 3,000) gRPC
+        # cancels them, so a burst of calls got CANCELLED, which clients take for their
+        # own cancellation. Picked up, each call gets an answer from admission instead.
+        ("grpc.server.max_pending_requests", max(10_000, 10 * settings.max_concurrent_rpcs)),
+        ("grpc.server.max_pending_requests_hard_limit", max(20_000, 20 * settings.max_concurrent_rpcs)),
         # Ping idle connections so dead peers are noticed, and accept clients' pings no
         # more often than every 10 s.
         ("grpc.keepalive_time_ms", settings.keepalive_time_s * 1000),
@@ -150,9 +159,9 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     transactions = Transactions(pool)
     policy = AccessPolicy.load(settings.access_file) if settings.auth_mode == "mtls" else None
     health_servicer = health.aio.HealthServicer()
-    database = DatabaseWatch(health_servicer, pool, dsn)
     admission = Admission(Bounds(settings.max_concurrent_rpcs, settings.max_calls_per_caller,
                                  settings.max_calls_per_connection, settings.max_streams))
+    database = DatabaseWatch(health_servicer, pool, dsn, sample=metrics.sampler(pool, admission))
     options = grpc_options(settings, reuse_port=reuse_port)
     # No maximum_concurrent_rpcs: grpc.aio would count a call before knowing its caller,
     # and make calls past the limit wait. Admission bounds calls per caller instead.
@@ -227,12 +236,14 @@ class DatabaseWatch:
     """The health service's view of the database: SERVING while PostgreSQL answers a
     `SELECT 1` (every second, and at once when a call found it unavailable), NOT_SERVING
     while it does not. It keeps a connection of its own, so a busy pool never looks like
-    an outage, and it copies the pool's state into the metrics as it goes."""
+    an outage; as it goes, it calls `sample` (which copies the state of the pool and
+    of admission into the metrics)."""
 
     INTERVAL_S = 1.0
     TIMEOUT_S = 2.0
 
-    def __init__(self, health_servicer: health.aio.HealthServicer, pool: asyncpg.Pool, dsn: str | None) -> None:
+    def __init__(self, health_servicer: health.aio.HealthServicer, pool: asyncpg.Pool, dsn: str | None, *,
+                 sample: Callable[[], None] = lambda: None) -> None:
         self._health = health_servicer
         self._pool = pool
         self._dsn = dsn
@@ -242,7 +253,7 @@ class DatabaseWatch:
         self._poked = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._pool_gauges = metrics.watch_pool(pool)
+        self._sample = sample
 
     @property
     def up(self) -> bool:
@@ -306,7 +317,7 @@ class DatabaseWatch:
                     log.warning("database_down", error=self._last_error,
                                 detail="reporting NOT_SERVING until it answers again")
                 await self._report()
-            self._pool_gauges()
+            self._sample()
             waits = [asyncio.ensure_future(self._poked.wait()), asyncio.ensure_future(self._stop.wait())]
             await asyncio.wait(waits, timeout=self.INTERVAL_S, return_when=asyncio.FIRST_COMPLETED)
             for wait in waits:

@@ -18,6 +18,7 @@ and the traceback goes to the log under the request id.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import secrets
 import time
 from collections.abc import Callable
@@ -182,12 +183,14 @@ class CallWrapper:
             raise Refused("RESOURCE_EXHAUSTED", refused, _REFUSALS[refused])
         return caller, connection
 
-    async def _body(self, requests, deserialize):
+    async def _body(self, requests, deserialize, context: grpc.aio.ServicerContext):
         """The call's one request message, or an error naming what is wrong with it."""
         try:
             async with asyncio.timeout(self._body_timeout_s):
                 raw = await anext(requests)
         except StopAsyncIteration:
+            if context.cancelled():
+                raise asyncio.CancelledError from None  # the client gave up before sending it
             raise InvalidArgument.of("request", "no request message was sent") from None
         except TimeoutError:
             raise Refused("DEADLINE_EXCEEDED", "body_timeout",
@@ -255,7 +258,7 @@ class CallWrapper:
             try:
                 context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
                 slot = self._admit(method, context, False)
-                request = await self._body(requests, deserialize)
+                request = await self._body(requests, deserialize, context)
                 remaining = context.time_remaining()
                 if remaining is not None:
                     DEADLINE.set(asyncio.get_running_loop().time() + remaining)
@@ -325,8 +328,12 @@ class CallWrapper:
             deserialize = handler.request_deserializer
 
             async def one_then_replies(requests, context):
-                request = await self._body(requests, deserialize)
-                async for reply in inner_unary_stream(request, context):
+                request = await self._body(requests, deserialize, context)
+                replies = inner_unary_stream(request, context)
+                if inspect.isawaitable(replies):  # a handler that writes with context.write
+                    await replies
+                    return
+                async for reply in replies:
                     yield reply
 
             return grpc.stream_stream_rpc_method_handler(

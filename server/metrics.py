@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import Callable
 
@@ -27,6 +28,8 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+
+from server.admission import Admission
 
 log = structlog.get_logger(__name__)
 
@@ -93,18 +96,19 @@ def mark_process_dead(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def watch_pool(pool: asyncpg.Pool) -> Callable[[], None]:
-    """A function that copies the pool's state into the pool gauges."""
-    def update() -> None:
+def sampler(pool: asyncpg.Pool, admission: Admission) -> Callable[[], None]:
+    """A function that copies the state of the pool and of admission into their gauges."""
+    def sample() -> None:
         size = pool.get_size()
         idle = pool.get_idle_size()
         POOL_CONNECTIONS.labels("in_use").set(size - idle)
         POOL_CONNECTIONS.labels("idle").set(idle)
-        # asyncpg keeps waiters on its queue of free connection holders.
-        queue = getattr(pool, "_queue", None)
-        getters = getattr(queue, "_getters", None)
+        # asyncpg keeps the calls waiting for a connection on its queue of free holders.
+        getters = getattr(getattr(pool, "_queue", None), "_getters", None)
         POOL_WAITING.set(len(getters) if getters is not None else 0)
-    return update
+        RPCS_IN_PROGRESS.labels("unary").set(admission.calls)
+        RPCS_IN_PROGRESS.labels("stream").set(admission.streams)
+    return sample
 
 
 BOOK_GAUGES = """
@@ -115,15 +119,10 @@ SELECT (SELECT count(*) FROM authorizations WHERE status = 'PENDING') AS holds,
 """
 
 
-async def refresh_book_gauges(pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event,
-                              update_pool: Callable[[], None] | None = None) -> None:
-    """Every `interval_s`: the pool's gauges, and the book's (holds, loans by status),
-    until `stop` is set. A failed refresh keeps the last values."""
-    import json
-
+async def refresh_book_gauges(pool: asyncpg.Pool, interval_s: float, stop: asyncio.Event) -> None:
+    """Every `interval_s`, the book's gauges (holds, loans by status), until `stop` is
+    set. A failed refresh keeps the last values."""
     while not stop.is_set():
-        if update_pool is not None:
-            update_pool()
         try:
             async with pool.acquire(timeout=5) as conn:
                 row = await conn.fetchrow(BOOK_GAUGES, timeout=10)

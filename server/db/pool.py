@@ -56,6 +56,15 @@ def masked_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
+def database_location(dsn: str) -> str:
+    """HOST:PORT/DATABASE of a DATABASE_URL (the socket folder for a unix socket), for logs."""
+    parts = urlsplit(dsn)
+    query = dict(pair.partition("=")[::2] for pair in parts.query.split("&") if pair)
+    host = parts.hostname or query.get("host") or "localhost"
+    port = parts.port or query.get("port") or 5432
+    return f"{host}:{port}/{parts.path.lstrip('/') or query.get('dbname', '')}"
+
+
 class DatabaseUnreachable(SystemExit):
     """PostgreSQL did not answer within DB_CONNECT_TIMEOUT_S: the process exits non-zero
     with this message."""
@@ -89,6 +98,6 @@ async def wait_for_database(dsn: str, timeout_s: float, *, first_delay_s: float 
                     f"({attempt} tries; last: {reason})") from None
             wait = min(delay, left)
             log.warning("database_unreachable", attempt=attempt, error=reason, retry_in_s=round(wait, 2),
-                        database=masked_dsn(dsn))
+                        database=database_location(dsn))
             await asyncio.sleep(wait)
             delay = min(delay * 2, max_delay_s)
