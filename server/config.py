@@ -119,7 +119,7 @@ def _admission_settings(env: Mapping[str, str]) -> dict:
     Past a bound a call is refused at once with RESOURCE_EXHAUSTED; nothing queues."""
     total = int_setting(env, "MAX_CONCURRENT_RPCS", 1_000, minimum=1, maximum=100_000)
     per_caller = int_setting(env, "MAX_CALLS_PER_CALLER", max(1, total // 2), minimum=1, maximum=100_000)
-    per_connection = int_setting(env, "MAX_CALLS_PER_CONNECTION", 200, minimum=1, maximum=100_000)
+    per_connection = int_setting(env, "MAX_CALLS_PER_CONNECTION", 500, minimum=1, maximum=100_000)
     body_ms = int_setting(env, "REQUEST_BODY_TIMEOUT_MS", 5_000, minimum=10, maximum=600_000)
     return {
         "max_concurrent_rpcs": total,
