@@ -18,13 +18,14 @@ from collections_bot.channels.email import EmailChannel
 from collections_bot.config import BotSettings
 from collections_bot.passes import CollectionsPass
 from collections_bot.voice.channel import VoiceChannel
-from server import contact_crypto
+from server import contact_crypto, metrics
 from server.clock import Clock, FixedClock, SystemClock
 from server.config import SettingsError
 from server.core.collections import Collections
 from server.core.repayments import Repayments
 from server.db.migrate import migrate
-from server.db.pool import create_pool
+from server.db.pool import create_pool, wait_for_database
+from server.interceptors import database_error_kind
 from server.logging import configure_logging
 
 log = structlog.get_logger("collections_bot")
@@ -45,9 +46,7 @@ def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
 
 
 async def _open(settings: BotSettings, dsn: str):
-    import asyncpg
-
-    connection = await asyncpg.connect(dsn, timeout=30)
+    connection = await wait_for_database(dsn, settings.db_connect_timeout_s)
     try:
         await migrate(connection)
     finally:
@@ -69,6 +68,7 @@ async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
 
 async def run_daemon(settings: BotSettings, dsn: str) -> int:
     pool = await _open(settings, dsn)
+    metrics.serve(settings.metrics_listen_addr)
     clock = SystemClock()
     bot = build(pool, settings, clock)
     stop = asyncio.Event()
@@ -81,8 +81,15 @@ async def run_daemon(settings: BotSettings, dsn: str) -> int:
         while not stop.is_set():
             try:
                 await bot.run(clock.now())
-            except Exception:
-                log.exception("pass_failed")
+            except Exception as error:
+                # The next pass tries again; a database away is a warning, anything else a bug.
+                metrics.PASSES.labels("failed").inc()
+                kind = database_error_kind(error)
+                if kind is not None:
+                    metrics.DB_ERRORS.labels(kind, type(error).__name__).inc()
+                    log.warning("pass_failed", error=f"{type(error).__name__}: {error}", kind=kind)
+                else:
+                    log.exception("pass_failed")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=settings.interval_s)
 

@@ -14,6 +14,7 @@ from server.config import (
     database_url_setting,
     int_setting,
     log_level_setting,
+    optional_address_setting,
     switch_setting,
 )
 from server.core.collections import CollectionsPolicy
@@ -43,6 +44,8 @@ class BotSettings:
     lease_s: int
     voice_gateway_addr: str | None
     limit_review: bool
+    metrics_listen_addr: str | None
+    db_connect_timeout_s: int
     voice_caller_id: str
     voice_call_timeout_s: int
     voice_read_timeout_s: int
@@ -90,6 +93,8 @@ class BotSettings:
             unsubscribe_secret=env.get("UNSUBSCRIBE_SECRET") or "dev-only-unsubscribe-secret",
             lease_s=int_setting(env, "COLLECTIONS_LEASE_S", 120, minimum=5, maximum=3600),
             limit_review=switch_setting(env, "LIMIT_REVIEW", False),
+            metrics_listen_addr=optional_address_setting(env, "METRICS_LISTEN_ADDR"),
+            db_connect_timeout_s=int_setting(env, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600),
             voice_gateway_addr=(address_setting(env, "VOICE_GATEWAY_ADDR", "unused:0")
                                 if env.get("VOICE_GATEWAY_ADDR") else None),
             voice_caller_id=env.get("VOICE_CALLER_ID") or "+864008008888",

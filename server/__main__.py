@@ -15,16 +15,18 @@ import asyncio
 import contextlib
 import errno
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
 import uvloop
 
-from server import contact_crypto
+from server import contact_crypto, metrics
 from server.app import ParentLink, prepare_database, serve
 from server.config import MAX_SERVER_PROCESSES, Settings, SettingsError
 from server.logging import configure_logging
@@ -209,6 +211,7 @@ async def supervise(settings: Settings, dsn: str) -> int:
     await prepare_database(settings, dsn)
     held: list[socket.socket] = []
     children: list[Child] = []
+    metrics_dir = None
     try:
         address, sockets = reserve_address(settings.grpc_listen_addr, "GRPC_LISTEN_ADDR")
         held += sockets
@@ -218,6 +221,14 @@ async def supervise(settings: Settings, dsn: str) -> int:
             token_address, sockets = reserve_address(settings.grpc_token_listen_addr, "GRPC_TOKEN_LISTEN_ADDR")
             held += sockets
             env["GRPC_TOKEN_LISTEN_ADDR"] = token_address
+        if settings.health_listen_addr:
+            env["HEALTH_LISTEN_ADDR"], sockets = reserve_address(settings.health_listen_addr, "HEALTH_LISTEN_ADDR")
+            held += sockets
+        if settings.metrics_listen_addr:
+            # The children write their samples here; this process serves their sum.
+            metrics_dir = tempfile.mkdtemp(prefix="credit-metrics-")
+            env[metrics.MULTIPROCESS_ENV] = metrics_dir
+            metrics.serve(settings.metrics_listen_addr, children_dir=metrics_dir)
         for index in range(1, settings.server_processes + 1):
             children.append(await start_child(index, env))
         requested = await watch(children, stop, address, token_address)
@@ -225,6 +236,8 @@ async def supervise(settings: Settings, dsn: str) -> int:
         await stop_children(children, settings.shutdown_grace_s + STOP_MARGIN_S)
         for sock in held:
             sock.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     clean = requested and all(child.process.returncode in (0, -signal.SIGTERM) for child in children)
     (log.info if clean else log.error)("server_stopped", exit_code=0 if clean else 1)
     return 0 if clean else 1

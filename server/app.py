@@ -97,10 +97,6 @@ async def sweep_expired_holds(checkout: Checkout, pool: asyncpg.Pool, interval_s
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
 
-# How often the book's gauges (holds pending, loans by status) are read from the database.
-BOOK_GAUGES_INTERVAL_S = 15
-
-
 @dataclass
 class Running:
     server: grpc.aio.Server
@@ -412,7 +408,7 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
     if settings.metrics_listen_addr:
         if parent is None:  # the parent of SERVER_PROCESSES serves its children's metrics
             metrics.serve(settings.metrics_listen_addr)
-        gauges = asyncio.create_task(metrics.refresh_book_gauges(pool, BOOK_GAUGES_INTERVAL_S, stop))
+        gauges = asyncio.create_task(metrics.refresh_book_gauges(pool, settings.metrics_book_interval_s, stop))
     host = settings.grpc_listen_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"
     orphaned: asyncio.Task | None = None

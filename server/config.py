@@ -157,6 +157,7 @@ class Settings:
     server_processes: int
     health_listen_addr: str | None
     metrics_listen_addr: str | None
+    metrics_book_interval_s: int
     db_connect_timeout_s: int
     max_concurrent_rpcs: int
     max_calls_per_caller: int
@@ -198,6 +199,8 @@ class Settings:
             health_listen_addr=optional_address_setting(env, "HEALTH_LISTEN_ADDR"),
             # Prometheus metrics over HTTP; off unless set.
             metrics_listen_addr=optional_address_setting(env, "METRICS_LISTEN_ADDR"),
+            # How often the book's gauges (holds pending, loans by status) are read.
+            metrics_book_interval_s=int_setting(env, "METRICS_BOOK_INTERVAL_S", 15, minimum=1, maximum=3600),
             db_connect_timeout_s=int_setting(env, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600),
             **_admission_settings(env),
             **_auth_settings(env),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import Callable
 
 import asyncpg
@@ -34,7 +33,6 @@ from server.admission import Admission
 log = structlog.get_logger(__name__)
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_ENV))
 
 # Latency buckets for a checkout call: most calls take a few milliseconds.
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -76,24 +74,27 @@ CHANNEL_FAILURES = Counter("credit_bot_channel_failures", "Failed sends, by chan
                            "voice: the voice gateway) and error class.", ("channel", "error"))
 
 
-def serve(address: str | None) -> None:
-    """Serve the metrics on HOST:PORT (nothing when `address` is None). In a parent of
-    SERVER_PROCESSES, the sum of its children's."""
+def serve(address: str | None, *, children_dir: str | None = None) -> None:
+    """Serve the metrics on HOST:PORT (nothing when `address` is None); with
+    `children_dir`, those the processes writing there report (the parent of
+    SERVER_PROCESSES, which sets PROMETHEUS_MULTIPROC_DIR on its children)."""
     if address is None:
         return
     host, _, port = address.rpartition(":")
     registry = None
-    if _MULTIPROCESS:
+    if children_dir is not None:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-    start_http_server(int(port), addr=host.strip("[]"), **({"registry": registry} if registry else {}))
+        multiprocess.MultiProcessCollector(registry, path=children_dir)
+    try:
+        start_http_server(int(port), addr=host.strip("[]"), **({"registry": registry} if registry else {}))
+    except OSError as error:
+        raise SystemExit(f"METRICS_LISTEN_ADDR: cannot listen on {address}: {error}") from error
     log.info("metrics_serving", address=address)
 
 
-def mark_process_dead(pid: int) -> None:
+def mark_process_dead(pid: int, children_dir: str) -> None:
     """A child of SERVER_PROCESSES ended: drop its live gauges."""
-    if _MULTIPROCESS:
-        multiprocess.mark_process_dead(pid)
+    multiprocess.mark_process_dead(pid, children_dir)
 
 
 def sampler(pool: asyncpg.Pool, admission: Admission) -> Callable[[], None]:
