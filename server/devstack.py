@@ -38,6 +38,8 @@ def main() -> None:
         settings = Settings.from_env()
         smtp_port = int_setting(os.environ, "SMTP_PORT", 2525, minimum=1, maximum=65_535)
         voice_address = address_setting(os.environ, "VOICE_GATEWAY_ADDR", "127.0.0.1:50061")
+        metrics_address = address_setting(os.environ, "METRICS_LISTEN_ADDR", "127.0.0.1:9100")
+        health_address = address_setting(os.environ, "HEALTH_LISTEN_ADDR", "127.0.0.1:8081")
     except SettingsError as error:
         sys.exit(f"bad setting: {error}")
     configure_logging(settings.log_level)
@@ -62,6 +64,11 @@ def main() -> None:
     controller, _ = start_mail_sink("127.0.0.1", smtp_port, mail_folder)
     env = {**secrets_env, **os.environ, "DATABASE_URL": dsn, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
            "VAR_DIR": str(var_dir), "VOICE_GATEWAY_ADDR": voice_address}
+    # The server's metrics on METRICS_LISTEN_ADDR, the bot's on the next port.
+    metrics_host, _, metrics_port = metrics_address.rpartition(":")
+    bot_metrics_address = f"{metrics_host}:{int(metrics_port) + 1}"
+    server_env = {**env, "METRICS_LISTEN_ADDR": metrics_address, "HEALTH_LISTEN_ADDR": health_address}
+    bot_env = {**env, "METRICS_LISTEN_ADDR": bot_metrics_address}
     children: list[subprocess.Popen] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -72,7 +79,7 @@ def main() -> None:
         children.append(voice)
         with grpc.insecure_channel(voice_address) as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
-        server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=env)
+        server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=server_env)
         children.append(server)
         credentials = None
         if settings.auth_mode == "mtls":
@@ -82,11 +89,14 @@ def main() -> None:
                 private_key=settings.tls_key_file.read_bytes(),
                 certificate_chain=settings.tls_cert_file.read_bytes())
         wait_until_serving(settings.grpc_listen_addr, 90, lambda: server.poll() is None, credentials)
-        children.append(subprocess.Popen([sys.executable, "-m", "collections_bot"], cwd=ROOT, env=env))
+        children.append(subprocess.Popen([sys.executable, "-m", "collections_bot"], cwd=ROOT, env=bot_env))
         print("\n".join([
             "",
             "credit service is up:",
             f"  gRPC server        {settings.grpc_listen_addr}   (grpcurl -plaintext {settings.grpc_listen_addr} list)",
+            f"  health (probes)    {health_address}   (plaintext, grpc.health.v1.Health only)",
+            f"  metrics            http://{metrics_address}/metrics (server)",
+            f"                     http://{bot_metrics_address}/metrics (collections bot)",
             f"  PostgreSQL         {dsn}",
             f"  SMTP sink          127.0.0.1:{smtp_port}   (emails land in {mail_folder}/)",
             f"  voice gateway      {voice_address}   (simulator; the dialled number's last digit picks the callee)",

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -118,8 +119,19 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     address = f"127.0.0.1:{free_port()}"
     smtp_port = free_port()
     voice_address = f"127.0.0.1:{free_port()}"
+    health_address = f"127.0.0.1:{free_port()}"
+    metrics_port = free_port()
+    while True:  # the bot's metrics take the next port
+        bot_metrics_port = metrics_port + 1
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", bot_metrics_port))
+            break
+        except OSError:
+            metrics_port = free_port()
     env = {**os.environ, "VAR_DIR": str(tmp_path / "var"), "GRPC_LISTEN_ADDR": address,
-           "SMTP_PORT": str(smtp_port), "VOICE_GATEWAY_ADDR": voice_address, "LOG_LEVEL": "warning"}
+           "SMTP_PORT": str(smtp_port), "VOICE_GATEWAY_ADDR": voice_address, "LOG_LEVEL": "warning",
+           "HEALTH_LISTEN_ADDR": health_address, "METRICS_LISTEN_ADDR": f"127.0.0.1:{metrics_port}"}
     env.pop("DATABASE_URL", None)
     stack = subprocess.Popen([sys.executable, "-m", "server.devstack"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
@@ -135,6 +147,16 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     assert f"gRPC server        {address}" in printed, printed
     assert f"SMTP sink          127.0.0.1:{smtp_port}" in printed
     assert f"voice gateway      {voice_address}" in printed
+    assert f"health (probes)    {health_address}" in printed
+    # Probes, and Prometheus for the server and the bot.
+    from tests.e2e.test_admission import scrape
+    from tests.e2e.test_metrics import wait_for
+
+    with grpc.insecure_channel(health_address) as channel:
+        assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    assert "credit_db_up" in "".join(scrape(f"127.0.0.1:{metrics_port}"))
+    wait_for(f"127.0.0.1:{bot_metrics_port}", lambda samples: "credit_bot_passes_total{result=\"ok\"}" in samples, 90)
     # The simulator answers a real call: the last digit 8 is a callee who disputes.
     import asyncio
     from datetime import date
@@ -157,7 +179,6 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     rest = stack.communicate(timeout=60)[0]
     assert stack.returncode == 0, printed + rest
     # Nothing keeps listening once the stack is down.
-    import socket
 
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", smtp_port), timeout=2).close()
