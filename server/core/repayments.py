@@ -95,6 +95,10 @@ class Repayments:
         loans = [loan_view(loan, rows, first["time_zone"], now) for loan, rows in found]
         if command.loan_id is not None:
             if not loans:
+                # The read looks within the account only; tell a loan of another
+                # account from none at all.
+                if await loan_rows.account_of(conn, command.loan_id) is not None:
+                    raise InvalidArgument.of("loan_id", "belongs to another account")
                 raise NotFound("loan_id", str(command.loan_id), "loan")
             _check_in_scope(loans[0], command.account_id)
         today = local_date(now, first["time_zone"])
@@ -106,7 +110,7 @@ class Repayments:
         if first["credit_balance_minor"] + allocated.unapplied_minor > 0 and (
                 command.loan_id is not None or len(paid_off) < len(loans)):
             if not lock:
-                raise NeedsLock()
+                raise NeedsLock(command.account_id)
             view = await self._repay_locked(conn, command)
             return Done(view, _repaid(view))
         provisions = {loan["loan_id"]: loan["provision_minor"] for loan, _ in found}

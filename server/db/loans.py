@@ -38,6 +38,10 @@ FROM loan, unnest($14::integer[], $15::date[], $16::bigint[], $17::bigint[])
 SELECT_LOAN = f"SELECT {_LOAN_COLUMNS} FROM loans WHERE loan_id = $1"
 SELECT_LOAN_FOR_UPDATE = SELECT_LOAN + " FOR UPDATE"
 
+# The account of a loan: where a request that names only the loan keeps its
+# idempotency record.
+SELECT_ACCOUNT = "SELECT account_id FROM loans WHERE loan_id = $1"
+
 SELECT_ACTIVE_FOR_ACCOUNT = f"""
 SELECT {_LOAN_COLUMNS} FROM loans WHERE account_id = $1 AND status = 'ACTIVE' ORDER BY created_at, loan_id
 """
@@ -92,7 +96,8 @@ UPDATE loans SET status = $2, refunded_minor = refunded_minor + $3, updated_at =
 SELECT_INSTALLMENTS = f"SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = $1 ORDER BY sequence"
 
 # Capture, read: the authorization, its account with the version, and the request's
-# idempotency record. One row even when the authorization does not exist.
+# idempotency record in that account's bucket. One row even when the authorization does
+# not exist. The request names only the authorization: its account is found here.
 # $1 authorization, $2-$4 caller, method, key.
 CAPTURE_READ = """
 SELECT au.authorization_id, au.account_id, au.merchant_id, au.order_id, au.status, au.decline_reason,
@@ -104,8 +109,8 @@ SELECT au.authorization_id, au.account_id, au.merchant_id, au.order_id, au.statu
 FROM (SELECT 1) AS one
 LEFT JOIN authorizations au ON au.authorization_id = $1
 LEFT JOIN accounts a ON a.account_id = au.account_id
-LEFT JOIN idempotency_records r ON r.caller = $2 AND r.method = $3 AND r.idempotency_key = $4
-                                AND r.response IS NOT NULL
+LEFT JOIN idempotency_records r ON r.account_id = au.account_id AND r.caller = $2 AND r.method = $3
+                                AND r.idempotency_key = $4 AND r.response IS NOT NULL
 """
 
 # Capture, write (a Write, see server/core/commands.py): the account's hold becomes
@@ -125,7 +130,7 @@ account AS (
 auth AS (
     UPDATE authorizations
     SET status = 'CAPTURED', captured_minor = $9, released_minor = $12, loan_id = $13, updated_at = $10
-    WHERE authorization_id = $11 AND status = 'PENDING' AND EXISTS (SELECT 1 FROM account)
+    WHERE authorization_id = $11 AND account_id = $6 AND status = 'PENDING' AND EXISTS (SELECT 1 FROM account)
     RETURNING authorization_id
 ),
 loan AS (
@@ -178,6 +183,11 @@ async def get(conn: asyncpg.Connection, loan_id: UUID) -> tuple[asyncpg.Record, 
     if loan is None:
         return None
     return loan, await conn.fetch(SELECT_INSTALLMENTS, loan_id)
+
+
+async def account_of(conn: asyncpg.Connection, loan_id: UUID) -> UUID | None:
+    """The account of a loan; None when there is no such loan."""
+    return await conn.fetchval(SELECT_ACCOUNT, loan_id)
 
 
 async def get_for_update(conn: asyncpg.Connection, loan_id: UUID) -> asyncpg.Record | None:
