@@ -247,7 +247,7 @@ class Checkout:
             order_id=auth["order_id"], currency=account["currency"], start_date=start_date, now=now,
             installments=[(i.sequence, i.due_date, i.principal_minor, i.fee_minor) for i in plan.installments])
         auth = await authorization_rows.set_outcome(
-            conn, auth["authorization_id"], status=AuthorizationStatus.CAPTURED.value,
+            conn, auth["account_id"], auth["authorization_id"], status=AuthorizationStatus.CAPTURED.value,
             captured_minor=result.captured_minor, released_minor=result.released_minor, loan_id=loan_id, now=now)
         await account_rows.add_to_totals(conn, auth["account_id"], held_delta_minor=-auth["amount_minor"],
                                          principal_delta_minor=result.captured_minor, now=now)
@@ -266,7 +266,7 @@ class Checkout:
         now = self._clock.now()
         if holds.void(hold(auth), now):
             auth = await authorization_rows.set_outcome(
-                conn, authorization_id, status=AuthorizationStatus.VOIDED.value, captured_minor=0,
+                conn, auth["account_id"], authorization_id, status=AuthorizationStatus.VOIDED.value, captured_minor=0,
                 released_minor=auth["amount_minor"], loan_id=None, now=now)
             await account_rows.add_to_totals(conn, auth["account_id"], held_delta_minor=-auth["amount_minor"],
                                              now=now)

@@ -204,10 +204,11 @@ class Repayments:
                 "amount_minor", f"{command.amount_minor} exceeds the {refundable} of principal not yet refunded")
         result = waterfall.refund(loan.installments, command.amount_minor, loan.today)
         installments = waterfall.apply_refund(loan.installments, result)
-        await loan_rows.update_installments(conn, loan.loan_id, installments, {})
+        await loan_rows.update_installments(conn, account["account_id"], loan.loan_id, installments, {})
         status = (LoanStatus.CANCELLED if result.cancels_loan
                   else LoanStatus.PAID_OFF if all(i.owed_minor == 0 for i in installments) else loan.status)
-        await loan_rows.set_status(conn, loan.loan_id, status.value, now, refunded_delta_minor=command.amount_minor)
+        await loan_rows.set_status(conn, account["account_id"], loan.loan_id, status.value, now,
+                                   refunded_delta_minor=command.amount_minor)
         if loan.status is LoanStatus.ACTIVE and status is not LoanStatus.ACTIVE:
             await reserve.release(conn, account["account_id"], loan.loan_id, now)
         if loan.status is LoanStatus.ACTIVE and result.unpaid_principal_cut_minor:
@@ -271,9 +272,9 @@ class Repayments:
             states = [state for loan_id, state, _ in changed if loan_id == loan.loan_id]
             if states:
                 waived = {state.sequence: fee for loan_id, state, fee in changed if loan_id == loan.loan_id}
-                await loan_rows.update_installments(conn, loan.loan_id, states, waived)
+                await loan_rows.update_installments(conn, account_id, loan.loan_id, states, waived)
         for loan in paid_off:
-            await loan_rows.set_status(conn, loan.loan_id, LoanStatus.PAID_OFF.value, now)
+            await loan_rows.set_status(conn, account_id, loan.loan_id, LoanStatus.PAID_OFF.value, now)
             await reserve.release(conn, account_id, loan.loan_id, now)
             log.info("loan_paid_off", loan_id=str(loan.loan_id))
         principal = allocated.total(Component.PRINCIPAL)

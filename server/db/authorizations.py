@@ -37,7 +37,7 @@ LIMIT 1
 UPDATE_OUTCOME = f"""
 UPDATE authorizations
 SET status = $2, captured_minor = $3, released_minor = $4, loan_id = $5, updated_at = $6
-WHERE authorization_id = $1 AND status = 'PENDING'
+WHERE authorization_id = $1 AND account_id = $7 AND status = 'PENDING'
 RETURNING {_COLUMNS}
 """
 
@@ -180,10 +180,11 @@ async def order_holder(conn: asyncpg.Connection, merchant_id: str, order_id: str
     return await conn.fetchrow(SELECT_ORDER_HOLDER, merchant_id, order_id)
 
 
-async def set_outcome(conn: asyncpg.Connection, authorization_id: UUID, *, status: str, captured_minor: int,
-                      released_minor: int, loan_id: UUID | None, now: datetime) -> asyncpg.Record:
+async def set_outcome(conn: asyncpg.Connection, account_id: UUID, authorization_id: UUID, *, status: str,
+                      captured_minor: int, released_minor: int, loan_id: UUID | None,
+                      now: datetime) -> asyncpg.Record:
     return await conn.fetchrow(UPDATE_OUTCOME, authorization_id, status, captured_minor, released_minor,
-                               loan_id, now)
+                               loan_id, now, account_id)
 
 
 async def expire_due_for_account(conn: asyncpg.Connection, account_id: UUID, now: datetime) -> int:

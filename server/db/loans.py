@@ -87,11 +87,12 @@ FROM unnest($2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[
             $9::bigint[])
      AS u (sequence, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor, penalty_minor,
            penalty_paid_minor, fee_waived_delta_minor)
-WHERE i.loan_id = $1 AND i.sequence = u.sequence
+WHERE i.loan_id = $1 AND i.account_id = $10 AND i.sequence = u.sequence
 """
 
 UPDATE_LOAN_STATUS = """
-UPDATE loans SET status = $2, refunded_minor = refunded_minor + $3, updated_at = $4 WHERE loan_id = $1
+UPDATE loans SET status = $2, refunded_minor = refunded_minor + $3, updated_at = $4
+WHERE loan_id = $1 AND account_id = $5
 """
 SELECT_INSTALLMENTS = f"SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = $1 ORDER BY sequence"
 
@@ -217,16 +218,17 @@ async def page_for_account(conn: asyncpg.Connection, account_id: UUID, status: s
     return await _with_installments(conn, loans)
 
 
-async def update_installments(conn: asyncpg.Connection, loan_id: UUID, installments, waived_by_sequence: dict[int, int]) -> None:
+async def update_installments(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, installments,
+                              waived_by_sequence: dict[int, int]) -> None:
     """Write the paid and owed amounts of `installments` (InstallmentState values)."""
     rows = list(installments)
     await conn.execute(
         UPDATE_INSTALLMENTS, loan_id,
         [i.sequence for i in rows], [i.principal_minor for i in rows], [i.fee_minor for i in rows],
         [i.principal_paid_minor for i in rows], [i.fee_paid_minor for i in rows], [i.penalty_minor for i in rows],
-        [i.penalty_paid_minor for i in rows], [waived_by_sequence.get(i.sequence, 0) for i in rows])
+        [i.penalty_paid_minor for i in rows], [waived_by_sequence.get(i.sequence, 0) for i in rows], account_id)
 
 
-async def set_status(conn: asyncpg.Connection, loan_id: UUID, status: str, now: datetime,
+async def set_status(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, status: str, now: datetime,
                      refunded_delta_minor: int = 0) -> None:
-    await conn.execute(UPDATE_LOAN_STATUS, loan_id, status, refunded_delta_minor, now)
+    await conn.execute(UPDATE_LOAN_STATUS, loan_id, status, refunded_delta_minor, now, account_id)
