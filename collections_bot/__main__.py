@@ -14,6 +14,7 @@ from datetime import datetime
 import structlog
 import uvloop
 
+from collections_bot import metrics as bot_metrics
 from collections_bot.channels.email import EmailChannel
 from collections_bot.config import BotSettings
 from collections_bot.passes import CollectionsPass
@@ -68,7 +69,7 @@ async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
 
 async def run_daemon(settings: BotSettings, dsn: str) -> int:
     pool = await _open(settings, dsn)
-    metrics.serve(settings.metrics_listen_addr)
+    metrics.serve(settings.metrics_listen_addr, bot_metrics.BOT)
     clock = SystemClock()
     bot = build(pool, settings, clock)
     stop = asyncio.Event()
@@ -83,10 +84,10 @@ async def run_daemon(settings: BotSettings, dsn: str) -> int:
                 await bot.run(clock.now())
             except Exception as error:
                 # The next pass tries again; a database away is a warning, anything else a bug.
-                metrics.PASSES.labels("failed").inc()
+                bot_metrics.PASSES.labels("failed").inc()
                 kind = database_error_kind(error)
                 if kind is not None:
-                    metrics.DB_ERRORS.labels(kind, type(error).__name__).inc()
+                    bot_metrics.BOT_DB_ERRORS.labels(kind, type(error).__name__).inc()
                     log.warning("pass_failed", error=f"{type(error).__name__}: {error}", kind=kind)
                 else:
                     log.exception("pass_failed")

@@ -16,11 +16,11 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from collections_bot import metrics as bot_metrics
 from collections_bot.channels.email import Delivery, EmailChannel, Reminder, build_message, yuan
 from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
-from server import metrics
 from server.core.accounts import each_free_account
 from server.core.collections import Collections
 from server.core.limits import review_limits
@@ -89,12 +89,12 @@ class CollectionsPass:
         return frozenset({Channel.EMAIL, Channel.VOICE} if self._voice else {Channel.EMAIL})
 
     async def run(self, now: datetime) -> PassReport:
-        with metrics.PASS_SECONDS.time():
+        with bot_metrics.PASS_SECONDS.time():
             report = await self._run(now)
-        metrics.PASSES.labels("ok").inc()
-        metrics.ACCOUNTS_REVIEWED.inc(report.reviewed)
-        metrics.PENALTIES_BOOKED.inc(report.penalty_days)
-        metrics.PENALTIES_BOOKED_MINOR.inc(report.penalty_minor)
+        bot_metrics.PASSES.labels("ok").inc()
+        bot_metrics.ACCOUNTS_REVIEWED.inc(report.reviewed)
+        bot_metrics.PENALTIES_BOOKED.inc(report.penalty_days)
+        bot_metrics.PENALTIES_BOOKED_MINOR.inc(report.penalty_minor)
         return report
 
     async def _run(self, now: datetime) -> PassReport:
@@ -163,7 +163,7 @@ class CollectionsPass:
                         report.lease_lost += 1
                     else:
                         report.delivered[label + outcome] += 1
-                    metrics.REMINDERS.labels(channel.value.lower(), outcome or "lease_lost").inc()
+                    bot_metrics.REMINDERS.labels(channel.value.lower(), outcome or "lease_lost").inc()
             finally:
                 renewing.cancel()
                 # Waits for the renewal to end without swallowing a cancellation of this
@@ -211,7 +211,7 @@ class CollectionsPass:
                                 domain=self._settings.policy.mail_domain, secret=self._settings.unsubscribe_secret)
         result = await self._email.send(message)
         if result.delivery is not Delivery.SENT:
-            metrics.CHANNEL_FAILURES.labels("email", result.delivery.value).inc()
+            bot_metrics.CHANNEL_FAILURES.labels("email", result.delivery.value).inc()
         log.info("reminder_delivery", attempt_id=str(attempt["attempt_id"]), step=attempt["step_code"],
                  delivery=result.delivery.value, detail=result.detail)
         detail = {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": reminder.locale}
@@ -258,7 +258,7 @@ class CollectionsPass:
         async with self._pool.acquire() as conn:
             async with conn.transaction():
                 if result.failure is not None:
-                    metrics.CHANNEL_FAILURES.labels("voice", "call_failed").inc()
+                    bot_metrics.CHANNEL_FAILURES.labels("voice", "call_failed").inc()
                     failures = json.loads(attempt["detail"] or "{}").get("failures", [])
                     detail = {"failures": failures + [{"at": now.isoformat(), "detail": result.failure,
                                                        "transcript": result.transcript}]}

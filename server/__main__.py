@@ -228,7 +228,7 @@ async def supervise(settings: Settings, dsn: str) -> int:
             # The children write their samples here; this process serves their sum.
             metrics_dir = tempfile.mkdtemp(prefix="credit-metrics-")
             env[metrics.MULTIPROCESS_ENV] = metrics_dir
-            metrics.serve(settings.metrics_listen_addr, children_dir=metrics_dir)
+            metrics.serve(settings.metrics_listen_addr, metrics.SERVER, children_dir=metrics_dir)
         for index in range(1, settings.server_processes + 1):
             children.append(await start_child(index, env))
         requested = await watch(children, stop, address, token_address)

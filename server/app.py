@@ -97,6 +97,9 @@ async def sweep_expired_holds(checkout: Checkout, pool: asyncpg.Pool, interval_s
             await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
 
+LIVENESS_SERVICE = "liveness"
+
+
 @dataclass
 class Running:
     server: grpc.aio.Server
@@ -155,6 +158,8 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     transactions = Transactions(pool)
     policy = AccessPolicy.load(settings.access_file) if settings.auth_mode == "mtls" else None
     health_servicer = health.aio.HealthServicer()
+    # SERVING while this process serves, whatever the database does: for liveness probes.
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     admission = Admission(Bounds(settings.max_concurrent_rpcs, settings.max_calls_per_caller,
                                  settings.max_calls_per_connection, settings.max_streams))
     database = DatabaseWatch(health_servicer, pool, dsn, sample=metrics.sampler(pool, admission))
@@ -407,7 +412,7 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
     gauges = None
     if settings.metrics_listen_addr:
         if parent is None:  # the parent of SERVER_PROCESSES serves its children's metrics
-            metrics.serve(settings.metrics_listen_addr)
+            metrics.serve(settings.metrics_listen_addr, metrics.SERVER)
         gauges = asyncio.create_task(metrics.refresh_book_gauges(pool, settings.metrics_book_interval_s, stop))
     host = settings.grpc_listen_addr.rpartition(":")[0]
     address = f"{host}:{running.port}"

@@ -125,6 +125,18 @@ CHECKS: dict[str, str] = {
         FROM authorizations au LEFT JOIN loans l ON l.authorization_id = au.authorization_id
         WHERE au.status = 'CAPTURED' AND (l.loan_id IS NULL OR l.principal_minor <> au.captured_minor)
     """,
+    # Two rules that one database enforces with unique indexes across accounts, and a
+    # database sharded by account only within each account (docs/scaling.md): checked
+    # here across all of them.
+    "a merchant order has one live authorization": """
+        SELECT merchant_id || ' ' || order_id AS subject, count(*)::bigint AS found, 1::bigint AS expected
+        FROM authorizations WHERE status IN ('PENDING', 'CAPTURED')
+        GROUP BY merchant_id, order_id HAVING count(*) > 1
+    """,
+    "a customer has one account": """
+        SELECT customer_id AS subject, count(*)::bigint AS found, 1::bigint AS expected
+        FROM accounts GROUP BY customer_id HAVING count(*) > 1
+    """,
 }
 
 

@@ -38,55 +38,48 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# The server's metrics; the bot's are in collections_bot/metrics.py, in a registry of
+# their own, so that neither process reports the other's as zeros.
+SERVER = CollectorRegistry(auto_describe=True)
+
+
 def _gauge(name: str, documentation: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Gauge:
-    return Gauge(name, documentation, labels, multiprocess_mode=mode)
+    return Gauge(name, documentation, labels, multiprocess_mode=mode, registry=SERVER)
 
 
 # The server.
-RPCS = Counter("credit_rpc_handled", "Calls finished, by method and status code.", ("method", "code"))
+RPCS = Counter("credit_rpc_handled", "Calls finished, by method and status code.", ("method", "code"), registry=SERVER)
 RPC_SECONDS = Histogram("credit_rpc_duration_seconds", "Time from a call's start to its reply, by method.",
-                        ("method",), buckets=_RPC_BUCKETS)
+                        ("method",), buckets=_RPC_BUCKETS, registry=SERVER)
 RPCS_REFUSED = Counter("credit_rpc_refused", "Calls refused before any work: by why (unauthenticated, "
-                       "permission_denied, total, caller, connection, streams, body_timeout).", ("reason",))
+                       "permission_denied, total, caller, connection, streams, body_timeout).", ("reason",),
+                       registry=SERVER)
 RPCS_IN_PROGRESS = _gauge("credit_rpc_in_progress", "Calls holding a slot now (unary calls and streams).",
                           ("kind",))
 POOL_CONNECTIONS = _gauge("credit_db_pool_connections", "Connections of the server's pool, by state "
                           "(in_use, idle).", ("state",))
 POOL_WAITING = _gauge("credit_db_pool_waiting", "Calls waiting for a pooled connection.")
 DB_ERRORS = Counter("credit_db_errors", "Database failures seen by calls and passes, by kind "
-                    "(unavailable, timeout, conflict, other) and exception class.", ("kind", "error"))
+                    "(unavailable, timeout, conflict, other) and exception class.", ("kind", "error"),
+                    registry=SERVER)
 DB_UP = _gauge("credit_db_up", "1 while the database answers, 0 while it does not.", mode="mostrecent")
 HOLDS_PENDING = _gauge("credit_holds_pending", "Authorizations holding credit limit now.", mode="mostrecent")
 HOLDS_PENDING_MINOR = _gauge("credit_holds_pending_minor", "Credit limit held by pending authorizations, in fen.",
                              mode="mostrecent")
 LOANS = _gauge("credit_loans", "Loans by status.", ("status",), mode="mostrecent")
 
-# The collections bot.
-PASS_SECONDS = Histogram("credit_bot_pass_duration_seconds", "Time a collections pass took.",
-                         buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600))
-PASSES = Counter("credit_bot_passes", "Collections passes, by result (ok, failed).", ("result",))
-ACCOUNTS_REVIEWED = Counter("credit_bot_accounts_reviewed", "Accounts reviewed by collections passes.")
-PENALTIES_BOOKED = Counter("credit_bot_penalty_days", "Daily penalties booked (one per loan and day).")
-PENALTIES_BOOKED_MINOR = Counter("credit_bot_penalty_minor", "Penalty amounts booked, in fen.")
-REMINDERS = Counter("credit_bot_reminders", "Reminder attempts finished, by channel and outcome.",
-                    ("channel", "outcome"))
-CHANNEL_FAILURES = Counter("credit_bot_channel_failures", "Failed sends, by channel (email: the SMTP server; "
-                           "voice: the voice gateway) and error class.", ("channel", "error"))
-
-
-def serve(address: str | None, *, children_dir: str | None = None) -> None:
+def serve(address: str | None, registry: CollectorRegistry, *, children_dir: str | None = None) -> None:
     """Serve the metrics on HOST:PORT (nothing when `address` is None); with
     `children_dir`, those the processes writing there report (the parent of
     SERVER_PROCESSES, which sets PROMETHEUS_MULTIPROC_DIR on its children)."""
     if address is None:
         return
     host, _, port = address.rpartition(":")
-    registry = None
     if children_dir is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=children_dir)
     try:
-        start_http_server(int(port), addr=host.strip("[]"), **({"registry": registry} if registry else {}))
+        start_http_server(int(port), addr=host.strip("[]"), registry=registry)
     except OSError as error:
         raise SystemExit(f"METRICS_LISTEN_ADDR: cannot listen on {address}: {error}") from error
     log.info("metrics_serving", address=address)

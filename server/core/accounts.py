@@ -25,6 +25,9 @@ DEFAULT_GRADE = Grade.C
 
 @dataclass(frozen=True)
 class OpenAccount:
+    # The id the account will have: derived from the customer (see
+    # server.domain.accounts.account_id_of_customer), known before anything is written.
+    account_id: UUID
     customer_id: str
     contact: Contact
 
@@ -89,7 +92,7 @@ class CreditLines:
         now = self._clock.now()
         contact = command.contact
         row = await account_rows.insert(
-            conn, uuid.uuid4(), command.customer_id, DEFAULT_GRADE.value, contact.name, contact.email,
+            conn, command.account_id, command.customer_id, DEFAULT_GRADE.value, contact.name, contact.email,
             contact.phone, contact.locale, contact.time_zone, now)
         if row is None:
             raise AlreadyExists(f"customer_id: customer {command.customer_id!r} already has an account")

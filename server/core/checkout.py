@@ -105,15 +105,12 @@ class Checkout:
             raise NotFound("account_id", str(command.account_id), "account")
         due_expired = row["due_expired_minor"]
         if row["live_account_id"] is not None:
-            # Only a PENDING hold past its expiry stops holding the order; a captured one
-            # holds it for good.
+            # The account's own live authorization of the order. Only a PENDING hold past
+            # its expiry stops holding the order (this authorization's write expires it);
+            # a captured one holds it for good.
             lapsed = row["live_status"] == AuthorizationStatus.PENDING and row["live_expires_at"] <= now
             if not lapsed:
                 raise _order_taken(command)
-            if row["live_account_id"] != command.account_id:
-                # Another account's hold on this order has expired but is not booked yet.
-                raise Aborted("order_id: an expired hold on this order is being released; retry shortly")
-            # This account's own lapsed hold: this authorization's write expires it.
         line = replace(credit_line(row), held_minor=row["held_minor"] - due_expired)
         decision = holds.decide(line, self._products, command.amount_minor, command.term_months, command.method, now)
         facts, verdict = self._assess_risk(command, line.risk_grade, row)
@@ -160,9 +157,11 @@ class Checkout:
             outcome.update(risk_decision=verdict.decision.value, risk_score=verdict.score)
         if due_expired:
             outcome.update(holds_expired_minor=due_expired)
-        # Another account's authorization took the order between the read and the write.
-        return Decided(view, Write(sql, args), command.account_id, outcome,
-                       conflicts={"authorizations_one_live_per_order": _order_taken(command)})
+        # Another account holds the order (found only by the write: the read stays within
+        # the account), or a concurrent request of this account took it.
+        return Decided(view, Write(sql, args), command.account_id, outcome, conflicts={
+            "authorizations_one_live_per_order": _explain_order_conflict(command, now),
+            "authorizations_one_live_per_account_order": _order_taken(command)})
 
     def _assess_risk(self, command: Authorize, grade: Grade,
                      row: asyncpg.Record) -> tuple[risk.Facts | None, risk.Verdict | None]:
@@ -199,7 +198,7 @@ class Checkout:
             raise FailedPrecondition("account is CLOSED; its holds cannot be captured")
         if row["credit_balance_minor"] > 0:
             if not lock:
-                raise NeedsLock()
+                raise NeedsLock(row["account_id"])
             view = await self._capture_locked(conn, command)
             return Done(view, {"outcome": "hold_captured", "authorization_id": str(view.authorization_id),
                                "loan_id": str(view.loan_id), "captured_minor": view.captured_minor})
@@ -248,7 +247,7 @@ class Checkout:
             order_id=auth["order_id"], currency=account["currency"], start_date=start_date, now=now,
             installments=[(i.sequence, i.due_date, i.principal_minor, i.fee_minor) for i in plan.installments])
         auth = await authorization_rows.set_outcome(
-            conn, auth["authorization_id"], status=AuthorizationStatus.CAPTURED.value,
+            conn, auth["account_id"], auth["authorization_id"], status=AuthorizationStatus.CAPTURED.value,
             captured_minor=result.captured_minor, released_minor=result.released_minor, loan_id=loan_id, now=now)
         await account_rows.add_to_totals(conn, auth["account_id"], held_delta_minor=-auth["amount_minor"],
                                          principal_delta_minor=result.captured_minor, now=now)
@@ -267,7 +266,7 @@ class Checkout:
         now = self._clock.now()
         if holds.void(hold(auth), now):
             auth = await authorization_rows.set_outcome(
-                conn, authorization_id, status=AuthorizationStatus.VOIDED.value, captured_minor=0,
+                conn, auth["account_id"], authorization_id, status=AuthorizationStatus.VOIDED.value, captured_minor=0,
                 released_minor=auth["amount_minor"], loan_id=None, now=now)
             await account_rows.add_to_totals(conn, auth["account_id"], held_delta_minor=-auth["amount_minor"],
                                              now=now)
@@ -341,7 +340,30 @@ class Checkout:
         )
 
 
+async def account_of_authorization(conn: asyncpg.Connection, authorization_id: UUID) -> UUID:
+    """The account of an authorization, for a request that names only the authorization."""
+    account_id = await authorization_rows.account_of(conn, authorization_id)
+    if account_id is None:
+        raise NotFound("authorization_id", str(authorization_id), "authorization")
+    return account_id
+
+
 def _order_taken(command: Authorize) -> AlreadyExists:
     return AlreadyExists(
         f"order_id: merchant {command.merchant_id!r} order {command.order_id!r} already has a pending "
         "or captured authorization")
+
+
+def _explain_order_conflict(command: Authorize, now: datetime):
+    """What it means that the write met another account's live authorization of the
+    order (the one-live-per-order index of a single database): the order is taken,
+    unless that hold has expired and waits to be booked (or was just given back), when
+    the caller may retry shortly."""
+
+    async def explain(conn: asyncpg.Connection) -> AlreadyExists | Aborted:
+        holder = await authorization_rows.order_holder(conn, command.merchant_id, command.order_id)
+        if holder is not None and (holder["status"] != AuthorizationStatus.PENDING or holder["expires_at"] > now):
+            return _order_taken(command)
+        return Aborted("order_id: an expired hold on this order is being released; retry shortly")
+
+    return explain

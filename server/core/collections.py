@@ -351,7 +351,7 @@ class Collections:
         found = await loan_rows.get(conn, loan_id)
         after = loan_view(found[0], found[1], account["time_zone"], now)
         if all(i.owed_minor == 0 for i in after.installments):
-            await loan_rows.set_status(conn, loan_id, LoanStatus.PAID_OFF.value, now)
+            await loan_rows.set_status(conn, account["account_id"], loan_id, LoanStatus.PAID_OFF.value, now)
             await reserve.release(conn, account["account_id"], loan_id, now)
             found = await loan_rows.get(conn, loan_id)
             after = loan_view(found[0], found[1], account["time_zone"], now)

@@ -19,7 +19,7 @@ its work there, returning `Done`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from uuid import UUID
@@ -51,7 +51,8 @@ class Replay:
 class Write:
     """The whole change of a command as one statement. Its parameters $1-$5 are the
     idempotency record (caller, method, key, request fingerprint, reply) and `args`
-    follow from $6. Built by the core with the SQL of server/db."""
+    follow from $6; the first of them ($6) is the account, whose bucket the record is
+    claimed in. Built by the core with the SQL of server/db."""
 
     sql: str
     args: tuple[Any, ...]
@@ -68,8 +69,9 @@ class Decided(Generic[View]):
     # Fields for the call's one log line: what happened, with its ids and amounts.
     outcome: dict[str, Any]
     # What a unique constraint that the write may break means to the caller, by name:
-    # a concurrent request took the same thing.
-    conflicts: Mapping[str, CreditError] = field(default_factory=dict)
+    # a concurrent request took the same thing. Where the meaning takes a read to tell,
+    # a function that reads it (on a connection of its own, after the write failed).
+    conflicts: Mapping[str, CreditError | Callable[[Any], Awaitable[CreditError]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,4 +83,9 @@ class Done(Generic[View]):
 
 
 class NeedsLock(Exception):
-    """Raised by a core in optimistic mode when the command needs the locked mode."""
+    """Raised by a core in optimistic mode when the command needs the locked mode, once
+    its read has found the account (the locked mode claims the key in its bucket)."""
+
+    def __init__(self, account_id: UUID) -> None:
+        super().__init__(f"account {account_id} needs the locked mode")
+        self.account_id = account_id

@@ -25,6 +25,14 @@ class LoanPage:
     next_page_token: str
 
 
+async def account_of_loan(conn: asyncpg.Connection, loan_id: UUID) -> UUID:
+    """The account of a loan, for a request that names only the loan."""
+    account_id = await loan_rows.account_of(conn, loan_id)
+    if account_id is None:
+        raise NotFound("loan_id", str(loan_id), "loan")
+    return account_id
+
+
 class Loans:
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

@@ -95,6 +95,10 @@ class Repayments:
         loans = [loan_view(loan, rows, first["time_zone"], now) for loan, rows in found]
         if command.loan_id is not None:
             if not loans:
+                # The read looks within the account only; tell a loan of another
+                # account from none at all.
+                if await loan_rows.account_of(conn, command.loan_id) is not None:
+                    raise InvalidArgument.of("loan_id", "belongs to another account")
                 raise NotFound("loan_id", str(command.loan_id), "loan")
             _check_in_scope(loans[0], command.account_id)
         today = local_date(now, first["time_zone"])
@@ -106,7 +110,7 @@ class Repayments:
         if first["credit_balance_minor"] + allocated.unapplied_minor > 0 and (
                 command.loan_id is not None or len(paid_off) < len(loans)):
             if not lock:
-                raise NeedsLock()
+                raise NeedsLock(command.account_id)
             view = await self._repay_locked(conn, command)
             return Done(view, _repaid(view))
         provisions = {loan["loan_id"]: loan["provision_minor"] for loan, _ in found}
@@ -200,10 +204,11 @@ class Repayments:
                 "amount_minor", f"{command.amount_minor} exceeds the {refundable} of principal not yet refunded")
         result = waterfall.refund(loan.installments, command.amount_minor, loan.today)
         installments = waterfall.apply_refund(loan.installments, result)
-        await loan_rows.update_installments(conn, loan.loan_id, installments, {})
+        await loan_rows.update_installments(conn, account["account_id"], loan.loan_id, installments, {})
         status = (LoanStatus.CANCELLED if result.cancels_loan
                   else LoanStatus.PAID_OFF if all(i.owed_minor == 0 for i in installments) else loan.status)
-        await loan_rows.set_status(conn, loan.loan_id, status.value, now, refunded_delta_minor=command.amount_minor)
+        await loan_rows.set_status(conn, account["account_id"], loan.loan_id, status.value, now,
+                                   refunded_delta_minor=command.amount_minor)
         if loan.status is LoanStatus.ACTIVE and status is not LoanStatus.ACTIVE:
             await reserve.release(conn, account["account_id"], loan.loan_id, now)
         if loan.status is LoanStatus.ACTIVE and result.unpaid_principal_cut_minor:
@@ -267,9 +272,9 @@ class Repayments:
             states = [state for loan_id, state, _ in changed if loan_id == loan.loan_id]
             if states:
                 waived = {state.sequence: fee for loan_id, state, fee in changed if loan_id == loan.loan_id}
-                await loan_rows.update_installments(conn, loan.loan_id, states, waived)
+                await loan_rows.update_installments(conn, account_id, loan.loan_id, states, waived)
         for loan in paid_off:
-            await loan_rows.set_status(conn, loan.loan_id, LoanStatus.PAID_OFF.value, now)
+            await loan_rows.set_status(conn, account_id, loan.loan_id, LoanStatus.PAID_OFF.value, now)
             await reserve.release(conn, account_id, loan.loan_id, now)
             log.info("loan_paid_off", loan_id=str(loan.loan_id))
         principal = allocated.total(Component.PRINCIPAL)

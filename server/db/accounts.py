@@ -16,12 +16,14 @@ _COLUMNS = """
     currency, contact_name, contact_email, contact_phone, locale, time_zone, created_at, updated_at
 """
 
+# A customer has one account: the id derived from the customer is taken, or (on one
+# database, for accounts opened before ids were derived) the customer id is.
 INSERT = f"""
 INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
                       contact_phone, locale, time_zone, created_at, updated_at, contact_email_hash,
                       contact_phone_hash)
 VALUES ($1, $2, 'ACTIVE', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
-ON CONFLICT (customer_id) DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING {_COLUMNS}
 """
 

@@ -21,10 +21,23 @@ _COLUMNS = """
 SELECT = f"SELECT {_COLUMNS} FROM authorizations WHERE authorization_id = $1"
 SELECT_FOR_UPDATE = SELECT + " FOR UPDATE"
 
+# The account of an authorization: where a request that names only the authorization
+# keeps its idempotency record.
+SELECT_ACCOUNT = "SELECT account_id FROM authorizations WHERE authorization_id = $1"
+
+# The live authorization of a merchant order on any account. Only to explain why a
+# write broke the one-live-per-order index of a single database: it looks across
+# accounts, so it is never part of a request's own reads and writes.
+SELECT_ORDER_HOLDER = """
+SELECT account_id, status, expires_at FROM authorizations
+WHERE merchant_id = $1 AND order_id = $2 AND status IN ('PENDING', 'CAPTURED')
+LIMIT 1
+"""
+
 UPDATE_OUTCOME = f"""
 UPDATE authorizations
 SET status = $2, captured_minor = $3, released_minor = $4, loan_id = $5, updated_at = $6
-WHERE authorization_id = $1 AND status = 'PENDING'
+WHERE authorization_id = $1 AND account_id = $7 AND status = 'PENDING'
 RETURNING {_COLUMNS}
 """
 
@@ -48,10 +61,13 @@ WHERE account_id = $1 AND status = 'PENDING'
 """
 
 # Authorize, read: the account with its version, the request's idempotency record, the
-# account's holds past expiry (booked by this authorization), the order's live
-# authorization if any, and (with risk checks on) the risk facts. One row even when the
-# account does not exist. $1 account, $2 merchant, $3 order, $4 now, $5-$7 caller,
-# method, key; with risk checks $8 device and $9 address.
+# account's holds past expiry (booked by this authorization), the account's own live
+# authorization of the order if any, and (with risk checks on) the risk facts. One row
+# even when the account does not exist. Every table is read within the account, but
+# for two risk facts that count other accounts by device and by address. Another
+# account's live authorization of the order is found by the write, not here: see
+# docs/scaling.md. $1 account, $2 merchant, $3 order, $4 now, $5-$7 caller, method, key;
+# with risk checks $8 device and $9 address.
 _AUTHORIZE_READ = """
 SELECT a.account_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_limit_minor,
        a.temporary_limit_expires_at, a.held_minor, a.outstanding_principal_minor, a.time_zone, a.version,
@@ -61,11 +77,11 @@ SELECT a.account_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_l
        live.account_id AS live_account_id, live.status AS live_status, live.expires_at AS live_expires_at{facts}
 FROM (SELECT 1) AS one{fact_joins}
 LEFT JOIN accounts a ON a.account_id = $1
-LEFT JOIN idempotency_records r ON r.caller = $5 AND r.method = $6 AND r.idempotency_key = $7
-                                AND r.response IS NOT NULL
+LEFT JOIN idempotency_records r ON r.account_id = $1 AND r.caller = $5 AND r.method = $6
+                                AND r.idempotency_key = $7 AND r.response IS NOT NULL
 LEFT JOIN LATERAL (
     SELECT account_id, status, expires_at FROM authorizations
-    WHERE merchant_id = $2 AND order_id = $3 AND status IN ('PENDING', 'CAPTURED') LIMIT 1
+    WHERE account_id = $1 AND merchant_id = $2 AND order_id = $3 AND status IN ('PENDING', 'CAPTURED') LIMIT 1
 ) AS live ON true
 """
 _FACTS, _FACT_JOINS = risk.fact_columns(account="$1", device="$8", ip="$9", merchant="$2", now="$4")
@@ -154,10 +170,21 @@ async def get(conn: asyncpg.Connection, authorization_id: UUID, *, lock: bool = 
     return await conn.fetchrow(SELECT_FOR_UPDATE if lock else SELECT, authorization_id)
 
 
-async def set_outcome(conn: asyncpg.Connection, authorization_id: UUID, *, status: str, captured_minor: int,
-                      released_minor: int, loan_id: UUID | None, now: datetime) -> asyncpg.Record:
+async def account_of(conn: asyncpg.Connection, authorization_id: UUID) -> UUID | None:
+    """The account that holds the authorization; None when there is no such authorization."""
+    return await conn.fetchval(SELECT_ACCOUNT, authorization_id)
+
+
+async def order_holder(conn: asyncpg.Connection, merchant_id: str, order_id: str) -> asyncpg.Record | None:
+    """The live authorization of the merchant order on any account (see SELECT_ORDER_HOLDER)."""
+    return await conn.fetchrow(SELECT_ORDER_HOLDER, merchant_id, order_id)
+
+
+async def set_outcome(conn: asyncpg.Connection, account_id: UUID, authorization_id: UUID, *, status: str,
+                      captured_minor: int, released_minor: int, loan_id: UUID | None,
+                      now: datetime) -> asyncpg.Record:
     return await conn.fetchrow(UPDATE_OUTCOME, authorization_id, status, captured_minor, released_minor,
-                               loan_id, now)
+                               loan_id, now, account_id)
 
 
 async def expire_due_for_account(conn: asyncpg.Connection, account_id: UUID, now: datetime) -> int:

@@ -85,7 +85,7 @@ WHERE a.loan_id = ANY($1::uuid[]) AND a.component IN ('PRINCIPAL', 'FEE')
 INSERT_ACCRUAL = """
 INSERT INTO penalty_accruals (loan_id, sequence, accrual_date, account_id, base_minor, amount_minor, created_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (loan_id, sequence, accrual_date) DO NOTHING
+ON CONFLICT (loan_id, sequence, accrual_date, account_id) DO NOTHING
 RETURNING amount_minor
 """
 
@@ -165,7 +165,7 @@ INSERT_ATTEMPT = f"""
 INSERT INTO contact_attempts (attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason,
                               message_id, created_at, updated_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-ON CONFLICT (loan_id, sequence, step_code) DO NOTHING
+ON CONFLICT (loan_id, sequence, step_code, account_id) DO NOTHING
 RETURNING {_ATTEMPT_COLUMNS}
 """
 

@@ -38,6 +38,10 @@ FROM loan, unnest($14::integer[], $15::date[], $16::bigint[], $17::bigint[])
 SELECT_LOAN = f"SELECT {_LOAN_COLUMNS} FROM loans WHERE loan_id = $1"
 SELECT_LOAN_FOR_UPDATE = SELECT_LOAN + " FOR UPDATE"
 
+# The account of a loan: where a request that names only the loan keeps its
+# idempotency record.
+SELECT_ACCOUNT = "SELECT account_id FROM loans WHERE loan_id = $1"
+
 SELECT_ACTIVE_FOR_ACCOUNT = f"""
 SELECT {_LOAN_COLUMNS} FROM loans WHERE account_id = $1 AND status = 'ACTIVE' ORDER BY created_at, loan_id
 """
@@ -83,16 +87,18 @@ FROM unnest($2::integer[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[
             $9::bigint[])
      AS u (sequence, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor, penalty_minor,
            penalty_paid_minor, fee_waived_delta_minor)
-WHERE i.loan_id = $1 AND i.sequence = u.sequence
+WHERE i.loan_id = $1 AND i.account_id = $10 AND i.sequence = u.sequence
 """
 
 UPDATE_LOAN_STATUS = """
-UPDATE loans SET status = $2, refunded_minor = refunded_minor + $3, updated_at = $4 WHERE loan_id = $1
+UPDATE loans SET status = $2, refunded_minor = refunded_minor + $3, updated_at = $4
+WHERE loan_id = $1 AND account_id = $5
 """
 SELECT_INSTALLMENTS = f"SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = $1 ORDER BY sequence"
 
 # Capture, read: the authorization, its account with the version, and the request's
-# idempotency record. One row even when the authorization does not exist.
+# idempotency record in that account's bucket. One row even when the authorization does
+# not exist. The request names only the authorization: its account is found here.
 # $1 authorization, $2-$4 caller, method, key.
 CAPTURE_READ = """
 SELECT au.authorization_id, au.account_id, au.merchant_id, au.order_id, au.status, au.decline_reason,
@@ -104,8 +110,8 @@ SELECT au.authorization_id, au.account_id, au.merchant_id, au.order_id, au.statu
 FROM (SELECT 1) AS one
 LEFT JOIN authorizations au ON au.authorization_id = $1
 LEFT JOIN accounts a ON a.account_id = au.account_id
-LEFT JOIN idempotency_records r ON r.caller = $2 AND r.method = $3 AND r.idempotency_key = $4
-                                AND r.response IS NOT NULL
+LEFT JOIN idempotency_records r ON r.account_id = au.account_id AND r.caller = $2 AND r.method = $3
+                                AND r.idempotency_key = $4 AND r.response IS NOT NULL
 """
 
 # Capture, write (a Write, see server/core/commands.py): the account's hold becomes
@@ -125,7 +131,7 @@ account AS (
 auth AS (
     UPDATE authorizations
     SET status = 'CAPTURED', captured_minor = $9, released_minor = $12, loan_id = $13, updated_at = $10
-    WHERE authorization_id = $11 AND status = 'PENDING' AND EXISTS (SELECT 1 FROM account)
+    WHERE authorization_id = $11 AND account_id = $6 AND status = 'PENDING' AND EXISTS (SELECT 1 FROM account)
     RETURNING authorization_id
 ),
 loan AS (
@@ -180,6 +186,11 @@ async def get(conn: asyncpg.Connection, loan_id: UUID) -> tuple[asyncpg.Record, 
     return loan, await conn.fetch(SELECT_INSTALLMENTS, loan_id)
 
 
+async def account_of(conn: asyncpg.Connection, loan_id: UUID) -> UUID | None:
+    """The account of a loan; None when there is no such loan."""
+    return await conn.fetchval(SELECT_ACCOUNT, loan_id)
+
+
 async def get_for_update(conn: asyncpg.Connection, loan_id: UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT_LOAN_FOR_UPDATE, loan_id)
 
@@ -207,16 +218,17 @@ async def page_for_account(conn: asyncpg.Connection, account_id: UUID, status: s
     return await _with_installments(conn, loans)
 
 
-async def update_installments(conn: asyncpg.Connection, loan_id: UUID, installments, waived_by_sequence: dict[int, int]) -> None:
+async def update_installments(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, installments,
+                              waived_by_sequence: dict[int, int]) -> None:
     """Write the paid and owed amounts of `installments` (InstallmentState values)."""
     rows = list(installments)
     await conn.execute(
         UPDATE_INSTALLMENTS, loan_id,
         [i.sequence for i in rows], [i.principal_minor for i in rows], [i.fee_minor for i in rows],
         [i.principal_paid_minor for i in rows], [i.fee_paid_minor for i in rows], [i.penalty_minor for i in rows],
-        [i.penalty_paid_minor for i in rows], [waived_by_sequence.get(i.sequence, 0) for i in rows])
+        [i.penalty_paid_minor for i in rows], [waived_by_sequence.get(i.sequence, 0) for i in rows], account_id)
 
 
-async def set_status(conn: asyncpg.Connection, loan_id: UUID, status: str, now: datetime,
+async def set_status(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, status: str, now: datetime,
                      refunded_delta_minor: int = 0) -> None:
-    await conn.execute(UPDATE_LOAN_STATUS, loan_id, status, refunded_delta_minor, now)
+    await conn.execute(UPDATE_LOAN_STATUS, loan_id, status, refunded_delta_minor, now, account_id)

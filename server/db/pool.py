@@ -11,7 +11,6 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-STATEMENT_TIMEOUT_MS = 10_000
 LOCK_TIMEOUT_MS = 5_000
 
 
@@ -34,7 +33,9 @@ async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout
         server_settings={
             "application_name": "credit-server",
             "timezone": "UTC",
-            "statement_timeout": str(STATEMENT_TIMEOUT_MS),
+            # The server side of DB_COMMAND_TIMEOUT_S: a statement whose client gave up
+            # does not run on.
+            "statement_timeout": str(int(command_timeout_s * 1000)),
             "lock_timeout": str(LOCK_TIMEOUT_MS),
             "idle_in_transaction_session_timeout": "60000",
             # Plan each prepared statement once per connection. The hot statements are

@@ -33,7 +33,8 @@ UPDATE accounts SET credit_balance_minor = credit_balance_minor + $2, updated_at
 
 # Repay, read: the account with its version, the request's idempotency record, and the
 # loans in scope with their installments, one row per installment (one row in all when
-# there is none). $1 account, $2-$4 caller, method, key; by loan, $5 the loan.
+# there is none); all within the account, a loan of another account is not in scope.
+# $1 account, $2-$4 caller, method, key; by loan, $5 the loan.
 _REPAY_READ = """
 SELECT a.account_id, a.customer_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_limit_minor,
        a.temporary_limit_expires_at, a.held_minor, a.outstanding_principal_minor, a.credit_balance_minor,
@@ -49,13 +50,13 @@ SELECT a.account_id, a.customer_id, a.status, a.risk_grade, a.credit_limit_minor
        i.penalty_minor, i.penalty_paid_minor, i.fee_waived_minor
 FROM (SELECT 1) AS one
 LEFT JOIN accounts a ON a.account_id = $1
-LEFT JOIN idempotency_records r ON r.caller = $2 AND r.method = $3 AND r.idempotency_key = $4
-                                AND r.response IS NOT NULL
-LEFT JOIN loans l ON {loans}
-LEFT JOIN installments i ON i.loan_id = l.loan_id
+LEFT JOIN idempotency_records r ON r.account_id = $1 AND r.caller = $2 AND r.method = $3
+                                AND r.idempotency_key = $4 AND r.response IS NOT NULL
+LEFT JOIN loans l ON l.account_id = a.account_id AND {loans}
+LEFT JOIN installments i ON i.account_id = l.account_id AND i.loan_id = l.loan_id
 ORDER BY l.created_at, l.loan_id, i.sequence
 """
-REPAY_READ_BY_ACCOUNT = _REPAY_READ.format(loans="l.account_id = a.account_id AND l.status = 'ACTIVE'")
+REPAY_READ_BY_ACCOUNT = _REPAY_READ.format(loans="l.status = 'ACTIVE'")
 REPAY_READ_BY_LOAN = _REPAY_READ.format(loans="l.loan_id = $5")
 
 _LOAN_FIELDS = ("account_id", "authorization_id", "status", "principal_minor", "term_months", "method",
@@ -84,12 +85,12 @@ paid AS (
                          $17::bigint[], $18::bigint[], $19::bigint[])
          AS u (loan_id, sequence, principal_minor, fee_minor, principal_paid_minor, fee_paid_minor, penalty_minor,
                penalty_paid_minor, fee_waived_delta_minor)
-    WHERE i.loan_id = u.loan_id AND i.sequence = u.sequence
+    WHERE i.account_id = $6 AND i.loan_id = u.loan_id AND i.sequence = u.sequence
     RETURNING 1
 ),
 paid_off AS (
     UPDATE loans SET status = 'PAID_OFF', updated_at = $10
-    FROM account WHERE loans.loan_id = ANY($20::uuid[]) AND loans.status = 'ACTIVE'
+    FROM account WHERE loans.account_id = $6 AND loans.loan_id = ANY($20::uuid[]) AND loans.status = 'ACTIVE'
     RETURNING 1
 ),
 repayment AS (

@@ -51,8 +51,8 @@ _FACT_COLUMNS = """
     recent.amount_last_day_minor AS account_amount_last_day_minor,
     device.authorizations_last_hour AS device_authorizations_last_hour,
     device.other_accounts AS device_accounts_last_30_days,
-    (SELECT count(DISTINCT account_id) FROM authorizations WHERE {ip}::text <> '' AND ip_address = {ip}
-        AND account_id <> {account}::uuid AND created_at > {now}::timestamptz - interval '1 day')
+    (SELECT count(DISTINCT ip.account_id) FROM authorizations ip WHERE {ip}::text <> '' AND ip.ip_address = {ip}
+        AND ip.account_id <> {account}::uuid AND ip.created_at > {now}::timestamptz - interval '1 day')
         AS ip_accounts_last_day,
     EXISTS (SELECT 1 FROM authorizations WHERE account_id = {account}::uuid AND {device}::text <> ''
             AND device_id = {device} AND status IN ('PENDING', 'CAPTURED')

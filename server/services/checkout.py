@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from credit.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
-from server.core.checkout import Authorize, Capture, Checkout
+from server.core.checkout import Authorize, Capture, Checkout, account_of_authorization
+from server.core.loans import account_of_loan
 from server.core.repayments import RefundLoan, Repayments
 from server.domain.pricing import TERMS_MONTHS, RepaymentMethod
 from server.services import convert
@@ -80,7 +81,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         f.done()
         return await self._tx.idempotent(
             "Void", request, Authorization,
-            lambda conn: self._authorization(self._checkout.void(conn, authorization_id)))
+            lambda conn: self._authorization(self._checkout.void(conn, authorization_id)),
+            find_account=lambda conn: account_of_authorization(conn, authorization_id))
 
     async def Refund(self, request, context) -> common_pb2.Loan:
         f = Fields()
@@ -95,7 +97,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         async def refund(conn):
             return convert.loan(await self._repayments.refund(conn, command))
 
-        return await self._tx.idempotent("Refund", request, common_pb2.Loan, refund)
+        return await self._tx.idempotent("Refund", request, common_pb2.Loan, refund,
+                                         find_account=lambda conn: account_of_loan(conn, command.loan_id))
 
     async def GetAuthorization(self, request, context) -> Authorization:
         f = Fields()

@@ -8,6 +8,7 @@ from datetime import date
 from credit.v1 import collections_pb2, collections_pb2_grpc, common_pb2
 from server import paging
 from server.core.collections import CaseView, Collections
+from server.core.loans import account_of_loan
 from server.domain.errors import InvalidArgument
 from server.domain.loans import Bucket
 from server.services import convert
@@ -111,7 +112,8 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
         async def record(conn):
             return promise(await self._collections.record_promise(conn, account_id, promised, amount, "API"))
 
-        return await self._tx.idempotent("RecordPromiseToPay", request, collections_pb2.Promise, record)
+        return await self._tx.idempotent("RecordPromiseToPay", request, collections_pb2.Promise, record,
+                                         account_id=account_id)
 
     async def SetContactPreferences(self, request, context) -> collections_pb2.ContactPreferences:
         f = Fields()
@@ -124,7 +126,8 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
                                                              request.voice_opt_out)
             return preferences(account_id, values)
 
-        return await self._tx.idempotent("SetContactPreferences", request, collections_pb2.ContactPreferences, save)
+        return await self._tx.idempotent("SetContactPreferences", request, collections_pb2.ContactPreferences, save,
+                                         account_id=account_id)
 
     async def WaivePenalty(self, request, context) -> common_pb2.Loan:
         f = Fields()
@@ -140,7 +143,8 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
             return convert.loan(await self._collections.waive_penalty(conn, loan_id, request.sequence, amount,
                                                                       reason))
 
-        return await self._tx.idempotent("WaivePenalty", request, common_pb2.Loan, waive)
+        return await self._tx.idempotent("WaivePenalty", request, common_pb2.Loan, waive,
+                                         find_account=lambda conn: account_of_loan(conn, loan_id))
 
     async def ListContactAttempts(self, request, context) -> collections_pb2.ListContactAttemptsResponse:
         f = Fields()

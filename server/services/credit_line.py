@@ -5,6 +5,7 @@ from __future__ import annotations
 from credit.v1 import common_pb2, credit_line_pb2, credit_line_pb2_grpc
 from server.core.accounts import AdjustLimit, ChangeStatus, CreditLines, GrantTemporaryLimit, OpenAccount
 from server.core.views import Contact
+from server.domain.accounts import account_id_of_customer
 from server.services import convert
 from server.services.fields import Fields
 from server.services.transactions import Transactions
@@ -20,8 +21,10 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
     async def OpenAccount(self, request, context) -> Account:
         f = Fields()
         contact = request.contact
+        customer_id = f.identifier(request.customer_id, "customer_id")
         command = OpenAccount(
-            customer_id=f.identifier(request.customer_id, "customer_id"),
+            account_id=account_id_of_customer(customer_id),
+            customer_id=customer_id,
             contact=Contact(
                 name=f.text(contact.name, "contact.name", max_length=200),
                 email=f.email(contact.email, "contact.email"),
@@ -34,7 +37,7 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
         f.done()
         return await self._tx.idempotent(
             "OpenAccount", request, Account,
-            lambda conn: self._account(self._lines.open(conn, command)))
+            lambda conn: self._account(self._lines.open(conn, command)), account_id=command.account_id)
 
     async def GetAccount(self, request, context) -> Account:
         f = Fields()
@@ -64,7 +67,8 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
                                                     points_lost=r.points_lost) for r in assessment.reasons],
                 account=convert.account(account))
 
-        return await self._tx.idempotent("AssessCredit", request, credit_line_pb2.AssessCreditResponse, assess)
+        return await self._tx.idempotent("AssessCredit", request, credit_line_pb2.AssessCreditResponse, assess,
+                                         account_id=account_id)
 
     async def AdjustLimit(self, request, context) -> Account:
         f = Fields()
@@ -78,7 +82,7 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
         f.done()
         return await self._tx.idempotent(
             "AdjustLimit", request, Account,
-            lambda conn: self._account(self._lines.adjust_limit(conn, command)))
+            lambda conn: self._account(self._lines.adjust_limit(conn, command)), account_id=command.account_id)
 
     async def GrantTemporaryLimit(self, request, context) -> Account:
         f = Fields()
@@ -93,19 +97,20 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
         f.done()
         return await self._tx.idempotent(
             "GrantTemporaryLimit", request, Account,
-            lambda conn: self._account(self._lines.grant_temporary_limit(conn, command)))
+            lambda conn: self._account(self._lines.grant_temporary_limit(conn, command)),
+            account_id=command.account_id)
 
     async def FreezeAccount(self, request, context) -> Account:
         command = self._status_change(request)
         return await self._tx.idempotent(
             "FreezeAccount", request, Account,
-            lambda conn: self._account(self._lines.freeze(conn, command)))
+            lambda conn: self._account(self._lines.freeze(conn, command)), account_id=command.account_id)
 
     async def UnfreezeAccount(self, request, context) -> Account:
         command = self._status_change(request)
         return await self._tx.idempotent(
             "UnfreezeAccount", request, Account,
-            lambda conn: self._account(self._lines.unfreeze(conn, command)))
+            lambda conn: self._account(self._lines.unfreeze(conn, command)), account_id=command.account_id)
 
     @staticmethod
     def _status_change(request) -> ChangeStatus:

@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from server.core.commands import Decided, Done, Key, NeedsLock, Replay
 from server.db import idempotency
-from server.domain.errors import IdempotencyKeyReused, InvariantViolation
+from server.domain.errors import CreditError, IdempotencyKeyReused, InvariantViolation
 
 Reply = TypeVar("Reply", bound=Message)
 
@@ -53,7 +53,16 @@ ACQUIRE_TIMEOUT_S = 10
 class _Lost:
     """An optimistic write lost its race (or the core asked for the locked mode)."""
 
-    account_id: UUID | None
+    account_id: UUID
+
+
+class _Explain(Exception):
+    """A write broke a unique constraint whose meaning takes a read to tell; raised out
+    of the failed statement's transaction so that the read runs on a clean connection."""
+
+    def __init__(self, explain: Callable[[asyncpg.Connection], Awaitable[CreditError]]) -> None:
+        super().__init__("a unique constraint to explain")
+        self.explain = explain
 
 
 class _Turn:
@@ -101,17 +110,26 @@ class Transactions:
             return await work(conn)
 
     async def idempotent(self, method: str, request: Message, reply_type: type[Reply],
-                         work: Callable[[asyncpg.Connection], Awaitable[Reply]]) -> Reply:
-        """Run `work` once per (method, request.idempotency_key). A retry of the same
-        request gets the first reply; the same key on a different request fails with
-        ALREADY_EXISTS; a duplicate arriving while the first runs waits for it."""
+                         work: Callable[[asyncpg.Connection], Awaitable[Reply]], *,
+                         account_id: UUID | None = None,
+                         find_account: Callable[[asyncpg.Connection], Awaitable[UUID]] | None = None) -> Reply:
+        """Run `work` once per (account, method, request.idempotency_key). A retry of the
+        same request gets the first reply; the same key on a different request of the
+        account fails with ALREADY_EXISTS; a duplicate arriving while the first runs
+        waits for it. The account is `account_id` when the request names it, else what
+        `find_account` reads (in the transaction, before the key is claimed; it raises
+        NotFound when the request's subject does not exist)."""
+        if (account_id is None) == (find_account is None):
+            raise InvariantViolation(f"{method}: give the account or how to find it, not both or neither")
         key = Key(CALLER.get(), method, request.idempotency_key, request_sha256(request))  # type: ignore[attr-defined]
         async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             async with conn.transaction(isolation="read_committed"):
-                if not await idempotency.claim(conn, key.caller, key.method, key.idempotency_key, key.request_sha256):
-                    return _replayed(await self._stored(conn, key), key, reply_type)
+                account = account_id if find_account is None else await find_account(conn)
+                if not await idempotency.claim(conn, account, key.caller, key.method, key.idempotency_key,
+                                               key.request_sha256):
+                    return _replayed(await self._stored(conn, account, key), key, reply_type)
                 reply = await work(conn)
-                await idempotency.store(conn, key.caller, key.method, key.idempotency_key,
+                await idempotency.store(conn, account, key.caller, key.method, key.idempotency_key,
                                         reply.SerializeToString(deterministic=True))
                 return reply
 
@@ -125,27 +143,29 @@ class Transactions:
         in this process first, so they do not race each other in the database. A write
         that still loses a race (another process, or a command whose account is known
         only once read) is tried again in that account's turn, and then once more in a
-        transaction with the key claimed and the account row locked."""
+        transaction with the key claimed in the account's bucket and the account row
+        locked."""
         key = Key(CALLER.get(), method, request.idempotency_key, request_sha256(request))  # type: ignore[attr-defined]
-        if account_id is None:
-            first = await self._optimistic(key, reply_type, prepare, to_reply)
-            if not isinstance(first, _Lost):
-                return first
-            if first.account_id is None:
-                return await self._locked(key, reply_type, prepare, to_reply)
-            account_id = first.account_id
-        async with self._turns.take(account_id):
-            again = await self._optimistic(key, reply_type, prepare, to_reply)
-            if not isinstance(again, _Lost):
-                return again
-            return await self._locked(key, reply_type, prepare, to_reply)
+        try:
+            if account_id is None:
+                first = await self._optimistic(key, reply_type, prepare, to_reply)
+                if not isinstance(first, _Lost):
+                    return first
+                account_id = first.account_id
+            async with self._turns.take(account_id):
+                again = await self._optimistic(key, reply_type, prepare, to_reply)
+                if not isinstance(again, _Lost):
+                    return again
+                return await self._locked(key, account_id, reply_type, prepare, to_reply)
+        except _Explain as conflict:
+            raise await self.read(conflict.explain) from conflict.__cause__  # type: ignore[arg-type]
 
     async def _optimistic(self, key: Key, reply_type: type[Reply], prepare, to_reply) -> Reply | _Lost:
         async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             try:
                 prepared = await prepare(conn, key, False)
-            except NeedsLock:
-                return _Lost(None)
+            except NeedsLock as needs:
+                return _Lost(needs.account_id)
             if isinstance(prepared, Replay):
                 return _replayed(prepared, key, reply_type)
             if isinstance(prepared, Done):
@@ -157,28 +177,34 @@ class Transactions:
                 return _Lost(prepared.account_id)
             if applied:
                 return reply
-            return _replayed(await self._stored(conn, key), key, reply_type)
+            return _replayed(await self._stored(conn, prepared.account_id, key), key, reply_type)
 
-    async def _locked(self, key: Key, reply_type: type[Reply], prepare, to_reply) -> Reply:
+    async def _locked(self, key: Key, account_id: UUID, reply_type: type[Reply], prepare, to_reply) -> Reply:
         async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             async with conn.transaction(isolation="read_committed"):
-                if not await idempotency.claim(conn, key.caller, key.method, key.idempotency_key, key.request_sha256):
-                    return _replayed(await self._stored(conn, key), key, reply_type)
+                if not await idempotency.claim(conn, account_id, key.caller, key.method, key.idempotency_key,
+                                               key.request_sha256):
+                    return _replayed(await self._stored(conn, account_id, key), key, reply_type)
                 prepared = await prepare(conn, key, True)
                 if isinstance(prepared, Replay):
                     raise InvariantViolation("a claimed key was read back as used")
                 reply = to_reply(prepared.view)
                 if isinstance(prepared, Done):
                     _note(prepared.outcome)
-                    await idempotency.store(conn, key.caller, key.method, key.idempotency_key,
+                    await idempotency.store(conn, account_id, key.caller, key.method, key.idempotency_key,
                                             reply.SerializeToString(deterministic=True))
                     return reply
+                if prepared.account_id != account_id:
+                    raise InvariantViolation("a command's write names another account than its claim")
                 if not await self._apply(conn, key, prepared, reply):
                     raise InvariantViolation("a claimed key was taken by another request")
                 return reply
 
     @staticmethod
     async def _apply(conn: asyncpg.Connection, key: Key, prepared: Decided, reply: Message) -> bool:
+        # The record is claimed in the bucket of the account the write checks ($6).
+        if not prepared.write.args or prepared.write.args[0] != prepared.account_id:
+            raise InvariantViolation("a command's write does not start with its account")
         try:
             applied = await conn.fetchval(
                 prepared.write.sql, key.caller, key.method, key.idempotency_key, key.request_sha256,
@@ -187,14 +213,16 @@ class Transactions:
             meaning = prepared.conflicts.get(error.constraint_name or "")
             if meaning is None:
                 raise
-            raise meaning from error
+            if isinstance(meaning, CreditError):
+                raise meaning from error
+            raise _Explain(meaning) from error
         if applied:
             _note(prepared.outcome)
         return bool(applied)
 
     @staticmethod
-    async def _stored(conn: asyncpg.Connection, key: Key) -> Replay:
-        first = await idempotency.load(conn, key.caller, key.method, key.idempotency_key)
+    async def _stored(conn: asyncpg.Connection, account_id: UUID, key: Key) -> Replay:
+        first = await idempotency.load(conn, account_id, key.caller, key.method, key.idempotency_key)
         return Replay(first["request_sha256"], first["response"])
 
 

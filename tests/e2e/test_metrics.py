@@ -65,6 +65,7 @@ async def test_the_server_reports_calls_pool_and_book(db_dsn, tmp_path, processe
         samples = wait_for(metrics_address, lambda s: s.get("credit_holds_pending") == 1
                            and s.get('credit_loans{status="ACTIVE"}') == 1)
         assert SERVER_METRICS <= names(samples), SERVER_METRICS - names(samples)
+        assert not any(name.startswith("credit_bot_") for name in names(samples))
         assert samples['credit_rpc_handled_total{code="OK",method="/credit.v1.CheckoutService/Authorize"}'] == 2
         assert samples['credit_rpc_handled_total{code="OK",method="/credit.v1.CheckoutService/Capture"}'] == 1
         assert samples['credit_rpc_handled_total{code="INVALID_ARGUMENT",'
@@ -95,6 +96,7 @@ async def test_the_bot_reports_its_passes(db_dsn, tmp_path):
         samples = await asyncio.to_thread(
             wait_for, metrics_address, lambda s: s.get('credit_bot_passes_total{result="ok"}', 0) >= 2)
         assert BOT_METRICS <= names(samples), BOT_METRICS - names(samples)
+        assert not names(samples) & SERVER_METRICS  # each process reports only its own
         assert samples["credit_bot_accounts_reviewed_total"] >= 0
         assert samples["credit_bot_pass_duration_seconds_count"] >= 2
     finally:

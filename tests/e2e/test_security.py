@@ -129,7 +129,7 @@ async def test_health_stays_public_and_reflection_needs_a_caller(tls_server):
     assert "credit.v1.CheckoutService" in listed.stdout, listed.stderr
 
 
-async def test_idempotency_keys_belong_to_the_caller_that_chose_them(tls_server):
+async def test_idempotency_keys_belong_to_the_caller_that_chose_them_and_the_account(tls_server):
     server, folder = tls_server
     async with grpc.aio.secure_channel(server.address, client_credentials(folder, "operator")) as operator_channel, \
             grpc.aio.secure_channel(server.address, client_credentials(folder, "order-service")) as order_channel:
@@ -142,5 +142,10 @@ async def test_idempotency_keys_belong_to_the_caller_that_chose_them(tls_server)
         assert by_orders.authorization_id != by_operator.authorization_id
         assert (by_orders.amount_minor, by_operator.amount_minor) == (10_000, 20_000)
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await orders.authorize(second.account_id, 30_000, idempotency_key=shared_key)
+            await orders.authorize(first.account_id, 30_000, idempotency_key=shared_key)
         assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        # Keys are kept by account too (each account's in its own shard): the same
+        # caller's key on another account is another key.
+        elsewhere = await orders.authorize(second.account_id, 30_000, idempotency_key=shared_key)
+        assert elsewhere.amount_minor == 30_000
+        assert elsewhere.authorization_id not in (by_orders.authorization_id, by_operator.authorization_id)

@@ -135,3 +135,16 @@ async def test_assess_credit_sets_grade_and_policy_limit_with_reasons(api, pool)
             account_id=account.account_id, characteristics={"duration_in_month": "12"}, idempotency_key=key()))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "characteristics[credit_history]" in field_violations(error.value)
+
+
+async def test_an_account_id_is_derived_from_its_customer_and_a_retry_gets_the_same_account(api):
+    """OpenAccount knows the id before it writes (its idempotency record is kept with
+    that account): the same request again returns the first reply."""
+    from server.domain.accounts import account_id_of_customer
+
+    request = credit_line_pb2.OpenAccountRequest(
+        customer_id="cust-" + key(), idempotency_key=key(),
+        contact=credit_line_pb2.Contact(name="A", email="a@example.com", phone="+8613800138000"))
+    first = await api.lines.OpenAccount(request)
+    assert first.account_id == str(account_id_of_customer(request.customer_id))
+    assert await api.lines.OpenAccount(request) == first

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 
 import asyncpg
 import pytest
@@ -85,5 +86,52 @@ async def test_an_unbalanced_journal_entry_cannot_commit(db_dsn):
                     VALUES ($1, 1, $2, 'PRINCIPAL_RECEIVABLE', 100), ($1, 2, $2, 'MERCHANT_PAYABLE', -99)""",
                                    entry_id, account_id)
         assert await conn.fetchval("SELECT count(*) FROM postings") == 0
+    finally:
+        await conn.close()
+
+
+async def test_idempotency_records_move_to_the_bucket_of_the_account_their_reply_names(empty_dsn):
+    """Migration 0013 on a populated database: each record goes to the account its stored
+    reply names (OpenAccount's to the id derived from the customer, which a retry looks
+    in), and one whose reply names none to the nil UUID's bucket."""
+    from credit.v1 import checkout_pb2, credit_line_pb2, repayment_pb2
+    from server.domain.accounts import account_id_of_customer
+
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        before = [m for m in migrations if m.version < 13]
+        await migrate(conn, before)
+        account_id = uuid.uuid4()
+        await conn.execute("""
+            INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
+                                  contact_phone, locale, time_zone, created_at, updated_at)
+            VALUES ($1, 'cust-é-1', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now())""",
+                           account_id)
+        account = credit_line_pb2.Account(account_id=str(account_id), customer_id="cust-é-1", credit_limit_minor=5)
+        replies = {
+            "OpenAccount": account,
+            "AdjustLimit": account,
+            "Authorize": checkout_pb2.Authorization(authorization_id=str(uuid.uuid4()), account_id=str(account_id),
+                                                     amount_minor=300, term_months=3),
+            "Repay": repayment_pb2.Repayment(repayment_id=str(uuid.uuid4()), amount_minor=7, account=account,
+                                             account_id=str(account_id)),
+            "AssessCredit": credit_line_pb2.AssessCreditResponse(score=640, account=account),
+            "Void": checkout_pb2.Authorization(authorization_id=str(uuid.uuid4())),
+        }
+        for method, reply in replies.items():
+            await conn.execute("""
+                INSERT INTO idempotency_records (caller, method, idempotency_key, request_sha256, response)
+                VALUES ('orders', $1, 'k', '\\x00', $2)""", method, reply.SerializeToString(deterministic=True))
+        await conn.execute("""
+            INSERT INTO idempotency_records (caller, method, idempotency_key, request_sha256, response)
+            VALUES ('orders', 'Capture', 'k', '\\x00', '\\xffff0a')""")
+        await migrate(conn, migrations)
+        buckets = {r["method"]: r["account_id"] for r in await conn.fetch(
+            "SELECT method, account_id FROM idempotency_records")}
+        nil = uuid.UUID(int=0)
+        assert buckets == {"OpenAccount": account_id_of_customer("cust-é-1"), "AdjustLimit": account_id,
+                           "Authorize": account_id, "Repay": account_id, "AssessCredit": account_id,
+                           "Void": nil, "Capture": nil}
     finally:
         await conn.close()

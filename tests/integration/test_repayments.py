@@ -252,3 +252,16 @@ async def test_list_loans_pages_newest_first_with_a_bounded_page(api, clock, boo
         await api.repayment.ListLoans(repayment_pb2.ListLoansRequest(account_id=account.account_id,
                                                                      page_token="garbage!"))
     assert field_violations(error.value) == ["page_token"]
+
+
+async def test_a_payment_to_another_accounts_loan_is_refused_and_books_nothing(api, books):
+    """Repay reads loans within its account only; a loan of another account is still told
+    apart from an unknown one."""
+    owner, payer = await api.open_account(limit_minor=100_000), await api.open_account(limit_minor=100_000)
+    loan = await buy(api, owner.account_id, 30_000)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await repay(api, payer.account_id, 1_000, loan_id=loan.loan_id)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error.value) == ["loan_id"]
+    assert (await api.loan(loan.loan_id)).outstanding_principal_minor == 30_000
+    await books()
