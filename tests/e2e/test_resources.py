@@ -14,6 +14,7 @@ import grpc
 
 from credit.v1 import credit_line_pb2
 from tests.e2e.conftest import start_server_process
+from tests.e2e.test_security import code_of
 from tests.support import Api
 
 GET_ACCOUNT = "/credit.v1.CreditLineService/GetAccount"
@@ -32,14 +33,6 @@ def memory_kib(pid: int) -> dict[str, int]:
             if name in ("VmRSS", "VmHWM"):
                 figures[name] = int(value.split()[0])
     return figures
-
-
-async def code_of(call) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        return error.code()
-    return grpc.StatusCode.OK
 
 
 async def test_bursts_and_large_messages_leave_memory_bounded(db_dsn, tmp_path):
