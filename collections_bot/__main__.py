@@ -23,9 +23,8 @@ from server import contact_crypto, metrics
 from server.clock import Clock, FixedClock, SystemClock
 from server.config import SettingsError
 from server.core.collections import Collections
+from server.core.database import embedded_dsn, open_pool
 from server.core.repayments import Repayments
-from server.db.migrate import migrate
-from server.db.pool import create_pool, wait_for_database
 from server.interceptors import database_error_kind
 from server.logging import configure_logging
 
@@ -43,26 +42,22 @@ def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
         voice = VoiceChannel(address=settings.voice_gateway_addr, caller_id=settings.voice_caller_id,
                              call_timeout_s=settings.voice_call_timeout_s,
                              read_timeout_s=settings.voice_read_timeout_s)
-    return CollectionsPass(pool, collections, settings, email, voice)
+    return CollectionsPass(pool, clock, collections, settings, email, voice)
 
 
 async def _open(settings: BotSettings, dsn: str):
-    connection = await wait_for_database(dsn, settings.db_connect_timeout_s)
-    try:
-        await migrate(connection)
-    finally:
-        await connection.close()
-    return await create_pool(dsn, min_size=1, max_size=4, command_timeout_s=60)
+    return await open_pool(dsn, connect_timeout_s=settings.db_connect_timeout_s, max_size=4, command_timeout_s=60)
 
 
 async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
     pool = await _open(settings, dsn)
     try:
-        report = await build(pool, settings, FixedClock(as_of)).run(as_of)
+        report = await build(pool, settings, FixedClock(as_of)).run()
     finally:
         await pool.close()
-    print(f"reviewed {report.reviewed} accounts ({report.busy} busy), booked {report.penalty_days} penalty days "
-          f"({report.penalty_minor} fen), charged off {report.charged_off} loans, planned {dict(report.planned)}, "
+    print(f"reviewed {report.reviewed} accounts ({report.busy} busy, {report.failed} failed), "
+          f"booked {report.penalty_days} penalty days ({report.penalty_minor} fen), "
+          f"charged off {report.charged_off} loans, planned {dict(report.planned)}, "
           f"delivered {dict(report.delivered)}")
     return 0
 
@@ -81,7 +76,7 @@ async def run_daemon(settings: BotSettings, dsn: str) -> int:
     async def passes() -> None:
         while not stop.is_set():
             try:
-                await bot.run(clock.now())
+                await bot.run()
             except Exception as error:
                 # The next pass tries again; a database away is a warning, anything else a bug.
                 bot_metrics.PASSES.labels("failed").inc()
@@ -126,9 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     dsn = settings.database_url
     if dsn is None:
-        from server.db.embedded import start_embedded_postgres
-
-        dsn = start_embedded_postgres(settings.var_dir).get_uri()
+        dsn = embedded_dsn(settings.var_dir)
     if args.command == "run-once":
         sys.exit(uvloop.run(run_once(settings, dsn, args.as_of)))
     sys.exit(uvloop.run(run_daemon(settings, dsn)))

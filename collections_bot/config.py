@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from server.config import (
@@ -19,7 +19,7 @@ from server.config import (
 )
 from server.core.collections import CollectionsPolicy
 from server.domain.penalties import PenaltyPolicy
-from server.domain.reminders import FrequencyCaps
+from server.domain.reminders import EMAIL_RETRY, VOICE_RETRY, FrequencyCaps
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,8 @@ class BotSettings:
         mail_from = env.get("MAIL_FROM") or "Credit Reminders <reminders@credit.example>"
         if "@" not in mail_from:
             raise SettingsError("MAIL_FROM must contain an email address")
+        smtp_max_tries = int_setting(env, "SMTP_MAX_TRIES", EMAIL_RETRY.max_tries, minimum=1, maximum=100)
+        voice_max_tries = int_setting(env, "VOICE_MAX_TRIES", VOICE_RETRY.max_tries, minimum=1, maximum=20)
         return cls(
             database_url=database_url,
             var_dir=Path(env.get("VAR_DIR") or "var"),
@@ -88,7 +90,7 @@ class BotSettings:
             smtp_timeout_s=int_setting(env, "SMTP_TIMEOUT_S", 30, minimum=1, maximum=600),
             smtp_tries_per_pass=int_setting(env, "SMTP_TRIES_PER_PASS", 3, minimum=1, maximum=10),
             smtp_retry_base_s=retry_base_s,
-            smtp_max_tries=int_setting(env, "SMTP_MAX_TRIES", 8, minimum=1, maximum=100),
+            smtp_max_tries=smtp_max_tries,
             mail_from=mail_from,
             unsubscribe_secret=env.get("UNSUBSCRIBE_SECRET") or "dev-only-unsubscribe-secret",
             lease_s=int_setting(env, "COLLECTIONS_LEASE_S", 120, minimum=5, maximum=3600),
@@ -100,7 +102,7 @@ class BotSettings:
             voice_caller_id=env.get("VOICE_CALLER_ID") or "+864008008888",
             voice_call_timeout_s=int_setting(env, "VOICE_CALL_TIMEOUT_S", 180, minimum=5, maximum=1800),
             voice_read_timeout_s=int_setting(env, "VOICE_READ_TIMEOUT_S", 30, minimum=1, maximum=300),
-            voice_max_tries=int_setting(env, "VOICE_MAX_TRIES", 3, minimum=1, maximum=20),
+            voice_max_tries=voice_max_tries,
             policy=CollectionsPolicy(
                 penalty=PenaltyPolicy(
                     grace_days=int_setting(env, "PENALTY_GRACE_DAYS", 3, minimum=0, maximum=60),
@@ -118,6 +120,8 @@ class BotSettings:
                 ),
                 mail_domain=env.get("MAIL_DOMAIN") or "credit.example",
                 insurance_share_bps=int_setting(env, "INSURANCE_SHARE_BPS", 0, minimum=0, maximum=10_000),
+                email_retry=replace(EMAIL_RETRY, max_tries=smtp_max_tries),
+                voice_retry=replace(VOICE_RETRY, max_tries=voice_max_tries),
             ),
             log_level=log_level,
         )

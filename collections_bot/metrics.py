@@ -11,6 +11,8 @@ PASS_SECONDS = Histogram("credit_bot_pass_duration_seconds", "Time a collections
                          buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600), registry=BOT)
 PASSES = Counter("credit_bot_passes", "Collections passes, by result (ok, failed).", ("result",), registry=BOT)
 ACCOUNTS_REVIEWED = Counter("credit_bot_accounts_reviewed", "Accounts reviewed by collections passes.", registry=BOT)
+ACCOUNT_REVIEWS_FAILED = Counter("credit_bot_account_reviews_failed", "Account reviews that failed and were rolled "
+                                 "back (the pass went on with the other accounts).", registry=BOT)
 PENALTIES_BOOKED = Counter("credit_bot_penalty_days", "Daily penalties booked (one per loan and day).", registry=BOT)
 PENALTIES_BOOKED_MINOR = Counter("credit_bot_penalty_minor", "Penalty amounts booked, in fen.", registry=BOT)
 REMINDERS = Counter("credit_bot_reminders", "Reminder attempts finished, by channel and outcome.",

@@ -34,6 +34,7 @@ from grpc_status import rpc_status
 from server import metrics
 from server.admission import Admission
 from server.auth import AccessPolicy, authorize_call
+from server.db.pool import database_error_kind
 from server.domain.errors import CreditError, InvalidArgument
 from server.logging import bind as bind_log_fields
 from server.services.transactions import CALL_FIELDS, CALLER, DEADLINE
@@ -43,40 +44,6 @@ log = structlog.get_logger("server.rpc")
 REQUEST_ID_HEADER = "x-request-id"
 # How long a client should wait before trying again after UNAVAILABLE.
 RETRY_AFTER_S = 1
-
-# Conflicts with a concurrent request: ABORTED, retry at once.
-_CONFLICT_ERRORS = (
-    asyncpg.DeadlockDetectedError,
-    asyncpg.SerializationError,
-    asyncpg.LockNotAvailableError,
-)
-# The database is not there or not answering: the request did not happen (or, if the
-# connection broke during the write, happened whole; a retry with the same key tells).
-# OSError covers a refused or reset connection and a unix socket that is gone while
-# PostgreSQL restarts; InterfaceError a connection closed under a call; InternalClientError
-# a connection whose state broke mid-restart; OperatorInterventionError an admin or crash
-# shutdown and "the database system is starting up"; InsufficientResourcesError too many
-# connections.
-_UNAVAILABLE_ERRORS = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-)
-
-
-def database_error_kind(error: BaseException) -> str | None:
-    """"timeout", "unavailable", "conflict", or None when `error` is not the database's."""
-    if isinstance(error, (asyncio.TimeoutError, asyncpg.QueryCanceledError)):
-        return "timeout"
-    if isinstance(error, _CONFLICT_ERRORS):
-        return "conflict"
-    if isinstance(error, _UNAVAILABLE_ERRORS):
-        return "unavailable"
-    return None
-
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():

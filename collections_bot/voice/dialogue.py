@@ -8,7 +8,6 @@ answering machine only hears a short message that names no amount.
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -16,27 +15,13 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
+from server.domain.reminders import Outcome
+
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 # How often a question is asked again when nothing (or nothing usable) comes back.
 MAX_REPEATS = 2
 PROMISE_MAX_DAYS = 7
 PROMPT_TIMEOUT_MS = 6_000
-
-
-class Outcome(enum.StrEnum):
-    PROMISE_TO_PAY = "PROMISE_TO_PAY"
-    CLAIMS_PAID = "CLAIMS_PAID"
-    DISPUTE = "DISPUTE"
-    WRONG_PERSON = "WRONG_PERSON"
-    REQUEST_AGENT = "REQUEST_AGENT"
-    NO_ANSWER = "NO_ANSWER"
-    REFUSED = "REFUSED"
-    # Not reached: an answering machine took a short message.
-    ANSWERING_MACHINE = "ANSWERING_MACHINE"
-
-
-# Outcomes of a call in which the customer was reached and identified.
-REACHED = {Outcome.PROMISE_TO_PAY, Outcome.CLAIMS_PAID, Outcome.DISPUTE, Outcome.REQUEST_AGENT, Outcome.REFUSED}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import asyncpg
 from server.clock import Clock
 from server.core.views import AccountView, Contact, account_view
 from server.db import accounts as account_rows
+from server.db.pool import database_error_kind
 from server.domain.accounts import AccountStatus
 from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.domain.pricing import Grade
@@ -63,22 +64,31 @@ async def lock_account(conn: asyncpg.Connection, account_id: UUID, field: str = 
     return row
 
 
-async def each_free_account(pool: asyncpg.Pool, next_batch, work) -> int:
+async def each_free_account(pool: asyncpg.Pool, next_batch, work, on_error=None) -> int:
     """Run `work(conn, account_row)` for every account id that `next_batch(conn, after)`
     pages out (ordered by id), each in its own transaction under a SKIP LOCKED row lock.
     An account busy in another transaction is skipped, left for the next run; returns
-    how many were skipped. Bot replicas and reviews share work this way."""
+    how many were skipped. Bot replicas and reviews share work this way.
+
+    With `on_error(account_id, error)`, an account whose work raises is rolled back and
+    reported there, and the others go on; an error of the database connection itself
+    still ends the run (nothing after it could work)."""
     busy = 0
     after = uuid.UUID(int=0)
     async with pool.acquire() as conn:
         while batch := await next_batch(conn, after):
             for account_id in batch:
-                async with conn.transaction():
-                    account = await account_rows.lock_if_free(conn, account_id)
-                    if account is None:
-                        busy += 1
-                        continue
-                    await work(conn, account)
+                try:
+                    async with conn.transaction():
+                        account = await account_rows.lock_if_free(conn, account_id)
+                        if account is None:
+                            busy += 1
+                            continue
+                        await work(conn, account)
+                except Exception as error:
+                    if on_error is None or database_error_kind(error) in ("unavailable", "timeout"):
+                        raise
+                    on_error(account_id, error)
             after = batch[-1]
     return busy
 

@@ -1,11 +1,12 @@
 """Collections: ageing, penalties, charge-off, promises and reminder planning for one
 account, plus what the CollectionsService reads and changes. The bot calls
-`review_account` with the account row locked; the server calls the rest."""
+`review_due_accounts` once a pass (each account reviewed with its row locked); the
+server calls the rest. Contact attempts are written by `ContactAttempts` only."""
 
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -15,8 +16,9 @@ import asyncpg
 import structlog
 
 from server.clock import Clock
-from server.core import reserve
-from server.core.accounts import lock_account
+from server.core import promises, reserve
+from server.core.accounts import each_free_account, lock_account
+from server.core.contact_attempts import AttemptPolicy, ContactAttempts
 from server.core.repayments import Repayments
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
@@ -25,30 +27,34 @@ from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.domain import ledger
 from server.domain.accounts import AccountStatus
-from server.domain.calendar import local_date
+from server.domain.calendar import latest_local_date, local_date
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.domain.loans import Bucket, LoanStatus, bucket
 from server.domain.money import round_half_up
 from server.domain.penalties import PenaltyPolicy, accrue
 from server.domain.reminders import (
+    EMAIL_RETRY,
+    REACHED,
+    VOICE_RETRY,
+    AttemptStatus,
     Channel,
+    ContactFacts,
+    ContactRules,
     ContactWindow,
-    Deferral,
     FrequencyCaps,
     PastContact,
+    Reason,
+    RetryPolicy,
     Step,
-    Suppression,
+    hold_back,
     plan_steps,
-    within_caps,
 )
 
 log = structlog.get_logger(__name__)
 
 PROMISE_MAX_DAYS_AHEAD = 7
-# Outcomes of a call in which the customer was reached (the quiet period follows them).
-REACHED_OUTCOMES = {"PROMISE_TO_PAY", "CLAIMS_PAID", "DISPUTE", "REQUEST_AGENT", "REFUSED"}
-# What a call's outcome does to the case.
-ESCALATING_OUTCOMES = {"DISPUTE": "DISPUTE", "REQUEST_AGENT": "AGENT_REQUESTED"}
+# Look this far past today for installments with pre-due steps (the earliest is D-3).
+PRE_DUE_HORIZON_DAYS = 4
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,13 @@ class CollectionsPolicy:
     mail_domain: str = "credit.example"
     # The insured share of principal lost at charge-off, claimed back into the reserve.
     insurance_share_bps: int = 0
+    email_retry: RetryPolicy = EMAIL_RETRY
+    voice_retry: RetryPolicy = VOICE_RETRY
+
+    @property
+    def attempts(self) -> AttemptPolicy:
+        return AttemptPolicy(rules=ContactRules(self.window, self.caps), email_retry=self.email_retry,
+                             voice_retry=self.voice_retry, penalty=self.penalty, mail_domain=self.mail_domain)
 
 
 @dataclass(frozen=True)
@@ -74,6 +87,8 @@ class CaseView:
     promise: asyncpg.Record | None
     preferences: tuple[bool, bool, bool]
     updated_at: datetime
+    # When bucket, days past due, overdue and penalty owed were computed.
+    as_of: datetime
 
 
 @dataclass
@@ -84,26 +99,69 @@ class Review:
     bucket: str = "CURRENT"
     bucket_changed: bool = False
     charged_off: int = 0
-    planned: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    planned: dict[AttemptStatus, int] = field(default_factory=lambda: defaultdict(int))
 
 
-def message_id(loan_id: UUID, sequence: int, step_code: str, domain: str) -> str:
-    """Stable per (installment, step): a resend after a crash carries the same id."""
-    return f"<reminder.{loan_id}.{sequence}.{step_code}@{domain}>"
+@dataclass
+class Reviews:
+    """What one pass's reviews did, over every account they reached."""
+    reviewed: int = 0
+    busy: int = 0
+    failed: int = 0
+    penalty_days: int = 0
+    penalty_minor: int = 0
+    charged_off: int = 0
+    planned: Counter = field(default_factory=Counter)
+
+    def add(self, review: Review) -> None:
+        self.reviewed += 1
+        self.penalty_days += review.penalty_days
+        self.penalty_minor += review.penalty_minor
+        self.charged_off += review.charged_off
+        self.planned.update({status.value: n for status, n in review.planned.items()})
 
 
 class Collections:
-    def __init__(self, clock: Clock, policy: CollectionsPolicy, repayments: Repayments) -> None:
+    def __init__(self, clock: Clock, policy: CollectionsPolicy, repayments: Repayments,
+                 attempts: ContactAttempts | None = None) -> None:
         self._clock = clock
         self.policy = policy
         self._repayments = repayments
+        self.attempts = attempts or ContactAttempts(policy.attempts)
 
-    # -- the bot's review of one locked account ------------------------------------------
+    # -- the bot's reviews ---------------------------------------------------------------
 
     async def steps(self, conn: asyncpg.Connection) -> list[Step]:
         """The reminder strategy as it stands: read once per pass."""
         return [Step(r["step_code"], r["offset_days"], Channel(r["channel"]), r["template"], r["escalates"])
                 for r in await rows.steps(conn)]
+
+    async def review_due_accounts(self, pool: asyncpg.Pool, now: datetime, channels: frozenset[Channel],
+                                  batch_size: int) -> Reviews:
+        """Review every account that needs it at `now`, each in its own transaction under
+        a SKIP LOCKED lock: replicas share the work, an account busy elsewhere is left for
+        the next pass, and an account whose review fails is rolled back, logged and left
+        for the next pass while the others go on."""
+        reviews = Reviews()
+        # Installments with pre-due steps, by the latest "today" of any zone: each
+        # account's own today decides the rest.
+        horizon = latest_local_date(now) + timedelta(days=PRE_DUE_HORIZON_DAYS)
+        async with pool.acquire() as conn:
+            steps = await self.steps(conn)
+
+        async def next_batch(conn, after):
+            return await rows.accounts_to_review(conn, horizon, after, batch_size)
+
+        async def review_one(conn, account):
+            reviews.add(await self.review_account(conn, account, now, channels, steps))
+
+        def failed(account_id: UUID, error: Exception) -> None:
+            reviews.failed += 1
+            log.error("account_review_failed", account_id=str(account_id), error=f"{type(error).__name__}: {error}",
+                      exc_info=error)
+
+        reviews.busy = await each_free_account(pool, next_batch, review_one, on_error=failed)
+        return reviews
 
     async def review_account(self, conn: asyncpg.Connection, account: asyncpg.Record, now: datetime,
                              channels: frozenset[Channel], steps: list[Step]) -> Review:
@@ -189,16 +247,16 @@ class Collections:
     async def _age(self, conn, account_id: UUID, loans: list[LoanView], today: date, now: datetime,
                    review: Review) -> None:
         dpd = max((loan.days_past_due for loan in loans), default=0)
-        charged_off = await conn.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM loans WHERE account_id = $1 AND status = 'CHARGED_OFF')", account_id)
+        charged_off = await rows.has_charged_off_loans(conn, account_id)
         current = Bucket.CHARGED_OFF if charged_off and not loans else bucket(dpd, self.policy.charge_off_days)
         overdue = sum(i.owed_minor for loan in loans for i in loan.installments if i.due_date < today)
+        penalty_owed = sum(i.penalty_minor - i.penalty_paid_minor for loan in loans for i in loan.installments)
         existing = await rows.case(conn, account_id)
         if existing is None and current is Bucket.CURRENT:
             review.bucket = current.value
             return
         before = existing["bucket"] if existing else Bucket.CURRENT.value
-        await rows.save_case(conn, account_id, current.value, dpd, overdue, now)
+        await rows.save_case(conn, account_id, current.value, dpd, overdue, penalty_owed, now)
         review.bucket = current.value
         if before != current.value:
             review.bucket_changed = True
@@ -228,65 +286,40 @@ class Collections:
                               now: datetime, channels: frozenset[Channel], steps: list[Step],
                               review: Review) -> None:
         account_id = account["account_id"]
-        attempts = {(a["loan_id"], a["sequence"], a["step_code"]): a for a in await rows.attempts_of_account(
-            conn, account_id)}
+        zone = account["time_zone"]
+        attempts = await self.attempts.of_account(conn, account_id)
         email_out, voice_out, phone_blocked = await rows.preferences(conn, account_id)
         promise_active = await rows.active_promise(conn, account_id) is not None
-        history = [PastContact(r["at"], Channel(r["channel"]), r["outcome"] in REACHED_OUTCOMES)
+        _, email, phone = account_rows.contact(account)
+        history = [PastContact(r["at"], Channel(r["channel"]), r["outcome"] in REACHED)
                    for r in await rows.recent_contacts(conn, account_id, now - timedelta(days=8))]
-        in_window = self.policy.window.contains(now, account["time_zone"])
 
         for loan in loans:
             for i in loan.installments:
                 if i.owed_minor == 0:
                     continue
-                taken = {code for (loan_id, seq, code) in attempts if loan_id == loan.loan_id and seq == i.sequence}
-                deferred = {code for (loan_id, seq, code), a in attempts.items()
-                            if loan_id == loan.loan_id and seq == i.sequence and a["status"] == "DEFERRED"}
-                plan = plan_steps(steps, i.due_date, today, taken - deferred)
+                mine = {code: a for (loan_id, seq, code), a in attempts.items()
+                        if loan_id == loan.loan_id and seq == i.sequence}
+                taken = {code for code, a in mine.items() if a.status is not AttemptStatus.DEFERRED}
+                plan = plan_steps(steps, i.due_date, today, taken)
                 for step in plan.superseded:
-                    await self._record(conn, account_id, loan.loan_id, i.sequence, step, "SKIPPED", "SUPERSEDED",
-                                       attempts, now, review)
+                    if await self.attempts.plan(conn, account_id, loan.loan_id, i.sequence, i.due_date, step,
+                                                AttemptStatus.SKIPPED, Reason.SUPERSEDED, mine.get(step.code), now):
+                        review.planned[AttemptStatus.SKIPPED] += 1
+                facts = ContactFacts(owed_minor=i.owed_minor, promise_active=promise_active, email_opt_out=email_out,
+                                     voice_opt_out=voice_out, phone_blocked=phone_blocked, has_email=bool(email),
+                                     has_phone=bool(phone))
                 for step in plan.run:
-                    status, reason = self._decide(step, promise_active, email_out, voice_out, phone_blocked,
-                                                  channels, in_window, history, now, account["time_zone"])
-                    await self._record(conn, account_id, loan.loan_id, i.sequence, step, status, reason, attempts,
-                                       now, review)
-                    if status == "PENDING":
-                        history.append(PastContact(now, step.channel))
-                        if step.escalates:
-                            await rows.escalate(conn, account_id, f"STEP_{step.code}", now)
-
-    def _decide(self, step: Step, promise_active: bool, email_out: bool, voice_out: bool, phone_blocked: bool,
-                channels: frozenset[Channel], in_window: bool, history: list[PastContact], now: datetime,
-                zone: str) -> tuple[str, str | None]:
-        if promise_active:
-            return "SUPPRESSED", Suppression.PROMISE_ACTIVE.value
-        if (step.channel is Channel.EMAIL and email_out) or (step.channel is Channel.VOICE and voice_out):
-            return "SUPPRESSED", Suppression.OPTED_OUT.value
-        if step.channel is Channel.VOICE and phone_blocked:
-            return "SUPPRESSED", Suppression.WRONG_NUMBER.value
-        if step.channel not in channels:
-            return "SUPPRESSED", Suppression.CHANNEL_UNAVAILABLE.value
-        if not in_window:
-            return "DEFERRED", Deferral.OUTSIDE_CONTACT_WINDOW.value
-        if not within_caps(step.channel, now, zone, history, self.policy.caps):
-            return "DEFERRED", Deferral.FREQUENCY_CAP.value
-        return "PENDING", None
-
-    async def _record(self, conn, account_id: UUID, loan_id: UUID, sequence: int, step: Step, status: str,
-                      reason: str | None, attempts: dict, now: datetime, review: Review) -> None:
-        existing = attempts.get((loan_id, sequence, step.code))
-        if existing is not None:
-            if existing["status"] == "DEFERRED" and (status, reason) != ("DEFERRED", existing["reason"]):
-                await rows.set_attempt_status(conn, existing["attempt_id"], status, now, reason=reason)
-                review.planned[status] += 1
-            return
-        await rows.insert_attempt(
-            conn, attempt_id=uuid.uuid4(), account_id=account_id, loan_id=loan_id, sequence=sequence,
-            step_code=step.code, channel=step.channel.value, status=status, reason=reason,
-            message_id=message_id(loan_id, sequence, step.code, self.policy.mail_domain), now=now)
-        review.planned[status] += 1
+                    held = hold_back(step.channel, facts, now, zone, self.attempts.policy.rules, channels=channels,
+                                     history=history)
+                    status, reason = held if held is not None else (AttemptStatus.PENDING, None)
+                    if await self.attempts.plan(conn, account_id, loan.loan_id, i.sequence, i.due_date, step,
+                                                status, reason, mine.get(step.code), now):
+                        review.planned[status] += 1
+                        if status is AttemptStatus.PENDING:
+                            history.append(PastContact(now, step.channel))
+                            if step.escalates:
+                                await rows.escalate(conn, account_id, f"STEP_{step.code}", now)
 
     # -- what the CollectionsService reads and changes -------------------------------------
 
@@ -298,34 +331,12 @@ class Collections:
         if not today <= promised_date <= today + timedelta(days=PROMISE_MAX_DAYS_AHEAD):
             raise InvalidArgument.of("promised_date", f"must be between {today.isoformat()} and "
                                      f"{(today + timedelta(days=PROMISE_MAX_DAYS_AHEAD)).isoformat()}")
+        owed = sum(i.owed_minor for loan in await self._active_loans(conn, account, now) for i in loan.installments)
+        if owed == 0:
+            raise FailedPrecondition("account owes nothing; there is nothing to promise to pay")
         if await rows.active_promise(conn, account_id) is not None:
             raise FailedPrecondition("account already has an active promise to pay")
-        promise = await rows.insert_promise(conn, uuid.uuid4(), account_id, promised_date, amount_minor, source,
-                                            await rows.paid_in_total(conn, account_id), now)
-        await rows.event(conn, account_id, "PROMISE_RECORDED",
-                         {"promised_date": promised_date.isoformat(), "amount_minor": amount_minor, "source": source},
-                         now)
-        return promise
-
-    async def act_on_call(self, conn: asyncpg.Connection, account_id: UUID, outcome: str,
-                          promised_date: date | None, amount_minor: int, now: datetime) -> None:
-        """What a call's outcome changes: a promise, a payment check, a human queue, a
-        blocked number. Runs in the transaction that records the outcome."""
-        if outcome == "PROMISE_TO_PAY" and promised_date is not None:
-            if await rows.active_promise(conn, account_id) is None:
-                await rows.insert_promise(conn, uuid.uuid4(), account_id, promised_date, max(1, amount_minor),
-                                          "VOICE", await rows.paid_in_total(conn, account_id), now)
-                await rows.event(conn, account_id, "PROMISE_RECORDED",
-                                 {"promised_date": promised_date.isoformat(), "amount_minor": amount_minor,
-                                  "source": "VOICE"}, now)
-        elif outcome == "CLAIMS_PAID":
-            await rows.flag_payment_check(conn, account_id, now)
-            await rows.event(conn, account_id, "CLAIMS_PAID", {}, now)
-        elif outcome in ESCALATING_OUTCOMES:
-            await rows.escalate(conn, account_id, ESCALATING_OUTCOMES[outcome], now)
-        elif outcome == "WRONG_PERSON":
-            await rows.block_phone(conn, account_id, now)
-            await rows.event(conn, account_id, "PHONE_BLOCKED", {"reason": "WRONG_PERSON"}, now)
+        return await promises.open_promise(conn, account_id, promised_date, amount_minor, source, now)
 
     async def waive_penalty(self, conn: asyncpg.Connection, loan_id: UUID, sequence: int, amount_minor: int,
                             reason: str) -> LoanView:
@@ -358,8 +369,8 @@ class Collections:
         return after
 
     async def case(self, conn: asyncpg.Connection, account_id: UUID) -> CaseView:
-        """The case as it stands now: lateness computed from the loans, the rest as the
-        last pass and the operators left it."""
+        """The case as it stands now: lateness computed from the loans at this instant,
+        the rest as the last pass and the operators left it."""
         account = await account_rows.get(conn, account_id)
         if account is None:
             raise NotFound("account_id", str(account_id), "account")
@@ -371,7 +382,6 @@ class Collections:
         current = bucket(dpd, self.policy.charge_off_days)
         if stored is not None and stored["bucket"] == Bucket.CHARGED_OFF and not loans:
             current = Bucket.CHARGED_OFF
-        email_out, voice_out, phone_blocked = await rows.preferences(conn, account_id)
         return CaseView(
             account_id=account_id, bucket=current, days_past_due=dpd,
             overdue_minor=sum(i.owed_minor for loan in loans for i in loan.installments if i.due_date < today),
@@ -380,13 +390,22 @@ class Collections:
             escalation_reason=stored["escalation_reason"] if stored else None,
             needs_payment_check=bool(stored and stored["needs_payment_check"]),
             promise=await rows.active_promise(conn, account_id),
-            preferences=(email_out, voice_out, phone_blocked),
-            updated_at=stored["updated_at"] if stored else now)
+            preferences=await rows.preferences(conn, account_id),
+            updated_at=stored["updated_at"] if stored else now, as_of=now)
 
     async def cases(self, conn: asyncpg.Connection, bucket_filter: Bucket | None, after: UUID,
                     limit: int) -> list[CaseView]:
+        """A page of cases as the last review of each left them: the bucket filtered on
+        is the bucket shown, and `as_of` says when each was computed (GetCase computes
+        one case afresh)."""
         found = await rows.cases_page(conn, bucket_filter.value if bucket_filter else None, after, limit)
-        return [await self.case(conn, r["account_id"]) for r in found]
+        return [CaseView(
+            account_id=r["account_id"], bucket=Bucket(r["bucket"]), days_past_due=r["days_past_due"],
+            overdue_minor=r["overdue_minor"], penalty_owed_minor=r["penalty_owed_minor"],
+            escalation_reason=r["escalation_reason"], needs_payment_check=r["needs_payment_check"],
+            promise=await rows.active_promise(conn, r["account_id"]),
+            preferences=await rows.preferences(conn, r["account_id"]), updated_at=r["updated_at"],
+            as_of=r["reviewed_at"]) for r in found]
 
     async def set_preferences(self, conn: asyncpg.Connection, account_id: UUID, email_opt_out: bool,
                               voice_opt_out: bool) -> tuple[bool, bool, bool]:
@@ -396,12 +415,6 @@ class Collections:
         await rows.event(conn, account_id, "CONTACT_PREFERENCES_SET",
                          {"email_opt_out": email_opt_out, "voice_opt_out": voice_opt_out}, now)
         return row["email_opt_out"], row["voice_opt_out"], row["phone_blocked"]
-
-    async def attempts(self, conn: asyncpg.Connection, account_id: UUID, after: tuple[datetime, UUID] | None,
-                       limit: int) -> list[asyncpg.Record]:
-        if await account_rows.get(conn, account_id) is None:
-            raise NotFound("account_id", str(account_id), "account")
-        return await rows.attempts_page(conn, account_id, after, limit)
 
     async def _active_loans(self, conn, account: asyncpg.Record, now: datetime) -> list[LoanView]:
         return [loan_view(loan, installments, account["time_zone"], now)

@@ -29,23 +29,25 @@ LIMIT $3
 """
 
 SELECT_CASE = """
-SELECT account_id, bucket, days_past_due, overdue_minor, escalated_at, escalation_reason, needs_payment_check,
-       opened_at, updated_at
+SELECT account_id, bucket, days_past_due, overdue_minor, penalty_owed_minor, escalated_at, escalation_reason,
+       needs_payment_check, opened_at, reviewed_at, updated_at
 FROM collection_cases WHERE account_id = $1
 """
 
 UPSERT_CASE = """
-INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, opened_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $5)
+INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, penalty_owed_minor, opened_at,
+                              reviewed_at, updated_at)
+VALUES ($1, $2, $3, $4, $6, $5, $5, $5)
 ON CONFLICT (account_id) DO UPDATE
 SET bucket = EXCLUDED.bucket, days_past_due = EXCLUDED.days_past_due, overdue_minor = EXCLUDED.overdue_minor,
+    penalty_owed_minor = EXCLUDED.penalty_owed_minor, reviewed_at = EXCLUDED.reviewed_at,
     updated_at = EXCLUDED.updated_at
 """
 
 ESCALATE_CASE = """
 INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, escalated_at, escalation_reason,
-                              opened_at, updated_at)
-VALUES ($1, 'CURRENT', 0, 0, $2, $3, $2, $2)
+                              opened_at, reviewed_at, updated_at)
+VALUES ($1, 'CURRENT', 0, 0, $2, $3, $2, $2, $2)
 ON CONFLICT (account_id) DO UPDATE
 SET escalated_at = EXCLUDED.escalated_at, escalation_reason = EXCLUDED.escalation_reason,
     updated_at = EXCLUDED.updated_at
@@ -53,16 +55,16 @@ SET escalated_at = EXCLUDED.escalated_at, escalation_reason = EXCLUDED.escalatio
 
 FLAG_PAYMENT_CHECK = """
 INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, needs_payment_check, opened_at,
-                              updated_at)
-VALUES ($1, 'CURRENT', 0, 0, true, $2, $2)
+                              reviewed_at, updated_at)
+VALUES ($1, 'CURRENT', 0, 0, true, $2, $2, $2)
 ON CONFLICT (account_id) DO UPDATE SET needs_payment_check = true, updated_at = EXCLUDED.updated_at
 """
 
 INSERT_CASE_EVENT = "INSERT INTO case_events (account_id, kind, detail, created_at) VALUES ($1, $2, $3, $4)"
 
 SELECT_CASES_PAGE = """
-SELECT account_id, bucket, days_past_due, overdue_minor, escalated_at, escalation_reason, needs_payment_check,
-       opened_at, updated_at
+SELECT account_id, bucket, days_past_due, overdue_minor, penalty_owed_minor, escalated_at, escalation_reason,
+       needs_payment_check, opened_at, reviewed_at, updated_at
 FROM collection_cases
 WHERE ($1::text IS NULL OR bucket = $1) AND account_id > $2
 ORDER BY account_id
@@ -105,6 +107,8 @@ VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 
 CHARGE_OFF_LOAN = "UPDATE loans SET status = 'CHARGED_OFF', updated_at = $2 WHERE loan_id = $1 AND status = 'ACTIVE'"
+
+HAS_CHARGED_OFF_LOANS = "SELECT EXISTS (SELECT 1 FROM loans WHERE account_id = $1 AND status = 'CHARGED_OFF')"
 
 SELECT_ACTIVE_PROMISE = """
 SELECT promise_id, account_id, promised_date, amount_minor, status, source, paid_before_minor, created_at
@@ -156,15 +160,15 @@ SELECT_STEP_TEMPLATE = "SELECT template FROM reminder_steps WHERE step_code = $1
 
 _ATTEMPT_COLUMNS = """
     attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason, tries, next_try_at, lease_until,
-    lease_owner, message_id, outcome, detail, created_at, updated_at
+    lease_owner, message_id, outcome, detail, planned_for, created_at, updated_at
 """
 
 SELECT_ATTEMPTS_OF_ACCOUNT = f"SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts WHERE account_id = $1"
 
 INSERT_ATTEMPT = f"""
 INSERT INTO contact_attempts (attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason,
-                              message_id, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                              message_id, planned_for, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10, $10)
 ON CONFLICT (loan_id, sequence, step_code, account_id) DO NOTHING
 RETURNING {_ATTEMPT_COLUMNS}
 """
@@ -216,12 +220,15 @@ WHERE attempt_id = $1 AND lease_owner = $2 AND status = 'SENDING'
 RETURNING attempt_id
 """
 
+# An account's attempts in step order: by the day each step is for, then step code.
 SELECT_ATTEMPTS_PAGE = f"""
 SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts
-WHERE account_id = $1 AND ($2::timestamptz IS NULL OR (created_at, attempt_id) > ($2, $3::uuid))
-ORDER BY created_at, attempt_id
-LIMIT $4
+WHERE account_id = $1 AND ($2::date IS NULL OR (planned_for, step_code, attempt_id) > ($2, $3::text, $4::uuid))
+ORDER BY planned_for, step_code, attempt_id
+LIMIT $5
 """
+
+SELECT_ATTEMPT = f"SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts WHERE attempt_id = $1"
 
 # Contacts that count toward the caps: sent, being sent, or about to be.
 RECENT_CONTACTS = """
@@ -239,8 +246,8 @@ async def case(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | N
 
 
 async def save_case(conn: asyncpg.Connection, account_id: UUID, bucket: str, dpd: int, overdue_minor: int,
-                    now: datetime) -> None:
-    await conn.execute(UPSERT_CASE, account_id, bucket, dpd, overdue_minor, now)
+                    penalty_owed_minor: int, now: datetime) -> None:
+    await conn.execute(UPSERT_CASE, account_id, bucket, dpd, overdue_minor, now, penalty_owed_minor)
 
 
 async def escalate(conn: asyncpg.Connection, account_id: UUID, reason: str, now: datetime) -> None:
@@ -288,6 +295,10 @@ async def waive(conn: asyncpg.Connection, waiver_id: UUID, account_id: UUID, loa
 
 async def charge_off(conn: asyncpg.Connection, loan_id: UUID, now: datetime) -> None:
     await conn.execute(CHARGE_OFF_LOAN, loan_id, now)
+
+
+async def has_charged_off_loans(conn: asyncpg.Connection, account_id: UUID) -> bool:
+    return await conn.fetchval(HAS_CHARGED_OFF_LOANS, account_id)
 
 
 async def active_promise(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
@@ -340,9 +351,9 @@ async def attempts_of_account(conn: asyncpg.Connection, account_id: UUID) -> lis
 
 async def insert_attempt(conn: asyncpg.Connection, *, attempt_id: UUID, account_id: UUID, loan_id: UUID,
                          sequence: int, step_code: str, channel: str, status: str, reason: str | None,
-                         message_id: str | None, now: datetime) -> asyncpg.Record | None:
+                         message_id: str | None, planned_for: date, now: datetime) -> asyncpg.Record | None:
     return await conn.fetchrow(INSERT_ATTEMPT, attempt_id, account_id, loan_id, sequence, step_code, channel,
-                               status, reason, message_id, now)
+                               status, reason, message_id, now, planned_for)
 
 
 async def set_attempt_status(conn: asyncpg.Connection, attempt_id: UUID, status: str, now: datetime, *,
@@ -374,10 +385,16 @@ async def finish_attempt(conn: asyncpg.Connection, attempt_id: UUID, owner: UUID
     return finished is not None
 
 
-async def attempts_page(conn: asyncpg.Connection, account_id: UUID, after: tuple[datetime, UUID] | None,
+async def attempts_page(conn: asyncpg.Connection, account_id: UUID, after: tuple[date, str, UUID] | None,
                         limit: int) -> list[asyncpg.Record]:
-    return await conn.fetch(SELECT_ATTEMPTS_PAGE, account_id, after[0] if after else None,
-                            after[1] if after else None, limit)
+    """A page of the account's attempts in step order, after the (planned_for,
+    step_code, attempt_id) of the last one of the previous page."""
+    planned_for, step_code, attempt_id = after if after else (None, None, None)
+    return await conn.fetch(SELECT_ATTEMPTS_PAGE, account_id, planned_for, step_code, attempt_id, limit)
+
+
+async def attempt(conn: asyncpg.Connection, attempt_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_ATTEMPT, attempt_id)
 
 
 async def recent_contacts(conn: asyncpg.Connection, account_id: UUID, since: datetime) -> list[asyncpg.Record]:

@@ -102,3 +102,37 @@ async def wait_for_database(dsn: str, timeout_s: float, *, first_delay_s: float 
                         database=database_location(dsn))
             await asyncio.sleep(wait)
             delay = min(delay * 2, max_delay_s)
+
+
+# Conflicts with a concurrent request: ABORTED, retry at once.
+_CONFLICT_ERRORS = (
+    asyncpg.DeadlockDetectedError,
+    asyncpg.SerializationError,
+    asyncpg.LockNotAvailableError,
+)
+# The database is not there or not answering: the request did not happen (or, if the
+# connection broke during the write, happened whole; a retry with the same key tells).
+# OSError covers a refused or reset connection and a unix socket that is gone while
+# PostgreSQL restarts; InterfaceError a connection closed under a call; InternalClientError
+# a connection whose state broke mid-restart; OperatorInterventionError an admin or crash
+# shutdown and "the database system is starting up"; InsufficientResourcesError too many
+# connections.
+_UNAVAILABLE_ERRORS = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def database_error_kind(error: BaseException) -> str | None:
+    """"timeout", "unavailable", "conflict", or None when `error` is not the database's."""
+    if isinstance(error, (asyncio.TimeoutError, asyncpg.QueryCanceledError)):
+        return "timeout"
+    if isinstance(error, _CONFLICT_ERRORS):
+        return "conflict"
+    if isinstance(error, _UNAVAILABLE_ERRORS):
+        return "unavailable"
+    return None

@@ -19,3 +19,13 @@ def add_months(start: date, months: int) -> date:
 def local_date(instant: datetime, time_zone: str) -> date:
     """The calendar date of `instant` in `time_zone` (an aware datetime is required)."""
     return instant.astimezone(ZoneInfo(time_zone)).date()
+
+
+# The zone furthest ahead of UTC (Kiribati, UTC+14): no account's calendar is later.
+LATEST_ZONE = "Pacific/Kiritimati"
+
+
+def latest_local_date(instant: datetime) -> date:
+    """The latest calendar date anywhere at `instant`: a bound on every account's
+    "today", for selecting rows by date before each account's own zone is known."""
+    return local_date(instant, LATEST_ZONE)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import date, datetime
 
 from credit.v1 import collections_pb2, collections_pb2_grpc, common_pb2
 from server import paging
@@ -11,6 +11,7 @@ from server.core.collections import CaseView, Collections
 from server.core.loans import account_of_loan
 from server.domain.errors import InvalidArgument
 from server.domain.loans import Bucket
+from server.domain.reminders import Attempt, AttemptStatus, Channel, Outcome, Reason
 from server.services import convert
 from server.services.fields import Fields
 from server.services.transactions import Transactions
@@ -18,6 +19,14 @@ from server.services.transactions import Transactions
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
 BUCKETS = convert.from_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", Bucket)
+# Every domain value has its proto number (a test checks both ways).
+CHANNELS = convert.from_proto_enum(collections_pb2.ContactChannel, "CONTACT_CHANNEL_", Channel)
+ATTEMPT_STATUSES = convert.from_proto_enum(collections_pb2.ContactAttemptStatus, "CONTACT_ATTEMPT_STATUS_",
+                                           AttemptStatus)
+REASONS = convert.from_proto_enum(collections_pb2.ContactAttemptReason, "CONTACT_ATTEMPT_REASON_", Reason)
+OUTCOMES = convert.from_proto_enum(collections_pb2.ContactOutcome, "CONTACT_OUTCOME_", Outcome)
+SPEAKERS = {"bot": collections_pb2.TranscriptLine.SPEAKER_BOT, "callee": collections_pb2.TranscriptLine.SPEAKER_CALLEE,
+            "event": collections_pb2.TranscriptLine.SPEAKER_CALL}
 
 
 def _page_size(f: Fields, value: int) -> int:
@@ -48,16 +57,45 @@ def case(view: CaseView) -> collections_pb2.Case:
         escalation_reason=view.escalation_reason or "", needs_payment_check=view.needs_payment_check,
         active_promise=promise(view.promise) if view.promise else None,
         contact_preferences=preferences(view.account_id, view.preferences),
-        updated_at=convert.timestamp(view.updated_at))
+        updated_at=convert.timestamp(view.updated_at), as_of=convert.timestamp(view.as_of))
 
 
-def attempt(row) -> collections_pb2.ContactAttempt:
-    return collections_pb2.ContactAttempt(
-        attempt_id=str(row["attempt_id"]), account_id=str(row["account_id"]), loan_id=str(row["loan_id"]),
-        sequence=row["sequence"], step_code=row["step_code"], channel=row["channel"], status=row["status"],
-        reason=row["reason"] or "", outcome=row["outcome"] or "", tries=row["tries"],
-        message_id=row["message_id"] or "", created_at=convert.timestamp(row["created_at"]),
-        updated_at=convert.timestamp(row["updated_at"]))
+def transcript(lines: list[dict]) -> list[collections_pb2.TranscriptLine]:
+    """A stored transcript (masked when it was stored) as lines of the API."""
+    converted = []
+    for line in lines:
+        speaker = next((key for key in SPEAKERS if key in line), None)
+        if speaker is not None:
+            converted.append(collections_pb2.TranscriptLine(speaker=SPEAKERS[speaker], text=str(line[speaker]),
+                                                            prompt_id=str(line.get("prompt_id", ""))))
+    return converted
+
+
+def attempt(found: Attempt, *, whole: bool = False) -> collections_pb2.ContactAttempt:
+    """An attempt for the API; `whole` adds what only GetContactAttempt returns (a call's
+    transcript and its failed calls)."""
+    detail = found.detail
+    message = collections_pb2.ContactAttempt(
+        attempt_id=str(found.attempt_id), account_id=str(found.account_id), loan_id=str(found.loan_id),
+        sequence=found.sequence, step_code=found.step_code,
+        channel=convert.to_proto_enum(collections_pb2.ContactChannel, "CONTACT_CHANNEL_", found.channel),
+        status=convert.to_proto_enum(collections_pb2.ContactAttemptStatus, "CONTACT_ATTEMPT_STATUS_", found.status),
+        reason=convert.to_proto_enum(collections_pb2.ContactAttemptReason, "CONTACT_ATTEMPT_REASON_", found.reason),
+        outcome=convert.to_proto_enum(collections_pb2.ContactOutcome, "CONTACT_OUTCOME_", found.outcome),
+        tries=found.tries, message_id=found.message_id or "", created_at=convert.timestamp(found.created_at),
+        updated_at=convert.timestamp(found.updated_at), planned_for=found.planned_for.isoformat(),
+        delivery_detail=str(detail.get("smtp") or ""), promised_date=str(detail.get("promised_date") or ""))
+    if found.next_try_at is not None:
+        message.next_try_at.CopyFrom(convert.timestamp(found.next_try_at))
+    if whole:
+        message.transcript.extend(transcript(detail.get("transcript") or []))
+        for failure in detail.get("failures") or []:
+            failed = collections_pb2.FailedCall(detail=str(failure.get("detail") or ""),
+                                                transcript=transcript(failure.get("transcript") or []))
+            if failure.get("at"):
+                failed.at.CopyFrom(convert.timestamp(datetime.fromisoformat(failure["at"])))
+            message.failed_calls.append(failed)
+    return message
 
 
 class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
@@ -151,14 +189,32 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
         account_id = f.uuid(request.account_id, "account_id")
         size = _page_size(f, request.page_size)
         f.done()
-        after = paging.decode_after(request.page_token)
+        after = None
+        if request.page_token:
+            planned_for, step_code, attempt_id = paging.decode(request.page_token, 3)
+            try:
+                after = date.fromisoformat(planned_for), step_code, uuid.UUID(attempt_id)
+            except ValueError:
+                raise InvalidArgument.of("page_token", "is not a token this service issued") from None
 
         async def page(conn):
-            found = await self._collections.attempts(conn, account_id, after, size + 1)
+            found = await self._collections.attempts.page(conn, account_id, after, size + 1)
             more = len(found) > size
             found = found[:size]
-            token = paging.encode_after(found[-1]["created_at"], found[-1]["attempt_id"]) if more else ""
-            return collections_pb2.ListContactAttemptsResponse(attempts=[attempt(r) for r in found],
+            last = found[-1] if found else None
+            token = paging.encode([last.planned_for.isoformat(), last.step_code, str(last.attempt_id)]) if (
+                more and last) else ""
+            return collections_pb2.ListContactAttemptsResponse(attempts=[attempt(a) for a in found],
                                                                next_page_token=token)
 
         return await self._tx.read(page)
+
+    async def GetContactAttempt(self, request, context) -> collections_pb2.ContactAttempt:
+        f = Fields()
+        attempt_id = f.uuid(request.attempt_id, "attempt_id")
+        f.done()
+
+        async def get(conn):
+            return attempt(await self._collections.attempts.get(conn, attempt_id), whole=True)
+
+        return await self._tx.read(get)

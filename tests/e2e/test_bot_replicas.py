@@ -18,7 +18,7 @@ import asyncpg
 import grpc
 
 from collections_bot.mail_sink import MailSink
-from server.core.collections import message_id
+from server.core.contact_attempts import message_id
 from server.db import collections as rows
 from tests.e2e.conftest import ROOT, free_port, start_server_process
 from tests.support import Api, buy
@@ -53,7 +53,8 @@ async def plan_reminders(database_url: str, loans) -> None:
                 conn, attempt_id=uuid.uuid4(), account_id=uuid.UUID(loan.account_id),
                 loan_id=uuid.UUID(loan.loan_id), sequence=1, step_code="D-3_EMAIL", channel="EMAIL",
                 status="PENDING", reason=None,
-                message_id=message_id(uuid.UUID(loan.loan_id), 1, "D-3_EMAIL", "credit.example"), now=now)
+                message_id=message_id(uuid.UUID(loan.loan_id), 1, "D-3_EMAIL", "credit.example"),
+                planned_for=now.date(), now=now)
     finally:
         await conn.close()
 

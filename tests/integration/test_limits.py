@@ -87,6 +87,6 @@ async def test_the_bot_runs_the_review_as_a_step_when_asked(api, clock, pool):
     await buy(api, account.account_id, 300_000)
     bot = build(pool, BotSettings.from_env({"LIMIT_REVIEW": "on", "SMTP_PORT": "9"}), clock)
     clock.set(shanghai(2, 20, 22))  # outside the contact window: no email is tried
-    report = await bot.run(clock.now())
+    report = await bot.run()
     assert report.limit_review.get("CUT", 0) >= 1
     assert (await api.account(account.account_id)).credit_limit_minor == 500_000

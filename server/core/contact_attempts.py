@@ -1,0 +1,262 @@
+"""Contact attempts: the one owner of their life. Reviews plan them (pending, deferred,
+suppressed, skipped); bots claim them under a lease, ask whether they may still go out,
+and report what came of sending; the API reads them. Every write to an attempt is
+here, and every write by a bot is made only while the bot's lease stands, so a bot that
+lost its lease to another replica changes nothing.
+
+The bot brings only I/O: it renders and sends the email or holds the call, and hands
+the result back. The rules (may this go out now, what a failure leads to, what a call's
+outcome changes) are the domain's and this module's."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from server.core import promises
+from server.core.views import LoanView, loan_view
+from server.db import accounts as account_rows
+from server.db import collections as rows
+from server.db import loans as loan_rows
+from server.domain.calendar import local_date
+from server.domain.errors import NotFound
+from server.domain.loans import InstallmentState, LoanStatus
+from server.domain.penalties import PenaltyPolicy
+from server.domain.reminders import (
+    Attempt,
+    AttemptStatus,
+    Channel,
+    ContactFacts,
+    ContactRules,
+    Failed,
+    Outcome,
+    Reason,
+    RetryPolicy,
+    Step,
+    after_failure,
+    hold_back,
+)
+from server.logging import mask
+
+log = structlog.get_logger(__name__)
+
+# What a call's outcome does to the case.
+ESCALATING_OUTCOMES = {Outcome.DISPUTE: "DISPUTE", Outcome.REQUEST_AGENT: "AGENT_REQUESTED"}
+
+
+def message_id(loan_id: UUID, sequence: int, step_code: str, domain: str) -> str:
+    """Stable per (installment, step): a resend after a crash carries the same id."""
+    return f"<reminder.{loan_id}.{sequence}.{step_code}@{domain}>"
+
+
+def attempt_of(row: asyncpg.Record) -> Attempt:
+    return Attempt(
+        attempt_id=row["attempt_id"], account_id=row["account_id"], loan_id=row["loan_id"],
+        sequence=row["sequence"], step_code=row["step_code"], channel=Channel(row["channel"]),
+        status=AttemptStatus(row["status"]), reason=Reason(row["reason"]) if row["reason"] else None,
+        outcome=Outcome(row["outcome"]) if row["outcome"] else None, tries=row["tries"],
+        planned_for=row["planned_for"], message_id=row["message_id"], next_try_at=row["next_try_at"],
+        detail=json.loads(row["detail"]) if isinstance(row["detail"], str) else dict(row["detail"] or {}),
+        created_at=row["created_at"], updated_at=row["updated_at"])
+
+
+def masked_transcript(transcript: Sequence[dict], name: str) -> list[dict]:
+    """A call's transcript as it may be kept and shown: the customer's name and any
+    email, phone or card-like number masked, as in the logs."""
+    name_pattern = re.compile(re.escape(name), re.IGNORECASE) if name.strip() else None
+
+    def clean(text: str) -> str:
+        if name_pattern is not None:
+            text = name_pattern.sub("[name]", text)
+        return mask(text)
+
+    return [{key: clean(value) if key in ("bot", "callee") else value for key, value in line.items()}
+            for line in transcript]
+
+
+@dataclass(frozen=True)
+class ReminderContext:
+    """Everything a bot needs to contact a customer about one claimed attempt."""
+
+    attempt: Attempt
+    name: str
+    email: str
+    phone: str
+    locale: str
+    time_zone: str
+    today: date
+    template: str
+    loan: LoanView
+    installment: InstallmentState
+    penalty: PenaltyPolicy
+
+    @property
+    def days_past_due(self) -> int:
+        return max(0, (self.today - self.installment.due_date).days)
+
+
+@dataclass(frozen=True)
+class AttemptPolicy:
+    rules: ContactRules
+    email_retry: RetryPolicy
+    voice_retry: RetryPolicy
+    penalty: PenaltyPolicy
+    mail_domain: str
+
+    def retry(self, channel: Channel) -> RetryPolicy:
+        return self.email_retry if channel is Channel.EMAIL else self.voice_retry
+
+
+class ContactAttempts:
+    def __init__(self, policy: AttemptPolicy) -> None:
+        self.policy = policy
+
+    # -- planning, inside a review's transaction on the locked account -------------------
+
+    async def of_account(self, conn: asyncpg.Connection, account_id: UUID) -> dict[tuple[UUID, int, str], Attempt]:
+        return {(a.loan_id, a.sequence, a.step_code): a
+                for a in map(attempt_of, await rows.attempts_of_account(conn, account_id))}
+
+    async def plan(self, conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, sequence: int, due_date: date,
+                   step: Step, status: AttemptStatus, reason: Reason | None, existing: Attempt | None,
+                   now: datetime) -> bool:
+        """Record what a review decided for a step: a new attempt, or a DEFERRED one moved
+        on. True when something changed."""
+        if status not in (AttemptStatus.PENDING, AttemptStatus.DEFERRED, AttemptStatus.SUPPRESSED,
+                          AttemptStatus.SKIPPED):
+            raise ValueError(f"a review does not plan {status}")
+        if existing is not None:
+            if existing.status is AttemptStatus.DEFERRED and (status, reason) != (existing.status, existing.reason):
+                await rows.set_attempt_status(conn, existing.attempt_id, status.value, now,
+                                              reason=reason.value if reason else None)
+                return True
+            return False
+        await rows.insert_attempt(
+            conn, attempt_id=uuid.uuid4(), account_id=account_id, loan_id=loan_id, sequence=sequence,
+            step_code=step.code, channel=step.channel.value, status=status.value,
+            reason=reason.value if reason else None,
+            message_id=message_id(loan_id, sequence, step.code, self.policy.mail_domain),
+            planned_for=due_date + timedelta(days=step.offset_days), now=now)
+        return True
+
+    # -- a bot's side: claim, check, report ----------------------------------------------
+
+    async def claim(self, pool: asyncpg.Pool, channel: Channel, now: datetime, *, lease_now: datetime,
+                    lease_until: datetime, owner: UUID, limit: int) -> list[Attempt]:
+        """Up to `limit` attempts ready to send on `channel` (pending and due, or held by a
+        bot whose lease ran out), now SENDING under `owner`'s lease."""
+        async with pool.acquire() as conn:
+            return [attempt_of(r) for r in await rows.claim_attempts(
+                conn, channel.value, now, lease_now=lease_now, lease_until=lease_until, owner=owner, limit=limit)]
+
+    async def renew(self, pool: asyncpg.Pool, attempt_ids: Sequence[UUID], owner: UUID, lease_until: datetime,
+                    timeout_s: float) -> set[UUID]:
+        """The attempts still held by `owner`, their leases extended to `lease_until`."""
+        async with pool.acquire(timeout=timeout_s) as conn:
+            return await rows.renew_leases(conn, list(attempt_ids), owner, lease_until, timeout_s=timeout_s)
+
+    async def context(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime,
+                      channels: frozenset[Channel]) -> ReminderContext | AttemptStatus | None:
+        """What to say to whom for a claimed attempt; or, when it must not go out now
+        (the customer paid, promised or opted out since it was planned, or the contact
+        window closed), the status it was given instead (SUPPRESSED or DEFERRED); or None
+        when the lease was lost meanwhile (nothing recorded)."""
+        async with pool.acquire() as conn:
+            account = await account_rows.get(conn, attempt.account_id)
+            found = await loan_rows.get(conn, attempt.loan_id)
+            if account is None or found is None:
+                raise NotFound("attempt_id", str(attempt.attempt_id), "account or loan of the attempt")
+            zone = account["time_zone"]
+            loan = loan_view(found[0], found[1], zone, now)
+            installment = next(i for i in loan.installments if i.sequence == attempt.sequence)
+            email_out, voice_out, phone_blocked = await rows.preferences(conn, attempt.account_id)
+            name, email, phone = account_rows.contact(account)
+            facts = ContactFacts(
+                owed_minor=installment.owed_minor if loan.status is LoanStatus.ACTIVE else 0,
+                promise_active=await rows.active_promise(conn, attempt.account_id) is not None,
+                email_opt_out=email_out, voice_opt_out=voice_out, phone_blocked=phone_blocked,
+                has_email=bool(email), has_phone=bool(phone))
+            held = hold_back(attempt.channel, facts, now, zone, self.policy.rules, channels=channels, history=None)
+            if held is not None:
+                status, reason = held
+                if not await rows.finish_attempt(conn, attempt.attempt_id, owner, status.value, now,
+                                                 reason=reason.value):
+                    return None
+                return status
+            template = await rows.step_template(conn, attempt.step_code) or "overdue"
+        return ReminderContext(attempt=attempt, name=name, email=email, phone=phone, locale=account["locale"],
+                               time_zone=zone, today=local_date(now, zone), template=template, loan=loan,
+                               installment=installment, penalty=self.policy.penalty)
+
+    async def mark_sent(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime, outcome: Outcome,
+                        detail: dict) -> bool:
+        """Record a delivered email; False when the lease was lost (nothing recorded)."""
+        async with pool.acquire() as conn:
+            return await rows.finish_attempt(conn, attempt.attempt_id, owner, AttemptStatus.SENT.value, now,
+                                             outcome=outcome.value, detail=detail)
+
+    async def mark_failed(self, pool: asyncpg.Pool, context: ReminderContext, owner: UUID, now: datetime, *,
+                          permanent: bool, detail: dict, transcript: Sequence[dict] = ()) -> Failed | None:
+        """Record a failed send and what follows from it under the channel's retry
+        policy: tried again later, or given up. None when the lease was lost."""
+        attempt = context.attempt
+        failed = after_failure(attempt.channel, attempt.tries, permanent, now, self.policy.retry(attempt.channel))
+        if attempt.channel is Channel.VOICE:
+            # Each failed call is kept, with what was said before the line broke.
+            failure = {"at": now.isoformat(), **detail,
+                       "transcript": masked_transcript(transcript, context.name)}
+            detail = {"failures": attempt.detail.get("failures", []) + [failure]}
+        async with pool.acquire() as conn:
+            recorded = await rows.finish_attempt(
+                conn, attempt.attempt_id, owner, failed.status.value, now, reason=failed.reason.value,
+                outcome=failed.outcome.value if failed.outcome else None, detail=detail,
+                next_try_at=failed.next_try_at)
+        return failed if recorded else None
+
+    async def record_call(self, pool: asyncpg.Pool, context: ReminderContext, owner: UUID, now: datetime,
+                          outcome: Outcome, promised_date: date | None, transcript: Sequence[dict]) -> bool:
+        """Record a call that reached an outcome and act on it (a promise, a payment
+        check, a human queue, a blocked number), in one transaction and only while the
+        lease stands: a promise is recorded once even if another replica took over."""
+        detail = {"transcript": masked_transcript(transcript, context.name),
+                  "promised_date": promised_date.isoformat() if promised_date else None}
+        account_id = context.attempt.account_id
+        async with pool.acquire() as conn, conn.transaction():
+            if not await rows.finish_attempt(conn, context.attempt.attempt_id, owner, AttemptStatus.SENT.value, now,
+                                             outcome=outcome.value, detail=detail):
+                return False
+            if outcome is Outcome.PROMISE_TO_PAY and promised_date is not None:
+                if await rows.active_promise(conn, account_id) is None:
+                    await promises.open_promise(conn, account_id, promised_date,
+                                                max(1, context.installment.owed_minor), "VOICE", now)
+            elif outcome is Outcome.CLAIMS_PAID:
+                await rows.flag_payment_check(conn, account_id, now)
+                await rows.event(conn, account_id, "CLAIMS_PAID", {}, now)
+            elif outcome in ESCALATING_OUTCOMES:
+                await rows.escalate(conn, account_id, ESCALATING_OUTCOMES[outcome], now)
+            elif outcome is Outcome.WRONG_PERSON:
+                await rows.block_phone(conn, account_id, now)
+                await rows.event(conn, account_id, "PHONE_BLOCKED", {"reason": Outcome.WRONG_PERSON.value}, now)
+        return True
+
+    # -- the API's reads -------------------------------------------------------------------
+
+    async def page(self, conn: asyncpg.Connection, account_id: UUID, after: tuple[date, str, UUID] | None,
+                   limit: int) -> list[Attempt]:
+        if await account_rows.get(conn, account_id) is None:
+            raise NotFound("account_id", str(account_id), "account")
+        return [attempt_of(r) for r in await rows.attempts_page(conn, account_id, after, limit)]
+
+    async def get(self, conn: asyncpg.Connection, attempt_id: UUID) -> Attempt:
+        row = await rows.attempt(conn, attempt_id)
+        if row is None:
+            raise NotFound("attempt_id", str(attempt_id), "contact attempt")
+        return attempt_of(row)

@@ -1,0 +1,23 @@
+"""Promises to pay, opened by the API or by a call; kept or broken by the reviews."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from uuid import UUID
+
+import asyncpg
+
+from server.db import collections as rows
+
+
+async def open_promise(conn: asyncpg.Connection, account_id: UUID, promised_date: date, amount_minor: int,
+                       source: str, now: datetime) -> asyncpg.Record:
+    """Record a promise (the account locked, none active) with what the customer had paid
+    in until now, so that keeping it is measured by what is paid from here on."""
+    promise = await rows.insert_promise(conn, uuid.uuid4(), account_id, promised_date, amount_minor, source,
+                                        await rows.paid_in_total(conn, account_id), now)
+    await rows.event(conn, account_id, "PROMISE_RECORDED",
+                     {"promised_date": promised_date.isoformat(), "amount_minor": amount_minor, "source": source},
+                     now)
+    return promise
