@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
@@ -514,6 +514,56 @@ async def test_one_active_promise_per_account_and_clear_errors(api, clock, loan)
         await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
             loan_id=loan.loan_id, sequence=9, amount_minor=1, reason="r", idempotency_key=key()))
     assert "sequence" in error.value.details()
+
+
+async def test_a_promise_needs_something_owed(api, clock):
+    import grpc
+
+    account = await api.open_account(limit_minor=1_000_000)
+    clock.set(shanghai(2, 16, 9))
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.collections.RecordPromiseToPay(collections_pb2.RecordPromiseToPayRequest(
+            account_id=account.account_id, promised_date="2027-02-18", amount_minor=10_000,
+            idempotency_key=key()))
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "owes nothing" in error.value.details()
+
+
+async def test_list_cases_shows_the_bucket_it_filtered_on_and_says_as_of_when(api, bot, clock, loan):
+    """ListCases is the snapshot of each case's last review: filtered and shown on the
+    same bucket, with as_of the review's time; GetCase computes the case afresh, as of
+    the call."""
+    reviewed_at = shanghai(2, 20)
+    await run(bot, clock, reviewed_at)
+    clock.set(shanghai(3, 30))  # 43 days past due by now: M2 afresh, still M1 as last reviewed
+    listed = await api.collections.ListCases(collections_pb2.ListCasesRequest(bucket=common_pb2.DELINQUENCY_BUCKET_M1))
+    [case] = [c for c in listed.cases if c.account_id == loan.account_id]
+    assert (case.bucket, case.days_past_due) == (common_pb2.DELINQUENCY_BUCKET_M1, 5)
+    assert case.as_of.ToDatetime(tzinfo=UTC) == reviewed_at
+    assert case.overdue_minor > 0 and case.penalty_owed_minor > 0
+    now = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=loan.account_id))
+    assert (now.bucket, now.days_past_due) == (common_pb2.DELINQUENCY_BUCKET_M2, 43)
+    assert now.as_of.ToDatetime(tzinfo=UTC) == shanghai(3, 30)
+    m2 = await api.collections.ListCases(collections_pb2.ListCasesRequest(bucket=common_pb2.DELINQUENCY_BUCKET_M2))
+    assert loan.account_id not in [c.account_id for c in m2.cases]
+
+
+async def test_one_account_whose_review_fails_does_not_stop_the_pass(api, bot, clock, loan, monkeypatch):
+    other = await api.open_account(limit_minor=1_000_000)
+    other_loan = await buy(api, other.account_id, 300_000)
+    review_account = type(bot._collections).review_account
+
+    async def review_or_fail(self, conn, account, now, channels, steps):
+        if str(account["account_id"]) == loan.account_id:
+            raise ValueError("a bug in one account's review")
+        return await review_account(self, conn, account, now, channels, steps)
+
+    monkeypatch.setattr(type(bot._collections), "review_account", review_or_fail)
+    with capture_logs() as logs:
+        report = await run(bot, clock, shanghai(2, 20))
+    assert (report.reviewed, report.failed) == (1, 1)
+    assert [entry["account_id"] for entry in logs if entry["event"] == "account_review_failed"] == [loan.account_id]
+    case = await api.collections.ListCases(collections_pb2.ListCasesRequest())
+    assert [c.account_id for c in case.cases] == [other_loan.account_id]
 
 
 async def test_starttls_and_login_when_configured(api, pool, clock, tmp_path):

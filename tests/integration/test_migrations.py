@@ -135,3 +135,28 @@ async def test_idempotency_records_move_to_the_bucket_of_the_account_their_reply
                            "Void": nil, "Capture": nil}
     finally:
         await conn.close()
+
+
+async def test_the_schema_takes_exactly_the_domains_contact_attempt_values(db_dsn):
+    """The database checks channel, status, reason and outcome against the same names as
+    the domain and the contract: a value added to one and not the other fails here."""
+    import re
+
+    from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
+
+    conn = await asyncpg.connect(db_dsn)
+    try:
+        checks = {r["definition"] for r in await conn.fetch(
+            "SELECT pg_get_constraintdef(oid) AS definition FROM pg_constraint "
+            "WHERE conrelid = 'contact_attempts'::regclass AND contype = 'c'")}
+    finally:
+        await conn.close()
+
+    def allowed(column: str) -> set[str]:
+        [definition] = [d for d in checks if re.match(rf"CHECK \(\(?{column} ", d)]
+        return set(re.findall(r"'([A-Z_]+)'::text", definition))
+
+    assert allowed("channel") == set(Channel)
+    assert allowed("status") == set(AttemptStatus)
+    assert allowed("reason") == set(Reason)
+    assert allowed("outcome") == set(Outcome)

@@ -197,6 +197,39 @@ async def test_a_dropped_stream_is_one_failure_and_one_retry_not_a_second_promis
     await books()
 
 
+async def test_a_call_reads_whole_through_the_api_with_its_transcript_masked(api, voice_bot, clock, gateway):
+    """GetContactAttempt: the outcome, the promised date, the transcript of the call that
+    reached the customer and of the one that broke before, none naming the customer."""
+    import grpc
+
+    account, _ = await customer(api, "+8613900000011")
+    await run(voice_bot, clock, shanghai(2, 15))
+    await run(voice_bot, clock, shanghai(2, 15, 10, 11))
+    listed = await api.collections.ListContactAttempts(collections_pb2.ListContactAttemptsRequest(
+        account_id=account.account_id))
+    [voice] = [a for a in listed.attempts if a.channel == collections_pb2.CONTACT_CHANNEL_VOICE]
+    assert not voice.transcript  # a list stays light; the transcript comes with the attempt
+    call = await api.collections.GetContactAttempt(collections_pb2.GetContactAttemptRequest(
+        attempt_id=voice.attempt_id))
+    assert (call.status, call.outcome, call.tries) == (collections_pb2.CONTACT_ATTEMPT_STATUS_SENT,
+                                                       collections_pb2.CONTACT_OUTCOME_PROMISE_TO_PAY, 2)
+    assert call.promised_date and call.planned_for == "2027-02-15"
+    speakers = {line.speaker for line in call.transcript}
+    assert speakers == {collections_pb2.TranscriptLine.SPEAKER_CALL, collections_pb2.TranscriptLine.SPEAKER_BOT,
+                        collections_pb2.TranscriptLine.SPEAKER_CALLEE}
+    said = " ".join(line.text for line in call.transcript)
+    assert "[name]" in said and "Wang Fang" not in said
+    [failed] = call.failed_calls
+    assert "media stream lost" in failed.detail and failed.at.seconds > 0
+    assert "Wang Fang" not in " ".join(line.text for line in failed.transcript)
+
+    for attempt_id, code in ((str(uuid.uuid4()), grpc.StatusCode.NOT_FOUND),
+                             ("not-an-id", grpc.StatusCode.INVALID_ARGUMENT)):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await api.collections.GetContactAttempt(collections_pb2.GetContactAttemptRequest(attempt_id=attempt_id))
+        assert error.value.code() == code and "attempt_id" in error.value.details()
+
+
 async def test_a_gateway_that_is_down_fails_the_attempt_after_bounded_retries(api, pool, clock, smtp):  # noqa: F811
     _, smtp_port = smtp
     settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
