@@ -1,9 +1,10 @@
-"""The README's grpcurl walkthrough works, as written, against a live server; its
-recipe for running the collections bot by hand uses the settings and flags the bot and
-its parts really have."""
+"""The README's grpcurl walkthrough works, as written, against a live server, and its
+AssessCredit example gives the reply shown; its recipe for running the collections bot
+by hand uses the settings and flags the bot and its parts really have."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -14,22 +15,41 @@ from collections_bot.config import BotSettings
 from server import contact_crypto
 from tests.e2e.conftest import ROOT
 
+# What differs from one run to the next in the AssessCredit reply.
+RUN_FIELDS = {"account_id", "customer_id", "created_at", "updated_at"}
+ASSESS_MARK = "=== the AssessCredit block ==="
+
+
+def block(name: str, language: str = "bash") -> str:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(rf"<!-- {name}:.*?-->\s*```{language}\n(.*?)```", text, re.S)
+    assert match, f"README.md lost its {name} block"
+    return match.group(1)
+
 
 def walkthrough() -> str:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- walkthrough:.*?-->\s*```bash\n(.*?)```", text, re.S)
-    assert match, "README.md lost its walkthrough block"
-    return match.group(1)
+    return block("walkthrough")
+
+
+def run_specific(reply: dict) -> dict:
+    return {**reply, "account": {k: v for k, v in reply["account"].items() if k not in RUN_FIELDS}}
 
 
 def test_the_readme_walkthrough_opens_authorizes_and_captures(server):
     script = walkthrough()
     assert "ADDR=localhost:50051" in script
     script = "set -euo pipefail\n" + script.replace("ADDR=localhost:50051", f"ADDR={server.address}")
+    script += f"\necho '{ASSESS_MARK}'\n" + block("assess")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     result = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    out, assessed = result.stdout.split(ASSESS_MARK + "\n")
+
+    # The AssessCredit example gives the reply the README shows, but for this run's ids
+    # and times.
+    shown = json.loads(block("assess-reply", "json"))
+    assert RUN_FIELDS <= shown["account"].keys()
+    assert run_specific(json.loads(assessed)) == run_specific(shown)
     assert "credit.v1.CheckoutService" in out
     assert '"status": "LOAN_STATUS_ACTIVE"' in out
     assert '"outstanding_principal_minor": "129900"' in out
