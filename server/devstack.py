@@ -24,7 +24,7 @@ from collections_bot.mail_sink import start as start_mail_sink
 from server import contact_crypto
 from server.config import Settings, SettingsError, address_setting, int_setting
 from server.db.migrate import migrate
-from server.logging import configure_logging
+from server.logging import configure_logging, json_stdlib_loggers
 from server.probe import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +43,7 @@ def main() -> None:
     except SettingsError as error:
         sys.exit(f"bad setting: {error}")
     configure_logging(settings.log_level)
+    json_stdlib_loggers("mail")  # the SMTP sink below runs in this process: aiosmtpd's log
     var_dir = settings.var_dir.resolve()
     var_dir.mkdir(parents=True, exist_ok=True)
     secrets_env = contact_crypto.development_env(var_dir)

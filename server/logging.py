@@ -113,3 +113,41 @@ def configure_logging(level: str = "info") -> None:
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _mask_event(logger, method_name: str, event_dict: dict) -> dict:
+    """A library's message is no text of ours: it may quote what a peer sent (an SMTP
+    envelope's addresses), so it is masked like any other field."""
+    event_dict["event"] = mask(str(event_dict["event"]))
+    return event_dict
+
+
+class _JsonStdlibHandler(logging.StreamHandler):
+    """Writes a stdlib log record as one JSON line through the processors above."""
+
+
+def json_stdlib_loggers(*names: str) -> None:
+    """Send the records of these stdlib loggers (a library's own logging, such as
+    aiosmtpd's under "mail") to standard error as the same JSON lines as every other
+    event: `event` (the message), `level`, `timestamp`, `logger`, masked like the rest.
+    Their records no longer reach the root logger's plain-text handler. Call after
+    configure_logging; calling it again for a logger changes nothing."""
+    for name in names:
+        logger = logging.getLogger(name)
+        if any(isinstance(handler, _JsonStdlibHandler) for handler in logger.handlers):
+            continue
+        # One write per line, like structlog's own lines (StreamHandler writes the
+        # message and its newline at once).
+        handler = _JsonStdlibHandler(sys.stderr)
+        handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[_mask_event, structlog.stdlib.add_logger_name, structlog.processors.add_log_level,
+                               _Timestamp()],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                mask_secrets,
+                structlog.processors.JSONRenderer(),
+            ],
+        ))
+        logger.addHandler(handler)
+        logger.propagate = False

@@ -3,6 +3,9 @@ specific and stable."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -81,3 +84,16 @@ def test_unknown_missing_and_bad_values_are_named():
 
 def test_protected_characteristics_are_not_in_the_model():
     assert NAMES.isdisjoint({"personal_status_and_sex", "foreign_worker"})
+
+
+def test_the_docs_list_every_characteristic_and_value_of_the_model():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "scorecard.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line for line in doc.splitlines() if line.startswith("| `")}
+    assert set(rows) == NAMES
+    for characteristic in SCORECARD.characteristics:
+        row = rows[characteristic["name"]]
+        if characteristic["kind"] == "numeric":
+            assert "a number" in row
+        else:
+            values = {v for b in characteristic["bins"] for v in b["values"]}
+            assert set(re.findall(r"`([^`]+)`", row.split("|")[3])) == values, characteristic["name"]
