@@ -5,6 +5,7 @@ from __future__ import annotations
 from credit.v1 import risk_pb2, risk_pb2_grpc
 from server import paging
 from server.db import accounts as account_rows
+from server.db import reserve as reserve_rows
 from server.db import risk as risk_rows
 from server.domain.errors import NotFound
 from server.services import convert
@@ -46,7 +47,7 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
 
     async def GetReservePool(self, request, context) -> risk_pb2.ReservePool:
         async def pool(conn):
-            totals, outstanding = await risk_rows.reserve_pool(conn)
+            totals, outstanding = await reserve_rows.pool_totals(conn)
             balance = totals["balance_minor"]
             return risk_pb2.ReservePool(
                 balance_minor=balance, provisioned_minor=totals["provisioned_minor"],
