@@ -8,8 +8,9 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
 from server.core.repayments import PayoffQuote, RepaymentView
+from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.views import AccountView, AuthorizationView, LoanView
 from server.domain.loans import LoanStatus
 from server.domain.money import CURRENCY
@@ -185,4 +186,31 @@ def payoff(quote: PayoffQuote) -> repayment_pb2.QuotePayoffResponse:
         fee_minor=quote.fee_minor,
         penalty_minor=quote.penalty_minor,
         waived_fee_minor=quote.waived_fee_minor,
+    )
+
+
+def risk_decision_record(view: DecisionRecordView) -> risk_pb2.RiskDecisionRecord:
+    return risk_pb2.RiskDecisionRecord(
+        decision_id=str(view.decision_id),
+        account_id=str(view.account_id),
+        authorization_id=str(view.authorization_id),
+        decision=to_proto_enum(checkout_pb2.RiskDecision, "RISK_DECISION_", view.decision),
+        score=view.score,
+        reasons=list(view.reasons),
+        inputs_json=view.inputs_json,
+        rule_results_json=view.rule_results_json,
+        ruleset_version=view.ruleset_version,
+        created_at=timestamp(view.created_at),
+    )
+
+
+def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
+    return risk_pb2.ReservePool(
+        balance_minor=view.balance_minor,
+        provisioned_minor=view.provisioned_minor,
+        released_minor=view.released_minor,
+        written_off_minor=view.written_off_minor,
+        insurance_claims_minor=view.insurance_claims_minor,
+        outstanding_principal_minor=view.outstanding_principal_minor,
+        coverage_bps=view.coverage_bps,
     )
