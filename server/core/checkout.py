@@ -30,12 +30,13 @@ from server.db import authorizations as authorization_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.domain import authorizations as holds
-from server.domain import ledger, risk
+from server.domain import ledger, quotes, risk
 from server.domain.accounts import AccountStatus
 from server.domain.authorizations import Approval, AuthorizationStatus, Decline, DeclineReason
 from server.domain.calendar import local_date
 from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
 from server.domain.pricing import Grade, Plan, ProductTable, RepaymentMethod, ScheduledInstallment, build_plan
+from server.domain.quotes import UnavailableReason
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +48,9 @@ RISK_NOT_EVALUATED = "UNSPECIFIED"
 class Quote:
     plans: tuple[Plan, ...]
     account: AccountView
+    # Why no plan is offered; None when plans are.
+    unavailable_reason: UnavailableReason | None
+    unavailable_message: str
 
 
 @dataclass(frozen=True)
@@ -82,13 +86,13 @@ class Checkout:
         if row is None:
             raise NotFound("account_id", str(account_id), "account")
         account = account_view(row, now)
+        offered = quotes.offers(account.line, self._products, amount_minor, method, now)
         plans = tuple(
             build_plan(amount_minor, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,
                        account.today)
-            for offer in self._products.offers(amount_minor, account.line.risk_grade)
-            if method is None or offer.product.method is method
+            for offer in offered.offers
         )
-        return Quote(plans, account)
+        return Quote(plans, account, offered.unavailable_reason, offered.message)
 
     async def authorize(self, conn: asyncpg.Connection, command: Authorize, key: Key,
                         lock: bool) -> Replay | Decided[AuthorizationView]:

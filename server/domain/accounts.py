@@ -60,5 +60,9 @@ class CreditLine:
         return self.held_minor + self.outstanding_principal_minor
 
     def available_minor(self, now: datetime) -> int:
-        """A limit cut below what is used leaves nothing available, never a negative."""
+        """What a new authorization may take. A FROZEN or CLOSED account takes none, so
+        nothing is available there whatever the limit; a limit cut below what is used
+        leaves nothing available, never a negative."""
+        if self.status is not AccountStatus.ACTIVE:
+            return 0
         return max(0, self.effective_limit_minor(now) - self.used_minor)

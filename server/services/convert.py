@@ -9,6 +9,7 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
+from server.core.checkout import Quote
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.views import AccountView, AuthorizationView, LoanView
@@ -89,6 +90,16 @@ def plan(value: Plan) -> common_pb2.InstallmentPlan:
             )
             for i in value.installments
         ],
+    )
+
+
+def quote(value: Quote) -> checkout_pb2.QuoteInstallmentsResponse:
+    return checkout_pb2.QuoteInstallmentsResponse(
+        plans=[plan(p) for p in value.plans],
+        available_minor=value.account.available_minor,
+        unavailable_reason=to_proto_enum(checkout_pb2.QuoteUnavailableReason, "QUOTE_UNAVAILABLE_REASON_",
+                                         value.unavailable_reason),
+        unavailable_message=value.unavailable_message,
     )
 
 

@@ -38,3 +38,10 @@ def test_a_temporary_raise_counts_until_the_instant_it_expires():
 
 def test_a_limit_cut_below_what_is_used_leaves_nothing_available():
     assert line(50_000, held=30_000, outstanding=40_000).available_minor(NOW) == 0
+
+
+def test_a_frozen_or_closed_account_has_nothing_available_whatever_its_limit():
+    for status in (AccountStatus.FROZEN, AccountStatus.CLOSED):
+        credit = line(10**9, status=status)
+        assert (credit.effective_limit_minor(NOW), credit.available_minor(NOW)) == (10**9, 0)
+    assert line(10**9).available_minor(NOW) == 10**9
