@@ -123,7 +123,7 @@ def authorization(view: AuthorizationView) -> checkout_pb2.Authorization:
             decision=to_proto_enum(checkout_pb2.RiskDecision, "RISK_DECISION_", view.risk.decision),
             score=view.risk.score,
             reasons=list(view.risk.reasons),
-        ),
+        ) if view.risk else None,
         created_at=timestamp(view.created_at),
     )
 

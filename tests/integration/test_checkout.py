@@ -10,7 +10,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, risk_pb2
 from server.db import accounts as account_rows
 from tests.integration.conftest import START
 from tests.support import key
@@ -307,3 +307,34 @@ async def test_a_frozen_or_closed_account_has_nothing_available_and_its_quote_sa
     assert (await api.account(account.account_id)).available_minor == 0
     assert (await api.authorize(account.account_id, 10_000)).decline_reason == (
         checkout_pb2.DECLINE_REASON_ACCOUNT_CLOSED)
+
+
+async def test_a_decline_before_the_risk_rules_carries_no_risk_and_never_expires(api, running, pool):
+    assert running.core.checkout._ruleset is not None, "with the risk checks on"
+    account = await api.open_account(limit_minor=50_000)
+    idempotency_key = key()
+    declined = await api.authorize(account.account_id, 50_001, order_id="order-short",
+                                   idempotency_key=idempotency_key)
+    assert declined.decline_reason == checkout_pb2.DECLINE_REASON_INSUFFICIENT_LIMIT
+    assert not declined.HasField("risk") and not declined.HasField("expires_at")
+    assert declined.HasField("created_at")
+    assert await api.authorization(declined.authorization_id) == declined
+    replay = await api.authorize(account.account_id, 50_001, order_id="order-short", idempotency_key=idempotency_key)
+    assert replay == declined
+
+    await api.lines.FreezeAccount(credit_line_pb2.FreezeAccountRequest(
+        account_id=account.account_id, reason="suspected fraud", idempotency_key=key()), timeout=10)
+    frozen = await api.authorize(account.account_id, 10_000)
+    assert frozen.decline_reason == checkout_pb2.DECLINE_REASON_ACCOUNT_FROZEN
+    assert not frozen.HasField("risk") and not frozen.HasField("expires_at")
+    assert await api.authorization(frozen.authorization_id) == frozen
+    # No rule ran, so no decision is kept for audit either.
+    decisions = await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(account_id=account.account_id))
+    assert list(decisions.decisions) == []
+
+    # An approval carries the rules' verdict and the hold's expiry.
+    await api.lines.UnfreezeAccount(credit_line_pb2.UnfreezeAccountRequest(
+        account_id=account.account_id, reason="cleared", idempotency_key=key()), timeout=10)
+    approved = await api.authorize(account.account_id, 10_000)
+    assert approved.risk.decision == checkout_pb2.RISK_DECISION_APPROVE
+    assert approved.expires_at.ToDatetime() - approved.created_at.ToDatetime() == timedelta(minutes=30)

@@ -39,6 +39,8 @@ async def test_a_blocked_device_is_declined_with_its_reason_in_reply_and_audit(a
     assert auth.status == checkout_pb2.AUTHORIZATION_STATUS_DECLINED
     assert auth.decline_reason == checkout_pb2.DECLINE_REASON_RISK_DECLINED
     assert auth.risk.decision == checkout_pb2.RISK_DECISION_DECLINE and list(auth.risk.reasons) == ["BLOCK_LIST"]
+    assert not auth.HasField("expires_at")
+    assert await api.authorization(auth.authorization_id) == auth
     assert (await api.account(account.account_id)).held_minor == 0
     [stored] = await decisions(api, account.account_id)
     assert (stored.decision, list(stored.reasons)) == (checkout_pb2.RISK_DECISION_DECLINE, ["BLOCK_LIST"])
