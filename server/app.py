@@ -76,7 +76,7 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
     products.check_cost_ceiling(settings.max_apr_bps)
     repayments = Repayments(clock)
     return Core(
-        credit_lines=CreditLines(clock),
+        credit_lines=CreditLines(clock, temporary_limit_max_days=settings.temporary_limit_max_days),
         checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments,
                           load_ruleset() if settings.risk_checks else None),
         loans=Loans(clock),
