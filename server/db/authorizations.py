@@ -92,7 +92,7 @@ AUTHORIZE_READ_WITH_RISK = _AUTHORIZE_READ.format(facts="," + _FACTS, fact_joins
 # and its holds moved, its due holds expired (exactly the amount read, or nothing
 # happens), the authorization inserted, and the risk decision stored for audit.
 # $6 account, $7 version, $8 amount held (0 when declined), $9 due holds expired, $10 now,
-# $11-$25 the authorization, $26-$29 the risk decision (all NULL with checks off).
+# $11-$25 the authorization, $26-$29 the risk decision (all NULL when no rule ran).
 AUTHORIZE_WRITE = idempotency.write_statement("""
 account AS (
     UPDATE accounts
