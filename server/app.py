@@ -38,6 +38,7 @@ from server.core.checkout import Checkout
 from server.core.collections import Collections, CollectionsPolicy
 from server.core.loans import Loans
 from server.core.repayments import Repayments
+from server.core.risk import RiskReports
 from server.db.migrate import migrate
 from server.db.pool import create_pool, wait_for_database
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
@@ -68,18 +69,20 @@ class Core:
     loans: Loans
     repayments: Repayments
     collections: Collections
+    risk: RiskReports
 
 
 def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE) -> Core:
     products.check_cost_ceiling(settings.max_apr_bps)
     repayments = Repayments(clock)
     return Core(
-        credit_lines=CreditLines(clock),
+        credit_lines=CreditLines(clock, temporary_limit_max_days=settings.temporary_limit_max_days),
         checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments,
                           load_ruleset() if settings.risk_checks else None),
         loans=Loans(clock),
         repayments=repayments,
         collections=Collections(clock, CollectionsPolicy(), repayments),
+        risk=RiskReports(),
     )
 
 
@@ -178,7 +181,7 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
         RepaymentServicer(transactions, core.loans, core.repayments), server)
     collections_pb2_grpc.add_CollectionsServiceServicer_to_server(
         CollectionsServicer(transactions, core.collections), server)
-    risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions), server)
+    risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions, core.risk), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # What reflection.enable_server_reflection does for a grpc.aio server, through the
     # wrapping view (which that function would not recognise as an aio server).

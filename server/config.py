@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS
 from server.domain.pricing import DEFAULT_MAX_APR_BPS
 
 MAX_SERVER_PROCESSES = 64
@@ -56,6 +57,12 @@ def log_level_setting(env: Mapping[str, str]) -> str:
     if level not in {"debug", "info", "warning", "error"}:
         raise SettingsError(f"LOG_LEVEL must be debug, info, warning or error, got {level!r}")
     return level
+
+
+def temporary_limit_max_days_setting(env: Mapping[str, str]) -> int:
+    """TEMPORARY_LIMIT_MAX_DAYS: how far ahead a temporary raise may end, for
+    GrantTemporaryLimit and for campaigns alike."""
+    return int_setting(env, "TEMPORARY_LIMIT_MAX_DAYS", DEFAULT_TEMPORARY_LIMIT_MAX_DAYS, minimum=1, maximum=366)
 
 
 def switch_setting(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -146,6 +153,7 @@ class Settings:
     db_command_timeout_s: int
     shutdown_grace_s: int
     max_apr_bps: int
+    temporary_limit_max_days: int
     risk_checks: bool
     auth_mode: str
     tls_cert_file: Path | None
@@ -189,6 +197,7 @@ class Settings:
             db_command_timeout_s=int_setting(env, "DB_COMMAND_TIMEOUT_S", 15, minimum=1, maximum=600),
             shutdown_grace_s=int_setting(env, "SHUTDOWN_GRACE_S", 10, minimum=0, maximum=600),
             max_apr_bps=int_setting(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
+            temporary_limit_max_days=temporary_limit_max_days_setting(env),
             risk_checks=switch_setting(env, "RISK_CHECKS", True),
             log_level=log_level,
             # Processes serving one port (SO_REUSEPORT), each with its own pool of up to

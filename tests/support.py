@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from credit.v1 import (
     checkout_pb2,
@@ -23,6 +24,12 @@ from credit.v1 import (
 
 def key() -> str:
     return uuid.uuid4().hex
+
+
+def timestamp(instant) -> Timestamp:
+    message = Timestamp()
+    message.FromDatetime(instant)
+    return message
 
 
 @dataclass

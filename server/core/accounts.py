@@ -13,8 +13,8 @@ from server.clock import Clock
 from server.core.views import AccountView, Contact, account_view
 from server.db import accounts as account_rows
 from server.db.pool import database_error_kind
-from server.domain.accounts import AccountStatus
-from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS, AccountStatus, temporary_limit_expiry
+from server.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from server.domain.pricing import Grade
 from server.domain.scorecard import Assessment, Scorecard
 from server.domain.scorecard import load as load_scorecard
@@ -94,9 +94,11 @@ async def each_free_account(pool: asyncpg.Pool, next_batch, work, on_error=None)
 
 
 class CreditLines:
-    def __init__(self, clock: Clock, scorecard: Scorecard | None = None) -> None:
+    def __init__(self, clock: Clock, scorecard: Scorecard | None = None, *,
+                 temporary_limit_max_days: int = DEFAULT_TEMPORARY_LIMIT_MAX_DAYS) -> None:
         self._clock = clock
         self._scorecard = scorecard or load_scorecard()
+        self._temporary_limit_max_days = temporary_limit_max_days
 
     async def open(self, conn: asyncpg.Connection, command: OpenAccount) -> AccountView:
         now = self._clock.now()
@@ -152,12 +154,8 @@ class CreditLines:
         before = await lock_account(conn, command.account_id)
         if before["status"] == AccountStatus.CLOSED:
             raise FailedPrecondition("account is CLOSED; it cannot get a temporary limit")
-        expires_at = command.expires_at
-        if command.temporary_limit_minor > 0:
-            if expires_at is None or expires_at <= now:
-                raise InvalidArgument.of("expires_at", "must be in the future for a temporary limit above zero")
-        else:
-            expires_at = None
+        expires_at = temporary_limit_expiry(command.temporary_limit_minor, command.expires_at, now,
+                                            self._temporary_limit_max_days)
         row = await account_rows.set_temporary_limit(
             conn, command.account_id, command.temporary_limit_minor, expires_at, now)
         await account_rows.record_event(

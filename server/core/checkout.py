@@ -30,23 +30,24 @@ from server.db import authorizations as authorization_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.domain import authorizations as holds
-from server.domain import ledger, risk
+from server.domain import ledger, quotes, risk
 from server.domain.accounts import AccountStatus
 from server.domain.authorizations import Approval, AuthorizationStatus, Decline, DeclineReason
 from server.domain.calendar import local_date
 from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
 from server.domain.pricing import Grade, Plan, ProductTable, RepaymentMethod, ScheduledInstallment, build_plan
+from server.domain.quotes import UnavailableReason
 
 log = structlog.get_logger(__name__)
-
-# Until the risk engine runs inside Authorize, no rule has been evaluated.
-RISK_NOT_EVALUATED = "UNSPECIFIED"
 
 
 @dataclass(frozen=True)
 class Quote:
     plans: tuple[Plan, ...]
     account: AccountView
+    # Why no plan is offered; None when plans are.
+    unavailable_reason: UnavailableReason | None
+    unavailable_message: str
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,13 @@ class Checkout:
         if row is None:
             raise NotFound("account_id", str(account_id), "account")
         account = account_view(row, now)
+        offered = quotes.offers(account.line, self._products, amount_minor, method, now)
         plans = tuple(
             build_plan(amount_minor, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,
                        account.today)
-            for offer in self._products.offers(amount_minor, account.line.risk_grade)
-            if method is None or offer.product.method is method
+            for offer in offered.offers
         )
-        return Quote(plans, account)
+        return Quote(plans, account, offered.unavailable_reason, offered.message)
 
     async def authorize(self, conn: asyncpg.Connection, command: Authorize, key: Key,
                         lock: bool) -> Replay | Decided[AuthorizationView]:
@@ -113,8 +114,11 @@ class Checkout:
                 raise _order_taken(command)
         line = replace(credit_line(row), held_minor=row["held_minor"] - due_expired)
         decision = holds.decide(line, self._products, command.amount_minor, command.term_months, command.method, now)
-        facts, verdict = self._assess_risk(command, line.risk_grade, row)
-        if isinstance(decision, Approval) and verdict is not None and verdict.decision is not risk.Decision.APPROVE:
+        # The rules run only on what the account could otherwise take: a decline for its
+        # status, the term or the limit is not a risk decision, and carries none.
+        facts, verdict = self._assess_risk(command, line.risk_grade, row) if isinstance(decision, Approval) else (
+            None, None)
+        if verdict is not None and verdict.decision is not risk.Decision.APPROVE:
             reason = (DeclineReason.RISK_DECLINED if verdict.decision is risk.Decision.DECLINE
                       else DeclineReason.RISK_REVIEW)
             decision = Decline(reason, f"risk score {verdict.score}: {', '.join(verdict.reasons)}")
@@ -129,10 +133,10 @@ class Checkout:
             plan=(build_plan(command.amount_minor, command.term_months, command.method,
                              decision.offer.monthly_rate_bps, local_date(now, row["time_zone"]))
                   if isinstance(decision, Approval) else None),
-            expires_at=now + self._hold_ttl if isinstance(decision, Approval) else now,
+            # A declined authorization held nothing, so it never expires.
+            expires_at=now + self._hold_ttl if isinstance(decision, Approval) else None,
             loan_id=None,
-            risk=(RiskView(verdict.decision.value, verdict.score, verdict.reasons) if verdict
-                  else RiskView(RISK_NOT_EVALUATED, 0, ())),
+            risk=RiskView(verdict.decision, verdict.score, verdict.reasons) if verdict else None,
             created_at=now,
         )
         sql, args = authorization_rows.authorize_write(
@@ -142,7 +146,8 @@ class Checkout:
             decline_message=view.decline_message or None, amount_minor=command.amount_minor,
             term_months=command.term_months, method=command.method.value,
             monthly_rate_bps=view.plan.monthly_rate_bps if view.plan else None,
-            risk_decision=view.risk.decision, risk_score=view.risk.score, risk_reasons=list(view.risk.reasons),
+            risk_decision=view.risk.decision.value if view.risk else None,
+            risk_score=view.risk.score if view.risk else 0, risk_reasons=list(view.risk.reasons) if view.risk else [],
             risk_context=command.risk_context, expires_at=view.expires_at, due_expired_minor=due_expired,
             record=None if verdict is None else authorization_rows.RiskRecord(
                 decision_id=uuid.uuid4(), inputs=risk.facts_json(facts),

@@ -11,12 +11,12 @@ import asyncpg
 import structlog
 
 from server.core.accounts import each_free_account
-from server.core.views import loan_view
+from server.core.views import credit_line, loan_view
 from server.db import accounts as account_rows
 from server.db import limits as limit_rows
 from server.db import loans as loan_rows
-from server.domain.accounts import AccountStatus
-from server.domain.limits import Action, Record, ReviewPolicy, review
+from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS, AccountStatus, temporary_limit_expiry
+from server.domain.limits import Action, Record, ReviewPolicy, TemporaryRaise, campaign_raise, review
 from server.domain.pricing import Grade
 
 log = structlog.get_logger(__name__)
@@ -63,22 +63,39 @@ async def _review_one(conn: asyncpg.Connection, account: asyncpg.Record, now: da
     return outcome.action.value
 
 
+@dataclass
+class CampaignReport:
+    granted: int = 0
+    # Accounts whose own temporary raise was as good or better on some count: kept.
+    kept: int = 0
+    busy: int = 0
+
+
 async def grant_campaign(pool: asyncpg.Pool, *, grades: list[Grade], raise_minor: int, expires_at: datetime,
-                         reason: str, now: datetime, today: date) -> int:
-    """Give a temporary raise that ends at `expires_at` to every active account of these
-    grades with nothing overdue. Returns how many accounts got it."""
-    granted = 0
+                         reason: str, now: datetime, today: date,
+                         max_days: int = DEFAULT_TEMPORARY_LIMIT_MAX_DAYS) -> CampaignReport:
+    """Give a temporary raise that ends at `expires_at` (at most `max_days` ahead, as
+    for GrantTemporaryLimit) to every active account of these grades with nothing
+    overdue. An account whose own raise in force is larger or ends later keeps it (see
+    server.domain.limits.campaign_raise)."""
+    offered = TemporaryRaise(raise_minor, temporary_limit_expiry(raise_minor, expires_at, now, max_days))
+    report = CampaignReport()
 
     async def grant(conn, account):
-        nonlocal granted
-        await account_rows.set_temporary_limit(conn, account["account_id"], raise_minor, expires_at, now)
+        chosen = campaign_raise(credit_line(account), offered, now)
+        if chosen is None:
+            report.kept += 1
+            return
+        await account_rows.set_temporary_limit(conn, account["account_id"], chosen.limit_minor, chosen.expires_at,
+                                               now)
         await account_rows.record_event(conn, account["account_id"], "TEMPORARY_LIMIT_GRANTED", reason,
-                                        {"limit_minor": raise_minor, "expires_at": expires_at.isoformat(),
-                                         "campaign": reason}, now)
-        granted += 1
+                                        {"limit_minor": chosen.limit_minor,
+                                         "expires_at": chosen.expires_at.isoformat(), "campaign": reason}, now)
+        report.granted += 1
 
-    await each_free_account(
+    report.busy = await each_free_account(
         pool, lambda conn, after: limit_rows.campaign_cohort(conn, [g.value for g in grades], after, today, BATCH),
         grant)
-    log.info("campaign_granted", accounts=granted, raise_minor=raise_minor, reason=reason)
-    return granted
+    log.info("campaign_granted", accounts=report.granted, kept=report.kept, busy=report.busy,
+             raise_minor=raise_minor, reason=reason)
+    return report

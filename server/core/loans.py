@@ -12,11 +12,8 @@ from server.clock import Clock
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
 from server.db import loans as loan_rows
-from server.domain.errors import NotFound
+from server.domain.errors import InvariantViolation, NotFound
 from server.domain.loans import LoanStatus
-
-DEFAULT_PAGE_SIZE = 20
-MAX_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -47,14 +44,19 @@ class Loans:
 
     async def page(self, conn: asyncpg.Connection, account_id: UUID, page_size: int, page_token: str,
                    status: LoanStatus | None) -> LoanPage:
+        """One page of the account's loans, oldest first; `page_size` is already bounded
+        by the caller."""
+        if page_size < 1:
+            raise InvariantViolation(f"a page of {page_size} loans")
         account = await account_rows.get(conn, account_id)
         if account is None:
             raise NotFound("account_id", str(account_id), "account")
         after = paging.decode_after(page_token)
-        size = page_size or DEFAULT_PAGE_SIZE
-        rows = await loan_rows.page_for_account(conn, account_id, status.value if status else None, after, size + 1)
+        rows = await loan_rows.page_for_account(conn, account_id, status.value if status else None, after,
+                                                page_size + 1)
         now = self._clock.now()
-        views = tuple(loan_view(loan, installments, account["time_zone"], now) for loan, installments in rows[:size])
-        more = len(rows) > size
+        views = tuple(loan_view(loan, installments, account["time_zone"], now)
+                      for loan, installments in rows[:page_size])
+        more = len(rows) > page_size
         token = paging.encode_after(views[-1].created_at, views[-1].loan_id) if more else ""
         return LoanPage(views, token)

@@ -10,15 +10,13 @@ from uuid import UUID
 import asyncpg
 
 from server.db import ledger as ledger_rows
+from server.db import reserve as reserve_rows
 from server.domain import ledger
 from server.domain.money import round_half_up
 from server.domain.pricing import Grade
 
 # Expected loss by grade, in basis points of the principal captured.
 PROVISION_RATE_BPS: dict[Grade, int] = {Grade.A: 100, Grade.B: 200, Grade.C: 400, Grade.D: 700, Grade.E: 1_200}
-
-SET_PROVISION = "UPDATE loans SET provision_minor = $2 WHERE loan_id = $1"
-PROVISION_OF = "SELECT provision_minor FROM loans WHERE loan_id = $1"
 
 
 def provision_minor(principal_minor: int, grade: Grade) -> int:
@@ -30,7 +28,7 @@ async def provide(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, pri
                   now: datetime) -> int:
     amount = provision_minor(principal_minor, grade)
     if amount:
-        await conn.execute(SET_PROVISION, loan_id, amount)
+        await reserve_rows.set_provision(conn, account_id, loan_id, amount)
         await ledger_rows.post(conn, account_id, loan_id, ledger.reserve_provisioned(amount), now)
     return amount
 
@@ -38,7 +36,7 @@ async def provide(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, pri
 async def release(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, now: datetime) -> int:
     """Give back the provision of a loan that will not be lost (repaid or cancelled).
     Called once, when the loan leaves ACTIVE for PAID_OFF or CANCELLED."""
-    amount = await conn.fetchval(PROVISION_OF, loan_id)
+    amount = await reserve_rows.provision_of(conn, account_id, loan_id)
     if amount:
         await ledger_rows.post(conn, account_id, loan_id, ledger.reserve_released(amount), now)
-    return amount or 0
+    return amount

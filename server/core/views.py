@@ -8,11 +8,13 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import authorizations as authorization_rows
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import AuthorizationStatus, DeclineReason, Hold
 from server.domain.calendar import local_date
 from server.domain.loans import Bucket, InstallmentState, LoanStatus, bucket, days_past_due
 from server.domain.pricing import Grade, Plan, RepaymentMethod
+from server.domain.risk import Decision
 from server.domain.waterfall import LoanBalance
 
 
@@ -88,7 +90,7 @@ def account_view(row: asyncpg.Record, as_of: datetime) -> AccountView:
 
 @dataclass(frozen=True)
 class RiskView:
-    decision: str
+    decision: Decision
     score: int
     reasons: tuple[str, ...]
 
@@ -108,9 +110,11 @@ class AuthorizationView:
     term_months: int
     method: RepaymentMethod
     plan: Plan | None
-    expires_at: datetime
+    # None on a declined authorization: it held nothing, so it never expires.
+    expires_at: datetime | None
     loan_id: UUID | None
-    risk: RiskView
+    # None when no risk rule ran (checks off, or declined before them).
+    risk: RiskView | None
     created_at: datetime
 
 
@@ -143,9 +147,10 @@ def authorization_view(row: asyncpg.Record, plan: Plan | None, as_of: datetime) 
         term_months=row["term_months"],
         method=RepaymentMethod(row["method"]),
         plan=plan,
-        expires_at=row["expires_at"],
+        expires_at=None if status is AuthorizationStatus.DECLINED else row["expires_at"],
         loan_id=row["loan_id"],
-        risk=RiskView(row["risk_decision"], row["risk_score"], tuple(row["risk_reasons"])),
+        risk=(RiskView(Decision(row["risk_decision"]), row["risk_score"], tuple(row["risk_reasons"]))
+              if authorization_rows.risk_assessed(row) else None),
         created_at=row["created_at"],
     )
 

@@ -92,7 +92,7 @@ AUTHORIZE_READ_WITH_RISK = _AUTHORIZE_READ.format(facts="," + _FACTS, fact_joins
 # and its holds moved, its due holds expired (exactly the amount read, or nothing
 # happens), the authorization inserted, and the risk decision stored for audit.
 # $6 account, $7 version, $8 amount held (0 when declined), $9 due holds expired, $10 now,
-# $11-$25 the authorization, $26-$29 the risk decision (all NULL with checks off).
+# $11-$25 the authorization, $26-$29 the risk decision (all NULL when no rule ran).
 AUTHORIZE_WRITE = idempotency.write_statement("""
 account AS (
     UPDATE accounts
@@ -127,6 +127,12 @@ decision AS (
 
 
 
+# What the risk_decision column (NOT NULL) holds when no rule ran: risk checks off, or a
+# decline for the account's status, the term or the limit, which comes before the rules.
+# Private: every public upper-case string of server.db is SQL, and a test prepares it.
+_RISK_NOT_ASSESSED = "UNSPECIFIED"
+
+
 @dataclass(frozen=True)
 class RiskRecord:
     """A risk decision's audit record, beside the verdict the authorization carries."""
@@ -149,19 +155,26 @@ async def authorize_read(conn: asyncpg.Connection, command: Any, key: Any, now: 
                                command.risk_context.get("ip_address", ""))
 
 
+def risk_assessed(row: asyncpg.Record) -> bool:
+    """Whether the risk rules ran on this authorization (its risk_decision column holds
+    their decision)."""
+    return row["risk_decision"] != _RISK_NOT_ASSESSED
+
+
 def authorize_write(*, authorization_id: UUID, account_id: UUID, version: int, merchant_id: str, order_id: str,
                     status: str, decline_reason: str | None, decline_message: str | None, amount_minor: int,
-                    term_months: int, method: str, monthly_rate_bps: int | None, risk_decision: str,
-                    risk_score: int, risk_reasons: list[str], risk_context: dict, expires_at: datetime,
+                    term_months: int, method: str, monthly_rate_bps: int | None, risk_decision: str | None,
+                    risk_score: int, risk_reasons: list[str], risk_context: dict, expires_at: datetime | None,
                     due_expired_minor: int, record: RiskRecord | None, now: datetime) -> tuple[str, tuple]:
     """The statement and arguments ($6 on) that book an authorization decided on the
-    account at `version`."""
+    account at `version`. `risk_decision` None: no rule ran. `expires_at` None: a
+    declined authorization, which never expires (the column keeps its creation time)."""
     held = amount_minor if status == "PENDING" else 0
     return AUTHORIZE_WRITE, (
         account_id, version, held, due_expired_minor, now,
         authorization_id, merchant_id, order_id, status, decline_reason, decline_message, amount_minor,
-        term_months, method, monthly_rate_bps, risk_decision, risk_score, risk_reasons, json.dumps(risk_context),
-        expires_at,
+        term_months, method, monthly_rate_bps, risk_decision or _RISK_NOT_ASSESSED, risk_score, risk_reasons,
+        json.dumps(risk_context), expires_at or now,
         record.decision_id if record else None, record.inputs if record else None,
         record.rule_results if record else None, record.ruleset_version if record else None)
 

@@ -82,23 +82,6 @@ INSERT INTO risk_lists (kind, value, level, reason) VALUES ($1, $2, $3, $4)
 ON CONFLICT (kind, value) DO UPDATE SET level = EXCLUDED.level, reason = EXCLUDED.reason
 """
 
-RESERVE_POOL = """
-SELECT
-    coalesce(-sum(amount_minor) FILTER (WHERE ledger_account = 'RISK_RESERVE'), 0)::bigint AS balance_minor,
-    coalesce(sum(amount_minor) FILTER (WHERE ledger_account = 'PROVISION_EXPENSE'
-                                       AND e.kind = 'RESERVE_PROVISIONED'), 0)::bigint AS provisioned_minor,
-    coalesce(-sum(amount_minor) FILTER (WHERE ledger_account = 'PROVISION_EXPENSE'
-                                        AND e.kind = 'RESERVE_RELEASED'), 0)::bigint AS released_minor,
-    coalesce(sum(amount_minor) FILTER (WHERE ledger_account = 'RISK_RESERVE' AND amount_minor > 0
-                                       AND e.kind = 'LOAN_CHARGED_OFF'), 0)::bigint AS written_off_minor,
-    coalesce(sum(amount_minor) FILTER (WHERE ledger_account = 'INSURANCE_CLAIM_RECEIVABLE'), 0)::bigint
-        AS insurance_claims_minor
-FROM postings p JOIN journal_entries e USING (entry_id)
-WHERE ledger_account IN ('RISK_RESERVE', 'PROVISION_EXPENSE', 'INSURANCE_CLAIM_RECEIVABLE')
-"""
-
-OUTSTANDING_PRINCIPAL = "SELECT coalesce(sum(outstanding_principal_minor), 0)::bigint FROM accounts"
-
 
 async def decisions_page(conn: asyncpg.Connection, account_id: UUID, after: tuple[datetime, UUID] | None,
                          limit: int) -> list[asyncpg.Record]:
@@ -108,7 +91,3 @@ async def decisions_page(conn: asyncpg.Connection, account_id: UUID, after: tupl
 
 async def add_to_list(conn: asyncpg.Connection, kind: str, value: str, level: str, reason: str) -> None:
     await conn.execute(ADD_TO_LIST, kind, value, level, reason)
-
-
-async def reserve_pool(conn: asyncpg.Connection) -> tuple[asyncpg.Record, int]:
-    return await conn.fetchrow(RESERVE_POOL), await conn.fetchval(OUTSTANDING_PRINCIPAL)

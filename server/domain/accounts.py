@@ -5,14 +5,19 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
+from server.domain.errors import InvalidArgument
 from server.domain.pricing import Grade
 
 # The namespace of account ids derived from customer ids; never change it (migration 0013
 # derives the same ids in SQL).
 ACCOUNT_ID_NAMESPACE = UUID("ebb7e510-9217-4342-8f44-151760c43c71")
+
+# How far ahead a temporary raise may end (TEMPORARY_LIMIT_MAX_DAYS): a raise is for a
+# promotion or a holiday, and a longer one is a permanent limit by another name.
+DEFAULT_TEMPORARY_LIMIT_MAX_DAYS = 90
 
 
 def account_id_of_customer(customer_id: str) -> UUID:
@@ -60,5 +65,26 @@ class CreditLine:
         return self.held_minor + self.outstanding_principal_minor
 
     def available_minor(self, now: datetime) -> int:
-        """A limit cut below what is used leaves nothing available, never a negative."""
+        """What a new authorization may take. A FROZEN or CLOSED account takes none, so
+        nothing is available there whatever the limit; a limit cut below what is used
+        leaves nothing available, never a negative."""
+        if self.status is not AccountStatus.ACTIVE:
+            return 0
         return max(0, self.effective_limit_minor(now) - self.used_minor)
+
+
+def temporary_limit_expiry(limit_minor: int, expires_at: datetime | None, now: datetime,
+                           max_days: int) -> datetime | None:
+    """When a temporary raise of `limit_minor` granted now ends: after now and at most
+    `max_days` ahead (INVALID_ARGUMENT naming `expires_at` otherwise). A raise of zero
+    removes the raise and has no end."""
+    if limit_minor <= 0:
+        return None
+    if expires_at is None or expires_at <= now:
+        raise InvalidArgument.of("expires_at", "must be in the future for a temporary limit above zero")
+    latest = now + timedelta(days=max_days)
+    if expires_at > latest:
+        raise InvalidArgument.of(
+            "expires_at", f"must be at most {max_days} days ahead (by {latest.isoformat()}), "
+                          f"got {expires_at.isoformat()}")
+    return expires_at

@@ -1,5 +1,6 @@
 """Dynamic limits: the periodic review that raises limits for customers who repay on
-time and cuts or freezes delinquent ones, always with reason codes."""
+time and cuts or freezes delinquent ones, always with reason codes; and campaigns that
+give a cohort a temporary raise."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from server.domain.accounts import CreditLine
 from server.domain.pricing import Grade
 from server.domain.scorecard import LIMIT_POLICY_MINOR
 
@@ -74,3 +76,28 @@ def review(record: Record, now: datetime, policy: ReviewPolicy = ReviewPolicy())
     if reasons:
         return Review(Action.KEEP, limit, tuple(reasons))
     return Review(Action.RAISE, min(ceiling, limit + limit * policy.raise_bps // 10_000), ("ON_TIME_REPAYMENTS",))
+
+
+@dataclass(frozen=True)
+class TemporaryRaise:
+    limit_minor: int
+    expires_at: datetime
+
+
+def campaign_raise(line: CreditLine, offered: TemporaryRaise, now: datetime) -> TemporaryRaise | None:
+    """The raise a campaign sets on this account, or None to keep what it has.
+
+    A campaign never takes anything from a customer: it never lowers the temporary
+    limit in force nor ends it sooner. An account has one temporary raise, so the
+    campaign's replaces the one in force only when it is at least as large and lasts at
+    least as long (and differs from it: running a campaign twice changes nothing).
+    When neither is better on both counts (larger but shorter, or longer but smaller)
+    the account keeps its own: taking the larger amount until the later end would grant
+    credit that no one approved."""
+    in_force = line.temporary_limit_in_force_minor(now)
+    if in_force == 0:
+        return offered
+    current = TemporaryRaise(in_force, line.temporary_limit_expires_at)
+    if offered == current or offered.limit_minor < current.limit_minor or offered.expires_at < current.expires_at:
+        return None
+    return offered

@@ -58,10 +58,16 @@ class InstallmentState:
         return self.amount_minor + self.penalty_minor - self.paid_minor
 
     def status(self, today: date, loan_status: LoanStatus) -> InstallmentStatus:
-        if self.owed_minor == 0:
-            return InstallmentStatus.PAID
+        """A refund can end a period without its being paid: every period of a fully
+        refunded (CANCELLED) loan, whatever it had paid (that came back as credit), and a
+        period that a partial refund emptied before anything was paid on it (nothing left
+        to pay, nothing paid) are CANCELLED, never PAID."""
         if loan_status is LoanStatus.CANCELLED:
             return InstallmentStatus.CANCELLED
+        if self.owed_minor == 0:
+            if self.amount_minor == 0 and self.paid_minor == 0:
+                return InstallmentStatus.CANCELLED
+            return InstallmentStatus.PAID
         if self.due_date < today:
             return InstallmentStatus.OVERDUE
         if self.paid_minor > 0:

@@ -2,16 +2,21 @@
        --expires-at 2027-11-12T00:00:00+08:00 --reason "Double 11"
 
 Grant a temporary limit raise, ending at --expires-at, to every active account of the
-given grades that has nothing overdue (a holiday or promotion cohort)."""
+given grades that has nothing overdue (a holiday or promotion cohort). --expires-at may
+be at most TEMPORARY_LIMIT_MAX_DAYS (default 90) days ahead, as for GrantTemporaryLimit.
+An account whose own temporary raise in force is larger or ends later keeps it: a
+campaign never lowers nor shortens a raise."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-from datetime import UTC, datetime
+import os
+import sys
+from datetime import UTC, datetime, timedelta
 
-from server.config import command_settings
-from server.core.limits import grant_campaign
+from server.config import SettingsError, command_settings, temporary_limit_max_days_setting
+from server.core.limits import CampaignReport, grant_campaign
 from server.db.pool import create_pool
 from server.domain.pricing import Grade
 from server.logging import configure_logging
@@ -33,19 +38,27 @@ def main() -> None:
         parser.error("--expires-at must be in the future, with a UTC offset")
     if not 0 < args.raise_minor <= 100_000_000_000:
         parser.error("--raise-minor must be a positive amount in fen")
+    try:
+        max_days = temporary_limit_max_days_setting(os.environ)
+    except SettingsError as error:
+        sys.exit(f"bad setting: {error}")
+    if args.expires_at > now + timedelta(days=max_days):
+        parser.error(f"--expires-at must be at most {max_days} days ahead (TEMPORARY_LIMIT_MAX_DAYS)")
     database_url, log_level = command_settings("of the accounts")
     configure_logging(log_level)
 
-    async def run() -> int:
+    async def run() -> CampaignReport:
         pool = await create_pool(database_url, min_size=1, max_size=2, command_timeout_s=60)
         try:
             return await grant_campaign(pool, grades=grades, raise_minor=args.raise_minor,
                                         expires_at=args.expires_at, reason=args.reason, now=now,
-                                        today=now.date())
+                                        today=now.date(), max_days=max_days)
         finally:
             await pool.close()
 
-    print(f"granted to {asyncio.run(run())} accounts")
+    report = asyncio.run(run())
+    print(f"granted to {report.granted} accounts; {report.kept} kept a temporary limit at least as good; "
+          f"{report.busy} busy (run again for them)")
 
 
 if __name__ == "__main__":

@@ -31,9 +31,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
 
         async def quote(conn):
             result = await self._checkout.quote(conn, account_id, amount, method)
-            return checkout_pb2.QuoteInstallmentsResponse(
-                plans=[convert.plan(p) for p in result.plans],
-                available_minor=result.account.available_minor)
+            return convert.quote(result)
 
         return await self._tx.read(quote)
 

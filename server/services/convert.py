@@ -8,8 +8,10 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
+from server.core.checkout import Quote
 from server.core.repayments import PayoffQuote, RepaymentView
+from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.views import AccountView, AuthorizationView, LoanView
 from server.domain.loans import LoanStatus
 from server.domain.money import CURRENCY
@@ -91,6 +93,16 @@ def plan(value: Plan) -> common_pb2.InstallmentPlan:
     )
 
 
+def quote(value: Quote) -> checkout_pb2.QuoteInstallmentsResponse:
+    return checkout_pb2.QuoteInstallmentsResponse(
+        plans=[plan(p) for p in value.plans],
+        available_minor=value.account.available_minor,
+        unavailable_reason=to_proto_enum(checkout_pb2.QuoteUnavailableReason, "QUOTE_UNAVAILABLE_REASON_",
+                                         value.unavailable_reason),
+        unavailable_message=value.unavailable_message,
+    )
+
+
 def authorization(view: AuthorizationView) -> checkout_pb2.Authorization:
     return checkout_pb2.Authorization(
         authorization_id=str(view.authorization_id),
@@ -111,7 +123,7 @@ def authorization(view: AuthorizationView) -> checkout_pb2.Authorization:
             decision=to_proto_enum(checkout_pb2.RiskDecision, "RISK_DECISION_", view.risk.decision),
             score=view.risk.score,
             reasons=list(view.risk.reasons),
-        ),
+        ) if view.risk else None,
         created_at=timestamp(view.created_at),
     )
 
@@ -185,4 +197,31 @@ def payoff(quote: PayoffQuote) -> repayment_pb2.QuotePayoffResponse:
         fee_minor=quote.fee_minor,
         penalty_minor=quote.penalty_minor,
         waived_fee_minor=quote.waived_fee_minor,
+    )
+
+
+def risk_decision_record(view: DecisionRecordView) -> risk_pb2.RiskDecisionRecord:
+    return risk_pb2.RiskDecisionRecord(
+        decision_id=str(view.decision_id),
+        account_id=str(view.account_id),
+        authorization_id=str(view.authorization_id),
+        decision=to_proto_enum(checkout_pb2.RiskDecision, "RISK_DECISION_", view.decision),
+        score=view.score,
+        reasons=list(view.reasons),
+        inputs_json=view.inputs_json,
+        rule_results_json=view.rule_results_json,
+        ruleset_version=view.ruleset_version,
+        created_at=timestamp(view.created_at),
+    )
+
+
+def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
+    return risk_pb2.ReservePool(
+        balance_minor=view.balance_minor,
+        provisioned_minor=view.provisioned_minor,
+        released_minor=view.released_minor,
+        written_off_minor=view.written_off_minor,
+        insurance_claims_minor=view.insurance_claims_minor,
+        outstanding_principal_minor=view.outstanding_principal_minor,
+        coverage_bps=view.coverage_bps,
     )

@@ -23,6 +23,9 @@ MAX_TIME_ZONE_LENGTH = 64
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 LOCALES = ("zh-CN", "en")
+# Every list call pages the same way: 0 asks for the default, more than the maximum is refused.
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
 
 
 class Fields:
@@ -77,6 +80,13 @@ class Fields:
         if violation:
             self.violations.append(violation)
         return value
+
+    def page_size(self, value: int, name: str = "page_size") -> int:
+        """The rows a list call returns: 1..MAX_PAGE_SIZE, or DEFAULT_PAGE_SIZE for 0."""
+        if not 0 <= value <= MAX_PAGE_SIZE:
+            self.fail(name, f"must be between 1 and {MAX_PAGE_SIZE} (0 for the default of {DEFAULT_PAGE_SIZE})")
+            return DEFAULT_PAGE_SIZE
+        return value or DEFAULT_PAGE_SIZE
 
     def enum(self, value: int, field: str, mapping: dict, *, default=None):
         """Map a proto enum number to a domain value; 0 (UNSPECIFIED) gives `default`,

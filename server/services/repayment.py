@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from credit.v1 import common_pb2, repayment_pb2, repayment_pb2_grpc
-from server.core.loans import MAX_PAGE_SIZE, Loans
+from server.core.loans import Loans
 from server.core.repayments import Repay, Repayments
 from server.services import convert
 from server.services.fields import Fields
@@ -47,13 +47,12 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
     async def ListLoans(self, request, context) -> repayment_pb2.ListLoansResponse:
         f = Fields()
         account_id = f.uuid(request.account_id, "account_id")
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            f.fail("page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 for the default)")
+        size = f.page_size(request.page_size)
         status = f.enum(request.status, "status", convert.LOAN_STATUSES) if request.status else None
         f.done()
 
         async def page(conn):
-            result = await self._loans.page(conn, account_id, request.page_size, request.page_token, status)
+            result = await self._loans.page(conn, account_id, size, request.page_token, status)
             return repayment_pb2.ListLoansResponse(loans=[convert.loan(v) for v in result.loans],
                                                    next_page_token=result.next_page_token)
 

@@ -38,6 +38,19 @@ async def test_200_concurrent_authorizations_of_100_on_a_limit_of_1000_approve_e
     assert pending_sum == after.held_minor
 
 
+async def test_with_the_risk_checks_off_no_authorization_carries_a_risk_verdict(api, server):
+    """The server of these tests runs with RISK_CHECKS=off: no rule ever runs, so no
+    reply claims a decision; a declined one never expires, an approved one does."""
+    account = await api.open_account(limit_minor=100_000)
+    approved = await api.authorize(account.account_id, 60_000)
+    declined = await api.authorize(account.account_id, 60_000)
+    assert (approved.status, declined.decline_reason) == (PENDING, checkout_pb2.DECLINE_REASON_INSUFFICIENT_LIMIT)
+    for reply in (approved, declined):
+        assert not reply.HasField("risk")
+        assert await api.authorization(reply.authorization_id) == reply
+    assert approved.HasField("expires_at") and not declined.HasField("expires_at")
+
+
 async def test_concurrent_captures_and_voids_on_one_account_keep_the_totals(api, server):
     account = await api.open_account(limit_minor=1_000_000)
     holds = await asyncio.gather(*(api.authorize(account.account_id, 20_000) for _ in range(40)))

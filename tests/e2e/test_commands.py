@@ -29,9 +29,32 @@ async def test_review_campaign_and_key_rotation_run_as_commands(api, server):
     assert campaign.returncode == 0 and campaign.stdout.startswith("granted to"), campaign.stderr
     assert (await api.account(account.account_id)).temporary_limit_minor == 200_000
 
+    # A second campaign with a smaller raise leaves the larger one in force.
+    smaller = command(server.database_url, "server.risk.campaign", "--grades", "B", "--raise-minor", "100000",
+                      "--expires-at", expires, "--reason", "Lantern Festival")
+    assert smaller.returncode == 0 and smaller.stdout.startswith("granted to"), smaller.stderr
+    assert (await api.account(account.account_id)).temporary_limit_minor == 200_000
+
     rotate = command(server.database_url, "server.rotate_contact_keys")
     assert rotate.returncode == 0 and rotate.stdout.startswith("re-encrypted"), rotate.stderr
 
     missing = subprocess.run([sys.executable, "-m", "server.risk.review"], cwd=ROOT, capture_output=True, text=True,
                              timeout=60, env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"})
     assert missing.returncode != 0 and "DATABASE_URL" in missing.stderr
+
+
+def test_a_campaign_ending_past_the_maximum_is_refused_naming_the_setting(server):
+    too_late = (datetime.now(UTC) + timedelta(days=31)).isoformat()
+    refused = subprocess.run(
+        [sys.executable, "-m", "server.risk.campaign", "--grades", "B", "--raise-minor", "100000",
+         "--expires-at", too_late, "--reason", "too long"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DATABASE_URL": server.database_url, "TEMPORARY_LIMIT_MAX_DAYS": "30"})
+    assert refused.returncode != 0
+    assert "--expires-at" in refused.stderr and "TEMPORARY_LIMIT_MAX_DAYS" in refused.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "server.risk.campaign", "--grades", "B", "--raise-minor", "100000",
+         "--expires-at", too_late, "--reason", "r"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DATABASE_URL": server.database_url, "TEMPORARY_LIMIT_MAX_DAYS": "forever"})
+    assert bad.returncode != 0 and "TEMPORARY_LIMIT_MAX_DAYS" in bad.stderr

@@ -10,7 +10,9 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from credit.v1 import checkout_pb2, common_pb2
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, risk_pb2
+from server.db import accounts as account_rows
+from tests.integration.conftest import START
 from tests.support import key
 
 PENDING = checkout_pb2.AUTHORIZATION_STATUS_PENDING
@@ -248,3 +250,91 @@ async def test_an_order_whose_expired_hold_is_not_yet_released_asks_the_other_ac
     await running.core.checkout.expire_due_holds(pool)
     moved = await api.authorize(second.account_id, 10_000, order_id="order-moved")
     assert moved.status == PENDING
+
+
+async def quote(api, account_id: str, amount_minor: int, method: int = 0):
+    return await api.checkout.QuoteInstallments(checkout_pb2.QuoteInstallmentsRequest(
+        account_id=account_id, amount_minor=amount_minor, merchant_id="merchant-1", method=method), timeout=10)
+
+
+async def test_a_quote_offers_only_what_authorize_approves_and_otherwise_says_why(api, pool):
+    account = await api.open_account(limit_minor=100_000)
+    offered = await quote(api, account.account_id, 50_000)
+    assert offered.unavailable_reason == checkout_pb2.QUOTE_UNAVAILABLE_REASON_UNSPECIFIED
+    assert not offered.unavailable_message
+    assert [p.term_months for p in offered.plans] == [1, 3, 3, 6, 6]
+    assert offered.available_minor == 100_000
+
+    # More than is available: no plan (each would be declined), and why.
+    await api.authorize(account.account_id, 60_000)
+    short = await quote(api, account.account_id, 50_000)
+    assert (list(short.plans), short.available_minor) == ([], 40_000)
+    assert short.unavailable_reason == checkout_pb2.QUOTE_UNAVAILABLE_REASON_INSUFFICIENT_AVAILABLE
+    assert "40000 fen available" in short.unavailable_message
+    declined = await api.authorize(account.account_id, 50_000, term_months=3)
+    assert declined.decline_reason == checkout_pb2.DECLINE_REASON_INSUFFICIENT_LIMIT
+
+    # No product fits: 1 month is flat fee only, 3 months needs 100.00.
+    none = await quote(api, account.account_id, 9_000, common_pb2.REPAYMENT_METHOD_DECLINING_BALANCE)
+    assert list(none.plans) == []
+    assert none.unavailable_reason == checkout_pb2.QUOTE_UNAVAILABLE_REASON_NO_PRODUCT
+    assert none.available_minor == 40_000
+
+
+async def test_a_frozen_or_closed_account_has_nothing_available_and_its_quote_says_so(api, pool):
+    account = await api.open_account(limit_minor=100_000)
+    frozen = await api.lines.FreezeAccount(credit_line_pb2.FreezeAccountRequest(
+        account_id=account.account_id, reason="suspected fraud", idempotency_key=key()), timeout=10)
+    assert (frozen.effective_limit_minor, frozen.available_minor) == (100_000, 0)
+    assert (await api.account(account.account_id)).available_minor == 0
+    offered = await quote(api, account.account_id, 10_000)
+    assert (list(offered.plans), offered.available_minor) == ([], 0)
+    assert offered.unavailable_reason == checkout_pb2.QUOTE_UNAVAILABLE_REASON_ACCOUNT_FROZEN
+    assert (await api.authorize(account.account_id, 10_000)).decline_reason == (
+        checkout_pb2.DECLINE_REASON_ACCOUNT_FROZEN)
+
+    unfrozen = await api.lines.UnfreezeAccount(credit_line_pb2.UnfreezeAccountRequest(
+        account_id=account.account_id, reason="cleared", idempotency_key=key()), timeout=10)
+    assert unfrozen.available_minor == 100_000
+    assert (await quote(api, account.account_id, 10_000)).plans
+
+    # No call closes an account (a charge-off does); close it in the database.
+    async with pool.acquire() as conn:
+        await account_rows.set_status(conn, uuid.UUID(account.account_id), "CLOSED", START)
+    closed = await quote(api, account.account_id, 10_000)
+    assert (list(closed.plans), closed.available_minor) == ([], 0)
+    assert closed.unavailable_reason == checkout_pb2.QUOTE_UNAVAILABLE_REASON_ACCOUNT_CLOSED
+    assert (await api.account(account.account_id)).available_minor == 0
+    assert (await api.authorize(account.account_id, 10_000)).decline_reason == (
+        checkout_pb2.DECLINE_REASON_ACCOUNT_CLOSED)
+
+
+async def test_a_decline_before_the_risk_rules_carries_no_risk_and_never_expires(api, running, pool):
+    assert running.core.checkout._ruleset is not None, "with the risk checks on"
+    account = await api.open_account(limit_minor=50_000)
+    idempotency_key = key()
+    declined = await api.authorize(account.account_id, 50_001, order_id="order-short",
+                                   idempotency_key=idempotency_key)
+    assert declined.decline_reason == checkout_pb2.DECLINE_REASON_INSUFFICIENT_LIMIT
+    assert not declined.HasField("risk") and not declined.HasField("expires_at")
+    assert declined.HasField("created_at")
+    assert await api.authorization(declined.authorization_id) == declined
+    replay = await api.authorize(account.account_id, 50_001, order_id="order-short", idempotency_key=idempotency_key)
+    assert replay == declined
+
+    await api.lines.FreezeAccount(credit_line_pb2.FreezeAccountRequest(
+        account_id=account.account_id, reason="suspected fraud", idempotency_key=key()), timeout=10)
+    frozen = await api.authorize(account.account_id, 10_000)
+    assert frozen.decline_reason == checkout_pb2.DECLINE_REASON_ACCOUNT_FROZEN
+    assert not frozen.HasField("risk") and not frozen.HasField("expires_at")
+    assert await api.authorization(frozen.authorization_id) == frozen
+    # No rule ran, so no decision is kept for audit either.
+    decisions = await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(account_id=account.account_id))
+    assert list(decisions.decisions) == []
+
+    # An approval carries the rules' verdict and the hold's expiry.
+    await api.lines.UnfreezeAccount(credit_line_pb2.UnfreezeAccountRequest(
+        account_id=account.account_id, reason="cleared", idempotency_key=key()), timeout=10)
+    approved = await api.authorize(account.account_id, 10_000)
+    assert approved.risk.decision == checkout_pb2.RISK_DECISION_APPROVE
+    assert approved.expires_at.ToDatetime() - approved.created_at.ToDatetime() == timedelta(minutes=30)

@@ -6,16 +6,9 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2
-from tests.support import field_violations, key
-
-
-def timestamp(instant):
-    message = Timestamp()
-    message.FromDatetime(instant)
-    return message
+from tests.support import field_violations, key, timestamp
 
 
 async def test_a_new_account_has_no_limit_until_one_is_set(api):
@@ -66,6 +59,25 @@ async def test_a_temporary_raise_needs_a_future_expiry(api, clock):
             expires_at=timestamp(clock.now() - timedelta(seconds=1)), reason="late", idempotency_key=key()))
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field_violations(error.value) == ["expires_at"]
+
+
+async def grant(api, account_id, limit_minor, expires_at):
+    return await api.lines.GrantTemporaryLimit(credit_line_pb2.GrantTemporaryLimitRequest(
+        account_id=account_id, temporary_limit_minor=limit_minor, expires_at=timestamp(expires_at),
+        reason="promotion", idempotency_key=key()), timeout=10)
+
+
+async def test_a_temporary_raise_ends_at_most_temporary_limit_max_days_ahead(api, clock, running):
+    assert running.core.credit_lines._temporary_limit_max_days == 90
+    account = await api.open_account(limit_minor=100_000)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await grant(api, account.account_id, 50_000, clock.now() + timedelta(days=90, seconds=1))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error.value) == ["expires_at"]
+    assert "90 days" in error.value.details()
+    assert (await api.account(account.account_id)).temporary_limit_minor == 0
+    raised = await grant(api, account.account_id, 50_000, clock.now() + timedelta(days=90))
+    assert raised.temporary_limit_minor == 50_000
 
 
 async def test_a_frozen_account_is_declined_and_unfreezing_restores_it(api):

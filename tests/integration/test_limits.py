@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
-from credit.v1 import common_pb2
+import pytest
+
+from credit.v1 import common_pb2, credit_line_pb2
 from server.core.limits import grant_campaign, review_limits
+from server.domain.errors import InvalidArgument
 from server.domain.pricing import Grade
-from tests.support import buy, repay
+from tests.support import buy, key, repay, timestamp
 
 SHANGHAI = timezone(timedelta(hours=8))
 
@@ -69,9 +72,9 @@ async def test_a_campaign_raises_a_cohort_until_it_expires(api, clock, pool):
     await buy(api, late.account_id, 300_000)
     clock.set(shanghai(2, 20))  # `late` is now overdue
     expires = shanghai(2, 22)
-    granted = await grant_campaign(pool, grades=[Grade.A, Grade.B], raise_minor=500_000, expires_at=expires,
-                                   reason="Lantern Festival", now=clock.now(), today=clock.now().date())
-    assert granted >= 1
+    report = await grant_campaign(pool, grades=[Grade.A, Grade.B], raise_minor=500_000, expires_at=expires,
+                                  reason="Lantern Festival", now=clock.now(), today=clock.now().date())
+    assert report.granted >= 1
     assert (await api.account(good.account_id)).effective_limit_minor == 1_500_000
     assert (await api.account(other_grade.account_id)).effective_limit_minor == 1_000_000
     assert (await api.account(late.account_id)).temporary_limit_minor == 0
@@ -90,3 +93,58 @@ async def test_the_bot_runs_the_review_as_a_step_when_asked(api, clock, pool):
     report = await bot.run()
     assert report.limit_review.get("CUT", 0) >= 1
     assert (await api.account(account.account_id)).credit_limit_minor == 500_000
+
+
+async def test_a_campaign_never_lowers_nor_shortens_a_raise_in_force(api, clock, pool, books):
+    """Each account is offered 5,000.00 until the 20th; only those whose own raise is
+    no better on either count take it."""
+    now = clock.now()
+    own = {  # name: (temporary limit, ends in days) granted before the campaign
+        "larger": (800_000, 3), "longer": (200_000, 30), "better": (800_000, 30),
+        "worse": (200_000, 3), "expired": (900_000, None), "none": (0, None)}
+    accounts = {}
+    for name, (limit_minor, days) in own.items():
+        account = await api.open_account(limit_minor=1_000_000, grade=common_pb2.RISK_GRADE_A)
+        if limit_minor:
+            await api.lines.GrantTemporaryLimit(credit_line_pb2.GrantTemporaryLimitRequest(
+                account_id=account.account_id, temporary_limit_minor=limit_minor, reason="own",
+                expires_at=timestamp(now + timedelta(days=days if days else 1)), idempotency_key=key()))
+        accounts[name] = account.account_id
+    clock.advance(timedelta(days=2))  # the "expired" raise has ended
+    expires = clock.now() + timedelta(days=5)
+
+    async def campaign():
+        return await grant_campaign(pool, grades=[Grade.A], raise_minor=500_000, expires_at=expires,
+                                    reason="Qingming", now=clock.now(), today=clock.now().date())
+
+    report = await campaign()
+    assert (report.granted, report.kept) == (3, 3)
+    seen = {name: await api.account(account_id) for name, account_id in accounts.items()}
+    raises = {name: (a.temporary_limit_minor, a.temporary_limit_expires_at.ToDatetime(tzinfo=UTC) - now)
+              for name, a in seen.items()}
+    assert raises == {
+        "larger": (800_000, timedelta(days=3)), "longer": (200_000, timedelta(days=30)),
+        "better": (800_000, timedelta(days=30)), "worse": (500_000, timedelta(days=7)),
+        "expired": (500_000, timedelta(days=7)), "none": (500_000, timedelta(days=7))}
+    # Run again: nothing changes, nothing more is recorded.
+    again = await campaign()
+    assert (again.granted, again.kept) == (0, 6)
+    async with pool.acquire() as conn:
+        recorded = await conn.fetchval("SELECT count(*) FROM account_events WHERE kind = 'TEMPORARY_LIMIT_GRANTED' "
+                                       "AND reason = 'Qingming'")
+    assert recorded == 3
+    await books()
+
+
+async def test_a_campaign_ends_at_most_temporary_limit_max_days_ahead(api, clock, pool):
+    account = await api.open_account(limit_minor=1_000_000, grade=common_pb2.RISK_GRADE_A)
+    with pytest.raises(InvalidArgument) as error:
+        await grant_campaign(pool, grades=[Grade.A], raise_minor=500_000,
+                             expires_at=clock.now() + timedelta(days=31), reason="too long", now=clock.now(),
+                             today=clock.now().date(), max_days=30)
+    assert [v.field for v in error.value.violations] == ["expires_at"]
+    assert (await api.account(account.account_id)).temporary_limit_minor == 0
+    report = await grant_campaign(pool, grades=[Grade.A], raise_minor=500_000,
+                                  expires_at=clock.now() + timedelta(days=30), reason="a month", now=clock.now(),
+                                  today=clock.now().date(), max_days=30)
+    assert report.granted == 1

@@ -18,6 +18,8 @@ from credit.v1 import common_pb2, repayment_pb2
 from tests.support import buy, field_violations, key, payoff, refund, repay
 
 PAID = common_pb2.INSTALLMENT_STATUS_PAID
+SCHEDULED, OVERDUE = common_pb2.INSTALLMENT_STATUS_SCHEDULED, common_pb2.INSTALLMENT_STATUS_OVERDUE
+CANCELLED = common_pb2.INSTALLMENT_STATUS_CANCELLED
 FEE, PRINCIPAL = repayment_pb2.ALLOCATION_COMPONENT_FEE, repayment_pb2.ALLOCATION_COMPONENT_PRINCIPAL
 
 
@@ -118,6 +120,8 @@ async def test_a_refund_before_any_repayment(api, clock, loan, books):
     assert [i.principal_minor for i in after.installments] == [100_000, 50_000, 0]
     assert [i.fee_minor for i in after.installments] == [900, 900, 900]
     assert after.refunded_minor == 150_000 and after.status == common_pb2.LOAN_STATUS_ACTIVE
+    # Period 3 keeps a fee to pay: still scheduled, like the others.
+    assert [i.status for i in (await api.loan(loan.loan_id)).installments] == [SCHEDULED] * 3
     account = await api.account(loan.account_id)
     assert (account.outstanding_principal_minor, account.credit_balance_minor) == (150_000, 0)
     await books()
@@ -138,6 +142,9 @@ async def test_a_refund_after_some_repayments_returns_the_excess_as_credit(api, 
     account = await api.account(loan.account_id)
     loan_after = await api.loan(loan.loan_id)
     assert loan_after.status == common_pb2.LOAN_STATUS_PAID_OFF
+    # Period 1 was paid (its excess came back), period 2's fee was paid from the credit;
+    # period 3 was emptied by the refund before anything was paid on it.
+    assert [i.status for i in loan_after.installments] == [PAID, PAID, CANCELLED]
     assert account.outstanding_principal_minor == 0
     assert account.credit_balance_minor == 50_000 - 300
     await books()
@@ -152,9 +159,26 @@ async def test_a_full_refund_after_full_repayment_returns_everything_as_credit(a
     after = await refund(api, loan.loan_id, 300_000)
     assert after.status == common_pb2.LOAN_STATUS_CANCELLED
     assert all(i.amount_minor == 0 and i.paid_minor == 0 for i in after.installments)
+    # Paid before, but the refund took the purchase back: cancelled, not paid.
+    assert [i.status for i in (await api.loan(loan.loan_id)).installments] == [CANCELLED] * 3
     account = await api.account(loan.account_id)
     assert account.credit_balance_minor == 305_400
     assert account.available_minor == 1_000_000
+    await books()
+
+
+async def test_a_full_refund_of_a_partly_repaid_loan_cancels_every_installment(api, clock, loan, books):
+    clock.set(shanghai(2027, 2, 15))
+    await repay(api, loan.account_id, 101_800)
+    clock.set(shanghai(2027, 3, 20))  # period 2 is overdue
+    before = await api.loan(loan.loan_id)
+    assert [i.status for i in before.installments] == [PAID, OVERDUE, SCHEDULED]
+    await refund(api, loan.loan_id, 300_000)
+    after = await api.loan(loan.loan_id)
+    assert (after.status, after.days_past_due, after.outstanding_principal_minor) == (
+        common_pb2.LOAN_STATUS_CANCELLED, 0, 0)
+    assert [i.status for i in after.installments] == [CANCELLED] * 3
+    assert (await api.account(loan.account_id)).credit_balance_minor == 101_800
     await books()
 
 
@@ -169,6 +193,7 @@ async def test_cumulative_refunds_never_exceed_the_principal(api, loan, books):
     assert sum(i.principal_minor for i in unchanged.installments) == 100_000
     cancelled = await refund(api, loan.loan_id, 100_000)
     assert cancelled.status == common_pb2.LOAN_STATUS_CANCELLED
+    assert [i.status for i in (await api.loan(loan.loan_id)).installments] == [CANCELLED] * 3
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await refund(api, loan.loan_id, 1)
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 
+import grpc
+import pytest
+
 from credit.v1 import checkout_pb2, common_pb2, risk_pb2
 from server.db import risk as risk_rows
-from tests.support import buy, repay
+from tests.support import buy, field_violations, repay
 
 
 async def decisions(api, account_id):
@@ -22,7 +25,7 @@ async def test_a_clean_authorization_is_approved_and_its_decision_stored(api):
                                                                               0, [])
     [stored] = await decisions(api, account.account_id)
     assert (stored.authorization_id, stored.decision, stored.ruleset_version) == (
-        auth.authorization_id, "APPROVE", "ruleset-v1")
+        auth.authorization_id, checkout_pb2.RISK_DECISION_APPROVE, "ruleset-v1")
     inputs = json.loads(stored.inputs_json)
     assert inputs["amount_minor"] == 50_000 and inputs["device_id"] == "device-" + account.account_id[:13]
     assert len(json.loads(stored.rule_results_json)) == 10
@@ -36,9 +39,36 @@ async def test_a_blocked_device_is_declined_with_its_reason_in_reply_and_audit(a
     assert auth.status == checkout_pb2.AUTHORIZATION_STATUS_DECLINED
     assert auth.decline_reason == checkout_pb2.DECLINE_REASON_RISK_DECLINED
     assert auth.risk.decision == checkout_pb2.RISK_DECISION_DECLINE and list(auth.risk.reasons) == ["BLOCK_LIST"]
+    assert not auth.HasField("expires_at")
+    assert await api.authorization(auth.authorization_id) == auth
     assert (await api.account(account.account_id)).held_minor == 0
     [stored] = await decisions(api, account.account_id)
-    assert (stored.decision, list(stored.reasons)) == ("DECLINE", ["BLOCK_LIST"])
+    assert (stored.decision, list(stored.reasons)) == (checkout_pb2.RISK_DECISION_DECLINE, ["BLOCK_LIST"])
+
+
+async def test_decisions_page_by_twenty_by_default_and_carry_the_decision_of_the_authorization(api):
+    account = await api.open_account(limit_minor=5_000_000)
+    # Past five an hour the velocity rule declines: both outcomes land in the audit.
+    authorizations = {a.authorization_id: a for a in [await api.authorize(account.account_id, 10_000)
+                                                       for _ in range(22)]}
+    assert {a.risk.decision for a in authorizations.values()} == {
+        checkout_pb2.RISK_DECISION_APPROVE, checkout_pb2.RISK_DECISION_DECLINE}
+
+    first = await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(account_id=account.account_id))
+    assert len(first.decisions) == 20 and first.next_page_token
+    rest = await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(
+        account_id=account.account_id, page_size=100, page_token=first.next_page_token))
+    assert len(rest.decisions) == 2 and not rest.next_page_token
+    stored = list(first.decisions) + list(rest.decisions)
+    assert sorted((d.authorization_id, d.decision, d.score) for d in stored) == sorted(
+        (a.authorization_id, a.risk.decision, a.risk.score) for a in authorizations.values())
+
+    for size in (101, -1):
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(
+                account_id=account.account_id, page_size=size))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(error.value) == ["page_size"]
 
 
 async def test_a_device_shared_by_many_accounts_is_sent_to_review(api):

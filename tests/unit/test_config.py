@@ -13,6 +13,7 @@ def test_defaults_make_a_working_local_server():
     assert settings.database_url is None
     assert settings.hold_ttl_s == 1800
     assert settings.max_apr_bps == 2400
+    assert settings.temporary_limit_max_days == 90
 
 
 @pytest.mark.parametrize("env, name", [
@@ -22,6 +23,8 @@ def test_defaults_make_a_working_local_server():
     ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
     ({"DB_POOL_MIN_SIZE": "20", "DB_POOL_MAX_SIZE": "10"}, "DB_POOL_MIN_SIZE"),
     ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+    ({"TEMPORARY_LIMIT_MAX_DAYS": "0"}, "TEMPORARY_LIMIT_MAX_DAYS"),
+    ({"TEMPORARY_LIMIT_MAX_DAYS": "a quarter"}, "TEMPORARY_LIMIT_MAX_DAYS"),
 ])
 def test_a_bad_setting_is_named(env, name):
     with pytest.raises(SettingsError, match=name):

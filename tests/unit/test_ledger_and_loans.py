@@ -58,3 +58,20 @@ def test_installment_status_follows_payment_and_time():
     assert installment(1, due, paid=True).status(date(2027, 3, 1), LoanStatus.ACTIVE) == "PAID"
     part = InstallmentState(1, due, 10_000, 500, 0, 500)
     assert part.status(date(2027, 2, 1), LoanStatus.ACTIVE) == "PARTIALLY_PAID"
+
+
+def test_a_refund_ends_periods_cancelled_not_paid():
+    due = date(2027, 2, 10)
+    paid, unpaid = installment(1, due, paid=True), installment(2, due)
+    # A fully refunded loan: every period, paid before or not (the refund zeroes both).
+    emptied = InstallmentState(3, due, 0, 0)
+    for period in (paid, unpaid, emptied):
+        assert period.status(date(2027, 3, 1), LoanStatus.CANCELLED) == "CANCELLED"
+    # A partial refund that emptied a period before anything was paid on it; its waived
+    # fee does not make it paid.
+    assert InstallmentState(3, due, 0, 0, fee_waived_minor=300).status(
+        date(2027, 1, 20), LoanStatus.ACTIVE) == "CANCELLED"
+    # A partly refunded period that still owes its fee is still due; once paid, PAID.
+    assert InstallmentState(2, due, 0, 300).status(date(2027, 1, 20), LoanStatus.ACTIVE) == "SCHEDULED"
+    assert InstallmentState(2, due, 0, 300, 0, 300).status(date(2027, 1, 20), LoanStatus.ACTIVE) == "PAID"
+    assert paid.status(date(2027, 3, 1), LoanStatus.PAID_OFF) == "PAID"
