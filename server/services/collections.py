@@ -16,8 +16,6 @@ from server.services import convert
 from server.services.fields import Fields
 from server.services.transactions import Transactions
 
-MAX_PAGE_SIZE = 100
-DEFAULT_PAGE_SIZE = 20
 BUCKETS = convert.from_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", Bucket)
 # Every domain value has its proto number (a test checks both ways).
 CHANNELS = convert.from_proto_enum(collections_pb2.ContactChannel, "CONTACT_CHANNEL_", Channel)
@@ -27,12 +25,6 @@ REASONS = convert.from_proto_enum(collections_pb2.ContactAttemptReason, "CONTACT
 OUTCOMES = convert.from_proto_enum(collections_pb2.ContactOutcome, "CONTACT_OUTCOME_", Outcome)
 SPEAKERS = {"bot": collections_pb2.TranscriptLine.SPEAKER_BOT, "callee": collections_pb2.TranscriptLine.SPEAKER_CALLEE,
             "event": collections_pb2.TranscriptLine.SPEAKER_CALL}
-
-
-def _page_size(f: Fields, value: int) -> int:
-    if not 0 <= value <= MAX_PAGE_SIZE:
-        f.fail("page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 for the default)")
-    return value or DEFAULT_PAGE_SIZE
 
 
 def promise(row) -> collections_pb2.Promise:
@@ -115,7 +107,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
 
     async def ListCases(self, request, context) -> collections_pb2.ListCasesResponse:
         f = Fields()
-        size = _page_size(f, request.page_size)
+        size = f.page_size(request.page_size)
         bucket = f.enum(request.bucket, "bucket", BUCKETS) if request.bucket else None
         f.done()
         after = uuid.UUID(int=0)
@@ -187,7 +179,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
     async def ListContactAttempts(self, request, context) -> collections_pb2.ListContactAttemptsResponse:
         f = Fields()
         account_id = f.uuid(request.account_id, "account_id")
-        size = _page_size(f, request.page_size)
+        size = f.page_size(request.page_size)
         f.done()
         after = None
         if request.page_token:

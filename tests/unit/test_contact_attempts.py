@@ -5,6 +5,7 @@ the contract; and that the bot reaches the database only through the core."""
 from __future__ import annotations
 
 import ast
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
@@ -209,3 +210,27 @@ def test_the_bot_reaches_the_database_only_through_the_core():
     for path in modules:
         reaching = {name for name in _imports(path) if name == "server.db" or name.startswith("server.db.")}
         assert not reaching, f"{path.relative_to(ROOT)} imports {sorted(reaching)}"
+
+
+SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b", re.DOTALL)
+
+
+def _sql_outside_docstrings(path: Path) -> list[int]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr)
+                  and isinstance(node.body[0].value, ast.Constant)}
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+            and SQL.search(node.value)]
+
+
+def test_sql_lives_in_server_db_only():
+    """The core, the servicers and the bot speak to PostgreSQL through server.db; the
+    statements there are all prepared against the migrated schema by a test."""
+    paths = [p for package in ("server/core", "server/services", "server/domain", "collections_bot")
+             for p in sorted((ROOT / package).rglob("*.py"))]
+    assert len(paths) > 30
+    found = {str(p.relative_to(ROOT)): lines for p in paths if (lines := _sql_outside_docstrings(p))}
+    assert found == {}
