@@ -12,6 +12,7 @@ import asyncpg
 from server.clock import Clock
 from server.core.views import AccountView, Contact, account_view
 from server.db import accounts as account_rows
+from server.db import acquire
 from server.domain.accounts import AccountStatus
 from server.domain.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from server.domain.pricing import Grade
@@ -70,7 +71,7 @@ async def each_free_account(pool: asyncpg.Pool, next_batch, work) -> int:
     how many were skipped. Bot replicas and reviews share work this way."""
     busy = 0
     after = uuid.UUID(int=0)
-    async with pool.acquire() as conn:
+    async with acquire(pool) as conn:
         while batch := await next_batch(conn, after):
             for account_id in batch:
                 async with conn.transaction():

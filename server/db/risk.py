@@ -7,6 +7,8 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import one
+
 # Everything the rules look at, as joins and columns of the Authorize read. A PENDING
 # hold past its expiry is not live: this Authorize's write books its expiry, and the
 # facts must be those the rules saw when expiry came before the facts. Seven
@@ -111,4 +113,4 @@ async def add_to_list(conn: asyncpg.Connection, kind: str, value: str, level: st
 
 
 async def reserve_pool(conn: asyncpg.Connection) -> tuple[asyncpg.Record, int]:
-    return await conn.fetchrow(RESERVE_POOL), await conn.fetchval(OUTSTANDING_PRINCIPAL)
+    return one(await conn.fetchrow(RESERVE_POOL)), await conn.fetchval(OUTSTANDING_PRINCIPAL)
