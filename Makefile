@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(wildcard protos/credit/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: install proto lint certs run test test-unit test-integration test-e2e bench clean
+.PHONY: install proto lint typecheck certs run test test-unit test-integration test-e2e bench clean
 
 install: $(VENV)/.installed
 
@@ -36,7 +36,12 @@ certs: install
 lint: install
 	$(VENV)/bin/ruff check server collections_bot tests bench
 
-test: proto lint
+# What it checks and how: [tool.mypy] in pyproject.toml (the generated .pyi stubs in
+# protos/ included). Its cache in .mypy_cache/ makes a second run take seconds.
+typecheck: proto
+	$(VENV)/bin/mypy
+
+test: proto lint typecheck
 	$(PY) -m pytest
 
 test-unit: proto
@@ -59,4 +64,4 @@ bench: proto $(VENV)/.bench-installed
 	$(PY) -m bench.checkout --plot --server-processes 1,2
 
 clean:
-	rm -rf $(VENV) var build *.egg-info protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi
+	rm -rf $(VENV) var build *.egg-info .mypy_cache protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi

@@ -58,7 +58,7 @@ import uvloop
 
 from bench import floor as floor_server
 from bench.load import Run, drive
-from bench.wire import parse_fields
+from bench.wire import bytes_of, parse_fields, varint_of
 from credit.v1 import (
     checkout_pb2,
     common_pb2,
@@ -67,6 +67,7 @@ from credit.v1 import (
     repayment_pb2,
 )
 from server import contact_crypto
+from server.db import one
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, Grade
 from server.probe import wait_until_serving
 
@@ -103,14 +104,14 @@ MAX_ACCOUNTS = 100_000
 # Each term's methods offered to grade A and their smallest orders, from the product
 # table: a request always asks for a plan that exists (1 month is flat fee only, 12
 # months starts at 600.00).
-PLANS: dict[int, list[tuple[int, int]]] = {
+PLANS: dict[int, list[tuple[common_pb2.RepaymentMethod.ValueType, int]]] = {
     term: [(common_pb2.RepaymentMethod.Value(f"REPAYMENT_METHOD_{p.method.name}"), p.min_amount_minor)
            for p in DEFAULT_PRODUCT_TABLE if p.term_months == term and Grade.A in p.rate_bps_by_grade]
     for term in TERMS
 }
 
 
-def pick_plan(amount_minor: int, rng: random.Random) -> tuple[int, int]:
+def pick_plan(amount_minor: int, rng: random.Random) -> tuple[int, common_pb2.RepaymentMethod.ValueType]:
     """(term, method): a term at random among those offered for the amount, then a method."""
     term = rng.choice([t for t in TERMS if any(amount_minor >= low for _, low in PLANS[t])])
     return term, rng.choice([m for m, low in PLANS[term] if amount_minor >= low])
@@ -276,7 +277,8 @@ def authorize_requests(customers: Sequence[Customer], rng: random.Random, keys: 
     return out
 
 
-def read_authorizations(run: Run, requests: Sequence[bytes]) -> list[tuple[int, int, str, str, int]]:
+def read_authorizations(run: Run, requests: Sequence[bytes]
+                        ) -> list[tuple[int, checkout_pb2.DeclineReason.ValueType, str, str, int]]:
     """(status, decline reason, authorization id, account id, amount) of each reply."""
     out = []
     for request, reply in zip(requests, run.replies, strict=True):
@@ -284,8 +286,8 @@ def read_authorizations(run: Run, requests: Sequence[bytes]) -> list[tuple[int, 
             continue
         fields = parse_fields(reply)
         asked = parse_fields(request)
-        out.append((fields.get(5, 0), fields.get(6, 0), fields.get(1, b"").decode(), fields.get(2, b"").decode(),
-                    asked.get(4, 0)))
+        out.append((varint_of(fields, 5), checkout_pb2.DeclineReason.ValueType(varint_of(fields, 6)),
+                    bytes_of(fields, 1).decode(), bytes_of(fields, 2).decode(), varint_of(asked, 4)))
     return out
 
 
@@ -389,6 +391,7 @@ class Bench:
 
     async def run_floor(self, in_flight: int, duration_s: float, hot: bool = False) -> tuple[Run, list[bytes]]:
         requests = self.floor_requests(self.args.max_calls, hot)
+        assert self.floor_channel is not None
         run = await drive(self.floor_channel, floor_server.PATH, requests, target="floor", in_flight=in_flight,
                           duration_s=duration_s)
         return run, requests
@@ -486,7 +489,7 @@ class Bench:
             fields = parse_fields(reply)
             if fields.get(5) == STATUS_CAPTURED:
                 captured += 1
-                account = fields.get(2, b"").decode()
+                account = bytes_of(fields, 2).decode()
                 if account not in accounts:
                     accounts.add(account)
                     self.loan_accounts.append(account)
@@ -538,7 +541,7 @@ class Bench:
                 "WHERE account_id = $1", uuid.UUID(account_id))
         finally:
             await conn.close()
-        return dict(row)
+        return dict(one(row))
 
     async def check_service_hot(self, channel: grpc.aio.Channel, hot_customer: Customer, approved_minor: list[int],
                                 errors: int) -> dict:
@@ -573,17 +576,18 @@ class Bench:
         assert self.floor_hot is not None
         conn = await asyncpg.connect(self.dsn, timeout=30)
         try:
-            limit, held = await conn.fetchrow("SELECT credit_limit, held FROM floor_accounts WHERE id = $1",
-                                              self.floor_hot.account_id)
+            limit, held = one(await conn.fetchrow("SELECT credit_limit, held FROM floor_accounts WHERE id = $1",
+                                                  self.floor_hot.account_id))
             check = {"limit_minor": limit, "held_minor": held, "approved_minor": sum(approved_minor),
                      "calls_failed": errors, "no_overspend": held <= limit,
                      "held_equals_approved": held == sum(approved_minor) if not errors
                      else held >= sum(approved_minor)}
             await conn.execute("UPDATE floor_accounts SET credit_limit = held + $2 WHERE id = $1",
                                self.floor_hot.account_id, RACE_SLOTS * RACE_AMOUNT_MINOR)
+            assert self.floor_channel is not None
             statuses = await self.race(self.floor_channel, floor_server.PATH, self.floor_hot)
-            limit, held = await conn.fetchrow("SELECT credit_limit, held FROM floor_accounts WHERE id = $1",
-                                              self.floor_hot.account_id)
+            limit, held = one(await conn.fetchrow("SELECT credit_limit, held FROM floor_accounts WHERE id = $1",
+                                                  self.floor_hot.account_id))
         finally:
             await conn.close()
         check["race"] = {"limit_room_minor": RACE_SLOTS * RACE_AMOUNT_MINOR, "calls": RACE_CALLS,
@@ -847,6 +851,7 @@ def write_report(report: dict, args: argparse.Namespace, started: float) -> None
 
 async def amain(args: argparse.Namespace, dsn: str) -> dict:
     task = asyncio.current_task()
+    assert task is not None  # a coroutine runs in a task
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, task.cancel)

@@ -106,7 +106,8 @@ async def create_schema(conn: asyncpg.Connection) -> None:
         await conn.execute(SCHEMA)
 
 
-async def seed_accounts(conn: asyncpg.Connection, count: int, credit_limit_minor: int) -> list[str]:
+async def seed_accounts(conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy, count: int,
+                        credit_limit_minor: int) -> list[str]:
     """`count` new floor accounts with that limit and nothing held; their ids."""
     return [row[0] for row in await conn.fetch(SEED_ACCOUNTS, count, credit_limit_minor)]
 
@@ -166,7 +167,8 @@ async def start_floor(dsn: str, listen: str, pool_size: int = POOL_SIZE) -> tupl
     pool = await asyncpg.create_pool(dsn, min_size=pool_size, max_size=pool_size, command_timeout=15)
     try:
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        handler = grpc.unary_unary_rpc_method_handler(authorize_handler(pool))  # no (de)serializers: raw bytes
+        # No (de)serializers: raw bytes.
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(authorize_handler(pool))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {METHOD: handler}),))
         port = server.add_insecure_port(listen)
         await server.start()

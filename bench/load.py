@@ -75,7 +75,7 @@ async def drive(channel: grpc.aio.Channel, path: str, requests: Sequence[bytes],
     untimed (default: one per in-flight slot), then the timed window, which ends at
     `duration_s` or when the requests run out, whichever is first. Calls in flight when
     the window closes are waited for and counted."""
-    call = channel.unary_unary(path)  # no serializers: bytes in, bytes out
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)  # no serializers: bytes in, out
     total = len(requests)
     run = Run(target=target, method=path.rpartition("/")[2], in_flight=in_flight, duration_s=duration_s,
               prepared=total, replies=[None] * total)

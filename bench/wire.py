@@ -76,6 +76,22 @@ def parse_fields(data: bytes) -> dict[int, int | bytes]:
     return fields
 
 
+def varint_of(fields: dict[int, int | bytes], number: int) -> int:
+    """Field `number` of what parse_fields read, as a varint; 0 when absent (proto3's default)."""
+    value = fields.get(number, 0)
+    if not isinstance(value, int):
+        raise WireError(f"field {number} is length-delimited, not a varint")
+    return value
+
+
+def bytes_of(fields: dict[int, int | bytes], number: int) -> bytes:
+    """Field `number` of what parse_fields read, as bytes; empty when absent (proto3's default)."""
+    value = fields.get(number, b"")
+    if not isinstance(value, bytes):
+        raise WireError(f"field {number} is a varint, not length-delimited")
+    return value
+
+
 def as_int64(value: int) -> int:
     """A varint read as a signed int64 (negative numbers are ten-byte two's complement)."""
     return value - _TWO_64 if value >= _TWO_63 else value

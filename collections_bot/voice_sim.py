@@ -37,7 +37,8 @@ BY_LAST_DIGIT = {"0": "pays", "1": "promises", "2": "refuses", "3": "wrong_perso
 
 # What each persona answers, by prompt id: digits, or ("speech", text by locale); None
 # is silence.
-ANSWERS: dict[str, dict[str, object]] = {
+Answer = str | tuple[str, dict[str, str]]
+ANSWERS: dict[str, dict[str, Answer]] = {
     "pays": {"identity": "1", "options": "1"},
     "promises": {"identity": "1", "options": "2", "promise_days": "3", "confirm_promise": "1"},
     "refuses": {"identity": "1", "options": "0"},
@@ -117,7 +118,7 @@ class Simulator(voice_gateway_pb2_grpc.VoiceGatewayServicer):
                 yield pb.CallEvent(input=pb.CallInput(prompt_id=prompt.prompt_id, digits=answer))
 
 
-def progress(state: int, detail: str = "") -> pb.CallEvent:
+def progress(state: pb.CallState.ValueType, detail: str = "") -> pb.CallEvent:
     return pb.CallEvent(progress=pb.CallProgress(state=state, detail=detail))
 
 

@@ -22,9 +22,11 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 import uvloop
+from structlog.typing import EventDict, WrappedLogger
 
 from server import contact_crypto, metrics
 from server.app import ParentLink, prepare_database, serve
@@ -51,6 +53,7 @@ def main() -> None:
     configure_logging(settings.log_level)
     if child is not None:
         index, fd = child
+        assert settings.database_url is not None  # child_marker checked DATABASE_URL
         tag_log_lines(process=index, pid=os.getpid())
         uvloop.run(serve(settings, settings.database_url, parent=ParentLink(index, fd)))
         return
@@ -84,7 +87,7 @@ def tag_log_lines(**fields: object) -> None:
     (Lines of several processes never mix: server.logging writes each line in one write.)"""
     processors = structlog.get_config()["processors"]
 
-    def tag(logger, method_name: str, event_dict: dict) -> dict:
+    def tag(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         for name, value in fields.items():
             event_dict.setdefault(name, value)
         return event_dict
@@ -134,9 +137,11 @@ def reserve_address(address: str, name: str) -> tuple[str, list[socket.socket]]:
                                    flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise SystemExit(f"{name}: cannot listen on {address}: {error}") from error
-    targets = list(dict.fromkeys((family, sockaddr[0]) for family, _, _, _, sockaddr in found))
+    # str for the AF_INET and AF_INET6 addresses that SOCK_STREAM finds.
+    targets = list(dict.fromkeys((family, str(sockaddr[0])) for family, _, _, _, sockaddr in found))
     for _ in range(10):
-        port, held = int(port_text), []
+        port = int(port_text)
+        held: list[socket.socket] = []
         try:
             for family, ip in targets:
                 try:
@@ -246,9 +251,10 @@ async def supervise(settings: Settings, dsn: str) -> int:
 async def watch(children: list[Child], stop: asyncio.Event, address: str, token_address: str | None) -> bool:
     """Let the children serve once all listen, until a stop is asked for (True) or a
     child ends or fails to start (False)."""
-    exits = {asyncio.ensure_future(child.process.wait()): child for child in children}
-    stopping = asyncio.ensure_future(stop.wait())
-    ready = asyncio.gather(*(child.wait_listening() for child in children))
+    exits: dict[asyncio.Future[Any], Child] = {
+        asyncio.ensure_future(child.process.wait()): child for child in children}
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    ready: asyncio.Future[list[bool]] = asyncio.gather(*(child.wait_listening() for child in children))
     # Cancelled on the way out: its outcome is read here so that it is not reported as lost.
     ready.add_done_callback(lambda future: future.cancelled() or future.exception())
     try:

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 import asyncpg
 import grpc
@@ -159,7 +160,8 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     watch borrows the pool's connections."""
     core = build_core(settings, clock)
     transactions = Transactions(pool)
-    policy = AccessPolicy.load(settings.access_file) if settings.auth_mode == "mtls" else None
+    tls = settings.mtls_files()
+    policy = AccessPolicy.load(tls.access) if tls is not None else None
     health_servicer = health.aio.HealthServicer()
     # SERVING while this process serves, whatever the database does: for liveness probes.
     await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -171,8 +173,10 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     # and make calls past the limit wait. Admission bounds calls per caller instead.
     grpc_server = grpc.aio.server(options=options)
     # Every handler registered below gets admission, error mapping, metrics and the log line.
-    server = WrappingServer(grpc_server, CallWrapper(policy, admission, body_timeout_s=settings.request_body_timeout_s,
-                                                     on_unavailable=database.poke))
+    # A WrappingServer stands in for the server (what it does not wrap, it forwards), so
+    # it is typed as one for the add_*_to_server functions.
+    server = cast(grpc.aio.Server, WrappingServer(grpc_server, CallWrapper(
+        policy, admission, body_timeout_s=settings.request_body_timeout_s, on_unavailable=database.poke)))
     credit_line_pb2_grpc.add_CreditLineServiceServicer_to_server(
         CreditLineServicer(transactions, core.credit_lines), server)
     checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(
@@ -189,10 +193,10 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
         SERVICE_NAMES + (health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)),
         server)
     try:
-        if settings.auth_mode == "mtls":
-            pair = [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        if tls is not None:
+            pair = [(tls.key.read_bytes(), tls.cert.read_bytes())]
             port = server.add_secure_port(settings.grpc_listen_addr, grpc.ssl_server_credentials(
-                pair, root_certificates=settings.tls_client_ca_file.read_bytes(), require_client_auth=True))
+                pair, root_certificates=tls.client_ca.read_bytes(), require_client_auth=True))
             if settings.grpc_token_listen_addr:
                 # The second option: TLS without a client certificate, a bearer token per call.
                 server.add_secure_port(settings.grpc_token_listen_addr, grpc.ssl_server_credentials(pair))
@@ -208,8 +212,8 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
         # with admission bounds of its own so that probes and the API never starve each other.
         health_server = grpc.aio.server(options=options)
         health_admission = Admission(Bounds(64, 64, 16, max(1, settings.max_streams // 4)))
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, WrappingServer(
-            health_server, CallWrapper(None, health_admission, body_timeout_s=settings.request_body_timeout_s)))
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, cast(grpc.aio.Server, WrappingServer(
+            health_server, CallWrapper(None, health_admission, body_timeout_s=settings.request_body_timeout_s))))
         try:
             health_port = health_server.add_insecure_port(settings.health_listen_addr)
         except RuntimeError as error:
@@ -422,7 +426,7 @@ async def serve(settings: Settings, dsn: str, clock: Clock | None = None, *,
     orphaned: asyncio.Task | None = None
     if parent is None:
         extra = {"health_address": f"{settings.health_listen_addr.rpartition(':')[0]}:{running.health_port}"
-                 } if running.health_port else {}
+                 } if running.health_port and settings.health_listen_addr else {}
         log.info("server_started", address=address, processes=1, services=list(SERVICE_NAMES), **extra)
     else:
         log.debug("process_listening", address=address)

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS
 from server.domain.pricing import DEFAULT_MAX_APR_BPS
@@ -141,6 +142,15 @@ def _admission_settings(env: Mapping[str, str]) -> dict:
     }
 
 
+class MtlsFiles(NamedTuple):
+    """The files AUTH_MODE=mtls requires."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+    access: Path
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -214,6 +224,16 @@ class Settings:
             **_admission_settings(env),
             **_auth_settings(env),
         )
+
+    def mtls_files(self) -> MtlsFiles | None:
+        """The certificate, key, client CA and access files of AUTH_MODE=mtls, which
+        requires them all; None in any other mode."""
+        if self.auth_mode != "mtls":
+            return None
+        if (self.tls_cert_file is None or self.tls_key_file is None or self.tls_client_ca_file is None
+                or self.access_file is None):
+            raise SettingsError("AUTH_MODE=mtls needs TLS_CERT_FILE, TLS_KEY_FILE, TLS_CLIENT_CA_FILE and ACCESS_FILE")
+        return MtlsFiles(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file, self.access_file)
 
 
 def command_settings(purpose: str) -> tuple[str, str]:

@@ -118,6 +118,8 @@ def configure(cipher: ContactCipher) -> None:
 
 def current() -> ContactCipher:
     """The process's cipher, set once at start (server, bot, commands, tests)."""
-    if _current is None:
-        configure(from_env())
-    return _current
+    cipher = _current
+    if cipher is None:
+        cipher = from_env()
+        configure(cipher)
+    return cipher

@@ -83,12 +83,13 @@ def main() -> None:
         server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=server_env)
         children.append(server)
         credentials = None
-        if settings.auth_mode == "mtls":
+        tls = settings.mtls_files()
+        if tls is not None:
             # Health is public; the server's own certificate is enough to say hello.
             credentials = grpc.ssl_channel_credentials(
-                root_certificates=settings.tls_client_ca_file.read_bytes(),
-                private_key=settings.tls_key_file.read_bytes(),
-                certificate_chain=settings.tls_cert_file.read_bytes())
+                root_certificates=tls.client_ca.read_bytes(),
+                private_key=tls.key.read_bytes(),
+                certificate_chain=tls.cert.read_bytes())
         wait_until_serving(settings.grpc_listen_addr, 90, lambda: server.poll() is None, credentials)
         children.append(subprocess.Popen([sys.executable, "-m", "collections_bot"], cwd=ROOT, env=bot_env))
         print("\n".join([

@@ -22,6 +22,7 @@ import inspect
 import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import grpc
@@ -30,6 +31,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from prometheus_client import Counter
 
 from server import metrics
 from server.admission import Admission
@@ -47,7 +49,7 @@ RETRY_AFTER_S = 1
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_HEADER and value and len(value) <= 128:
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and value and len(value) <= 128:
             return value
     return secrets.token_hex(16)
 
@@ -197,17 +199,18 @@ class CallWrapper:
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if handler.unary_unary is None:
             return self._wrap_stream(handler, method)
-        inner = handler.unary_unary
+        # A coroutine function on a grpc.aio server (the stubs type a handler as synchronous).
+        inner: Callable[..., Any] = handler.unary_unary
         deserialize = handler.request_deserializer
         admission = self._admission
         seconds = metrics.RPC_SECONDS.labels(method)
-        counted: dict[str, object] = {}
+        counted: dict[str, Counter] = {}
 
         def count(code: str, elapsed: float) -> None:
             counter = counted.get(code)
             if counter is None:
                 counter = counted[code] = metrics.RPCS.labels(method, code)
-            counter.inc()  # type: ignore[attr-defined]
+            counter.inc()
             seconds.observe(elapsed)
 
         async def handle(requests, context: grpc.aio.ServicerContext):
@@ -291,7 +294,8 @@ class CallWrapper:
 
         if handler.unary_stream is not None:
             # One request, then replies: read as a stream too, so the body waits for admission.
-            inner_unary_stream = handler.unary_stream
+            # An async generator function, or a coroutine function that writes with context.write.
+            inner_unary_stream: Callable[..., Any] = handler.unary_stream
             deserialize = handler.request_deserializer
 
             async def one_then_replies(requests, context):

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 # As wide as what the service accepts as an address: anything but spaces, quotes and
 # angle brackets around an @.
@@ -52,7 +53,7 @@ def _masked(value: Any) -> Any:
     return mask(str(value))  # bytes, exceptions, anything else: masked as text
 
 
-def mask_secrets(logger, method_name: str, event_dict: dict) -> dict:
+def mask_secrets(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     return {k: v if k in _OWN_KEYS else "[redacted]" if _SECRET_KEYS.search(k) else _masked(v)
             for k, v in event_dict.items()}
 
@@ -69,7 +70,7 @@ def bind(**fields: Any) -> None:
     _CALL_FIELDS.set({**current, **fields} if current else fields)
 
 
-def _merge_bound(logger, method_name: str, event_dict: dict) -> dict:
+def _merge_bound(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     bound = _CALL_FIELDS.get()
     if bound:
         for name, value in bound.items():
@@ -85,7 +86,7 @@ class _Timestamp:
         self._second = -1
         self._prefix = ""
 
-    def __call__(self, logger, method_name: str, event_dict: dict) -> dict:
+    def __call__(self, logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
         now = time.time()
         second = int(now)
         if second != self._second:
@@ -115,7 +116,7 @@ def configure_logging(level: str = "info") -> None:
     )
 
 
-def _mask_event(logger, method_name: str, event_dict: dict) -> dict:
+def _mask_event(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """A library's message is no text of ours: it may quote what a peer sent (an SMTP
     envelope's addresses), so it is masked like any other field."""
     event_dict["event"] = mask(str(event_dict["event"]))

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Callable
+from typing import Literal
 
 import asyncpg
 import structlog
@@ -29,6 +30,7 @@ from prometheus_client import (
 )
 
 from server.admission import Admission
+from server.db import one
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +45,11 @@ _RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 SERVER = CollectorRegistry(auto_describe=True)
 
 
-def _gauge(name: str, documentation: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Gauge:
+# How a gauge's samples of several processes add up (the ones used here).
+GaugeMode = Literal["livesum", "mostrecent"]
+
+
+def _gauge(name: str, documentation: str, labels: tuple[str, ...] = (), mode: GaugeMode = "livesum") -> Gauge:
     return Gauge(name, documentation, labels, multiprocess_mode=mode, registry=SERVER)
 
 
@@ -119,7 +125,7 @@ async def refresh_book_gauges(pool: asyncpg.Pool, interval_s: float, stop: async
     while not stop.is_set():
         try:
             async with pool.acquire(timeout=5) as conn:
-                row = await conn.fetchrow(BOOK_GAUGES, timeout=10)
+                row = one(await conn.fetchrow(BOOK_GAUGES, timeout=10))
             HOLDS_PENDING.set(row["holds"])
             HOLDS_PENDING_MINOR.set(row["held_minor"])
             for status, count in json.loads(row["loans"]).items():

@@ -23,7 +23,7 @@ def wait_until_serving(address: str, timeout_s: float, still_running: Callable[[
             if not still_running():
                 raise RuntimeError(f"the server at {address} exited before it was serving")
             try:
-                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]  # stubs: HealthStub lacks its methods
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from credit.v1 import (
     checkout_pb2,
@@ -43,7 +45,7 @@ class Api:
         self.collections = collections_pb2_grpc.CollectionsServiceStub(self.channel)
         self.risk = risk_pb2_grpc.RiskServiceStub(self.channel)
 
-    async def open_account(self, limit_minor: int = 0, grade: int = common_pb2.RISK_GRADE_B,
+    async def open_account(self, limit_minor: int = 0, grade: common_pb2.RiskGrade.ValueType = common_pb2.RISK_GRADE_B,
                            time_zone: str = "Asia/Shanghai", locale: str = "zh-CN",
                            email: str = "wang.fang@example.com",
                            phone: str = "+8613800138000") -> credit_line_pb2.Account:
@@ -62,8 +64,9 @@ class Api:
         return await self.lines.GetAccount(credit_line_pb2.GetAccountRequest(account_id=account_id), timeout=10)
 
     async def authorize(self, account_id: str, amount_minor: int, term_months: int = 3, *,
-                        method: int = common_pb2.REPAYMENT_METHOD_FLAT_FEE, order_id: str | None = None,
-                        merchant_id: str = "merchant-1", idempotency_key: str | None = None,
+                        method: common_pb2.RepaymentMethod.ValueType = common_pb2.REPAYMENT_METHOD_FLAT_FEE,
+                        order_id: str | None = None, merchant_id: str = "merchant-1",
+                        idempotency_key: str | None = None,
                         timeout: float = 10, device_id: str | None = None,
                         ip_address: str | None = None) -> checkout_pb2.Authorization:
         # Each customer on their own phone and address unless a test says otherwise, so
@@ -93,12 +96,29 @@ class Api:
         return await self.repayment.GetLoan(repayment_pb2.GetLoanRequest(loan_id=loan_id), timeout=10)
 
 
+class Health(Protocol):
+    """grpc.health.v1.Health on an aio channel, with its methods: the stubs package's
+    HealthStub declares none."""
+
+    Check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+    Watch: grpc.aio.UnaryStreamMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+
+
+def health_stub(channel: grpc.aio.Channel) -> Health:
+    return cast(Health, health_pb2_grpc.HealthStub(channel))
+
+
+def raw_call(channel: grpc.aio.Channel, method: str) -> grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]:
+    """`method` with no serializers: the request's bytes go as they are, the reply's come back."""
+    return channel.unary_unary(method)
+
+
 def field_violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The fields named by the google.rpc.BadRequest detail of an error."""
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
 
-    status = rpc_status.from_call(error)
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]  # reads an AioRpcError too; stubs: grpc.Call
     if status is None:
         return []
     fields = []

@@ -12,6 +12,7 @@ import asyncpg
 from server.clock import Clock
 from server.core.views import AccountView, Contact, account_view
 from server.db import accounts as account_rows
+from server.db import acquire
 from server.db.pool import database_error_kind
 from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS, AccountStatus, temporary_limit_expiry
 from server.domain.errors import AlreadyExists, FailedPrecondition, NotFound
@@ -75,7 +76,7 @@ async def each_free_account(pool: asyncpg.Pool, next_batch, work, on_error=None)
     still ends the run (nothing after it could work)."""
     busy = 0
     after = uuid.UUID(int=0)
-    async with pool.acquire() as conn:
+    async with acquire(pool) as conn:
         while batch := await next_batch(conn, after):
             for account_id in batch:
                 try:

@@ -26,6 +26,7 @@ from server.core.views import (
     hold,
 )
 from server.db import accounts as account_rows
+from server.db import acquire, one
 from server.db import authorizations as authorization_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
@@ -149,15 +150,15 @@ class Checkout:
             risk_decision=view.risk.decision.value if view.risk else None,
             risk_score=view.risk.score if view.risk else 0, risk_reasons=list(view.risk.reasons) if view.risk else [],
             risk_context=command.risk_context, expires_at=view.expires_at, due_expired_minor=due_expired,
-            record=None if verdict is None else authorization_rows.RiskRecord(
+            record=None if facts is None or verdict is None else authorization_rows.RiskRecord(
                 decision_id=uuid.uuid4(), inputs=risk.facts_json(facts),
                 rule_results=risk.results_json(verdict.results), ruleset_version=verdict.ruleset_version),
             now=now)
         outcome: dict[str, Any] = {"authorization_id": str(view.authorization_id)}
-        if view.status is AuthorizationStatus.PENDING:
+        if isinstance(decision, Approval):
             outcome.update(outcome="hold_approved", amount_minor=command.amount_minor)
         else:
-            outcome.update(outcome="authorization_declined", reason=view.decline_reason.value)
+            outcome.update(outcome="authorization_declined", reason=decision.reason.value)
         if verdict is not None and verdict.decision is not risk.Decision.APPROVE:
             outcome.update(risk_decision=verdict.decision.value, risk_score=verdict.score)
         if due_expired:
@@ -282,7 +283,8 @@ class Checkout:
         auth = await authorization_rows.get(conn, authorization_id)
         if auth is None:
             raise NotFound("authorization_id", str(authorization_id), "authorization")
-        account = await account_rows.get(conn, auth["account_id"])
+        account = one(await account_rows.get(conn, auth["account_id"]))
+        plan: Plan | None
         if auth["loan_id"] is not None:
             plan = await self._loan_plan(conn, auth)
         else:
@@ -295,7 +297,7 @@ class Checkout:
         account's next authorization books it. Returns the number of accounts swept."""
         now = self._clock.now()
         swept = 0
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             for account_id in await authorization_rows.accounts_with_due_holds(conn, now, batch_size):
                 try:
                     async with conn.transaction():
@@ -324,7 +326,7 @@ class Checkout:
         account = await account_rows.lock_by_authorization(conn, authorization_id)
         if account is None:
             raise NotFound("authorization_id", str(authorization_id), "authorization")
-        return account, await authorization_rows.get(conn, authorization_id, lock=True)
+        return account, one(await authorization_rows.get(conn, authorization_id, lock=True))
 
     def _locked_plan(self, auth: asyncpg.Record, time_zone: str) -> Plan | None:
         if auth["monthly_rate_bps"] is None:
@@ -333,7 +335,10 @@ class Checkout:
                           auth["monthly_rate_bps"], local_date(auth["created_at"], time_zone))
 
     async def _loan_plan(self, conn: asyncpg.Connection, auth: asyncpg.Record) -> Plan:
-        loan, rows = await loan_rows.get(conn, auth["loan_id"])
+        found = await loan_rows.get(conn, auth["loan_id"])
+        if found is None:
+            raise InvariantViolation(f"authorization {auth['authorization_id']} names a loan that does not exist")
+        loan, rows = found
         return Plan(
             term_months=loan["term_months"],
             method=RepaymentMethod(loan["method"]),

@@ -22,13 +22,14 @@ from server.core.contact_attempts import AttemptPolicy, ContactAttempts
 from server.core.repayments import Repayments
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
+from server.db import acquire
 from server.db import collections as rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.domain import ledger
 from server.domain.accounts import AccountStatus
 from server.domain.calendar import latest_local_date, local_date
-from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.errors import FailedPrecondition, InvalidArgument, InvariantViolation, NotFound
 from server.domain.loans import Bucket, LoanStatus, bucket
 from server.domain.money import round_half_up
 from server.domain.penalties import PenaltyPolicy, accrue
@@ -146,7 +147,7 @@ class Collections:
         # Installments with pre-due steps, by the latest "today" of any zone: each
         # account's own today decides the rest.
         horizon = latest_local_date(now) + timedelta(days=PRE_DUE_HORIZON_DAYS)
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             steps = await self.steps(conn)
 
         async def next_batch(conn, after):
@@ -345,7 +346,7 @@ class Collections:
             raise NotFound("loan_id", str(loan_id), "loan")
         account = await lock_account(conn, found[0]["account_id"])
         now = self._clock.now()
-        loan, installment_rows = await loan_rows.get(conn, loan_id)
+        loan, installment_rows = await self._loan(conn, loan_id)
         installment = next((r for r in installment_rows if r["sequence"] == sequence), None)
         if installment is None:
             raise InvalidArgument.of("sequence", f"loan has no installment {sequence}")
@@ -359,14 +360,20 @@ class Collections:
         await rows.event(conn, account["account_id"], "PENALTY_WAIVED",
                          {"loan_id": str(loan_id), "sequence": sequence, "amount_minor": amount_minor,
                           "reason": reason}, now)
-        found = await loan_rows.get(conn, loan_id)
-        after = loan_view(found[0], found[1], account["time_zone"], now)
+        after = loan_view(*await self._loan(conn, loan_id), account["time_zone"], now)
         if all(i.owed_minor == 0 for i in after.installments):
             await loan_rows.set_status(conn, account["account_id"], loan_id, LoanStatus.PAID_OFF.value, now)
             await reserve.release(conn, account["account_id"], loan_id, now)
-            found = await loan_rows.get(conn, loan_id)
-            after = loan_view(found[0], found[1], account["time_zone"], now)
+            after = loan_view(*await self._loan(conn, loan_id), account["time_zone"], now)
         return after
+
+    @staticmethod
+    async def _loan(conn: asyncpg.Connection, loan_id: UUID) -> tuple[asyncpg.Record, list[asyncpg.Record]]:
+        """A loan the caller has found and whose account it holds locked."""
+        found = await loan_rows.get(conn, loan_id)
+        if found is None:
+            raise InvariantViolation(f"loan {loan_id} went away under its account's lock")
+        return found
 
     async def case(self, conn: asyncpg.Connection, account_id: UUID) -> CaseView:
         """The case as it stands now: lateness computed from the loans at this instant,

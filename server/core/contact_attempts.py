@@ -24,6 +24,7 @@ import structlog
 from server.core import promises
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
+from server.db import acquire
 from server.db import collections as rows
 from server.db import loans as loan_rows
 from server.domain.calendar import local_date
@@ -153,14 +154,14 @@ class ContactAttempts:
                     lease_until: datetime, owner: UUID, limit: int) -> list[Attempt]:
         """Up to `limit` attempts ready to send on `channel` (pending and due, or held by a
         bot whose lease ran out), now SENDING under `owner`'s lease."""
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             return [attempt_of(r) for r in await rows.claim_attempts(
                 conn, channel.value, now, lease_now=lease_now, lease_until=lease_until, owner=owner, limit=limit)]
 
     async def renew(self, pool: asyncpg.Pool, attempt_ids: Sequence[UUID], owner: UUID, lease_until: datetime,
                     timeout_s: float) -> set[UUID]:
         """The attempts still held by `owner`, their leases extended to `lease_until`."""
-        async with pool.acquire(timeout=timeout_s) as conn:
+        async with acquire(pool, timeout=timeout_s) as conn:
             return await rows.renew_leases(conn, list(attempt_ids), owner, lease_until, timeout_s=timeout_s)
 
     async def context(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime,
@@ -169,7 +170,7 @@ class ContactAttempts:
         (the customer paid, promised or opted out since it was planned, or the contact
         window closed), the status it was given instead (SUPPRESSED or DEFERRED); or None
         when the lease was lost meanwhile (nothing recorded)."""
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             account = await account_rows.get(conn, attempt.account_id)
             found = await loan_rows.get(conn, attempt.loan_id)
             if account is None or found is None:
@@ -199,7 +200,7 @@ class ContactAttempts:
     async def mark_sent(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime, outcome: Outcome,
                         detail: dict) -> bool:
         """Record a delivered email; False when the lease was lost (nothing recorded)."""
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             return await rows.finish_attempt(conn, attempt.attempt_id, owner, AttemptStatus.SENT.value, now,
                                              outcome=outcome.value, detail=detail)
 
@@ -214,7 +215,7 @@ class ContactAttempts:
             failure = {"at": now.isoformat(), **detail,
                        "transcript": masked_transcript(transcript, context.name)}
             detail = {"failures": attempt.detail.get("failures", []) + [failure]}
-        async with pool.acquire() as conn:
+        async with acquire(pool) as conn:
             recorded = await rows.finish_attempt(
                 conn, attempt.attempt_id, owner, failed.status.value, now, reason=failed.reason.value,
                 outcome=failed.outcome.value if failed.outcome else None, detail=detail,
@@ -229,7 +230,7 @@ class ContactAttempts:
         detail = {"transcript": masked_transcript(transcript, context.name),
                   "promised_date": promised_date.isoformat() if promised_date else None}
         account_id = context.attempt.account_id
-        async with pool.acquire() as conn, conn.transaction():
+        async with acquire(pool) as conn, conn.transaction():
             if not await rows.finish_attempt(conn, context.attempt.attempt_id, owner, AttemptStatus.SENT.value, now,
                                              outcome=outcome.value, detail=detail):
                 return False

@@ -16,6 +16,7 @@ from server.db import accounts as account_rows
 from server.db import limits as limit_rows
 from server.db import loans as loan_rows
 from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS, AccountStatus, temporary_limit_expiry
+from server.domain.errors import InvalidArgument
 from server.domain.limits import Action, Record, ReviewPolicy, TemporaryRaise, campaign_raise, review
 from server.domain.pricing import Grade
 
@@ -78,7 +79,10 @@ async def grant_campaign(pool: asyncpg.Pool, *, grades: list[Grade], raise_minor
     for GrantTemporaryLimit) to every active account of these grades with nothing
     overdue. An account whose own raise in force is larger or ends later keeps it (see
     server.domain.limits.campaign_raise)."""
-    offered = TemporaryRaise(raise_minor, temporary_limit_expiry(raise_minor, expires_at, now, max_days))
+    expiry = temporary_limit_expiry(raise_minor, expires_at, now, max_days)
+    if expiry is None:
+        raise InvalidArgument.of("raise_minor", "a campaign grants a raise above zero")
+    offered = TemporaryRaise(raise_minor, expiry)
     report = CampaignReport()
 
     async def grant(conn, account):

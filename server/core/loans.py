@@ -12,6 +12,7 @@ from server.clock import Clock
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
 from server.db import loans as loan_rows
+from server.db import one
 from server.domain.errors import InvariantViolation, NotFound
 from server.domain.loans import LoanStatus
 
@@ -39,7 +40,7 @@ class Loans:
         if found is None:
             raise NotFound("loan_id", str(loan_id), "loan")
         loan, installments = found
-        account = await account_rows.get(conn, loan["account_id"])
+        account = one(await account_rows.get(conn, loan["account_id"]))
         return loan_view(loan, installments, account["time_zone"], self._clock.now())
 
     async def page(self, conn: asyncpg.Connection, account_id: UUID, page_size: int, page_token: str,

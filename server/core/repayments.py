@@ -19,6 +19,7 @@ from server.core.views import AccountView, LoanView, account_view, loan_view
 from server.db import accounts as account_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
+from server.db import one
 from server.db import repayments as repayment_rows
 from server.domain import ledger, waterfall
 from server.domain.calendar import local_date
@@ -167,7 +168,7 @@ class Repayments:
                  applied_minor=allocated.applied_minor, unapplied_minor=allocated.unapplied_minor)
         # Money left over from a payment to one loan pays the account's other debts.
         await self.apply_credit_balance(conn, account["account_id"], now)
-        after = await account_rows.get(conn, account["account_id"])
+        after = one(await account_rows.get(conn, account["account_id"]))
         return RepaymentView(
             repayment_id=repayment_id, account_id=account["account_id"], loan_id=command.loan_id,
             channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
@@ -237,7 +238,7 @@ class Repayments:
         """Use the locked account's credit balance against what it owes, through the
         waterfall; returns the amount applied. Called whenever a capture or refund
         changes what is owed or what is held, so money never sits idle beside a debt."""
-        account = await account_rows.get(conn, account_id)
+        account = one(await account_rows.get(conn, account_id))
         credit = account["credit_balance_minor"]
         if credit == 0:
             return 0
@@ -300,7 +301,7 @@ class Repayments:
             raise NotFound("loan_id", str(loan_id), "loan")
         loan, rows = found
         if time_zone is None:
-            time_zone = (await account_rows.get(conn, loan["account_id"]))["time_zone"]
+            time_zone = one(await account_rows.get(conn, loan["account_id"]))["time_zone"]
         return loan_view(loan, rows, time_zone, now or self._clock.now())
 
 

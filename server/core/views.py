@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any, TypeAlias
 from uuid import UUID
 
 import asyncpg
@@ -61,7 +63,11 @@ class AccountView:
         return local_date(self.as_of, self.time_zone)
 
 
-def credit_line(row: asyncpg.Record) -> CreditLine:
+# A row as read, or a dict of its columns: a row as a write about to be booked leaves it.
+Row: TypeAlias = asyncpg.Record | Mapping[str, Any]
+
+
+def credit_line(row: Row) -> CreditLine:
     return CreditLine(
         status=AccountStatus(row["status"]),
         risk_grade=Grade(row["risk_grade"]),
@@ -73,7 +79,7 @@ def credit_line(row: asyncpg.Record) -> CreditLine:
     )
 
 
-def account_view(row: asyncpg.Record, as_of: datetime) -> AccountView:
+def account_view(row: Row, as_of: datetime) -> AccountView:
     return AccountView(
         account_id=row["account_id"],
         customer_id=row["customer_id"],
@@ -213,7 +219,7 @@ def installment_state(row: asyncpg.Record) -> InstallmentState:
     )
 
 
-def loan_view(loan: asyncpg.Record, installments: list[asyncpg.Record], time_zone: str,
+def loan_view(loan: Row, installments: list[asyncpg.Record], time_zone: str,
               as_of: datetime) -> LoanView:
     return LoanView(
         loan_id=loan["loan_id"],

@@ -9,6 +9,7 @@ from uuid import UUID
 import asyncpg
 
 from server import contact_crypto
+from server.db import one
 
 _COLUMNS = """
     account_id, customer_id, status, risk_grade, credit_limit_minor, temporary_limit_minor,
@@ -121,21 +122,21 @@ async def lock_if_free(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Re
 
 async def set_limit(conn: asyncpg.Connection, account_id: UUID, limit_minor: int, grade: str,
                     now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(UPDATE_LIMIT, account_id, limit_minor, grade, now)
+    return one(await conn.fetchrow(UPDATE_LIMIT, account_id, limit_minor, grade, now))
 
 
 async def set_temporary_limit(conn: asyncpg.Connection, account_id: UUID, limit_minor: int,
                               expires_at: datetime | None, now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(UPDATE_TEMPORARY_LIMIT, account_id, limit_minor, expires_at, now)
+    return one(await conn.fetchrow(UPDATE_TEMPORARY_LIMIT, account_id, limit_minor, expires_at, now))
 
 
 async def set_status(conn: asyncpg.Connection, account_id: UUID, status: str, now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(UPDATE_STATUS, account_id, status, now)
+    return one(await conn.fetchrow(UPDATE_STATUS, account_id, status, now))
 
 
 async def add_to_totals(conn: asyncpg.Connection, account_id: UUID, *, held_delta_minor: int = 0,
                         principal_delta_minor: int = 0, now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(ADD_TO_TOTALS, account_id, held_delta_minor, principal_delta_minor, now)
+    return one(await conn.fetchrow(ADD_TO_TOTALS, account_id, held_delta_minor, principal_delta_minor, now))
 
 
 async def record_event(conn: asyncpg.Connection, account_id: UUID, kind: str, reason: str,

@@ -10,7 +10,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.db import idempotency, risk
+from server.db import idempotency, one, risk
 
 _COLUMNS = """
     authorization_id, account_id, merchant_id, order_id, status, decline_reason, decline_message,
@@ -150,9 +150,9 @@ async def authorize_read(conn: asyncpg.Connection, command: Any, key: Any, now: 
     args = [command.account_id, command.merchant_id, command.order_id, now, key.caller, key.method,
             key.idempotency_key]
     if not with_risk:
-        return await conn.fetchrow(AUTHORIZE_READ, *args)
-    return await conn.fetchrow(AUTHORIZE_READ_WITH_RISK, *args, command.risk_context.get("device_id", ""),
-                               command.risk_context.get("ip_address", ""))
+        return one(await conn.fetchrow(AUTHORIZE_READ, *args))
+    return one(await conn.fetchrow(AUTHORIZE_READ_WITH_RISK, *args, command.risk_context.get("device_id", ""),
+                                   command.risk_context.get("ip_address", "")))
 
 
 def risk_assessed(row: asyncpg.Record) -> bool:
@@ -196,8 +196,8 @@ async def order_holder(conn: asyncpg.Connection, merchant_id: str, order_id: str
 async def set_outcome(conn: asyncpg.Connection, account_id: UUID, authorization_id: UUID, *, status: str,
                       captured_minor: int, released_minor: int, loan_id: UUID | None,
                       now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(UPDATE_OUTCOME, authorization_id, status, captured_minor, released_minor,
-                               loan_id, now, account_id)
+    return one(await conn.fetchrow(UPDATE_OUTCOME, authorization_id, status, captured_minor, released_minor,
+                                   loan_id, now, account_id))
 
 
 async def expire_due_for_account(conn: asyncpg.Connection, account_id: UUID, now: datetime) -> int:

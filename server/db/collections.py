@@ -9,6 +9,8 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import one
+
 # Accounts the bot must look at: an active loan with something unpaid due by the
 # horizon (pre-due reminders look a few days ahead), an active promise, or an open
 # case. Paged by account id so a pass is bounded and resumable.
@@ -311,8 +313,8 @@ async def latest_promise(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.
 
 async def insert_promise(conn: asyncpg.Connection, promise_id: UUID, account_id: UUID, promised_date: date,
                          amount_minor: int, source: str, paid_before_minor: int, now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(INSERT_PROMISE, promise_id, account_id, promised_date, amount_minor, source,
-                               paid_before_minor, now)
+    return one(await conn.fetchrow(INSERT_PROMISE, promise_id, account_id, promised_date, amount_minor, source,
+                                   paid_before_minor, now))
 
 
 async def resolve_promise(conn: asyncpg.Connection, promise_id: UUID, status: str, now: datetime) -> None:
@@ -330,7 +332,7 @@ async def preferences(conn: asyncpg.Connection, account_id: UUID) -> tuple[bool,
 
 async def set_preferences(conn: asyncpg.Connection, account_id: UUID, email_opt_out: bool, voice_opt_out: bool,
                           now: datetime) -> asyncpg.Record:
-    return await conn.fetchrow(UPSERT_PREFERENCES, account_id, email_opt_out, voice_opt_out, now)
+    return one(await conn.fetchrow(UPSERT_PREFERENCES, account_id, email_opt_out, voice_opt_out, now))
 
 
 async def block_phone(conn: asyncpg.Connection, account_id: UUID, now: datetime) -> None:

@@ -11,6 +11,8 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import one
+
 NO_ACCOUNT = UUID(int=0)
 
 CLAIM = """
@@ -69,7 +71,7 @@ async def claim(conn: asyncpg.Connection, account_id: UUID, caller: str, method:
 
 
 async def load(conn: asyncpg.Connection, account_id: UUID, caller: str, method: str, key: str) -> asyncpg.Record:
-    return await conn.fetchrow(LOAD, account_id, caller, method, key)
+    return one(await conn.fetchrow(LOAD, account_id, caller, method, key))
 
 
 async def store(conn: asyncpg.Connection, account_id: UUID, caller: str, method: str, key: str,

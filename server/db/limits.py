@@ -6,6 +6,8 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import one
+
 ACCOUNTS_WITH_LOANS = """
 SELECT DISTINCT account_id FROM loans WHERE account_id > $1 ORDER BY account_id LIMIT $2
 """
@@ -45,7 +47,7 @@ async def accounts_with_loans(conn: asyncpg.Connection, after: UUID, limit: int)
 
 
 async def repayment_record(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record:
-    return await conn.fetchrow(REPAYMENT_RECORD, account_id)
+    return one(await conn.fetchrow(REPAYMENT_RECORD, account_id))
 
 
 async def campaign_cohort(conn: asyncpg.Connection, grades: list[str], after: UUID, today, limit: int) -> list[UUID]:

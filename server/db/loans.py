@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.db import idempotency, ledger
+from server.db import idempotency, ledger, one
 
 _LOAN_COLUMNS = """
     loan_id, account_id, authorization_id, status, principal_minor, term_months, method,
@@ -153,7 +153,7 @@ schedule AS (
 
 async def capture_read(conn: asyncpg.Connection, authorization_id: UUID, key) -> asyncpg.Record:
     """The one read of Capture for the idempotency `key` (server.core.commands.Key)."""
-    return await conn.fetchrow(CAPTURE_READ, authorization_id, key.caller, key.method, key.idempotency_key)
+    return one(await conn.fetchrow(CAPTURE_READ, authorization_id, key.caller, key.method, key.idempotency_key))
 
 
 def capture_args(*, account_id: UUID, version: int, hold_minor: int, captured_minor: int, released_minor: int,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,7 +22,7 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 async def create_pool(dsn: str, *, min_size: int, max_size: int, command_timeout_s: float,
-                      init: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> asyncpg.Pool:
+                      init: Callable[[asyncpg.Connection], Coroutine[Any, Any, None]] | None = None) -> asyncpg.Pool:
     """`init` runs once on each new connection (tests use it to count statements)."""
     return await asyncpg.create_pool(
         dsn,

@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from server.db import idempotency, ledger, loans
+from server.domain.loans import InstallmentState
 
 INSERT_REPAYMENT_WITH_ALLOCATIONS = """
 WITH repayment AS (
@@ -134,7 +135,7 @@ async def repay_read(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID |
 
 
 def repay_args(*, account_id: UUID, version: int, principal_minor: int, unapplied_minor: int,
-               installments: list[tuple[UUID, object, int]], paid_off: list[UUID], repayment_id: UUID,
+               installments: list[tuple[UUID, InstallmentState, int]], paid_off: list[UUID], repayment_id: UUID,
                loan_id: UUID | None, channel: str, amount_minor: int, applied_minor: int, waived_fee_minor: int,
                allocations, entries: list, now: datetime) -> tuple:
     """The arguments ($6 on) of REPAY_WRITE: `installments` are (loan_id, InstallmentState

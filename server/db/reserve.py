@@ -6,6 +6,8 @@ from uuid import UUID
 
 import asyncpg
 
+from server.db import one
+
 # A loan's provision, kept on the loan so that it can be given back exactly once.
 SET_PROVISION = "UPDATE loans SET provision_minor = $3 WHERE loan_id = $2 AND account_id = $1"
 PROVISION_OF = "SELECT provision_minor FROM loans WHERE loan_id = $2 AND account_id = $1"
@@ -41,4 +43,4 @@ async def provision_of(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID
 async def pool_totals(conn: asyncpg.Connection) -> tuple[asyncpg.Record, int]:
     """The reserve's totals by kind of movement, and the principal outstanding on all
     accounts (what the reserve covers)."""
-    return await conn.fetchrow(RESERVE_POOL), await conn.fetchval(OUTSTANDING_PRINCIPAL)
+    return one(await conn.fetchrow(RESERVE_POOL)), await conn.fetchval(OUTSTANDING_PRINCIPAL)

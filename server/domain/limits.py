@@ -95,7 +95,7 @@ def campaign_raise(line: CreditLine, offered: TemporaryRaise, now: datetime) -> 
     the account keeps its own: taking the larger amount until the later end would grant
     credit that no one approved."""
     in_force = line.temporary_limit_in_force_minor(now)
-    if in_force == 0:
+    if in_force == 0 or line.temporary_limit_expires_at is None:
         return offered
     current = TemporaryRaise(in_force, line.temporary_limit_expires_at)
     if offered == current or offered.limit_minor < current.limit_minor or offered.expires_at < current.expires_at:

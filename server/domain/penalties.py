@@ -58,7 +58,7 @@ def chargeable_days(due_date: date, last_charged: date | None, today: date, poli
     first = due_date + timedelta(days=policy.grace_days + 1)
     if last_charged is not None:
         first = max(first, last_charged + timedelta(days=1))
-    days = []
+    days: list[date] = []
     day = first
     while day < today and len(days) < MAX_DAYS_PER_PASS:
         days.append(day)

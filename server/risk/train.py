@@ -20,6 +20,7 @@ import csv
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,7 +52,7 @@ def load() -> tuple[list[dict], np.ndarray]:
 
 def split(bad: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(SEED)
-    test = []
+    test: list[int] = []
     for label in (0.0, 1.0):
         index = np.flatnonzero(bad == label)
         rng.shuffle(index)
@@ -89,7 +90,7 @@ def bin_characteristic(name: str, rows: list[dict], train: np.ndarray, bad: np.n
         lows = [None] + edges
         highs = edges + [None]
         index = np.digitize(values, edges, right=True)
-        bins = []
+        bins: list[dict[str, Any]] = []
         for b, (low, high) in enumerate(zip(lows, highs, strict=True)):
             members = index == b
             label = (f"<= {high:g}" if low is None else f"> {low:g}" if high is None else f"{low:g} < x <= {high:g}")
@@ -97,12 +98,12 @@ def bin_characteristic(name: str, rows: list[dict], train: np.ndarray, bad: np.n
                          "woe": woe((y[members] == 0).sum(), (y[members] == 1).sum(), good_total, bad_total),
                          "share": float(members.mean())})
         return {"name": name, "kind": "numeric", "bins": bins}
-    values = [rows[i][name] for i in train]
+    labels = [rows[i][name] for i in train]
     categories = sorted(set(rows[i][name] for i in range(len(rows))))
     bins = []
     small = []
     for category in categories:
-        members = np.array([v == category for v in values])
+        members = np.array([v == category for v in labels])
         if members.mean() < MIN_BIN_SHARE:
             small.append(category)
             continue
@@ -110,7 +111,7 @@ def bin_characteristic(name: str, rows: list[dict], train: np.ndarray, bad: np.n
                      "woe": woe((y[members] == 0).sum(), (y[members] == 1).sum(), good_total, bad_total),
                      "share": float(members.mean())})
     if small:
-        members = np.array([v in small for v in values])
+        members = np.array([v in small for v in labels])
         bins.append({"label": "other: " + "; ".join(small), "values": small,
                      "woe": woe((y[members] == 0).sum(), (y[members] == 1).sum(), good_total, bad_total),
                      "share": float(members.mean())})

@@ -76,17 +76,15 @@ def attempt(found: Attempt, *, whole: bool = False) -> collections_pb2.ContactAt
         outcome=convert.to_proto_enum(collections_pb2.ContactOutcome, "CONTACT_OUTCOME_", found.outcome),
         tries=found.tries, message_id=found.message_id or "", created_at=convert.timestamp(found.created_at),
         updated_at=convert.timestamp(found.updated_at), planned_for=found.planned_for.isoformat(),
-        delivery_detail=str(detail.get("smtp") or ""), promised_date=str(detail.get("promised_date") or ""))
-    if found.next_try_at is not None:
-        message.next_try_at.CopyFrom(convert.timestamp(found.next_try_at))
+        delivery_detail=str(detail.get("smtp") or ""), promised_date=str(detail.get("promised_date") or ""),
+        next_try_at=convert.timestamp(found.next_try_at))
     if whole:
         message.transcript.extend(transcript(detail.get("transcript") or []))
         for failure in detail.get("failures") or []:
-            failed = collections_pb2.FailedCall(detail=str(failure.get("detail") or ""),
-                                                transcript=transcript(failure.get("transcript") or []))
-            if failure.get("at"):
-                failed.at.CopyFrom(convert.timestamp(datetime.fromisoformat(failure["at"])))
-            message.failed_calls.append(failed)
+            at = datetime.fromisoformat(failure["at"]) if failure.get("at") else None
+            message.failed_calls.append(collections_pb2.FailedCall(
+                at=convert.timestamp(at), detail=str(failure.get("detail") or ""),
+                transcript=transcript(failure.get("transcript") or [])))
     return message
 
 
@@ -131,7 +129,7 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
         f = Fields()
         account_id = f.uuid(request.account_id, "account_id")
         amount = f.amount(request.amount_minor, "amount_minor")
-        promised = None
+        promised = date.min
         try:
             promised = date.fromisoformat(request.promised_date)
         except ValueError:

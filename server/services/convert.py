@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -17,14 +18,21 @@ from server.domain.loans import LoanStatus
 from server.domain.money import CURRENCY
 from server.domain.pricing import Grade, Plan, RepaymentMethod
 
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
-def to_proto_enum(proto_enum, prefix: str, value: enum.Enum | str | None) -> int:
+# A proto enum's number type (the generated stubs make one per enum).
+Number = TypeVar("Number", bound=int)
+
+
+def to_proto_enum(proto_enum: _EnumTypeWrapper[Number], prefix: str, value: enum.Enum | str | None) -> Number:
     if value is None:
-        return 0
+        return cast(Number, 0)  # every proto3 enum's first value, "unspecified"
     return proto_enum.Value(prefix + (value.value if isinstance(value, enum.Enum) else value))
 
 
-def from_proto_enum(proto_enum, prefix: str, domain_enum: type[enum.Enum]) -> dict[int, enum.Enum]:
+def from_proto_enum(proto_enum: _EnumTypeWrapper[Any], prefix: str,
+                    domain_enum: type[enum.Enum]) -> dict[int, enum.Enum]:
     """Every non-zero number of a proto enum, mapped to the domain member of that name."""
     return {number: domain_enum(name.removeprefix(prefix))
             for name, number in proto_enum.items() if number != 0}

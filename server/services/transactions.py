@@ -16,10 +16,11 @@ import asyncpg
 from google.protobuf.message import Message
 
 from server.core.commands import Decided, Done, Key, NeedsLock, Replay
-from server.db import idempotency
+from server.db import acquire, idempotency
 from server.domain.errors import CreditError, IdempotencyKeyReused, InvariantViolation
 
 Reply = TypeVar("Reply", bound=Message)
+T = TypeVar("T")
 
 
 def request_sha256(request: Message) -> bytes:
@@ -105,8 +106,8 @@ class Transactions:
         self._pool = pool
         self._turns = AccountTurns()
 
-    async def read(self, work: Callable[[asyncpg.Connection], Awaitable[Reply]]) -> Reply:
-        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
+    async def read(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        async with acquire(self._pool, timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             return await work(conn)
 
     async def idempotent(self, method: str, request: Message, reply_type: type[Reply],
@@ -122,9 +123,10 @@ class Transactions:
         if (account_id is None) == (find_account is None):
             raise InvariantViolation(f"{method}: give the account or how to find it, not both or neither")
         key = Key(CALLER.get(), method, request.idempotency_key, request_sha256(request))  # type: ignore[attr-defined]
-        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
+        async with acquire(self._pool, timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             async with conn.transaction(isolation="read_committed"):
                 account = account_id if find_account is None else await find_account(conn)
+                assert account is not None  # one of the two, checked above
                 if not await idempotency.claim(conn, account, key.caller, key.method, key.idempotency_key,
                                                key.request_sha256):
                     return _replayed(await self._stored(conn, account, key), key, reply_type)
@@ -158,10 +160,10 @@ class Transactions:
                     return again
                 return await self._locked(key, account_id, reply_type, prepare, to_reply)
         except _Explain as conflict:
-            raise await self.read(conflict.explain) from conflict.__cause__  # type: ignore[arg-type]
+            raise await self.read(conflict.explain) from conflict.__cause__
 
     async def _optimistic(self, key: Key, reply_type: type[Reply], prepare, to_reply) -> Reply | _Lost:
-        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
+        async with acquire(self._pool, timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             try:
                 prepared = await prepare(conn, key, False)
             except NeedsLock as needs:
@@ -180,7 +182,7 @@ class Transactions:
             return _replayed(await self._stored(conn, prepared.account_id, key), key, reply_type)
 
     async def _locked(self, key: Key, account_id: UUID, reply_type: type[Reply], prepare, to_reply) -> Reply:
-        async with self._pool.acquire(timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
+        async with acquire(self._pool, timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             async with conn.transaction(isolation="read_committed"):
                 if not await idempotency.claim(conn, account_id, key.caller, key.method, key.idempotency_key,
                                                key.request_sha256):

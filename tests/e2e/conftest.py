@@ -33,6 +33,10 @@ class ServerProcess:
     address: str
     log_path: Path
     database_url: str
+    # The optional ports, for the fixtures that open them.
+    token_address: str = ""
+    health_address: str = ""
+    metrics_address: str = ""
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -15,13 +15,13 @@ import uuid
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from credit.v1 import credit_line_pb2
 from server.devcerts import make as make_certs
 from server.probe import wait_until_serving
 from tests.e2e.conftest import ROOT, ServerProcess, free_port, start_server_process
-from tests.support import Api
+from tests.support import Api, health_stub, raw_call
 
 GET_ACCOUNT = "/credit.v1.CreditLineService/GetAccount"
 OPEN_CALLS = 1_000
@@ -57,7 +57,7 @@ async def stalled_calls(channel: grpc.aio.Channel, count: int) -> list[grpc.aio.
         await asyncio.Event().wait()
         yield b""  # never reached
 
-    raw = channel.stream_unary(GET_ACCOUNT)
+    raw: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(GET_ACCOUNT)
     return [raw(nothing(), timeout=120) for _ in range(count)]
 
 
@@ -101,7 +101,7 @@ async def test_a_legitimate_caller_is_served_while_a_thousand_calls_try_to_take_
         # Connected first, so that the server's limit on streams per connection is known
         # to each client (streams opened before it is are refused by HTTP/2 itself).
         for channel in (anonymous, unauthorized, greedy):
-            await channel.unary_unary("/grpc.health.v1.Health/Check")(b"", timeout=10)
+            await raw_call(channel, "/grpc.health.v1.Health/Check")(b"", timeout=10)
         before = scrape(server.metrics_address)
 
         # 1,000 calls with no identity, 1,000 from a caller without the right, and 1,000
@@ -157,7 +157,7 @@ async def test_probes_reach_health_without_a_certificate(guarded_server):
     server, folder = guarded_server
     # The plaintext health-only port...
     async with grpc.aio.insecure_channel(server.health_address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub = health_stub(channel)
         assert (await stub.Check(health_pb2.HealthCheckRequest(), timeout=10)).status == \
             health_pb2.HealthCheckResponse.SERVING
         # ...serves nothing else.
@@ -167,7 +167,7 @@ async def test_probes_reach_health_without_a_certificate(guarded_server):
         assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
     # ...and the token port, with no token.
     async with grpc.aio.secure_channel(server.token_address, credentials(folder, None)) as channel:
-        assert (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert (await health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
                 ).status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -177,7 +177,7 @@ async def test_streams_have_their_own_budget_and_bodies_their_time(e2e_database,
     try:
         async with grpc.aio.insecure_channel(server.address, OWN_CONNECTION) as watcher, \
                 grpc.aio.insecure_channel(server.address, OWN_CONNECTION) as caller:
-            watches = [health_pb2_grpc.HealthStub(watcher).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+            watches = [health_stub(watcher).Watch(health_pb2.HealthCheckRequest(), timeout=60)
                        for _ in range(200)]
 
             async def first(stream) -> grpc.StatusCode:
@@ -200,9 +200,10 @@ async def test_streams_have_their_own_budget_and_bodies_their_time(e2e_database,
             assert await asyncio.wait_for(outcome(stalled), 10) == grpc.StatusCode.DEADLINE_EXCEEDED
             # A body that is not a protobuf message of the request type: INVALID_ARGUMENT, no internals.
             with pytest.raises(grpc.aio.AioRpcError) as malformed:
-                await caller.unary_unary(GET_ACCOUNT)(b"\xff\xff\xff\xff", timeout=10)
+                await raw_call(caller, GET_ACCOUNT)(b"\xff\xff\xff\xff", timeout=10)
             assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "request" in malformed.value.details() and "Error" not in malformed.value.details()
+            details = malformed.value.details() or ""
+            assert "request" in details and "Error" not in details
             for watch in watches:
                 watch.cancel()
     finally:

@@ -137,6 +137,7 @@ def test_the_daemon_stops_cleanly_on_sigterm_within_its_bound(server, smtp):
                   LOG_LEVEL="info")
     daemon = subprocess.Popen([sys.executable, "-m", "collections_bot"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert daemon.stdout is not None
     lines = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

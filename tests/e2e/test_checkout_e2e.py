@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import grpc
 import pytest
 
 from credit.v1 import checkout_pb2, credit_line_pb2, repayment_pb2
+from server.db import one
 from tests.support import field_violations, key
 
 PENDING = checkout_pb2.AUTHORIZATION_STATUS_PENDING
@@ -71,16 +73,16 @@ async def snapshot(database_url: str, account_id: str) -> tuple:
             await conn.fetchval("SELECT count(*) FROM idempotency_records"),
             await conn.fetchval("SELECT count(*) FROM loans"),
             await conn.fetchval("SELECT count(*) FROM journal_entries"),
-            tuple(await conn.fetchrow("SELECT held_minor, outstanding_principal_minor, credit_limit_minor "
-                                      "FROM accounts WHERE account_id = $1", uuid.UUID(account_id))),
+            tuple(one(await conn.fetchrow("SELECT held_minor, outstanding_principal_minor, credit_limit_minor "
+                                          "FROM accounts WHERE account_id = $1", uuid.UUID(account_id)))),
         )
     finally:
         await conn.close()
 
 
 def authorize_request(account: str, **overrides) -> checkout_pb2.AuthorizeRequest:
-    fields = dict(account_id=account, merchant_id="merchant-1", order_id="order-" + key(), amount_minor=10_000,
-                  term_months=3, idempotency_key=key())
+    fields: dict[str, Any] = dict(account_id=account, merchant_id="merchant-1", order_id="order-" + key(),
+                                  amount_minor=10_000, term_months=3, idempotency_key=key())
     fields.update(overrides)
     return checkout_pb2.AuthorizeRequest(**fields)
 
@@ -108,7 +110,7 @@ async def test_bad_authorize_input_names_the_field_and_writes_nothing(api, serve
         await api.checkout.Authorize(authorize_request(account.account_id, **overrides), timeout=10)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in field_violations(error.value)
-    assert field in error.value.details()
+    assert field in (error.value.details() or "")
     assert await snapshot(server.database_url, account.account_id) == before
 
 
@@ -157,7 +159,7 @@ async def test_unknown_ids_are_not_found_naming_the_field(api, server):
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await call
         assert error.value.code() == grpc.StatusCode.NOT_FOUND, field
-        assert error.value.details().startswith(field + ":")
+        assert (error.value.details() or "").startswith(field + ":")
 
 
 async def test_bad_account_input_names_every_field(api):

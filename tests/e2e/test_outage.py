@@ -17,12 +17,12 @@ from collections import Counter
 import asyncpg
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from server import invariants
 from server.db.embedded import start_embedded_postgres
 from tests.e2e.conftest import ROOT, free_port, start_server_process
-from tests.support import Api, key
+from tests.support import Api, health_stub, key
 
 # What a client may see while the database is away: each says "retry", and a retry with
 # the same idempotency key is safe.
@@ -115,7 +115,7 @@ async def test_a_restart_under_load_gives_only_retryable_codes_and_the_server_re
                         break
 
             async def watch_health() -> None:
-                stub = health_pb2_grpc.HealthStub(channel)
+                stub = health_stub(channel)
                 while not stop.is_set():
                     reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
                     health_seen.append(reply.status)

@@ -15,7 +15,7 @@ import grpc
 from credit.v1 import credit_line_pb2
 from tests.e2e.conftest import start_server_process
 from tests.e2e.test_security import code_of
-from tests.support import Api
+from tests.support import Api, raw_call
 
 GET_ACCOUNT = "/credit.v1.CreditLineService/GetAccount"
 BURST = 2_000
@@ -46,24 +46,24 @@ async def test_bursts_and_large_messages_leave_memory_bounded(db_dsn, tmp_path):
             account = await api.open_account(limit_minor=1_000_000)
             request = credit_line_pb2.GetAccountRequest(account_id=account.account_id).SerializeToString()
             for channel in channels:
-                await channel.unary_unary(GET_ACCOUNT)(request, timeout=10)
+                await raw_call(channel, GET_ACCOUNT)(request, timeout=10)
             idle = memory_kib(pid)
 
             burst = Counter(await asyncio.gather(*(
-                code_of(channels[i % CHANNELS].unary_unary(GET_ACCOUNT)(request, timeout=60))
+                code_of(raw_call(channels[i % CHANNELS], GET_ACCOUNT)(request, timeout=60))
                 for i in range(BURST))))
             after_burst = memory_kib(pid)
 
             huge = b"\n" + b"\xff" * LARGE  # one 10 MB field
             large = Counter(await asyncio.gather(*(
-                code_of(channels[i % CHANNELS].unary_unary(GET_ACCOUNT)(huge, timeout=60))
+                code_of(raw_call(channels[i % CHANNELS], GET_ACCOUNT)(huge, timeout=60))
                 for i in range(LARGE_CALLS))))
             after_large = memory_kib(pid)
 
             # Still serving, on every connection.
             for channel in channels:
                 reply = credit_line_pb2.Account.FromString(
-                    await channel.unary_unary(GET_ACCOUNT)(request, timeout=10))
+                    await raw_call(channel, GET_ACCOUNT)(request, timeout=10))
                 assert reply.account_id == account.account_id
         finally:
             for channel in channels:

@@ -8,14 +8,14 @@ import uuid
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from credit.v1 import checkout_pb2, credit_line_pb2
 from server.devcerts import make as make_certs
 from server.probe import wait_until_serving
 from tests.e2e.conftest import ServerProcess, free_port
 from tests.e2e.test_server import GRPCURL
-from tests.support import Api
+from tests.support import Api, health_stub
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ async def test_bearer_tokens_are_the_second_option(tls_server):
 async def test_health_stays_public_and_reflection_needs_a_caller(tls_server):
     server, folder = tls_server
     async with grpc.aio.secure_channel(server.token_address, client_credentials(folder, None)) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        reply = await health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     ca = str(folder / "ca.pem")
     denied = subprocess.run([GRPCURL, "-cacert", ca, server.token_address, "list"], capture_output=True, text=True,

@@ -20,14 +20,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from credit.v1 import checkout_pb2, credit_line_pb2
 from tests.e2e.conftest import start_server_process
-from tests.support import Api
+from tests.support import Api, health_stub
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
 
 
 async def test_health_reports_every_service_serving(server):
     async with grpc.aio.insecure_channel(server.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_stub(channel)
         for service in ("", "credit.v1.CreditLineService", "credit.v1.CheckoutService",
                         "credit.v1.RepaymentService"):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
@@ -135,6 +135,7 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     env.pop("DATABASE_URL", None)
     stack = subprocess.Popen([sys.executable, "-m", "server.devstack"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
+    assert stack.stdout is not None
     lines = []
     while True:
         line = stack.stdout.readline()
@@ -153,8 +154,8 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     from tests.e2e.test_metrics import wait_for
 
     with grpc.insecure_channel(health_address) as channel:
-        assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
-            health_pb2.HealthCheckResponse.SERVING
+        check = health_pb2_grpc.HealthStub(channel).Check  # type: ignore[attr-defined]  # stubs: no methods
+        assert check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
     assert "credit_db_up" in "".join(scrape(f"127.0.0.1:{metrics_port}"))
     wait_for(f"127.0.0.1:{bot_metrics_port}", lambda samples: "credit_bot_passes_total{result=\"ok\"}" in samples, 90)
     # The simulator answers a real call: the last digit 8 is a callee who disputes.
@@ -164,8 +165,8 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     from collections_bot.voice.channel import VoiceChannel
     from collections_bot.voice.dialogue import Facts
 
-    channel = VoiceChannel(address=voice_address, caller_id="+864008008888", call_timeout_s=30, read_timeout_s=10)
-    result = asyncio.run(channel.call("devstack-check", "+8613900000008", "en", Facts(
+    voice = VoiceChannel(address=voice_address, caller_id="+864008008888", call_timeout_s=30, read_timeout_s=10)
+    result = asyncio.run(voice.call("devstack-check", "+8613900000008", "en", Facts(
         name="Li Lei", amount="1,018.00", due_date=date(2027, 2, 15), today=date(2027, 2, 20), overdue=True)))
     assert result.outcome == "DISPUTE", result
     listed = subprocess.run([GRPCURL, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30)

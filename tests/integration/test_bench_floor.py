@@ -12,6 +12,7 @@ import pytest
 
 from bench import floor
 from credit.v1 import checkout_pb2
+from server.db import one
 
 
 @pytest.fixture
@@ -37,7 +38,7 @@ def request(account: str, amount: int, key: str | None = None) -> bytes:
 
 
 async def held(pool: asyncpg.Pool, account: str) -> tuple[int, int]:
-    return tuple(await pool.fetchrow("SELECT held, credit_limit FROM floor_accounts WHERE id = $1", account))
+    return tuple(one(await pool.fetchrow("SELECT held, credit_limit FROM floor_accounts WHERE id = $1", account)))
 
 
 async def test_a_hold_takes_the_limit_once_and_a_retry_returns_the_first_reply(served):

@@ -80,7 +80,7 @@ async def test_capture_above_the_authorized_amount_is_refused_and_writes_nothing
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await api.capture(hold.authorization_id, 200_001)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "amount_minor" in error.value.details()
+    assert "amount_minor" in (error.value.details() or "")
     still = await api.checkout.GetAuthorization(checkout_pb2.GetAuthorizationRequest(
         authorization_id=hold.authorization_id))
     assert still.status == PENDING and not still.loan_id
@@ -107,7 +107,7 @@ async def test_capture_after_void_fails_with_failed_precondition(api):
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await api.capture(hold.authorization_id)
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "VOIDED" in error.value.details()
+    assert "VOIDED" in (error.value.details() or "")
 
 
 async def test_void_after_capture_fails_with_failed_precondition(api):
@@ -130,7 +130,7 @@ async def test_an_expired_hold_cannot_be_captured_and_the_sweeper_gives_its_limi
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await api.capture(hold.authorization_id)
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "EXPIRED" in error.value.details()
+    assert "EXPIRED" in (error.value.details() or "")
 
     assert await running.core.checkout.expire_due_holds(pool) == 1
     assert await running.core.checkout.expire_due_holds(pool) == 0
@@ -156,7 +156,7 @@ async def test_one_live_authorization_per_merchant_order(api):
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await api.authorize(account.account_id, 10_000, order_id="order-42")
     assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert "order_id" in error.value.details()
+    assert "order_id" in (error.value.details() or "")
     # Once voided, the order may be authorized again.
     await api.void(first.authorization_id)
     again = await api.authorize(account.account_id, 10_000, order_id="order-42")
@@ -191,7 +191,7 @@ async def test_a_key_reused_for_a_different_request_is_refused(api):
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await api.authorize(account.account_id, 31_000, order_id="order-8", idempotency_key=idempotency_key)
     assert error.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert "idempotency_key" in error.value.details()
+    assert "idempotency_key" in (error.value.details() or "")
     assert (await api.account(account.account_id)).held_minor == 30_000
 
 
@@ -252,7 +252,8 @@ async def test_an_order_whose_expired_hold_is_not_yet_released_asks_the_other_ac
     assert moved.status == PENDING
 
 
-async def quote(api, account_id: str, amount_minor: int, method: int = 0):
+async def quote(api, account_id: str, amount_minor: int,
+                method: common_pb2.RepaymentMethod.ValueType = common_pb2.REPAYMENT_METHOD_UNSPECIFIED):
     return await api.checkout.QuoteInstallments(checkout_pb2.QuoteInstallmentsRequest(
         account_id=account_id, amount_minor=amount_minor, merchant_id="merchant-1", method=method), timeout=10)
 

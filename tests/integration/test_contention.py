@@ -79,7 +79,7 @@ async def test_a_penalty_booked_between_a_repayments_read_and_write_is_kept(api,
     loan = await buy(api, account.account_id, 300_000)
     clock.set(datetime(2027, 2, 20, 10, tzinfo=timezone(timedelta(hours=8))))
     real_read = repayment_rows.repay_read
-    booked = []
+    booked: list[bool] = []
 
     async def read_then_penalty(conn, account_id, loan_id, k):
         result = await real_read(conn, account_id, loan_id, k)

@@ -4,17 +4,21 @@ still balance afterwards."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
 from google.protobuf import descriptor as d
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from credit.v1 import checkout_pb2, collections_pb2, credit_line_pb2, repayment_pb2, risk_pb2
+from server.db import acquire
 from server.invariants import check
 from tests.integration.test_stateful import Harness
-from tests.support import buy
+from tests.support import buy, health_stub
 
 SERVICES = [credit_line_pb2, checkout_pb2, repayment_pb2, collections_pb2, risk_pb2]
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
@@ -60,7 +64,7 @@ def value(field: d.FieldDescriptor, depth: int, ids: list[str]):
         return st.integers(-3, 12)
     if t in (d.FieldDescriptor.TYPE_FLOAT, d.FieldDescriptor.TYPE_DOUBLE):
         return st.floats(allow_nan=False, width=32)
-    if t == d.FieldDescriptor.TYPE_MESSAGE:
+    if t == d.FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
         return message(field.message_type, depth + 1, ids) if depth < 2 else st.none()
     return st.none()
 
@@ -68,7 +72,7 @@ def value(field: d.FieldDescriptor, depth: int, ids: list[str]):
 def message(descriptor: d.Descriptor, depth: int, ids: list[str]):
     if descriptor.full_name == "google.protobuf.Timestamp":
         return st.builds(lambda s, n: {"seconds": s, "nanos": n}, INT64, INT32)
-    strategies = {}
+    strategies: dict[str, st.SearchStrategy[Any]] = {}
     for field in descriptor.fields:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             strategies[field.name] = st.dictionaries(st.sampled_from(NASTY + ["duration_in_month", "purpose"]),
@@ -114,8 +118,9 @@ def test_every_rpc_answers_garbage_with_a_proper_status(pg_admin_dsn, template_d
         seen: dict[str, set] = {}
         for path, input_type, output_type in methods():
             request_class = _message_class(input_type)
-            call = harness.channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
-                                               response_deserializer=_message_class(output_type).FromString)
+            call: grpc.aio.UnaryUnaryMultiCallable[Message, Message] = harness.channel.unary_unary(
+                path, request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=_message_class(output_type).FromString)
 
             fuzz_one(harness, path, request_class, call, message(input_type, 0, ids), seen)
         assert len(seen) >= 25
@@ -124,8 +129,8 @@ def test_every_rpc_answers_garbage_with_a_proper_status(pg_admin_dsn, template_d
         assert len(deeper) >= 15, seen
 
         async def after():
-            health = await health_pb2_grpc.HealthStub(harness.channel).Check(health_pb2.HealthCheckRequest())
-            async with harness.pool.acquire() as conn:
+            health = await health_stub(harness.channel).Check(health_pb2.HealthCheckRequest())
+            async with acquire(harness.pool) as conn:
                 return health.status, await check(conn)
 
         status, violations = harness.run(after())

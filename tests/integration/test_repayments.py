@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -227,7 +228,7 @@ async def test_concurrent_repayments_and_authorizations_on_one_account_keep_the_
 async def test_bad_repayments_are_refused_naming_the_field_and_write_nothing(api, loan, pool, books):
     async with pool.acquire() as conn:
         before = await conn.fetchval("SELECT count(*) FROM repayments")
-    bad = [
+    bad: list[tuple[dict[str, Any], str]] = [
         (dict(amount_minor=0), "amount_minor"),
         (dict(amount_minor=-5), "amount_minor"),
         (dict(channel=0), "channel"),
@@ -236,7 +237,7 @@ async def test_bad_repayments_are_refused_naming_the_field_and_write_nothing(api
         (dict(idempotency_key=""), "idempotency_key"),
     ]
     for overrides, field in bad:
-        request = dict(account_id=loan.account_id, amount_minor=1_000,
+        request: dict[str, Any] = dict(account_id=loan.account_id, amount_minor=1_000,
                        channel=repayment_pb2.PAYMENT_CHANNEL_WALLET, idempotency_key=key())
         request.update(overrides)
         with pytest.raises(grpc.aio.AioRpcError) as error:

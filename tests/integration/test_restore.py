@@ -61,6 +61,7 @@ async def run_script(script: Path, *args: str, database_url: str) -> Finished:
         process.kill()
         await process.wait()
         raise
+    assert process.returncode is not None  # communicate() waited for it
     return Finished(process.returncode, stdout.decode(), stderr.decode())
 
 

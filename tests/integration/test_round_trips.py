@@ -49,10 +49,10 @@ async def pool(db_dsn, statements):
 async def test_authorize_capture_and_repay_stay_within_their_round_trips(api: Api, statements, running):
     assert running.core.checkout._ruleset is not None, "the budget holds with the risk checks on"
     account = await api.open_account(limit_minor=10_000_000)
-    device = {"device_id": "phone-" + key(), "ip_address": "203.0.113.7"}
+    device = "phone-" + key()
     for warm in (True, False):
         auth, authorize_queries = await statements.count(
-            lambda: api.authorize(account.account_id, 150_000, 3, **device))
+            lambda: api.authorize(account.account_id, 150_000, 3, device_id=device, ip_address="203.0.113.7"))
         assert auth.status == checkout_pb2.AUTHORIZATION_STATUS_PENDING
         assert auth.risk.decision == checkout_pb2.RISK_DECISION_APPROVE
         captured, capture_queries = await statements.count(lambda auth=auth: api.capture(auth.authorization_id))

@@ -148,7 +148,8 @@ def _clause(items: list, start: int, ends: set[str]) -> list:
 
 def _conjuncts(items: list) -> list[list]:
     """Top-level ANDs of a condition; a conjunct with a top-level OR says nothing sure."""
-    conjuncts, current = [], []
+    conjuncts: list[list] = []
+    current: list = []
     for item in items:
         if _word(item) == "AND":
             conjuncts.append(current)
@@ -243,7 +244,7 @@ def _without_casts(conjunct: list) -> list:
     return out
 
 
-def _resolve(alias: str, block: Block, references: list[Reference]) -> Reference | None:
+def _resolve(alias: str, block: Block | None, references: list[Reference]) -> Reference | None:
     while block is not None:
         for reference in references:
             if reference.block is block and reference.alias == alias:

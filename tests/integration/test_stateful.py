@@ -18,6 +18,7 @@ from credit.v1 import checkout_pb2
 from server.app import start_server
 from server.clock import FixedClock
 from server.config import Settings
+from server.db import acquire
 from server.db.pool import create_pool
 from server.invariants import check
 from tests.conftest import create_database, drop_database, with_database
@@ -82,7 +83,7 @@ def make_machine(harness: Harness):
                 if error.code() not in EXPECTED_REFUSALS:
                     raise
                 harness.done[what + " refused"] += 1
-                harness.done[f"{what}: {error.details()[:60]}"] += 1
+                harness.done[f"{what}: {(error.details() or '')[:60]}"] += 1
                 return None
             harness.done[what] += 1
             return result
@@ -147,7 +148,7 @@ def make_machine(harness: Harness):
         @invariant()
         def books_balance(self):
             async def violations():
-                async with harness.pool.acquire() as conn:
+                async with acquire(harness.pool) as conn:
                     return await check(conn)
 
             found = harness.run(violations())

@@ -3,21 +3,33 @@ and the floor's request checks."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import floor
 from bench.checkout import AUTHORIZATIONS_PER_ACCOUNT, AccountBook, Customer
-from bench.wire import WireError, as_int64, bytes_field, encode_varint, parse_fields, read_varint, varint_field
+from bench.wire import (
+    WireError,
+    as_int64,
+    bytes_field,
+    bytes_of,
+    encode_varint,
+    parse_fields,
+    read_varint,
+    varint_field,
+    varint_of,
+)
 from credit.v1 import checkout_pb2, common_pb2
 
 
 def authorize_request(**overrides) -> checkout_pb2.AuthorizeRequest:
-    fields = dict(account_id="7d9f7c38-7d2c-4a8e-9d83-0f5b8f6c2a11", merchant_id="jd-mall", order_id="order-1",
-                  amount_minor=129_900, term_months=6, method=common_pb2.REPAYMENT_METHOD_FLAT_FEE,
-                  idempotency_key="auth-1",
-                  risk_context=checkout_pb2.RiskContext(device_id="dev-1", ip_address="203.0.113.7"))
+    fields: dict[str, Any] = dict(
+        account_id="7d9f7c38-7d2c-4a8e-9d83-0f5b8f6c2a11", merchant_id="jd-mall", order_id="order-1",
+        amount_minor=129_900, term_months=6, method=common_pb2.REPAYMENT_METHOD_FLAT_FEE, idempotency_key="auth-1",
+        risk_context=checkout_pb2.RiskContext(device_id="dev-1", ip_address="203.0.113.7"))
     fields.update(overrides)
     return checkout_pb2.AuthorizeRequest(**fields)
 
@@ -29,7 +41,7 @@ def test_reads_the_fields_of_an_authorize_request():
     assert fields[4] == 129_900
     assert fields[7] == b"auth-1"
     assert fields[5] == 6
-    assert checkout_pb2.RiskContext.FromString(fields[8]) == request.risk_context  # nested: its bytes
+    assert checkout_pb2.RiskContext.FromString(bytes_of(fields, 8)) == request.risk_context  # nested: its bytes
 
 
 def test_parse_authorize_takes_account_amount_and_key():
@@ -71,8 +83,8 @@ def test_varints_and_bytes_round_trip_with_protobuf(number, blob):
     encoded = bytes_field(1, blob) + varint_field(4, number)  # in field order, as protobuf writes
     message = checkout_pb2.AuthorizeRequest.FromString(encoded) if _utf8(blob) else None
     fields = parse_fields(encoded)
-    assert as_int64(fields.get(4, 0)) == number
-    assert fields.get(1, b"") == blob
+    assert as_int64(varint_of(fields, 4)) == number
+    assert bytes_of(fields, 1) == blob
     if message is not None:
         assert message.amount_minor == number
         assert message.SerializeToString() == encoded

@@ -133,8 +133,8 @@ def test_a_permanent_email_failure_ends_the_attempt_at_once():
 
 
 def test_a_temporary_email_failure_backs_off_until_its_tries_are_spent():
-    delays = [after_failure(Channel.EMAIL, tries, False, NOW, EMAIL).next_try_at - NOW for tries in (1, 2, 3)]
-    assert delays == [timedelta(minutes=5), timedelta(minutes=10), timedelta(minutes=20)]
+    retries = [after_failure(Channel.EMAIL, tries, False, NOW, EMAIL).next_try_at for tries in (1, 2, 3)]
+    assert retries == [NOW + timedelta(minutes=5), NOW + timedelta(minutes=10), NOW + timedelta(minutes=20)]
     assert all(after_failure(Channel.EMAIL, tries, False, NOW, EMAIL).status is AttemptStatus.PENDING
                for tries in (1, 2, 3))
     spent = after_failure(Channel.EMAIL, 4, False, NOW, EMAIL)
@@ -194,7 +194,7 @@ def test_the_contact_attempt_has_no_string_status_left():
 # -- layers -----------------------------------------------------------------------------------
 
 def _imports(path: Path) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)

@@ -116,10 +116,14 @@ class _EveryValue(dict):
             super().__setitem__(key, value)
 
 
+class _UnitParser(configparser.ConfigParser):
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr  # systemd keys are case-sensitive
+
+
 def unit(name: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(strict=False, interpolation=None, dict_type=_EveryValue,
-                                       delimiters=("=",), comment_prefixes=("#", ";"), empty_lines_in_values=False)
-    parser.optionxform = str  # systemd keys are case-sensitive
+    parser = _UnitParser(strict=False, interpolation=None, dict_type=_EveryValue,
+                         delimiters=("=",), comment_prefixes=("#", ";"), empty_lines_in_values=False)
     parser.read_string((SYSTEMD / name).read_text(encoding="utf-8"), source=name)
     return parser
 
@@ -203,7 +207,9 @@ def protoc_command(recipe: str) -> tuple[list[str], dict[str, str], list[str]]:
 
 def makefile_protoc() -> tuple[list[str], dict[str, str], list[str]]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8").replace("\\\n", " ")
-    protos = re.search(r"^PROTOS := \$\(wildcard (\S+)\)$", text, re.MULTILINE).group(1)
+    found = re.search(r"^PROTOS := \$\(wildcard (\S+)\)$", text, re.MULTILINE)
+    assert found is not None, "the Makefile names its protos in PROTOS"
+    protos = found.group(1)
     (recipe,) = [line for line in text.splitlines() if "grpc_tools.protoc" in line]
     includes, outputs, inputs = protoc_command(recipe)
     return includes, outputs, [protos if word == "$(PROTOS)" else word for word in inputs]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.typing import EventDict
 
 from server.logging import _BEARER, _CARD, _EMAIL, _PHONE, mask, mask_secrets
 
@@ -58,7 +59,7 @@ def test_fields_bound_in_a_task_reach_its_lines_and_no_other_tasks():
 
     from server.logging import _merge_bound, bind
 
-    async def call(request_id: str) -> dict:
+    async def call(request_id: str) -> EventDict:
         bind(request_id=request_id, method="/m")
         await asyncio.sleep(0)
         return _merge_bound(None, "info", {"event": "rpc_finished", "request_id_seen": True})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ CLEAN = Facts(amount_minor=100_000, grade=Grade.B, device_id="d1", ip_address="2
               device_authorizations_last_hour=0, device_accounts_last_30_days=0, ip_accounts_last_day=0,
               device_known_for_account=True, captured_count=4, largest_captured_minor=80_000)
 
-SCENARIOS = {
+SCENARIOS: dict[str, dict[str, Any]] = {
     "BLOCK_LIST": dict(blocked=("DEVICE",)),
     "ACCOUNT_VELOCITY_COUNT": dict(account_approvals_last_hour=5),
     "ACCOUNT_VELOCITY_AMOUNT": dict(account_amount_last_day_minor=1_950_000),
