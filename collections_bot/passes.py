@@ -133,7 +133,9 @@ class CollectionsPass:
                 for attempt in claimed:
                     outcome = None
                     if await self._confirm_lease(attempt, owner, lease_clock, lease):
-                        outcome = await send_one(attempt, now, owner)
+                        # Checked and recorded at the time of the send: a pass that
+                        # started at 20:55 does not call anyone at 21:10.
+                        outcome = await send_one(attempt, lease_clock.now(), owner)
                     held.discard(attempt.attempt_id)
                     if outcome is None:
                         report.lease_lost += 1

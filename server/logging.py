@@ -17,7 +17,9 @@ from structlog.typing import EventDict, WrappedLogger
 # As wide as what the service accepts as an address: anything but spaces, quotes and
 # angle brackets around an @.
 _EMAIL = re.compile(r"[^\s<>\"'@,;:()\[\]]+@[^\s<>\"'@,;:()\[\]]+")
-_PHONE = re.compile(r"\+\d{7,15}\b")
+# International (+86...), and mainland mobile numbers written without a prefix
+# (11 digits from 13 to 19, as a caller may say or type them, grouped or not).
+_PHONE = re.compile(r"\+\d{7,15}\b|\b1[3-9]\d(?:[ -]?\d){8}\b")
 # 13 to 19 digits, optionally grouped: card numbers and the like.
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
 _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
@@ -27,7 +29,7 @@ _SECRET_KEYS = re.compile(r"(?i)(token|password|secret|^authorization$|api[_-]?k
 
 # Every pattern above needs one of these to match; most text has none, and one search is
 # cheaper than four substitutions.
-_SUSPECT = re.compile(r"@|\+\d|(?i:bearer)|(?:\d[ -]?){12}\d")
+_SUSPECT = re.compile(r"@|\+\d|(?i:bearer)|(?:\d[ -]?){12}\d|1[3-9]\d(?:[ -]?\d){8}")
 # Written by the logging itself, never from a request: passed as they are.
 _OWN_KEYS = frozenset({"timestamp", "level", "event", "code", "duration_ms"})
 

@@ -80,10 +80,12 @@ class Checkout:
     async def quote(self, conn: asyncpg.Connection, account_id: UUID, amount_minor: int,
                     method: RepaymentMethod | None) -> Quote:
         now = self._clock.now()
-        row = await account_rows.get(conn, account_id)
+        row = await account_rows.get_with_due_expired(conn, account_id, now)
         if row is None:
             raise NotFound("account_id", str(account_id), "account")
         account = account_view(row, now)
+        # Holds that expired but are not yet swept free their room, as in Authorize.
+        account = replace(account, line=replace(account.line, held_minor=row["held_minor"] - row["due_expired_minor"]))
         offered = quotes.offers(account.line, self._products, amount_minor, method, now)
         plans = tuple(
             build_plan(amount_minor, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,

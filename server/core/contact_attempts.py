@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
@@ -22,6 +22,7 @@ import asyncpg
 import structlog
 
 from server.core import promises
+from server.core.accounts import lock_account
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
 from server.db import acquire
@@ -69,6 +70,21 @@ def attempt_of(row: asyncpg.Record) -> Attempt:
         created_at=row["created_at"], updated_at=row["updated_at"])
 
 
+def readable(attempt: Attempt, name: str) -> Attempt:
+    """An attempt as the API may show it: its transcripts and the SMTP server's answer
+    masked. Attempts are stored masked; this also covers rows stored before that, and
+    costs nothing on text already masked."""
+    detail = dict(attempt.detail)
+    if "smtp" in detail:
+        detail["smtp"] = mask(str(detail["smtp"]))
+    if "transcript" in detail:
+        detail["transcript"] = masked_transcript(detail["transcript"] or [], name)
+    if "failures" in detail:
+        detail["failures"] = [{**failure, "transcript": masked_transcript(failure.get("transcript") or [], name)}
+                              for failure in detail["failures"] or []]
+    return replace(attempt, detail=detail)
+
+
 def masked_transcript(transcript: Sequence[dict], name: str) -> list[dict]:
     """A call's transcript as it may be kept and shown: the customer's name and any
     email, phone or card-like number masked, as in the logs."""
@@ -81,6 +97,11 @@ def masked_transcript(transcript: Sequence[dict], name: str) -> list[dict]:
 
     return [{key: clean(value) if key in ("bot", "callee") else value for key, value in line.items()}
             for line in transcript]
+
+
+def _masked_smtp(detail: dict) -> dict:
+    """An SMTP server's answer quotes the recipient's address: it is kept masked."""
+    return {**detail, "smtp": mask(str(detail["smtp"]))} if detail.get("smtp") else detail
 
 
 @dataclass(frozen=True)
@@ -202,7 +223,7 @@ class ContactAttempts:
         """Record a delivered email; False when the lease was lost (nothing recorded)."""
         async with acquire(pool) as conn:
             return await rows.finish_attempt(conn, attempt.attempt_id, owner, AttemptStatus.SENT.value, now,
-                                             outcome=outcome.value, detail=detail)
+                                             outcome=outcome.value, detail=_masked_smtp(detail))
 
     async def mark_failed(self, pool: asyncpg.Pool, context: ReminderContext, owner: UUID, now: datetime, *,
                           permanent: bool, detail: dict, transcript: Sequence[dict] = ()) -> Failed | None:
@@ -215,6 +236,8 @@ class ContactAttempts:
             failure = {"at": now.isoformat(), **detail,
                        "transcript": masked_transcript(transcript, context.name)}
             detail = {"failures": attempt.detail.get("failures", []) + [failure]}
+        else:
+            detail = _masked_smtp(detail)
         async with acquire(pool) as conn:
             recorded = await rows.finish_attempt(
                 conn, attempt.attempt_id, owner, failed.status.value, now, reason=failed.reason.value,
@@ -231,6 +254,9 @@ class ContactAttempts:
                   "promised_date": promised_date.isoformat() if promised_date else None}
         account_id = context.attempt.account_id
         async with acquire(pool) as conn, conn.transaction():
+            # The account first, as every change to its case and promises takes it: a
+            # promise recorded through the API meanwhile is seen, never collided with.
+            await lock_account(conn, account_id)
             if not await rows.finish_attempt(conn, context.attempt.attempt_id, owner, AttemptStatus.SENT.value, now,
                                              outcome=outcome.value, detail=detail):
                 return False
@@ -252,12 +278,15 @@ class ContactAttempts:
 
     async def page(self, conn: asyncpg.Connection, account_id: UUID, after: tuple[date, str, UUID] | None,
                    limit: int) -> list[Attempt]:
-        if await account_rows.get(conn, account_id) is None:
+        account = await account_rows.get(conn, account_id)
+        if account is None:
             raise NotFound("account_id", str(account_id), "account")
-        return [attempt_of(r) for r in await rows.attempts_page(conn, account_id, after, limit)]
+        name = account_rows.contact(account)[0]
+        return [readable(attempt_of(r), name) for r in await rows.attempts_page(conn, account_id, after, limit)]
 
     async def get(self, conn: asyncpg.Connection, attempt_id: UUID) -> Attempt:
         row = await rows.attempt(conn, attempt_id)
         if row is None:
             raise NotFound("attempt_id", str(attempt_id), "contact attempt")
-        return attempt_of(row)
+        account = await account_rows.get(conn, row["account_id"])
+        return readable(attempt_of(row), account_rows.contact(account)[0] if account else "")

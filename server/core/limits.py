@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import datetime
 
 import asyncpg
 import structlog
@@ -73,11 +73,11 @@ class CampaignReport:
 
 
 async def grant_campaign(pool: asyncpg.Pool, *, grades: list[Grade], raise_minor: int, expires_at: datetime,
-                         reason: str, now: datetime, today: date,
+                         reason: str, now: datetime,
                          max_days: int = DEFAULT_TEMPORARY_LIMIT_MAX_DAYS) -> CampaignReport:
     """Give a temporary raise that ends at `expires_at` (at most `max_days` ahead, as
     for GrantTemporaryLimit) to every active account of these grades with nothing
-    overdue. An account whose own raise in force is larger or ends later keeps it (see
+    overdue in its own calendar. An account whose own raise in force is larger or ends later keeps it (see
     server.domain.limits.campaign_raise)."""
     expiry = temporary_limit_expiry(raise_minor, expires_at, now, max_days)
     if expiry is None:
@@ -98,7 +98,7 @@ async def grant_campaign(pool: asyncpg.Pool, *, grades: list[Grade], raise_minor
         report.granted += 1
 
     report.busy = await each_free_account(
-        pool, lambda conn, after: limit_rows.campaign_cohort(conn, [g.value for g in grades], after, today, BATCH),
+        pool, lambda conn, after: limit_rows.campaign_cohort(conn, [g.value for g in grades], after, now, BATCH),
         grant)
     log.info("campaign_granted", accounts=report.granted, kept=report.kept, busy=report.busy,
              raise_minor=raise_minor, reason=reason)

@@ -29,6 +29,14 @@ RETURNING {_COLUMNS}
 """
 
 SELECT = f"SELECT {_COLUMNS} FROM accounts WHERE account_id = $1"
+# The account with what its holds that expired at $2 but are not yet swept still hold:
+# Authorize gives that room back before deciding, and so does a quote.
+SELECT_WITH_DUE_EXPIRED = f"""
+SELECT {_COLUMNS},
+       (SELECT coalesce(sum(h.amount_minor), 0)::bigint FROM authorizations h
+        WHERE h.account_id = $1 AND h.status = 'PENDING' AND h.expires_at <= $2) AS due_expired_minor
+FROM accounts WHERE account_id = $1
+"""
 
 # Locking an account is an update that changes nothing but the version (the trigger of
 # migration 0009 moves it): whatever a locked transaction then changes, on the account
@@ -108,6 +116,11 @@ async def insert(conn: asyncpg.Connection, account_id: UUID, customer_id: str, r
 
 async def get(conn: asyncpg.Connection, account_id: UUID, *, lock: bool = False) -> asyncpg.Record | None:
     return await conn.fetchrow(LOCK if lock else SELECT, account_id)
+
+
+async def get_with_due_expired(conn: asyncpg.Connection, account_id: UUID, now: datetime) -> asyncpg.Record | None:
+    """The account row and `due_expired_minor`: held by holds that expired by `now`."""
+    return await conn.fetchrow(SELECT_WITH_DUE_EXPIRED, account_id, now)
 
 
 async def lock_by_authorization(conn: asyncpg.Connection, authorization_id: UUID) -> asyncpg.Record | None:

@@ -175,13 +175,13 @@ ON CONFLICT (loan_id, sequence, step_code, account_id) DO NOTHING
 RETURNING {_ATTEMPT_COLUMNS}
 """
 
-# For rows no bot holds (a review moving a DEFERRED step on). A claimed row is
+# A review moving a DEFERRED step on (no bot holds a DEFERRED row). A claimed row is
 # finished with FINISH_ATTEMPT, by its lease owner only.
 SET_ATTEMPT_STATUS = """
 UPDATE contact_attempts
 SET status = $2, reason = $3, outcome = coalesce($4, outcome), detail = detail || $5::jsonb, updated_at = $6,
     next_try_at = $7, lease_until = NULL, lease_owner = NULL
-WHERE attempt_id = $1
+WHERE attempt_id = $1 AND status = 'DEFERRED'
 """
 
 # Claim what is ready to send: pending and due, or a claim whose holder died (lease

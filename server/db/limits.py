@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -34,7 +35,8 @@ CAMPAIGN_COHORT = """
 SELECT a.account_id FROM accounts a
 WHERE a.status = 'ACTIVE' AND a.risk_grade = ANY($1::text[]) AND a.account_id > $2
   AND NOT EXISTS (SELECT 1 FROM installments i JOIN loans l USING (loan_id)
-                  WHERE i.account_id = a.account_id AND l.status = 'ACTIVE' AND i.due_date < $3::date
+                  WHERE i.account_id = a.account_id AND l.status = 'ACTIVE'
+                    AND i.due_date < ($3::timestamptz AT TIME ZONE a.time_zone)::date
                     AND i.principal_minor + i.fee_minor + i.penalty_minor
                         > i.principal_paid_minor + i.fee_paid_minor + i.penalty_paid_minor)
 ORDER BY a.account_id
@@ -50,5 +52,7 @@ async def repayment_record(conn: asyncpg.Connection, account_id: UUID) -> asyncp
     return one(await conn.fetchrow(REPAYMENT_RECORD, account_id))
 
 
-async def campaign_cohort(conn: asyncpg.Connection, grades: list[str], after: UUID, today, limit: int) -> list[UUID]:
-    return [r["account_id"] for r in await conn.fetch(CAMPAIGN_COHORT, grades, after, today, limit)]
+async def campaign_cohort(conn: asyncpg.Connection, grades: list[str], after: UUID, now: datetime,
+                          limit: int) -> list[UUID]:
+    """Active accounts of these grades with nothing overdue in their own calendar at `now`."""
+    return [r["account_id"] for r in await conn.fetch(CAMPAIGN_COHORT, grades, after, now, limit)]

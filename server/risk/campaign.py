@@ -52,7 +52,7 @@ def main() -> None:
         try:
             return await grant_campaign(pool, grades=grades, raise_minor=args.raise_minor,
                                         expires_at=args.expires_at, reason=args.reason, now=now,
-                                        today=now.date(), max_days=max_days)
+                                        max_days=max_days)
         finally:
             await pool.close()
 

@@ -103,7 +103,7 @@ def test_the_bot_recipe_sets_what_the_bot_reads_and_calls_its_voice_gateway():
     assigned = dict(re.findall(r"(?<![\w-])([A-Z][A-Z0-9_]*)=(\S+)", recipe))
     reads = names_the_bot_reads()
     assert set(assigned) <= reads, f"the bot reads none of {set(assigned) - reads}"
-    # Without a gateway every voice step is suppressed.
+    # Without a gateway no voice step is sent (they wait, DEFERRED).
     assert "VOICE_GATEWAY_ADDR" in assigned
     settings = BotSettings.from_env({**contact_crypto.generate_env(), **assigned})
     assert settings.voice_gateway_addr == assigned["VOICE_GATEWAY_ADDR"]

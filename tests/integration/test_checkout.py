@@ -143,7 +143,9 @@ async def test_an_authorization_frees_the_accounts_expired_holds_before_deciding
     account = await api.open_account(limit_minor=100_000)
     await api.authorize(account.account_id, 90_000)
     clock.advance(timedelta(minutes=31))
-    # No sweep has run; the expired hold must not block the new one.
+    # No sweep has run; the expired hold must not block the new one, and a quote says so.
+    offered = await quote(api, account.account_id, 90_000)
+    assert offered.plans and offered.available_minor == 100_000
     fresh = await api.authorize(account.account_id, 90_000)
     assert fresh.status == PENDING
     assert (await api.account(account.account_id)).held_minor == 90_000

@@ -632,3 +632,62 @@ async def test_a_charge_off_is_written_off_against_the_reserve_with_the_insured_
     assert after.insurance_claims_minor - before.insurance_claims_minor == 150_000
     assert after.balance_minor == before.balance_minor - written_off + 150_000
     await books()
+
+
+# -- the core's contact attempts ----------------------------------------------------------------
+
+async def test_attempts_list_in_step_order_whatever_order_they_were_planned_in(api, bot, clock, loan, pool):
+    """Planned out of order (the later step first): listed by the day each step is for."""
+    from server.domain.reminders import AttemptStatus, Channel, Step
+
+    attempts = bot._collections.attempts
+    account_id, loan_id = uuid.UUID(loan.account_id), uuid.UUID(loan.loan_id)
+    due = date(2027, 2, 15)
+    steps = [Step("D+7_EMAIL", 7, Channel.EMAIL, "overdue"), Step("D0_VOICE", 0, Channel.VOICE, "due_today"),
+             Step("D-3_EMAIL", -3, Channel.EMAIL, "upcoming")]
+    async with pool.acquire() as conn:
+        for minute, step in enumerate(steps):
+            assert await attempts.plan(conn, account_id, loan_id, 1, due, step, AttemptStatus.PENDING, None, None,
+                                       clock.now() + timedelta(minutes=minute))
+    listed = await api.collections.ListContactAttempts(collections_pb2.ListContactAttemptsRequest(
+        account_id=loan.account_id))
+    assert [(a.planned_for, a.step_code) for a in listed.attempts] == [
+        ("2027-02-12", "D-3_EMAIL"), ("2027-02-15", "D0_VOICE"), ("2027-02-22", "D+7_EMAIL")]
+
+
+async def test_a_calls_promise_waits_for_one_recorded_meanwhile_and_never_collides(bot, clock, loan, pool, db_dsn):
+    """RecordPromiseToPay commits while a call's outcome is being recorded: the call waits
+    for the account, sees the promise, records its outcome, and opens no second one."""
+    import asyncio
+
+    from server.core import promises
+    from server.domain.reminders import Channel, Outcome
+
+    attempts = bot._collections.attempts
+    now = shanghai(2, 15)
+    clock.set(now)
+    channels = frozenset(Channel)
+    await bot._collections.review_due_accounts(pool, now, channels, batch_size=10)
+    owner = uuid.uuid4()
+    [call] = await attempts.claim(pool, Channel.VOICE, now, lease_now=now, lease_until=now + timedelta(minutes=5),
+                                  owner=owner, limit=10)
+    context = await attempts.context(pool, call, owner, now, channels)
+    account_id = uuid.UUID(loan.account_id)
+    api_side = await asyncpg.connect(db_dsn)
+    try:
+        transaction = api_side.transaction()
+        await transaction.start()
+        await api_side.execute("UPDATE accounts SET version = version WHERE account_id = $1", account_id)
+        await promises.open_promise(api_side, account_id, date(2027, 2, 17), 50_000, "API", now)
+        recording = asyncio.create_task(attempts.record_call(pool, context, owner, now, Outcome.PROMISE_TO_PAY,
+                                                             date(2027, 2, 16), []))
+        await asyncio.sleep(0.3)
+        assert not recording.done()  # waiting for the account
+        await transaction.commit()
+        assert await asyncio.wait_for(recording, 10)
+    finally:
+        await api_side.close()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM promises WHERE account_id = $1", account_id) == 1
+        assert await conn.fetchval("SELECT status FROM contact_attempts WHERE attempt_id = $1",
+                                   call.attempt_id) == "SENT"

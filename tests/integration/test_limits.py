@@ -73,7 +73,7 @@ async def test_a_campaign_raises_a_cohort_until_it_expires(api, clock, pool):
     clock.set(shanghai(2, 20))  # `late` is now overdue
     expires = shanghai(2, 22)
     report = await grant_campaign(pool, grades=[Grade.A, Grade.B], raise_minor=500_000, expires_at=expires,
-                                  reason="Lantern Festival", now=clock.now(), today=clock.now().date())
+                                  reason="Lantern Festival", now=clock.now())
     assert report.granted >= 1
     assert (await api.account(good.account_id)).effective_limit_minor == 1_500_000
     assert (await api.account(other_grade.account_id)).effective_limit_minor == 1_000_000
@@ -115,7 +115,7 @@ async def test_a_campaign_never_lowers_nor_shortens_a_raise_in_force(api, clock,
 
     async def campaign():
         return await grant_campaign(pool, grades=[Grade.A], raise_minor=500_000, expires_at=expires,
-                                    reason="Qingming", now=clock.now(), today=clock.now().date())
+                                    reason="Qingming", now=clock.now())
 
     report = await campaign()
     assert (report.granted, report.kept) == (3, 3)
@@ -141,10 +141,10 @@ async def test_a_campaign_ends_at_most_temporary_limit_max_days_ahead(api, clock
     with pytest.raises(InvalidArgument) as error:
         await grant_campaign(pool, grades=[Grade.A], raise_minor=500_000,
                              expires_at=clock.now() + timedelta(days=31), reason="too long", now=clock.now(),
-                             today=clock.now().date(), max_days=30)
+                             max_days=30)
     assert [v.field for v in error.value.violations] == ["expires_at"]
     assert (await api.account(account.account_id)).temporary_limit_minor == 0
     report = await grant_campaign(pool, grades=[Grade.A], raise_minor=500_000,
                                   expires_at=clock.now() + timedelta(days=30), reason="a month", now=clock.now(),
-                                  today=clock.now().date(), max_days=30)
+                                  max_days=30)
     assert report.granted == 1

@@ -181,3 +181,53 @@ async def test_the_schema_takes_exactly_the_domains_contact_attempt_values(db_ds
     assert allowed("status") == set(AttemptStatus)
     assert allowed("reason") == set(Reason)
     assert allowed("outcome") == set(Outcome)
+
+
+async def test_migration_0014_plans_existing_attempts_and_snapshots_existing_cases(empty_dsn):
+    """On a populated database: each attempt gets the day its step is for (a step no
+    longer in the strategy, its installment's due date), and each case its penalty owed on
+    active loans and its last write as the time of its snapshot."""
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        await migrate(conn, [m for m in migrations if m.version < 14])
+        account_id, loan_id, other_loan = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        # Only the rows this migration reads: foreign keys and triggers are not the point.
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute("""
+            INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
+                                  contact_phone, locale, time_zone, created_at, updated_at)
+            VALUES ($1, 'c-14', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now())""", account_id)
+        for loan, status in ((loan_id, "ACTIVE"), (other_loan, "PAID_OFF")):
+            await conn.execute("""
+                INSERT INTO loans (loan_id, account_id, authorization_id, status, principal_minor, term_months,
+                                   method, monthly_rate_bps, apr_bps, merchant_id, order_id, currency, start_date,
+                                   created_at, updated_at)
+                VALUES ($1, $2, gen_random_uuid(), $3, 300000, 3, 'FLAT_FEE', 60, 1077, 'm', 'o', 'CNY',
+                        '2027-01-15', now(), now())""", loan, account_id, status)
+            await conn.execute("""
+                INSERT INTO installments (loan_id, sequence, account_id, due_date, principal_minor, fee_minor,
+                                          penalty_minor, penalty_paid_minor)
+                VALUES ($1, 1, $2, '2027-02-15', 100000, 1800, 150, 40)""", loan, account_id)
+        for step in ("D-3_EMAIL", "D+7_VOICE", "RETIRED_STEP"):
+            await conn.execute("""
+                INSERT INTO contact_attempts (attempt_id, account_id, loan_id, sequence, step_code, channel, status,
+                                              created_at, updated_at)
+                VALUES (gen_random_uuid(), $1, $2, 1, $3, 'EMAIL', 'SENT', '2027-02-20T02:00:00Z', now())""",
+                               account_id, loan_id, step)
+        await conn.execute("""
+            INSERT INTO collection_cases (account_id, bucket, days_past_due, overdue_minor, opened_at, updated_at)
+            VALUES ($1, 'M1', 5, 101950, '2027-02-20T02:00:00Z', '2027-02-21T02:00:00Z')""", account_id)
+        await conn.execute("SET session_replication_role = DEFAULT")
+        await migrate(conn, migrations)
+
+        planned = {r["step_code"]: r["planned_for"].isoformat() for r in await conn.fetch(
+            "SELECT step_code, planned_for FROM contact_attempts")}
+        assert planned == {"D-3_EMAIL": "2027-02-12", "D+7_VOICE": "2027-02-22", "RETIRED_STEP": "2027-02-15"}
+        case = await conn.fetchrow("SELECT penalty_owed_minor, reviewed_at, updated_at FROM collection_cases")
+        assert case["penalty_owed_minor"] == 110  # the active loan's 150 less 40 paid; the paid-off loan not
+        assert case["reviewed_at"] == case["updated_at"]
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE collection_cases SET penalty_owed_minor = -1")
+    finally:
+        await conn.close()

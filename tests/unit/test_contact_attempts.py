@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from credit.v1 import collections_pb2
-from server.core.contact_attempts import masked_transcript
+from server.core.contact_attempts import masked_transcript, readable
 from server.domain.calendar import latest_local_date, local_date
 from server.domain.reminders import (
     DEFERRALS,
@@ -167,6 +167,28 @@ def test_a_transcript_is_kept_with_the_name_and_numbers_masked():
     assert masked[1] == {"bot": "Am I speaking with [name]?", "prompt_id": "identity"}
     assert "wang fang" not in masked[2]["callee"].lower() and "0001" not in masked[2]["callee"]
     assert masked_transcript(transcript, " ")[1]["bot"] == "Am I speaking with Wang Fang?"
+
+
+def test_an_attempt_stored_in_clear_reads_masked():
+    """Rows stored before transcripts were masked, and an SMTP answer quoting the address."""
+    import uuid
+    from datetime import date
+
+    from server.domain.reminders import Attempt
+
+    stored = Attempt(
+        attempt_id=uuid.uuid4(), account_id=uuid.uuid4(), loan_id=uuid.uuid4(), sequence=1, step_code="D0_VOICE",
+        channel=Channel.VOICE, status=AttemptStatus.SENT, reason=None, outcome=Outcome.NO_ANSWER, tries=2,
+        planned_for=date(2027, 2, 15), message_id=None, next_try_at=None, created_at=NOW, updated_at=NOW,
+        detail={"smtp": "550 5.1.1 <wang.fang@example.com>: no such user",
+                "transcript": [{"bot": "Is this Wang Fang?", "prompt_id": "identity"}],
+                "failures": [{"at": NOW.isoformat(), "detail": "lost",
+                              "transcript": [{"callee": "13900000001", "prompt_id": "identity"}]}]})
+    shown = readable(stored, "Wang Fang")
+    assert "wang.fang" not in shown.detail["smtp"] and "[email]" in shown.detail["smtp"]
+    assert shown.detail["transcript"][0]["bot"] == "Is this [name]?"
+    assert shown.detail["failures"][0]["transcript"][0]["callee"] == "[phone]"
+    assert shown.detail["failures"][0]["detail"] == "lost" and readable(shown, "Wang Fang") == shown
 
 
 @given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)),

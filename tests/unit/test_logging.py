@@ -18,6 +18,14 @@ def test_emails_phones_cards_and_bearer_tokens_are_masked():
     assert "[email]" in masked and "[phone]" in masked and "[number]" in masked and "Bearer [token]" in masked
 
 
+def test_mainland_mobile_numbers_without_a_prefix_are_masked():
+    for number in ("13900000001", "139 0000 0001", "139-0000-0001", "call 18612345678 now"):
+        assert "[phone]" in mask(number) and "0001" not in mask(number) and "5678" not in mask(number)
+    # Amounts, ids and other numbers stay readable.
+    for text in ("paid 101800 fen", "order 12345678901234567890", "2027-02-15", "10900000001"):
+        assert mask(text) == text
+
+
 def test_fields_named_like_secrets_are_redacted_whatever_they_hold():
     event = mask_secrets(None, "info", {"event": "x", "token": "abc", "detail": {"password": "p", "n": 5},
                                         "contact_name": "Wang Fang", "amount_minor": 101_800})

@@ -26,8 +26,19 @@ ALTER TABLE contact_attempts ALTER COLUMN planned_for SET NOT NULL;
 DROP INDEX contact_attempts_by_account;
 CREATE INDEX contact_attempts_in_step_order ON contact_attempts (account_id, planned_for, step_code, attempt_id);
 
+-- Constraints are added apart from their columns: a distributed table (deploy/citus.sql)
+-- takes no ADD COLUMN with a constraint.
 ALTER TABLE collection_cases
-    ADD COLUMN penalty_owed_minor bigint NOT NULL DEFAULT 0 CHECK (penalty_owed_minor >= 0),
+    ADD COLUMN penalty_owed_minor bigint NOT NULL DEFAULT 0,
     ADD COLUMN reviewed_at timestamptz;
-UPDATE collection_cases SET reviewed_at = updated_at;
+ALTER TABLE collection_cases
+    ADD CONSTRAINT collection_cases_penalty_owed_nonnegative CHECK (penalty_owed_minor >= 0);
+-- The snapshot of existing cases: the penalty owed on their active loans now, and the
+-- last time they were written.
+UPDATE collection_cases c
+SET penalty_owed_minor = coalesce((
+        SELECT sum(i.penalty_minor - i.penalty_paid_minor)
+        FROM installments i JOIN loans l ON l.loan_id = i.loan_id AND l.account_id = i.account_id
+        WHERE i.account_id = c.account_id AND l.status = 'ACTIVE'), 0),
+    reviewed_at = c.updated_at;
 ALTER TABLE collection_cases ALTER COLUMN reviewed_at SET NOT NULL;
