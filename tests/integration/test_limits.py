@@ -65,6 +65,18 @@ async def test_a_late_customer_is_cut_once_then_frozen_past_thirty_days(api, clo
     assert reasons[0] == "PAYMENT_OVERDUE" and reasons[-1] == "DELINQUENT_31_PLUS_DAYS"
 
 
+async def test_a_campaign_counts_overdue_in_the_customers_own_calendar(api, clock, pool):
+    """At 04:00 on 02-16 in Shanghai (still 02-15 in UTC) the installment due on 02-15 is
+    overdue for the customer, who gets no campaign raise."""
+    late = await api.open_account(limit_minor=1_000_000, grade=common_pb2.RISK_GRADE_A)
+    await buy(api, late.account_id, 300_000)  # due 2027-02-15
+    clock.set(shanghai(2, 16, 4))
+    report = await grant_campaign(pool, grades=[Grade.A], raise_minor=500_000, expires_at=shanghai(2, 22),
+                                  reason="Lantern Festival", now=clock.now())
+    assert report.granted == 0
+    assert (await api.account(late.account_id)).temporary_limit_minor == 0
+
+
 async def test_a_campaign_raises_a_cohort_until_it_expires(api, clock, pool):
     good = await api.open_account(limit_minor=1_000_000, grade=common_pb2.RISK_GRADE_A)
     other_grade = await api.open_account(limit_minor=1_000_000, grade=common_pb2.RISK_GRADE_D)
