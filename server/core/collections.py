@@ -134,8 +134,7 @@ class Collections:
 
     async def steps(self, conn: asyncpg.Connection) -> list[Step]:
         """The reminder strategy as it stands: read once per pass."""
-        return [Step(r["step_code"], r["offset_days"], Channel(r["channel"]), r["template"], r["escalates"])
-                for r in await rows.steps(conn)]
+        return await self.attempts.strategy(conn)
 
     async def review_due_accounts(self, pool: asyncpg.Pool, now: datetime, channels: frozenset[Channel],
                                   batch_size: int) -> Reviews:

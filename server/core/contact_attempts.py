@@ -45,6 +45,7 @@ from server.domain.reminders import (
     Step,
     after_failure,
     hold_back,
+    plan_steps,
 )
 from server.logging import mask
 
@@ -185,12 +186,18 @@ class ContactAttempts:
         async with acquire(pool, timeout=timeout_s) as conn:
             return await rows.renew_leases(conn, list(attempt_ids), owner, lease_until, timeout_s=timeout_s)
 
+    async def strategy(self, conn: asyncpg.Connection) -> list[Step]:
+        """The reminder strategy as it stands (its enabled steps)."""
+        return [Step(r["step_code"], r["offset_days"], Channel(r["channel"]), r["template"], r["escalates"])
+                for r in await rows.steps(conn)]
+
     async def context(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime,
                       channels: frozenset[Channel]) -> ReminderContext | AttemptStatus | None:
         """What to say to whom for a claimed attempt; or, when it must not go out now
-        (the customer paid, promised or opted out since it was planned, or the contact
-        window closed), the status it was given instead (SUPPRESSED or DEFERRED); or None
-        when the lease was lost meanwhile (nothing recorded)."""
+        (the customer paid, promised or opted out since it was planned, the contact
+        window closed, or a later step of the strategy is due by now, as after a channel
+        was away for days), the status it was given instead (SUPPRESSED, DEFERRED or
+        SKIPPED); or None when the lease was lost meanwhile (nothing recorded)."""
         async with acquire(pool) as conn:
             account = await account_rows.get(conn, attempt.account_id)
             found = await loan_rows.get(conn, attempt.loan_id)
@@ -206,16 +213,20 @@ class ContactAttempts:
                 promise_active=await rows.active_promise(conn, attempt.account_id) is not None,
                 email_opt_out=email_out, voice_opt_out=voice_out, phone_blocked=phone_blocked,
                 has_email=bool(email), has_phone=bool(phone))
-            held = hold_back(attempt.channel, facts, now, zone, self.policy.rules, channels=channels, history=None)
+            today = local_date(now, zone)
+            strategy = await self.strategy(conn)
+            superseded = {s.code for s in plan_steps(strategy, installment.due_date, today, set()).superseded}
+            held = (AttemptStatus.SKIPPED, Reason.SUPERSEDED) if attempt.step_code in superseded else hold_back(
+                attempt.channel, facts, now, zone, self.policy.rules, channels=channels, history=None)
             if held is not None:
                 status, reason = held
                 if not await rows.finish_attempt(conn, attempt.attempt_id, owner, status.value, now,
                                                  reason=reason.value):
                     return None
                 return status
-            template = await rows.step_template(conn, attempt.step_code) or "overdue"
+            template = next((s.template for s in strategy if s.code == attempt.step_code), "overdue")
         return ReminderContext(attempt=attempt, name=name, email=email, phone=phone, locale=account["locale"],
-                               time_zone=zone, today=local_date(now, zone), template=template, loan=loan,
+                               time_zone=zone, today=today, template=template, loan=loan,
                                installment=installment, penalty=self.policy.penalty)
 
     async def mark_sent(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime, outcome: Outcome,

@@ -158,7 +158,6 @@ SELECT_STEPS = """
 SELECT step_code, offset_days, channel, template, escalates FROM reminder_steps WHERE enabled ORDER BY offset_days, step_code
 """
 
-SELECT_STEP_TEMPLATE = "SELECT template FROM reminder_steps WHERE step_code = $1"
 
 _ATTEMPT_COLUMNS = """
     attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason, tries, next_try_at, lease_until,
@@ -343,8 +342,6 @@ async def steps(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(SELECT_STEPS)
 
 
-async def step_template(conn: asyncpg.Connection, step_code: str) -> str | None:
-    return await conn.fetchval(SELECT_STEP_TEMPLATE, step_code)
 
 
 async def attempts_of_account(conn: asyncpg.Connection, account_id: UUID) -> list[asyncpg.Record]:

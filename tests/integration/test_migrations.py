@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 import server.db
+from server.db import one
 from server.db.migrate import Migration, MigrationError, load_migrations, migrate
 from tests.conftest import create_database, drop_database, with_database
 
@@ -224,7 +225,7 @@ async def test_migration_0014_plans_existing_attempts_and_snapshots_existing_cas
         planned = {r["step_code"]: r["planned_for"].isoformat() for r in await conn.fetch(
             "SELECT step_code, planned_for FROM contact_attempts")}
         assert planned == {"D-3_EMAIL": "2027-02-12", "D+7_VOICE": "2027-02-22", "RETIRED_STEP": "2027-02-15"}
-        case = await conn.fetchrow("SELECT penalty_owed_minor, reviewed_at, updated_at FROM collection_cases")
+        case = one(await conn.fetchrow("SELECT penalty_owed_minor, reviewed_at, updated_at FROM collection_cases"))
         assert case["penalty_owed_minor"] == 110  # the active loan's 150 less 40 paid; the paid-off loan not
         assert case["reviewed_at"] == case["updated_at"]
         with pytest.raises(asyncpg.CheckViolationError):

@@ -230,6 +230,21 @@ async def test_a_call_reads_whole_through_the_api_with_its_transcript_masked(api
         assert error.value.code() == code and "attempt_id" in (error.value.details() or "")
 
 
+async def test_a_call_left_pending_while_calls_were_away_is_skipped_not_made_days_late(api, voice_bot, clock,
+                                                                                       gateway, pool):
+    """A review planned the due-day call, then no bot could call for four days: when
+    calls come back, the D0 call is superseded by the D+3 one, and only that is made."""
+    simulator, _ = gateway
+    account, _ = await customer(api, "+8613900000002")
+    voice_bot_channels = voice_bot.channels
+    await voice_bot._collections.review_due_accounts(pool, shanghai(2, 15), voice_bot_channels, batch_size=10)
+    assert [(c["step_code"], c["status"]) for c in await calls(pool, account.account_id)] == [("D0_VOICE", "PENDING")]
+    await run(voice_bot, clock, shanghai(2, 19))
+    made = {c["step_code"]: (c["status"], c["reason"]) for c in await calls(pool, account.account_id)}
+    assert made == {"D0_VOICE": ("SKIPPED", "SUPERSEDED"), "D+3_VOICE": ("SENT", None)}
+    assert simulator.calls["+8613900000002"] == 1
+
+
 async def test_a_gateway_that_is_down_fails_the_attempt_after_bounded_retries(api, pool, clock, smtp):  # noqa: F811
     _, smtp_port = smtp
     settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
