@@ -57,9 +57,10 @@ class BotSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
         env = os.environ if env is None else env
         database_url = database_url_setting(env)
-        starttls = (env.get("SMTP_STARTTLS") or "false").lower()
+        # on/off like every other switch; true/false as the first version took it.
+        starttls = {"on": "true", "off": "false"}.get(raw := (env.get("SMTP_STARTTLS") or "false").lower(), raw)
         if starttls not in {"true", "false"}:
-            raise SettingsError(f"SMTP_STARTTLS must be true or false, got {starttls!r}")
+            raise SettingsError(f"SMTP_STARTTLS must be on or off, got {raw!r}")
         retry_base = env.get("SMTP_RETRY_BASE_S") or "1"
         try:
             retry_base_s = float(retry_base)
@@ -69,7 +70,7 @@ class BotSettings:
             raise SettingsError("SMTP_RETRY_BASE_S must be between 0 and 60")
         log_level = log_level_setting(env)
         if (env.get("SMTP_USERNAME") or None) and not starttls == "true":
-            raise SettingsError("SMTP_USERNAME needs SMTP_STARTTLS=true: a password is never sent in clear")
+            raise SettingsError("SMTP_USERNAME needs SMTP_STARTTLS=on: a password is never sent in clear")
         mail_from = env.get("MAIL_FROM") or "Credit Reminders <reminders@credit.example>"
         if "@" not in mail_from:
             raise SettingsError("MAIL_FROM must contain an email address")

@@ -143,6 +143,11 @@ class EmailChannel:
                 message, hostname=self._host, port=self._port, start_tls=self._starttls, validate_certs=True,
                 cert_bundle=self._ca_file, username=self._username, password=self._password,
                 timeout=self._timeout_s)
+        except aiosmtplib.SMTPAuthenticationError as error:
+            # Our login was refused: a setting or the server, not this message. Every
+            # reminder would fail the same way; they wait and are tried again later.
+            log.error("smtp_login_refused", host=self._host, code=error.code, detail=error.message)
+            return SendResult(Delivery.TEMPORARY_FAILURE, f"login refused: {error.code} {error.message}", error.code)
         except aiosmtplib.SMTPRecipientsRefused as error:
             codes = [r.code for r in error.recipients]
             code = max(codes) if codes else 550

@@ -598,12 +598,17 @@ async def test_starttls_and_login_when_configured(api, pool, clock, tmp_path):
     try:
         account = await api.open_account(limit_minor=1_000_000)
         await buy(api, account.account_id, 300_000)
-        settings = BotSettings.from_env({
-            "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_STARTTLS": "true", "SMTP_USERNAME": "bot",
-            "SMTP_PASSWORD": "s3cret", "SMTP_CA_FILE": str(cert), "SMTP_RETRY_BASE_S": "0.01"})
-        await run(build(pool, settings, clock), clock, shanghai(2, 16))
+        env = {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "SMTP_STARTTLS": "on", "SMTP_USERNAME": "bot",
+               "SMTP_PASSWORD": "wrong", "SMTP_CA_FILE": str(cert), "SMTP_RETRY_BASE_S": "0.01",
+               "SMTP_TRIES_PER_PASS": "1"}
+        # A refused login is our setting, not the reminder's fault: it waits, it does not fail.
+        await run(build(pool, BotSettings.from_env(env), clock), clock, shanghai(2, 16))
+        assert [(r["step_code"], r["status"], r["reason"]) for r in await attempts(pool, account.account_id)
+                if r["status"] != "SKIPPED"] == [("D+1_EMAIL", "PENDING", "SMTP_TEMPORARY")]
+        await run(build(pool, BotSettings.from_env({**env, "SMTP_PASSWORD": "s3cret"}), clock),
+                  clock, shanghai(2, 16, 11))
         assert len(sink.messages) == 1
-        assert logins == [(b"bot", True)]
+        assert logins == [(b"bot", True), (b"bot", True)]
     finally:
         controller.stop()
 
