@@ -2,9 +2,11 @@
 passes moving time forward: the book the portfolio tests check the report against, and
 the demo book of docs/risk.md.
 
-    python -m tests.portfolio_book      # into DATABASE_URL (migrated first)
+    python -m tests.portfolio_book [--year 2025]   # into DATABASE_URL (migrated first)
 
-From January to September 2027 (Asia/Shanghai), each month:
+From January to September of the year (2027 in the tests: their clock is fixed; the
+demo book is built in a past year, so that the report's commands, which go by the
+system clock, can report on it), Asia/Shanghai, each month:
   - the 10th, 10:00: January to April, customers buy (3, 6 or 12 months, flat fee);
     then payers, and defaulters before the month they stop, pay what is due that day;
   - 20 February: refunds (partial and full) of some payers' January loans;
@@ -20,6 +22,7 @@ Every account is in Asia/Shanghai, so "the end of the day" is the same instant f
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import calendar
 import os
@@ -44,9 +47,10 @@ GRADES = ("A", "B", "C", "D", "E")
 # Share of payers, late payers and defaulters by grade.
 BEHAVIOURS = {"A": (85, 10, 5), "B": (75, 15, 10), "C": (60, 20, 20), "D": (45, 25, 30), "E": (35, 25, 40)}
 TERMS = {"A": (3, 6, 12), "B": (3, 6, 12), "C": (3, 6, 12), "D": (3, 6), "E": (3,)}
-GRADE_CHANGES_ON = date(YEAR, 5, 15)
-REFUNDS_ON = date(YEAR, 2, 20)
-WAIVERS_ON = date(YEAR, 6, 15)
+# (month, day) of the one-off events.
+REFUNDS_ON = (2, 20)
+GRADE_CHANGES_ON = (5, 15)
+WAIVERS_ON = (6, 15)
 
 OWED_BY_ACCOUNT = """
 SELECT l.account_id, sum(i.principal_minor + i.fee_minor + i.penalty_minor
@@ -61,8 +65,8 @@ def at(day: date, hour: int, minute: int = 0) -> datetime:
     return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SHANGHAI)
 
 
-def month_end(month: int) -> date:
-    return date(YEAR, month, calendar.monthrange(YEAR, month)[1])
+def month_end(month: int, year: int = YEAR) -> date:
+    return date(year, month, calendar.monthrange(year, month)[1])
 
 
 @dataclass
@@ -88,7 +92,7 @@ class Customer:
     new_grade: str | None = None
 
     def grade_on(self, day: date) -> str:
-        return self.new_grade if self.new_grade and day >= GRADE_CHANGES_ON else self.grade
+        return self.new_grade if self.new_grade and (day.month, day.day) >= GRADE_CHANGES_ON else self.grade
 
     def pays_on_the_10th(self, month: int) -> bool:
         return self.behaviour == "PAYER" or (self.behaviour == "DEFAULTER" and month < self.stop_month)
@@ -144,9 +148,10 @@ def plan(seed: int, accounts: int) -> list[tuple[str, str, int, frozenset[int], 
 
 
 async def build(api: Api, pool: asyncpg.Pool, run_pass: Callable[[], Awaitable[object]], clock,
-                *, seed: int = 2027, accounts: int = 130, month_end_hook: MonthEnd | None = None) -> Script:
+                *, seed: int = 2027, accounts: int = 130, year: int = YEAR,
+                month_end_hook: MonthEnd | None = None) -> Script:
     """Build the book; `run_pass` is one collections bot pass at the clock's time."""
-    clock.set(at(date(YEAR, 1, 5), 10))
+    clock.set(at(date(year, 1, 5), 10))
     people = plan(seed, accounts)
 
     async def open_one(person) -> Customer:
@@ -171,22 +176,22 @@ async def build(api: Api, pool: asyncpg.Pool, run_pass: Callable[[], Awaitable[o
         await _gather([repay(api, str(c.account_id), owed[c.account_id]) for c in who if owed.get(c.account_id)])
 
     for month in range(1, LAST_MONTH + 1):
-        tenth = date(YEAR, month, 10)
+        tenth = date(year, month, 10)
         clock.set(at(tenth, 10))
         if month in CAPTURE_MONTHS:
             await _gather([buy(c, m, amount, term) for c in customers for m, amount, term in buys[c.account_id]
                            if m == month])
         await pay_due(tenth, [c for c in customers if c.pays_on_the_10th(month)])
-        if month == REFUNDS_ON.month:
-            clock.set(at(REFUNDS_ON, 10))
+        if month == REFUNDS_ON[0]:
+            clock.set(at(date(year, *REFUNDS_ON), 10))
             await _refunds(api, customers)
-        if month == GRADE_CHANGES_ON.month:
-            clock.set(at(GRADE_CHANGES_ON, 10))
+        if month == GRADE_CHANGES_ON[0]:
+            clock.set(at(date(year, *GRADE_CHANGES_ON), 10))
             await _grade_changes(api, customers)
-        if month == WAIVERS_ON.month:
-            clock.set(at(WAIVERS_ON, 10))
+        if month == WAIVERS_ON[0]:
+            clock.set(at(date(year, *WAIVERS_ON), 10))
             await _waivers(api, pool, customers)
-        end = month_end(month)
+        end = month_end(month, year)
         clock.set(at(end, 22))
         await run_pass()
         clock.set(at(end, 22, 30))
@@ -246,7 +251,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _demo(dsn: str) -> None:
+async def _demo(dsn: str, year: int) -> None:
     import grpc
 
     from collections_bot.__main__ import build as build_bot
@@ -257,7 +262,9 @@ async def _demo(dsn: str) -> None:
     from server.config import Settings
     from server.db.migrate import migrate
     from server.db.pool import create_pool
+    from server.logging import configure_logging
 
+    configure_logging("warning")
     connection = await asyncpg.connect(dsn)
     try:
         await migrate(connection)
@@ -265,7 +272,7 @@ async def _demo(dsn: str) -> None:
             sys.exit("the database already has loans: build the demo book into an empty one")
     finally:
         await connection.close()
-    clock = FixedClock(at(date(YEAR, 1, 5), 10))
+    clock = FixedClock(at(date(year, 1, 5), 10))
     pool = await create_pool(dsn, min_size=1, max_size=10, command_timeout_s=60)
     controller, _ = start_mail_sink("127.0.0.1", free_port())
     running = await start_server(Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "AUTH_MODE": "insecure-local",
@@ -274,16 +281,20 @@ async def _demo(dsn: str) -> None:
                                                 "INSURANCE_SHARE_BPS": "3000"}), clock)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            script = await build(Api(channel), pool, bot.run, clock)
+            script = await build(Api(channel), pool, bot.run, clock, year=year)
     finally:
         await running.server.stop(None)
         await pool.close()
         controller.stop()
-    print(f"built {len(script.customers)} accounts and {len(script.loans)} loans, January to September {YEAR}")
+    print(f"built {len(script.customers)} accounts and {len(script.loans)} loans, January to September {year}")
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--year", type=int, default=datetime.now(SHANGHAI).year - 1,
+                        help="a past year (default: last year)")
+    arguments = parser.parse_args()
     url = os.environ.get("DATABASE_URL")
     if not url:
         sys.exit("DATABASE_URL: set it to an empty database for the demo book")
-    asyncio.run(_demo(url))
+    asyncio.run(_demo(url, arguments.year))
