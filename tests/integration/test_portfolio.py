@@ -14,6 +14,12 @@ Three independent views check the report:
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import importlib.util
+import io
+import json
+import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
@@ -36,6 +42,9 @@ from server.db import portfolio as portfolio_rows
 from server.db.pool import create_pool
 from server.domain.loans import InstallmentState, bucket, days_past_due
 from server.domain.losses import shipped_scenario
+from server.risk import report as report_command
+from server.risk import stress as stress_command
+from server.services import convert
 from tests.conftest import create_database, drop_database, with_database
 from tests.portfolio_book import LAST_MONTH, YEAR, Script, at, build, free_port, month_end
 from tests.support import Api, field_violations
@@ -60,6 +69,7 @@ class Evening:
 @dataclass
 class World:
     api: Api
+    dsn: str
     pool: asyncpg.Pool
     script: Script
     running: object
@@ -90,7 +100,8 @@ async def _evening(pool: asyncpg.Pool, day: date) -> Evening:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(pg_admin_dsn, template_dsn):
     name = await create_database(pg_admin_dsn)
-    pool = await create_pool(with_database(pg_admin_dsn, name), min_size=1, max_size=12, command_timeout_s=60)
+    dsn = with_database(pg_admin_dsn, name)
+    pool = await create_pool(dsn, min_size=1, max_size=12, command_timeout_s=60)
     clock = FixedClock(at(date(YEAR, 1, 5), 10))
     controller, _ = start_mail_sink("127.0.0.1", free_port())
     settings = Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "AUTH_MODE": "insecure-local",
@@ -108,7 +119,7 @@ async def world(pg_admin_dsn, template_dsn):
             api = Api(channel)
             script = await build(api, pool, bot.run, clock, month_end_hook=month_end_hook)
             clock.set(at(date(YEAR, LAST_MONTH, 30), 23))
-            yield World(api, pool, script, running, clock, evenings)
+            yield World(api, dsn, pool, script, running, clock, evenings)
     finally:
         await running.server.stop(None)
         await pool.close()
@@ -471,3 +482,103 @@ async def test_a_bad_scenario_is_refused_naming_every_field(world):
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await world.api.risk.RunStressTest(risk_pb2.RunStressTestRequest(), timeout=10)
     assert field_violations(error.value) == ["scenario"]
+
+
+# -- the commands ----------------------------------------------------------------------------
+
+@pytest.fixture
+def command(world, monkeypatch, capsys):
+    """Run `python -m server.risk.<module>` in this process, against the book, at the
+    end of the book's last day; its exit code, standard output and standard error."""
+    monkeypatch.setenv("DATABASE_URL", world.dsn)
+    monkeypatch.setenv("INSURANCE_SHARE_BPS", str(INSURANCE_SHARE_BPS))
+    monkeypatch.setenv("LOG_LEVEL", "warning")
+    for module in (report_command, stress_command):
+        monkeypatch.setattr(module, "SystemClock", lambda: FixedClock(at(MONTH_ENDS[-1], 23)))
+
+    async def run(module, *argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            await asyncio.to_thread(module.main, list(argv))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+            if isinstance(exit_.code, str):
+                print(exit_.code, file=sys.stderr)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+async def test_the_report_command_says_what_the_rpc_says_as_json_csv_and_table(world, command):
+    day = month_end(6)
+    reply = await report(world, day)
+    code, out, _ = await command(report_command, "--as-of", day.isoformat(), "--format", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["as_of_date"] == day.isoformat()
+    assert data["totals"] == {
+        "accounts_with_debt": reply.totals.accounts_with_debt, "live_loans": reply.totals.live_loans,
+        "outstanding_principal_minor": reply.totals.outstanding_principal_minor,
+        "fees_owed_minor": reply.totals.fees_owed_minor, "penalties_owed_minor": reply.totals.penalties_owed_minor,
+        "reserve_balance_minor": reply.totals.reserve_balance_minor}
+    assert {(e["grade"], e["bucket"]): (e["loans"], e["outstanding_principal_minor"])
+            for e in data["exposure"]} == exposure_of(reply)
+    assert [[p["bad_share_bps"] for p in v["points"]] for v in data["vintages"]] == [
+        [p.bad_share_bps for p in v.points] for v in reply.vintages]
+    assert data["expected_loss"]["shortfall_minor"] == reply.expected_loss.shortfall_minor
+
+    code, out, _ = await command(report_command, "--as-of", day.isoformat(), "--format", "csv")
+    rows = list(csv.reader(io.StringIO(out)))
+    assert code == 0 and rows[0] == ["section", "row", "column", "value"]
+    principal = sum(int(r[3]) for r in rows if r[0] == "exposure_principal_minor")
+    assert principal == reply.totals.outstanding_principal_minor
+    assert ["totals", "", "live_loans", str(reply.totals.live_loans)] in rows
+
+    code, out, _ = await command(report_command, "--as-of", day.isoformat())
+    assert code == 0
+    assert out.startswith(f"Portfolio as of {day.isoformat()}")
+    assert f"{reply.totals.outstanding_principal_minor / 100:,.2f}" in out
+    assert "Vintages" in out and "Roll rates" in out and "shortfall" in out
+
+
+async def test_the_report_command_refuses_a_future_date(world, command):
+    code, _, err = await command(report_command, "--as-of", f"{YEAR + 1}-01-01")
+    assert code != 0 and "as_of_date: must not be after today" in err
+
+
+async def test_the_plot_needs_matplotlib_and_says_so(world, command, tmp_path, monkeypatch):
+    path = tmp_path / "book.png"
+    if importlib.util.find_spec("matplotlib") is not None:
+        code, _, err = await command(report_command, "--plot", str(path))
+        assert code == 0, err
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        path.unlink()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    code, out, err = await command(report_command, "--plot", str(path))
+    assert code == 2 and not path.exists()
+    assert "--plot needs matplotlib" in err and "'.[report]'" in err
+    assert out.startswith("Portfolio as of")  # the report itself is still printed
+
+
+async def test_the_stress_command_runs_a_shipped_or_a_written_scenario(world, command, tmp_path):
+    code, out, _ = await command(stress_command, "severe", "--format", "json")
+    assert code == 0
+    severe = json.loads(out)
+    request = risk_pb2.RunStressTestRequest(scenario=convert.stress_scenario(shipped_scenario("severe")))
+    reply = await world.api.risk.RunStressTest(request, timeout=60)
+    assert severe["stressed"]["shortfall_minor"] == reply.stressed.shortfall_minor
+    assert severe["stressed"]["insured_loss_minor"] == reply.stressed.insured_loss_minor
+    assert severe["policy"]["expected_loss_minor"] == reply.policy.expected_loss_minor
+
+    written = tmp_path / "mild.json"
+    written.write_text(json.dumps({"name": "mild", "pd_multiplier_bps": {"E": 12000}}))
+    code, out, _ = await command(stress_command, str(written))
+    assert code == 0 and out.startswith(f"Stress test 'mild' as of {MONTH_ENDS[-1].isoformat()}")
+
+    written.write_text(json.dumps({"name": "bad", "lgd_bps": 20000}))
+    code, _, err = await command(stress_command, str(written))
+    assert code != 0 and "lgd_bps: must be between 0 and 10000" in err
+    code, _, err = await command(stress_command, "apocalypse")
+    assert code != 0 and "not one of the shipped scenarios" in err
