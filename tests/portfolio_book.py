@@ -47,6 +47,11 @@ GRADES = ("A", "B", "C", "D", "E")
 # Share of payers, late payers and defaulters by grade.
 BEHAVIOURS = {"A": (85, 10, 5), "B": (75, 15, 10), "C": (60, 20, 20), "D": (45, 25, 30), "E": (35, 25, 40)}
 TERMS = {"A": (3, 6, 12), "B": (3, 6, 12), "C": (3, 6, 12), "D": (3, 6), "E": (3,)}
+# The bot of the book: a 1 % penalty cap (PENALTY_CAP_BPS) stops each installment's
+# penalty within 20 days, which keeps the monthly passes' catch-up short; the insured
+# share is 30 %. The server of the book reads the same INSURANCE_SHARE_BPS.
+BOT_SETTINGS = {"PENALTY_CAP_BPS": "100", "INSURANCE_SHARE_BPS": "3000"}
+
 # (month, day) of the one-off events.
 REFUNDS_ON = (2, 20)
 GRADE_CHANGES_ON = (5, 15)
@@ -275,10 +280,11 @@ async def _demo(dsn: str, year: int) -> None:
     clock = FixedClock(at(date(year, 1, 5), 10))
     pool = await create_pool(dsn, min_size=1, max_size=10, command_timeout_s=60)
     controller, _ = start_mail_sink("127.0.0.1", free_port())
-    running = await start_server(Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "AUTH_MODE": "insecure-local",
-                                                    "INSURANCE_SHARE_BPS": "3000"}), pool, clock)
+    running = await start_server(Settings.from_env({
+        "GRPC_LISTEN_ADDR": "127.0.0.1:0", "AUTH_MODE": "insecure-local",
+        "INSURANCE_SHARE_BPS": BOT_SETTINGS["INSURANCE_SHARE_BPS"]}), pool, clock)
     bot = build_bot(pool, BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(controller.port),
-                                                "INSURANCE_SHARE_BPS": "3000"}), clock)
+                                                **BOT_SETTINGS}), clock)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             script = await build(Api(channel), pool, bot.run, clock, year=year)

@@ -46,12 +46,12 @@ from server.risk import report as report_command
 from server.risk import stress as stress_command
 from server.services import convert
 from tests.conftest import create_database, drop_database, with_database
-from tests.portfolio_book import LAST_MONTH, YEAR, Script, at, build, free_port, month_end
+from tests.portfolio_book import BOT_SETTINGS, LAST_MONTH, YEAR, Script, at, build, free_port, month_end
 from tests.support import Api, field_violations
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
 
-INSURANCE_SHARE_BPS = 3000
+INSURANCE_SHARE_BPS = int(BOT_SETTINGS["INSURANCE_SHARE_BPS"])
 MONTH_ENDS = [month_end(m) for m in range(1, LAST_MONTH + 1)]
 
 
@@ -108,7 +108,7 @@ async def world(pg_admin_dsn, template_dsn):
                                   "LOG_LEVEL": "warning", "INSURANCE_SHARE_BPS": str(INSURANCE_SHARE_BPS)})
     running = await start_server(settings, pool, clock)
     bot = build_bot(pool, BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(controller.port),
-                                                "INSURANCE_SHARE_BPS": str(INSURANCE_SHARE_BPS)}), clock)
+                                                **BOT_SETTINGS}), clock)
     evenings: dict[date, Evening] = {}
 
     async def month_end_hook(day: date) -> None:
