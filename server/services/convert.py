@@ -15,7 +15,7 @@ from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.views import AccountView, AuthorizationView, LoanView
-from server.domain.loans import Bucket, LoanStatus
+from server.domain.loans import LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
 from server.domain.pricing import Grade, Plan, RepaymentMethod
@@ -238,9 +238,6 @@ def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
 
 
 # -- portfolio report and stress tests -----------------------------------------------------
-
-BUCKETS = from_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", Bucket)
-
 
 def portfolio_report(view: PortfolioView) -> risk_pb2.PortfolioReport:
     totals, book = view.totals, view.book
