@@ -495,6 +495,9 @@ def command(world, monkeypatch, capsys):
     monkeypatch.setenv("LOG_LEVEL", "warning")
     for module in (report_command, stress_command):
         monkeypatch.setattr(module, "SystemClock", lambda: FixedClock(at(MONTH_ENDS[-1], 23)))
+        # The process's logging stays the test run's: configured here, it would write to
+        # this test's captured stderr, closed once the test ends, under later tests' logs.
+        monkeypatch.setattr(module, "configure_logging", lambda level: None)
 
     async def run(module, *argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
