@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 PROTOS := $(wildcard protos/credit/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
 
-.PHONY: install proto lint typecheck certs run test test-unit test-integration test-e2e bench clean
+.PHONY: install proto lint typecheck certs run test test-unit test-integration test-e2e bench report-deps clean
 
 install: $(VENV)/.installed
 
@@ -62,6 +62,11 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 # (plotted into docs/benchmarks-concurrency.png) and 1 vs 2 server processes.
 bench: proto $(VENV)/.bench-installed
 	$(PY) -m bench.checkout --plot --server-processes 1,2
+
+# The portfolio report's chart (`python -m server.risk.report --plot FILE.png`): matplotlib,
+# which nothing else of the service needs.
+report-deps: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,report]'
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .mypy_cache protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi

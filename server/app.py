@@ -38,6 +38,7 @@ from server.core.accounts import CreditLines
 from server.core.checkout import Checkout
 from server.core.collections import Collections, CollectionsPolicy
 from server.core.loans import Loans
+from server.core.portfolio import Portfolio
 from server.core.repayments import Repayments
 from server.core.risk import RiskReports
 from server.db.migrate import migrate
@@ -71,6 +72,7 @@ class Core:
     repayments: Repayments
     collections: Collections
     risk: RiskReports
+    portfolio: Portfolio
 
 
 def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE) -> Core:
@@ -84,6 +86,7 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
         repayments=repayments,
         collections=Collections(clock, CollectionsPolicy(), repayments),
         risk=RiskReports(),
+        portfolio=Portfolio(clock, insurance_share_bps=settings.insurance_share_bps),
     )
 
 
@@ -185,7 +188,7 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
         RepaymentServicer(transactions, core.loans, core.repayments), server)
     collections_pb2_grpc.add_CollectionsServiceServicer_to_server(
         CollectionsServicer(transactions, core.collections), server)
-    risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions, core.risk), server)
+    risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions, core.risk, core.portfolio), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     # What reflection.enable_server_reflection does for a grpc.aio server, through the
     # wrapping view (which that function would not recognise as an aio server).

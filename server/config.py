@@ -186,6 +186,9 @@ class Settings:
     keepalive_time_s: int
     max_connection_idle_s: int
     max_connection_age_s: int
+    # The insured share of charged-off principal (the bot books the claims): the
+    # portfolio report and stress tests take it off the expected loss.
+    insurance_share_bps: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -221,6 +224,7 @@ class Settings:
             # How often the book's gauges (holds pending, loans by status) are read.
             metrics_book_interval_s=int_setting(env, "METRICS_BOOK_INTERVAL_S", 15, minimum=1, maximum=3600),
             db_connect_timeout_s=int_setting(env, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600),
+            insurance_share_bps=int_setting(env, "INSURANCE_SHARE_BPS", 0, minimum=0, maximum=10_000),
             **_admission_settings(env),
             **_auth_settings(env),
         )

@@ -2,7 +2,7 @@
 mutual TLS on one machine (`make certs`).
 
 Writes ca.pem, server.pem / server-key.pem (for localhost and 127.0.0.1), client
-certificates for order-service, collections-bot and operator (the subject alternative
+certificates for order-service, collections-bot, operator and risk-analyst (the subject alternative
 name is the caller's name), a client signed by another CA (rogue), an access.json that
 gives each caller its methods, and an operator token with its hash."""
 
@@ -26,6 +26,9 @@ ACCESS = {
                       "credit.v1.RepaymentService/GetLoan"],
     "collections-bot": ["credit.v1.CollectionsService/*", "credit.v1.RepaymentService/GetLoan"],
     "operator": ["*"],
+    # The lender's view: aggregates only (no account's data), and reflection for grpcurl.
+    "risk-analyst": ["credit.v1.RiskService/GetPortfolioReport", "credit.v1.RiskService/RunStressTest",
+                     "credit.v1.RiskService/GetReservePool", "grpc.reflection.v1alpha.ServerReflection/*"],
 }
 
 

@@ -11,10 +11,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
 from server.core.checkout import Quote
+from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.views import AccountView, AuthorizationView, LoanView
 from server.domain.loans import LoanStatus
+from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
 from server.domain.pricing import Grade, Plan, RepaymentMethod
 
@@ -233,3 +235,70 @@ def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
         outstanding_principal_minor=view.outstanding_principal_minor,
         coverage_bps=view.coverage_bps,
     )
+
+
+# -- portfolio report and stress tests -----------------------------------------------------
+
+def portfolio_report(view: PortfolioView) -> risk_pb2.PortfolioReport:
+    totals, book = view.totals, view.book
+    return risk_pb2.PortfolioReport(
+        as_of_date=view.as_of.isoformat(),
+        totals=risk_pb2.PortfolioTotals(
+            accounts_with_debt=totals.accounts_with_debt, live_loans=totals.live_loans,
+            outstanding_principal_minor=totals.outstanding_principal_minor, fees_owed_minor=totals.fees_owed_minor,
+            penalties_owed_minor=totals.penalties_owed_minor, reserve_balance_minor=totals.reserve_balance_minor),
+        exposure=[risk_pb2.ExposureCell(
+            grade=to_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", e.grade),
+            bucket=to_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", e.bucket),
+            loans=e.loans, outstanding_principal_minor=e.principal_minor) for e in book.exposure],
+        vintages=[risk_pb2.Vintage(
+            capture_month=v.capture_month.strftime("%Y-%m"), loans=v.loans, principal_minor=v.principal_minor,
+            points=[risk_pb2.VintagePoint(months_on_book=p.months_on_book, observed_on=p.observed_on.isoformat(),
+                                          bad_principal_minor=p.bad_principal_minor, bad_share_bps=p.share_bps)
+                    for p in v.points]) for v in book.vintages],
+        roll_rates=[risk_pb2.RollRate(
+            month=r.month.strftime("%Y-%m"),
+            from_bucket=to_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", r.from_bucket),
+            to_bucket=to_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", r.to_bucket),
+            principal_minor=r.principal_minor, from_principal_minor=r.from_principal_minor, share_bps=r.share_bps)
+            for r in book.roll_rates],
+        expected_loss=expected_loss(view.expected_loss),
+        current_only=list(view.current_only),
+        generated_at=timestamp(view.generated_at),
+    )
+
+
+def expected_loss(loss: ExpectedLoss) -> risk_pb2.ExpectedLoss:
+    return risk_pb2.ExpectedLoss(
+        policy_version=loss.policy_version, scorecard_version=loss.scorecard_version, scenario=loss.scenario,
+        lgd_bps=loss.lgd_bps,
+        grades=[risk_pb2.GradeLoss(grade=to_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", g.grade), score=g.score,
+                                   pd_bps=g.pd_bps, exposure_minor=g.exposure_minor,
+                                   expected_loss_minor=g.expected_loss_minor) for g in loss.grades],
+        buckets=[risk_pb2.BucketLossRate(
+            bucket=to_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", b.bucket),
+            not_cure_rate_bps=b.not_cure_rate_bps, observed=b.observed, loss_rate_bps=b.loss_rate_bps)
+            for b in loss.buckets],
+        exposure_minor=loss.exposure_minor, expected_loss_minor=loss.expected_loss_minor,
+        insurance_share_bps=loss.insurance_share_bps, insured_loss_minor=loss.insured_loss_minor,
+        net_expected_loss_minor=loss.net_expected_loss_minor, reserve_balance_minor=loss.reserve_balance_minor,
+        coverage_bps=loss.coverage_bps, shortfall_minor=loss.shortfall_minor,
+    )
+
+
+def stress_scenario(scenario: Scenario) -> risk_pb2.StressScenario:
+    message = risk_pb2.StressScenario(
+        name=scenario.name, description=scenario.description,
+        pd_multipliers=[risk_pb2.GradeMultiplier(grade=to_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", grade),
+                                                 multiplier_bps=multiplier)
+                        for grade, multiplier in sorted(scenario.pd_multiplier_bps.items())],
+        roll_rate_multiplier_bps=scenario.roll_rate_multiplier_bps)
+    if scenario.lgd_bps is not None:
+        message.lgd_bps = scenario.lgd_bps
+    return message
+
+
+def stress_result(view: StressView) -> risk_pb2.StressTestResult:
+    return risk_pb2.StressTestResult(
+        as_of_date=view.as_of.isoformat(), scenario=stress_scenario(view.scenario),
+        policy=expected_loss(view.policy), stressed=expected_loss(view.stressed), current_only=list(view.current_only))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -15,6 +15,7 @@ from server.domain.money import check_amount
 
 MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 # Control characters (NUL among them) have no place in names or reasons, and PostgreSQL
 # refuses NUL in text.
@@ -107,6 +108,18 @@ class Fields:
         except (ValueError, OverflowError):
             self.fail(field, "is not a valid timestamp")
             return None
+
+    def day(self, value: str, field: str) -> date | None:
+        """Optional; a calendar date YYYY-MM-DD when given."""
+        if not value:
+            return None
+        try:
+            if _DATE.match(value):
+                return date.fromisoformat(value)
+        except ValueError:
+            pass
+        self.fail(field, f"must be a date YYYY-MM-DD, got {value[:32]!r}")
+        return None
 
     def ip_address(self, value: str, field: str) -> str:
         """Optional; an IPv4 or IPv6 address when given."""

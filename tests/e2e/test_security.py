@@ -129,6 +129,30 @@ async def test_health_stays_public_and_reflection_needs_a_caller(tls_server):
     assert "credit.v1.CheckoutService" in listed.stdout, listed.stderr
 
 
+async def test_a_risk_analyst_reads_the_portfolio_with_grpcurl_and_nothing_else(tls_server):
+    server, folder = tls_server
+    analyst = [GRPCURL, "-cacert", str(folder / "ca.pem"), "-cert", str(folder / "risk-analyst.pem"), "-key",
+               str(folder / "risk-analyst-key.pem")]
+
+    def call(method: str, body: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*analyst, "-d", body, server.address, method], capture_output=True, text=True,
+                              timeout=30)
+
+    described = subprocess.run([*analyst, server.address, "describe", "credit.v1.RiskService"],
+                               capture_output=True, text=True, timeout=30)
+    assert "rpc GetPortfolioReport" in described.stdout and "rpc RunStressTest" in described.stdout, \
+        described.stderr
+    report = call("credit.v1.RiskService/GetPortfolioReport", "{}")
+    assert report.returncode == 0 and '"as_of_date"' in report.stdout, report.stderr
+    stress = call("credit.v1.RiskService/RunStressTest",
+                  '{"scenario": {"name": "downturn", "pdMultipliers": [{"grade": "RISK_GRADE_E", '
+                  '"multiplierBps": 20000}], "lgdBps": 9500}}')
+    assert stress.returncode == 0 and '"scenario": "downturn"' in stress.stdout, stress.stderr
+    for method in ("credit.v1.RiskService/ListRiskDecisions", "credit.v1.CreditLineService/GetAccount"):
+        denied = call(method, f'{{"accountId": "{uuid.uuid4()}"}}')
+        assert denied.returncode != 0 and "PermissionDenied" in denied.stderr, (method, denied.stderr)
+
+
 async def test_idempotency_keys_belong_to_the_caller_that_chose_them_and_the_account(tls_server):
     server, folder = tls_server
     async with grpc.aio.secure_channel(server.address, client_credentials(folder, "operator")) as operator_channel, \
