@@ -131,13 +131,18 @@ def allocate(loans: Sequence[LoanBalance], amount_minor: int, today: date) -> Al
     for _, _, sequence, loan_id in keys(lambda i: i.due_date >= today):
         if current.get(loan_id) == sequence:
             continue
-        if left == 0:
+        i = state[(loan_id, sequence)]
+        if left == 0 and (_principal_owed(i) > 0 or _penalty_owed(i) > 0):
             break
         # A period not yet due carries no penalty; should one be there, it goes first.
-        pay(loan_id, sequence, Component.PENALTY, _penalty_owed(state[(loan_id, sequence)]))
+        pay(loan_id, sequence, Component.PENALTY, _penalty_owed(i))
         pay(loan_id, sequence, Component.PRINCIPAL, _principal_owed(state[(loan_id, sequence)]))
         i = state[(loan_id, sequence)]
-        if _principal_owed(i) == 0 and _fee_owed(i) > 0:
+        if _principal_owed(i) > 0:
+            break  # the payment ran out inside this period: it reaches none after it
+        if _fee_owed(i) > 0:
+            # Reached with its principal repaid (by this payment, or before it, when the
+            # payment ends exactly where this period begins).
             waivers.append(Waiver(loan_id, sequence, _fee_owed(i)))
             state[(loan_id, sequence)] = replace(i, fee_minor=i.fee_paid_minor)
 

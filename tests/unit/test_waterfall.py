@@ -229,6 +229,18 @@ def test_a_split_payment_costs_no_more_than_one_payment_of_the_same_total():
     assert payoff_minor(after_first, today) == 200_000
 
 
+def test_a_payment_that_ends_where_a_repaid_period_begins_still_waives_its_fee():
+    """Period 3 has no principal left after a refund but still carries its fee: paying
+    exactly the payoff quote reaches it, so its fee is waived and the loan is settled."""
+    installments = apply_refund(schedule(), refund(schedule(), 150_000, date(2027, 1, 20)))
+    today = date(2027, 1, 25)
+    quote = payoff_minor(one(installments), today)
+    assert quote == 100_900 + 50_000
+    result = allocate([one(installments)], quote, today)
+    assert [(w.sequence, w.amount_minor) for w in result.waivers] == [(2, 900), (3, 900)]
+    assert all(i.owed_minor == 0 for i in apply(installments, LOAN, result))
+
+
 def test_a_payment_that_runs_out_waives_nothing_beyond_where_it_reached():
     installments = apply_refund(schedule(), refund(schedule(), 150_000, date(2027, 1, 20)))
     # Principal [100000, 50000, 0], fees [900, 900, 900]: one fen must not waive period 3's fee.
