@@ -172,6 +172,14 @@ def loan(view: LoanView) -> common_pb2.Loan:
             for i in view.installments
         ],
         refunded_minor=view.refunded_minor,
+        funding=[
+            common_pb2.FundingPart(
+                funder_id=f.funder_id, principal_share_bps=f.shares.principal_share_bps,
+                fee_share_bps=f.shares.fee_share_bps, funded_principal_minor=f.funded_principal_minor,
+                principal_owed_minor=f.stake.principal_minor, fee_owed_minor=f.stake.fee_minor,
+                penalty_owed_minor=f.stake.penalty_minor)
+            for f in view.funding_parts
+        ],
     )
 
 

@@ -1,0 +1,140 @@
+"""Co-lending over gRPC on a real PostgreSQL: a partner funds its share of the loans it
+accepts, up to its maximum exposure, and every later event splits by the same shares
+to the fen, with the books (python -m server.invariants) checked after each step.
+
+The partner here funds 70 % of the principal and takes 50 % of fee and penalty income,
+grades A and B, terms 3 and 6. Loans are grade B flat fee (0.6 % a month)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from credit.v1 import common_pb2
+from server.app import start_server
+from server.core import funding as co_lending
+from server.db import acquire
+from server.domain.errors import AlreadyExists, InvalidArgument
+from tests.support import Api, buy
+
+PARTNER = "bank-a"
+
+
+def shanghai(y, m, d, hour=10):
+    return datetime(y, m, d, hour - 8, tzinfo=UTC)
+
+
+async def add_partner(pool, partner_id: str = PARTNER, *, principal_share_bps: int = 7_000,
+                      fee_share_bps: int = 5_000, max_exposure_minor: int = 10**12, grades=("A", "B"),
+                      terms=(3, 6), exposure_stripes: int = 4) -> None:
+    async with acquire(pool) as conn:
+        await co_lending.add_partner(
+            conn, partner_id=partner_id, name=f"Partner {partner_id}", principal_share_bps=principal_share_bps,
+            fee_share_bps=fee_share_bps, max_exposure_minor=max_exposure_minor, grades=list(grades),
+            terms=list(terms), exposure_stripes=exposure_stripes, now=datetime.now(UTC))
+
+
+@pytest.fixture
+def partner_settings() -> dict:
+    """What the module's partner is; a test overrides it to change one setting."""
+    return {}
+
+
+@pytest.fixture
+async def running(settings, pool, clock, partner_settings):
+    # The partner is there before the server starts: servers read partners at start.
+    await add_partner(pool, **partner_settings)
+    running = await start_server(settings, pool, clock)
+    yield running
+    await running.server.stop(None)
+
+
+def parts(loan: common_pb2.Loan) -> dict[str, tuple[int, int, int, int, int, int]]:
+    return {f.funder_id: (f.principal_share_bps, f.fee_share_bps, f.funded_principal_minor, f.principal_owed_minor,
+                          f.fee_owed_minor, f.penalty_owed_minor) for f in loan.funding}
+
+
+async def balances(pool, account_id: str) -> dict[str, int]:
+    async with acquire(pool) as conn:
+        rows = await conn.fetch("""
+            SELECT ledger_account, sum(amount_minor)::bigint AS balance FROM postings
+            WHERE account_id = $1::uuid AND ledger_account LIKE 'PARTNER%' GROUP BY 1""", account_id)
+    return {r["ledger_account"]: r["balance"] for r in rows}
+
+
+async def exposure(pool, partner_id: str = PARTNER) -> int:
+    async with acquire(pool) as conn:
+        return await conn.fetchval(
+            "SELECT coalesce(sum(exposure_minor), 0)::bigint FROM partner_exposure WHERE partner_id = $1", partner_id)
+
+
+async def test_a_loan_the_partner_accepts_is_co_funded_at_capture(api: Api, pool, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_001)
+    fee = loan.total_fee_minor
+    assert fee == 3 * 1_800  # 300,001 x 0.6 % = 1,800.006, rounded per period
+    # 70 % of 300,001 is 210,000.7: the partner lends 210,000, the platform the rest.
+    assert parts(loan) == {"platform": (3_000, 5_000, 90_001, 90_001, fee - fee // 2, 0),
+                           PARTNER: (7_000, 5_000, 210_000, 210_000, fee // 2, 0)}
+    assert await balances(pool, account.account_id) == {
+        "PARTNER_FUNDING": 210_000, "PARTNER_PRINCIPAL_HELD": -210_000,
+        "PARTNER_INCOME_SHARE": fee // 2, "PARTNER_FEE_HELD": -(fee // 2)}
+    assert await exposure(pool) == 210_000
+    await books()
+
+
+async def test_a_grade_or_term_the_partner_does_not_take_stays_the_platforms(api: Api, pool, books):
+    grade_c = await api.open_account(limit_minor=1_000_000, grade=common_pb2.RISK_GRADE_C)
+    loan = await buy(api, grade_c.account_id, 300_000)
+    assert parts(loan) == {"platform": (10_000, 10_000, 300_000, 300_000, loan.total_fee_minor, 0)}
+    grade_b = await api.open_account(limit_minor=1_000_000)
+    twelve = await buy(api, grade_b.account_id, 600_000, 12)
+    assert [f.funder_id for f in twelve.funding] == ["platform"]
+    assert await exposure(pool) == 0
+    assert await balances(pool, grade_b.account_id) == {}
+    await books()
+
+
+@pytest.mark.parametrize("partner_settings", [{"max_exposure_minor": 300_000, "exposure_stripes": 1}])
+async def test_a_partner_at_its_maximum_exposure_funds_nothing_more(api: Api, pool, books):
+    first = await api.open_account(limit_minor=1_000_000)
+    funded = await buy(api, first.account_id, 300_000)
+    assert parts(funded)[PARTNER][2] == 210_000
+    # 210,000 more would pass 300,000: this loan is the platform's alone.
+    second = await api.open_account(limit_minor=1_000_000)
+    alone = await buy(api, second.account_id, 300_000)
+    assert [f.funder_id for f in alone.funding] == ["platform"]
+    # A smaller one still fits: 210,000 + 70,000 = 280,000.
+    small = await buy(api, second.account_id, 100_000)
+    assert parts(small)[PARTNER][2] == 70_000
+    assert await exposure(pool) == 280_000
+    await books()
+
+
+async def test_a_deactivated_partner_funds_nothing_at_once(api: Api, pool, books):
+    async with acquire(pool) as conn:
+        await co_lending.update_partner(conn, PARTNER, datetime.now(UTC), active=False)
+    account = await api.open_account(limit_minor=1_000_000)
+    # The running server still has the partner in its copy; the counters' caps say no.
+    loan = await buy(api, account.account_id, 300_000)
+    assert [f.funder_id for f in loan.funding] == ["platform"]
+    async with acquire(pool) as conn:
+        await co_lending.update_partner(conn, PARTNER, datetime.now(UTC), active=True)
+    again = await buy(api, account.account_id, 300_000)
+    assert PARTNER in parts(again)
+    await books()
+
+
+async def test_the_partner_settings_are_checked(pool, running):
+    async with acquire(pool) as conn:
+        with pytest.raises(InvalidArgument, match="principal_share_bps"):
+            await co_lending.add_partner(conn, partner_id="greedy", name="Greedy", principal_share_bps=8_000,
+                                         fee_share_bps=0, max_exposure_minor=1, grades=["A"], terms=[3],
+                                         exposure_stripes=1, now=datetime.now(UTC))
+        with pytest.raises(AlreadyExists, match="exists"):
+            await co_lending.add_partner(conn, partner_id=PARTNER, name="Again", principal_share_bps=1,
+                                         fee_share_bps=0, max_exposure_minor=1, grades=["A"], terms=[3],
+                                         exposure_stripes=1, now=datetime.now(UTC))
+        views = await co_lending.list_partners(conn)
+    assert [(v.partner.partner_id, v.cap_minor) for v in views] == [(PARTNER, 10**12)]
