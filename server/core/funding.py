@@ -24,7 +24,7 @@ from server.domain.errors import AlreadyExists, InvalidArgument, NotFound
 from server.domain.funding import PLATFORM, FunderStake, Funding, Moved, Owed, Partner, Shares, Step
 from server.domain.ledger import EntryKind, JournalEntry
 from server.domain.pricing import Grade
-from server.domain.waterfall import Component
+from server.domain.waterfall import Allocated, Component, Refund
 
 log = structlog.get_logger(__name__)
 
@@ -133,7 +133,8 @@ def funder_stakes_of_arrays(loan: Mapping[str, Any]) -> list[FunderStake]:
 @dataclass
 class FundingChanges:
     """What one event does to the funders of the loans it touches: the stakes after,
-    the partners' settlement items and exposure moves, and the partner entry."""
+    the partners' settlement items and exposure moves, and the partner entry. `kind`
+    is the event's (the kind of its own entry), which the settlement items carry."""
 
     kind: EntryKind
     reference_id: UUID
@@ -158,7 +159,7 @@ class FundingChanges:
 
     @property
     def entry(self) -> JournalEntry | None:
-        return ledger.partner_shares(self.kind, self.moves)
+        return ledger.partner_shares(EntryKind.PARTNER_SHARES_MOVED, self.moves)
 
     def arrays(self) -> tuple[Any, ...]:
         """The parameters of server/db/funding.changes_ctes."""
@@ -194,6 +195,41 @@ async def apply(conn: asyncpg.Connection, account_id: UUID, changes: FundingChan
     entry = changes.entry
     if entry is not None:
         await ledger_rows.post(conn, account_id, changes.reference_id, entry, now)
+
+
+def payment_steps(allocated: Allocated, loan_id: UUID) -> tuple[Step, ...]:
+    """The steps of an allocation (a payment, or a credit balance used) on one loan."""
+    mine = [a for a in allocated.allocations if a.loan_id == loan_id]
+    return funding.payment_steps(
+        principal_minor=sum(a.amount_minor for a in mine if a.component is Component.PRINCIPAL),
+        fee_minor=sum(a.amount_minor for a in mine if a.component is Component.FEE),
+        penalty_minor=sum(a.amount_minor for a in mine if a.component is Component.PENALTY),
+        waived_fee_minor=sum(w.amount_minor for w in allocated.waivers if w.loan_id == loan_id))
+
+
+def refund_steps(result: Refund) -> tuple[Step, ...]:
+    return funding.refund_steps(
+        principal_cut_minor=result.principal_cut_minor,
+        principal_returned_minor=sum(line.principal_returned_minor for line in result.lines),
+        fee_cut_minor=sum(line.fee_cut_minor for line in result.lines),
+        fee_returned_minor=sum(line.fee_returned_minor for line in result.lines),
+        penalty_cut_minor=sum(line.penalty_cut_minor for line in result.lines),
+        penalty_returned_minor=sum(line.penalty_returned_minor for line in result.lines))
+
+
+async def book_allocation(conn: asyncpg.Connection, account_id: UUID, loans: Sequence[LoanView],
+                          allocated: Allocated, kind: EntryKind, reference_id: UUID, now: datetime) -> None:
+    """What an allocation over a locked account's loans did to their funders."""
+    touched = [loan for loan in loans if loan.loan_id in {a.loan_id for a in allocated.allocations}
+               | {w.loan_id for w in allocated.waivers}]
+    if not touched:
+        return
+    by_loan = await funding_rows.funding_of_loans(conn, account_id, [loan.loan_id for loan in touched])
+    changes = FundingChanges(kind, reference_id)
+    for loan in touched:
+        changes.add(loan.loan_id, funder_stakes(by_loan.get(loan.loan_id, [])), loan.owed,
+                    payment_steps(allocated, loan.loan_id))
+    await apply(conn, account_id, changes, now)
 
 
 async def book(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, kind: EntryKind, reference_id: UUID,

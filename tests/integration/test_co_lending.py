@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import grpc
 import pytest
 
 from credit.v1 import common_pb2
@@ -16,7 +17,7 @@ from server.app import start_server
 from server.core import funding as co_lending
 from server.db import acquire
 from server.domain.errors import AlreadyExists, InvalidArgument
-from tests.support import Api, buy
+from tests.support import Api, buy, refund, repay
 
 PARTNER = "bank-a"
 
@@ -126,6 +127,17 @@ async def test_a_deactivated_partner_funds_nothing_at_once(api: Api, pool, books
     await books()
 
 
+async def test_a_capture_a_credit_balance_pays_at_once_is_co_funded_too(api: Api, pool, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    await repay(api, account.account_id, 50_000)  # nothing owed: all of it is credit balance
+    loan = await buy(api, account.account_id, 300_000)
+    # The credit balance paid the first installment's fee and part of its principal at once.
+    assert loan.outstanding_principal_minor == 300_000 - (50_000 - 1_800)
+    # The partner's stake is its share of what is left: 70 % of 251,800 and 50 % of 3,600.
+    assert parts(loan)[PARTNER][2:5] == (210_000, 176_260, 1_800)
+    await books()
+
+
 async def test_the_partner_settings_are_checked(pool, running):
     async with acquire(pool) as conn:
         with pytest.raises(InvalidArgument, match="principal_share_bps"):
@@ -138,3 +150,99 @@ async def test_the_partner_settings_are_checked(pool, running):
                                          exposure_stripes=1, now=datetime.now(UTC))
         views = await co_lending.list_partners(conn)
     assert [(v.partner.partner_id, v.cap_minor) for v in views] == [(PARTNER, 10**12)]
+
+
+async def settlement_items(pool, account_id: str) -> list[tuple]:
+    async with acquire(pool) as conn:
+        rows = await conn.fetch("""
+            SELECT kind, principal_minor, fee_minor, penalty_minor, recovery_minor FROM partner_settlement_items
+            WHERE account_id = $1::uuid ORDER BY created_at, kind""", account_id)
+    return [tuple(r) for r in rows]
+
+
+async def test_repayments_and_refunds_split_by_the_same_shares_to_the_fen(api: Api, pool, clock, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_001)
+    await books()
+
+    # 50,000 pays period 1's fee (1,800) and 48,200 of its principal. The partner's stake
+    # becomes its share of what is left: 70 % of 251,801 is 176,260.7, so 176,260, and it
+    # collected 210,000 - 176,260 = 33,740 (exactly 70 % of 48,200) and 2,700 - 1,800 = 900.
+    clock.set(shanghai(2027, 2, 10))
+    await repay(api, account.account_id, 50_000)
+    assert parts(await api.loan(loan.loan_id))[PARTNER][3:5] == (176_260, 1_800)
+    assert await settlement_items(pool, account.account_id) == [("REPAYMENT_RECEIVED", 33_740, 900, 0, 0)]
+    await books()
+
+    # A refund of the last period's 100,001: the merchant takes it back, so the partner
+    # collects its share (70,000); fees shrink by a third (1,800 cut, of which 600 paid
+    # on period 1 comes back to the customer, and the partner gives back its 300); the
+    # 600 of credit then pays period 1's principal (the partner collects 420).
+    refunded = await refund(api, loan.loan_id, 100_001)
+    assert parts(refunded)[PARTNER][3:5] == (105_840, 1_200)
+    assert parts(refunded)["platform"][3:5] == (151_200 - 105_840, 1_200)
+    assert sorted(await settlement_items(pool, account.account_id)) == sorted([
+        ("REPAYMENT_RECEIVED", 33_740, 900, 0, 0), ("LOAN_REFUNDED", 70_000, -300, 0, 0),
+        ("CREDIT_BALANCE_APPLIED", 420, 0, 0, 0)])
+    assert await balances(pool, account.account_id) == {
+        "PARTNER_FUNDING": 210_000, "PARTNER_PRINCIPAL_HELD": -105_840, "PARTNER_FEE_HELD": -1_200,
+        "PARTNER_INCOME_SHARE": 1_800, "PARTNER_SETTLEMENT_PAYABLE": -(33_740 + 900 + 70_000 - 300 + 420)}
+    assert await exposure(pool) == 105_840
+    await books()
+
+    # Paying the loan off (in one write: the account's only loan is paid off, the rest is
+    # credit balance) leaves every funder owed nothing.
+    paid = await repay(api, account.account_id, 200_000)
+    assert paid.unapplied_minor > 0
+    after = await api.loan(loan.loan_id)
+    assert after.status == common_pb2.LOAN_STATUS_PAID_OFF
+    assert {f.funder_id: (f.principal_owed_minor, f.fee_owed_minor) for f in after.funding} == {
+        "platform": (0, 0), PARTNER: (0, 0)}
+    assert await exposure(pool) == 0
+    await books()
+
+
+async def test_a_full_refund_gives_the_partner_its_principal_back(api: Api, pool, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_000)
+    cancelled = await refund(api, loan.loan_id, 300_000)
+    assert cancelled.status == common_pb2.LOAN_STATUS_CANCELLED
+    assert parts(cancelled)[PARTNER][3:] == (0, 0, 0)
+    assert await settlement_items(pool, account.account_id) == [("LOAN_REFUNDED", 210_000, 0, 0, 0)]
+    assert await exposure(pool) == 0
+    await books()
+
+
+async def test_co_funded_capture_and_repay_keep_their_round_trips(db_dsn, settings, clock):
+    """As tests/integration/test_round_trips.py counts them, with a partner funding."""
+    from server.db.pool import create_pool
+    from tests.integration.test_round_trips import CAPTURE_BUDGET, REPAY_BUDGET, Statements
+
+    statements = Statements()
+    pool = await create_pool(db_dsn, min_size=1, max_size=1, command_timeout_s=30, init=statements.attach)
+    await add_partner(pool)
+    running = await start_server(settings, pool, clock)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            api = Api(channel)
+            account = await api.open_account(limit_minor=10_000_000)
+            for warm in (True, False):
+                auth = await api.authorize(account.account_id, 150_000, 3)
+                _, capture_queries = await statements.count(lambda auth=auth: api.capture(auth.authorization_id))
+                captured = await api.authorization(auth.authorization_id)
+                funders = [f.funder_id for f in (await api.loan(captured.loan_id)).funding]
+                assert funders == ["platform", PARTNER]
+                _, repay_queries = await statements.count(lambda: repay(api, account.account_id, 20_000))
+                _, by_loan_queries = await statements.count(
+                    lambda loan_id=captured.loan_id: repay(api, account.account_id, 10_000, loan_id=loan_id))
+                if warm:
+                    continue
+                assert len(capture_queries) <= CAPTURE_BUDGET, capture_queries
+                assert len(repay_queries) <= REPAY_BUDGET, repay_queries
+                assert len(by_loan_queries) <= REPAY_BUDGET, by_loan_queries
+                # Two statements each: the read and the one write.
+                assert len(capture_queries) == len(repay_queries) == len(by_loan_queries) == 2, (
+                    capture_queries, repay_queries, by_loan_queries)
+    finally:
+        await running.server.stop(None)
+        await pool.close()
