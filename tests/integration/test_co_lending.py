@@ -7,17 +7,26 @@ grades A and B, terms 3 and 6. Loans are grade B flat fee (0.6 % a month)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
-from credit.v1 import common_pb2
+from collections_bot.__main__ import build
+from collections_bot.config import BotSettings
+from collections_bot.mail_sink import start as start_mail_sink
+from credit.v1 import collections_pb2, common_pb2
 from server.app import start_server
 from server.core import funding as co_lending
 from server.db import acquire
+from server.db.pool import create_pool
 from server.domain.errors import AlreadyExists, InvalidArgument
-from tests.support import Api, buy, refund, repay
+from tests.integration.test_collections import free_port
+from tests.integration.test_round_trips import CAPTURE_BUDGET, REPAY_BUDGET, Statements
+from tests.support import Api, buy, key, refund, repay
 
 PARTNER = "bank-a"
 
@@ -215,9 +224,6 @@ async def test_a_full_refund_gives_the_partner_its_principal_back(api: Api, pool
 
 async def test_co_funded_capture_and_repay_keep_their_round_trips(db_dsn, settings, clock):
     """As tests/integration/test_round_trips.py counts them, with a partner funding."""
-    from server.db.pool import create_pool
-    from tests.integration.test_round_trips import CAPTURE_BUDGET, REPAY_BUDGET, Statements
-
     statements = Statements()
     pool = await create_pool(db_dsn, min_size=1, max_size=1, command_timeout_s=30, init=statements.attach)
     await add_partner(pool)
@@ -246,3 +252,89 @@ async def test_co_funded_capture_and_repay_keep_their_round_trips(db_dsn, settin
     finally:
         await running.server.stop(None)
         await pool.close()
+
+
+@pytest.fixture
+def bot(pool, clock):
+    port = free_port()
+    controller, _ = start_mail_sink("127.0.0.1", port)
+    settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port), "INSURANCE_SHARE_BPS": "5000"})
+    yield build(pool, settings, clock)
+    controller.stop()
+
+
+async def test_a_whole_life_capture_repay_refund_penalty_waiver_and_charge_off(api: Api, pool, clock, bot, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_001)
+    await books()
+    clock.set(shanghai(2027, 2, 10))
+    await repay(api, account.account_id, 50_000)
+    await books()
+    await refund(api, loan.loan_id, 50_000)
+    await books()
+
+    # Period 1 (due 2027-02-15) is late: after the 3 days' grace the bot books a penalty
+    # a day, and the partner earns half of each (its fee-income share) by the same rule.
+    clock.set(shanghai(2027, 2, 25))
+    await bot.run()
+    late = await api.loan(loan.loan_id)
+    penalty = sum(i.penalty_minor for i in late.installments)
+    assert penalty > 0
+    assert parts(late)[PARTNER][5] == penalty // 2
+    await books()
+
+    waived = await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
+        loan_id=loan.loan_id, sequence=1, amount_minor=101, reason="goodwill", idempotency_key=key()))
+    assert parts(waived)[PARTNER][5] == (penalty - 101) // 2
+    await books()
+
+    # 180 days past due: charged off. The partner bears its share of the loss (its stake
+    # leaves against the reserve) and recovers 70 % of the insured half of the principal.
+    owed_principal = late.outstanding_principal_minor
+    clock.set(shanghai(2027, 2, 15) + timedelta(days=180))
+    await bot.run()
+    gone = await api.loan(loan.loan_id)
+    assert gone.status == common_pb2.LOAN_STATUS_CHARGED_OFF
+    assert parts(gone)[PARTNER][3:] == (0, 0, 0) and parts(gone)["platform"][3:] == (0, 0, 0)
+    claim = (owed_principal * 5_000 + 5_000) // 10_000
+    items = await settlement_items(pool, account.account_id)
+    assert ("LOAN_CHARGED_OFF", 0, 0, 0, claim * 7_000 // 10_000) in items
+    assert await exposure(pool) == 0
+    await books()
+
+
+@examples(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(principal_share_bps=st.integers(1, 7_000), fee_share_bps=st.integers(0, 10_000),
+       amount=st.integers(10_000, 900_000), payments=st.lists(st.integers(1, 400_000), max_size=3),
+       refund_bps=st.integers(0, 10_000), days=st.integers(1, 75))
+async def test_random_shares_and_amounts_keep_every_stake_exact(
+        settings, pool, clock, bot, books, principal_share_bps, fee_share_bps, amount, payments, refund_bps, days):
+    """Each example: a partner with random shares (the others deactivated), a server that
+    reads it, a loan of a random amount through random payments, a refund, days passing
+    under the bot (penalties, and charge-offs of earlier examples' loans); the books,
+    with every stake checked against the rule, after each step."""
+    async with acquire(pool) as conn:
+        for view in await co_lending.list_partners(conn):
+            await co_lending.update_partner(conn, view.partner.partner_id, datetime.now(UTC), active=False)
+        partner_id = f"random-{len(await co_lending.list_partners(conn))}"
+    await add_partner(pool, partner_id, principal_share_bps=principal_share_bps, fee_share_bps=fee_share_bps)
+    running = await start_server(settings, pool, clock)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            api = Api(channel)
+            account = await api.open_account(limit_minor=1_000_000)
+            loan = await buy(api, account.account_id, amount)
+            assert parts(loan)[partner_id][2] == amount * principal_share_bps // 10_000
+            for payment in payments:
+                await repay(api, account.account_id, payment)
+                await books()
+            left = sum(i.principal_minor for i in (await api.loan(loan.loan_id)).installments)
+            current = await api.loan(loan.loan_id)
+            if refund_bps and current.status in (common_pb2.LOAN_STATUS_ACTIVE, common_pb2.LOAN_STATUS_PAID_OFF):
+                await refund(api, loan.loan_id, max(1, left * refund_bps // 10_000))
+                await books()
+            clock.set(clock.now() + timedelta(days=days))
+            await bot.run()
+            await books()
+    finally:
+        await running.server.stop(None)
