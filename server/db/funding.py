@@ -203,20 +203,43 @@ CO_FUND = "WITH go AS (SELECT 1 AS loan_id)," + co_funding_ctes(
 SELECT stripe FROM funding_stripe
 """
 
-# A partner's day: what was collected for it (settlement items) and what it funded
-# (loans captured), between $2 and $3.
-SETTLEMENT_ITEMS = """
-SELECT i.item_id, i.account_id, i.loan_id, i.kind, i.reference_id, i.principal_minor, i.fee_minor, i.penalty_minor,
-       i.recovery_minor, i.created_at
+# A partner's settlement day, [$2, $3): what was collected for it (its settlement items)
+# and what it lent (the loans it co-funded).
+SETTLEMENT_TOTALS = """
+SELECT count(*)::bigint AS items,
+       coalesce(sum(i.principal_minor), 0)::bigint AS principal_minor,
+       coalesce(sum(i.fee_minor), 0)::bigint AS fee_minor,
+       coalesce(sum(i.penalty_minor), 0)::bigint AS penalty_minor,
+       coalesce(sum(i.recovery_minor), 0)::bigint AS recovery_minor
 FROM partner_settlement_items i
 WHERE i.partner_id = $1 AND i.created_at >= $2 AND i.created_at < $3
-ORDER BY i.created_at, i.item_id
 """
 
 SETTLEMENT_FUNDED = """
 SELECT count(*)::bigint AS loans, coalesce(sum(f.funded_principal_minor), 0)::bigint AS funded_principal_minor
 FROM loan_funding f
 WHERE f.funder_id = $1 AND f.created_at >= $2 AND f.created_at < $3
+"""
+
+# One page of the day's items, after the (created_at, item_id) $4, $5.
+SETTLEMENT_ITEMS_PAGE = """
+SELECT i.item_id, i.loan_id, i.kind, i.reference_id, i.principal_minor, i.fee_minor, i.penalty_minor,
+       i.recovery_minor, i.created_at
+FROM partner_settlement_items i
+WHERE i.partner_id = $1 AND i.created_at >= $2 AND i.created_at < $3
+  AND (i.created_at, i.item_id) > ($4, $5)
+ORDER BY i.created_at, i.item_id
+LIMIT $6
+"""
+
+# The day's co-funded loans, a page after the (created_at, loan_id) $4, $5.
+SETTLEMENT_FUNDED_PAGE = """
+SELECT f.loan_id, f.funded_principal_minor, f.created_at
+FROM loan_funding f
+WHERE f.funder_id = $1 AND f.created_at >= $2 AND f.created_at < $3
+  AND (f.created_at, f.loan_id) > ($4, $5)
+ORDER BY f.created_at, f.loan_id
+LIMIT $6
 """
 
 SELECT_PARTNER = f"SELECT {_PARTNER_COLUMNS} FROM funding_partners p WHERE p.partner_id = $1"
@@ -271,8 +294,18 @@ async def co_fund(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, now
     return await conn.fetchval(CO_FUND, account_id, loan_id, now, *args) is not None
 
 
-async def settlement(conn: asyncpg.Connection, partner_id: str, start: datetime,
-                     end: datetime) -> tuple[list[asyncpg.Record], asyncpg.Record]:
-    items = await conn.fetch(SETTLEMENT_ITEMS, partner_id, start, end)
-    funded = one(await conn.fetchrow(SETTLEMENT_FUNDED, partner_id, start, end))
-    return items, funded
+async def settlement_totals(conn: asyncpg.Connection, partner_id: str, start: datetime,
+                            end: datetime) -> tuple[asyncpg.Record, asyncpg.Record]:
+    """The day's collected totals and funded totals."""
+    return (one(await conn.fetchrow(SETTLEMENT_TOTALS, partner_id, start, end)),
+            one(await conn.fetchrow(SETTLEMENT_FUNDED, partner_id, start, end)))
+
+
+async def settlement_items_page(conn: asyncpg.Connection, partner_id: str, start: datetime, end: datetime,
+                                after: tuple[datetime, UUID], limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SETTLEMENT_ITEMS_PAGE, partner_id, start, end, after[0], after[1], limit)
+
+
+async def settlement_funded_page(conn: asyncpg.Connection, partner_id: str, start: datetime, end: datetime,
+                                 after: tuple[datetime, UUID], limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SETTLEMENT_FUNDED_PAGE, partner_id, start, end, after[0], after[1], limit)

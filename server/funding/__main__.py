@@ -4,11 +4,16 @@ python -m server.funding list [--format table|json]
 python -m server.funding update bank-a [--name ...] [--principal-share-bps N] [--fee-share-bps N]
        [--max-exposure-minor N] [--grades A,B] [--terms 3,6]
 python -m server.funding deactivate bank-a        (and: activate bank-a)
+python -m server.funding settle --date 2027-02-10 --out var/settlements [--partner bank-a]
 
 Funding partners of co-lending. Every server reads them at start: a change of shares,
 grades or terms reaches captures when the servers restart. The maximum exposure and
 the active flag set the caps of the partner's exposure counters, which captures check
-in the database: they take effect at once. A loan keeps the shares it was funded with."""
+in the database: they take effect at once. A loan keeps the shares it was funded with.
+
+`settle` writes a day's settlement file per partner (settlement-PARTNER-DATE.csv): what
+the platform collected for it, what it lent, and the net to transfer; the collections
+bot writes the same files each pass when SETTLEMENT_DIR is set."""
 
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from server.config import command_settings
 from server.core import funding as co_lending
+from server.core import settlements
 from server.db import acquire
 from server.db.pool import create_pool
 from server.domain.errors import CreditError
@@ -66,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--terms", type=_numbers)
     for name, text in (("deactivate", "fund nothing more, at once"), ("activate", "fund again")):
         commands.add_parser(name, help=text).add_argument("partner_id")
+    settle = commands.add_parser("settle", help="write a day's settlement files")
+    settle.add_argument("--date", type=date.fromisoformat, required=True,
+                        help=f"the settlement day, YYYY-MM-DD in {settlements.SETTLEMENT_TIME_ZONE}")
+    settle.add_argument("--out", type=Path, required=True, help="the folder to write the files in")
+    settle.add_argument("--partner", help="one partner (default: every partner)")
     return parser
 
 
@@ -103,6 +115,16 @@ async def _run(args: argparse.Namespace, database_url: str) -> str:
             if args.command == "list":
                 rows = [_row(v) for v in await co_lending.list_partners(conn)]
                 return json.dumps(rows, indent=2) if args.format == "json" else _table(rows)
+            if args.command == "settle":
+                partners = [args.partner] if args.partner else [
+                    v.partner.partner_id for v in await co_lending.list_partners(conn)]
+                lines = []
+                for partner_id in partners:
+                    path = args.out / settlements.file_name(partner_id, args.date)
+                    result = await settlements.write_csv(conn, partner_id, args.date, path)
+                    lines.append(f"{path}: collected {result.collected_minor}, funded "
+                                 f"{result.funded_principal_minor}, net transfer {result.net_transfer_minor}")
+                return "\n".join(lines) or "no partners"
             if args.command in ("deactivate", "activate"):
                 await co_lending.update_partner(conn, args.partner_id, now, active=args.command == "activate")
                 return f"{args.command}d {args.partner_id}"

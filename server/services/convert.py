@@ -13,6 +13,7 @@ from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, 
 from server.core.checkout import Quote
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
+from server.core.settlements import SETTLEMENT_TIME_ZONE, PartnerSettlement
 from server.core.views import AccountView, AuthorizationView, LoanView
 from server.domain.loans import LoanStatus
 from server.domain.money import CURRENCY
@@ -240,4 +241,21 @@ def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
         insurance_claims_minor=view.insurance_claims_minor,
         outstanding_principal_minor=view.outstanding_principal_minor,
         coverage_bps=view.coverage_bps,
+    )
+
+
+def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:
+    return risk_pb2.PartnerSettlement(
+        partner_id=view.partner_id,
+        date=view.day.isoformat(),
+        time_zone=SETTLEMENT_TIME_ZONE,
+        principal_minor=view.principal_minor,
+        fee_minor=view.fee_minor,
+        penalty_minor=view.penalty_minor,
+        recovery_minor=view.recovery_minor,
+        collected_minor=view.collected_minor,
+        funded_principal_minor=view.funded_principal_minor,
+        loans_funded=view.loans_funded,
+        net_transfer_minor=view.net_transfer_minor,
+        items=view.items,
     )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from credit.v1 import risk_pb2, risk_pb2_grpc
+from server.core import settlements
 from server.core.risk import RiskReports
 from server.services import convert
 from server.services.fields import Fields
@@ -33,3 +36,18 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             return convert.reserve_pool(await self._reports.reserve_pool(conn))
 
         return await self._tx.read(pool)
+
+    async def GetPartnerSettlement(self, request, context) -> risk_pb2.PartnerSettlement:
+        f = Fields()
+        partner_id = f.identifier(request.partner_id, "partner_id")
+        day = date.min
+        try:
+            day = date.fromisoformat(request.date)
+        except ValueError:
+            f.fail("date", f"must be a date YYYY-MM-DD, got {request.date[:32]!r}")
+        f.done()
+
+        async def get(conn):
+            return convert.partner_settlement(await settlements.settlement(conn, partner_id, day))
+
+        return await self._tx.read(get)

@@ -7,7 +7,10 @@ grades A and B, terms 3 and 6. Loans are grade B flat fee (0.6 % a month)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import csv
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -18,21 +21,22 @@ from hypothesis import strategies as st
 from collections_bot.__main__ import build
 from collections_bot.config import BotSettings
 from collections_bot.mail_sink import start as start_mail_sink
-from credit.v1 import collections_pb2, common_pb2
+from credit.v1 import collections_pb2, common_pb2, risk_pb2
 from server.app import start_server
 from server.core import funding as co_lending
+from server.core import settlements
 from server.db import acquire
 from server.db.pool import create_pool
 from server.domain.errors import AlreadyExists, InvalidArgument
 from tests.integration.test_collections import free_port
 from tests.integration.test_round_trips import CAPTURE_BUDGET, REPAY_BUDGET, Statements
-from tests.support import Api, buy, key, refund, repay
+from tests.support import Api, buy, field_violations, key, refund, repay
 
 PARTNER = "bank-a"
 
 
 def shanghai(y, m, d, hour=10):
-    return datetime(y, m, d, hour - 8, tzinfo=UTC)
+    return datetime(y, m, d, hour, tzinfo=ZoneInfo("Asia/Shanghai"))
 
 
 async def add_partner(pool, partner_id: str = PARTNER, *, principal_share_bps: int = 7_000,
@@ -338,3 +342,61 @@ async def test_random_shares_and_amounts_keep_every_stake_exact(
             await books()
     finally:
         await running.server.stop(None)
+
+
+async def settlement(api: Api, day: str, partner_id: str = PARTNER) -> risk_pb2.PartnerSettlement:
+    return await api.risk.GetPartnerSettlement(risk_pb2.GetPartnerSettlementRequest(partner_id=partner_id, date=day),
+                                               timeout=10)
+
+
+async def test_the_daily_settlement_nets_what_was_collected_against_what_was_lent(
+        api: Api, pool, clock, bot, tmp_path, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_001)  # 2027-01-15: the partner lends 210,000
+    clock.set(shanghai(2027, 2, 10))
+    await repay(api, account.account_id, 50_000)
+    await refund(api, loan.loan_id, 100_001)
+    await books()
+
+    lent = await settlement(api, "2027-01-15")
+    assert (lent.funded_principal_minor, lent.loans_funded, lent.collected_minor, lent.net_transfer_minor) == (
+        210_000, 1, 0, -210_000)
+    # The day of the payment and the refund: as worked through in the test above.
+    day = await settlement(api, "2027-02-10")
+    assert (day.principal_minor, day.fee_minor, day.penalty_minor, day.recovery_minor) == (
+        33_740 + 70_000 + 420, 900 - 300, 0, 0)
+    assert (day.collected_minor, day.funded_principal_minor, day.net_transfer_minor, day.items) == (
+        104_760, 0, 104_760, 3)
+    assert day.time_zone == "Asia/Shanghai"
+    # The two days' transfers and what the platform still holds for the partner are
+    # what the ledger says it owes it and holds for it.
+    ledger = await balances(pool, account.account_id)
+    assert -ledger["PARTNER_SETTLEMENT_PAYABLE"] == lent.collected_minor + day.collected_minor
+    assert ledger["PARTNER_FUNDING"] == lent.funded_principal_minor
+
+    # The file of the day: lines that add up to its TOTAL, whose amount is the transfer.
+    async with acquire(pool) as conn:
+        await settlements.write_csv(conn, PARTNER, date(2027, 2, 10), tmp_path / "day.csv")
+    with (tmp_path / "day.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["line"] for r in rows] == ["ITEM", "ITEM", "ITEM", "TOTAL"]
+    assert sum(int(r["amount_minor"]) for r in rows[:-1]) == int(rows[-1]["amount_minor"]) == 104_760
+    assert {r["kind"] for r in rows[:-1]} == {"REPAYMENT_RECEIVED", "LOAN_REFUNDED", "CREDIT_BALANCE_APPLIED"}
+
+    # The bot writes each closed day's file once, for every partner.
+    bot._settings = dataclasses.replace(bot._settings, settlement_dir=tmp_path / "out")
+    clock.set(shanghai(2027, 2, 11, hour=1))
+    report = await bot.run()
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert report.settlement_files == 7 and written[-1] == "settlement-bank-a-2027-02-10.csv"
+    assert (tmp_path / "out" / written[-1]).read_text() == (tmp_path / "day.csv").read_text()
+    assert (await bot.run()).settlement_files == 0
+
+
+async def test_a_settlement_of_an_unknown_partner_or_a_bad_date_is_refused(api: Api):
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await settlement(api, "2027-02-10", partner_id="no-such-bank")
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await settlement(api, "10/02/2027")
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field_violations(bad.value) == ["date"]
