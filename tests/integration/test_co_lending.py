@@ -7,6 +7,7 @@ grades A and B, terms 3 and 6. Loans are grade B flat fee (0.6 % a month)."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import dataclasses
 from datetime import UTC, date, datetime, timedelta
@@ -400,3 +401,21 @@ async def test_a_settlement_of_an_unknown_partner_or_a_bad_date_is_refused(api: 
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await settlement(api, "10/02/2027")
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field_violations(bad.value) == ["date"]
+
+
+@pytest.mark.parametrize("partner_settings", [{"max_exposure_minor": 1_000_000, "exposure_stripes": 4}])
+async def test_concurrent_captures_never_take_a_partner_past_its_maximum(api: Api, pool, books):
+    """40 captures at once on 40 accounts, each offering 70,000 to a partner whose four
+    counters take 250,000 each: at most three loans per counter are co-funded."""
+    accounts = [await api.open_account(limit_minor=1_000_000) for _ in range(40)]
+    holds = [await api.authorize(a.account_id, 100_000, 3) for a in accounts]
+    captured = await asyncio.gather(*(api.capture(h.authorization_id) for h in holds))
+    loans = [await api.loan(c.loan_id) for c in captured]
+    co_funded = [loan for loan in loans if PARTNER in parts(loan)]
+    assert 1 <= len(co_funded) <= 12
+    assert await exposure(pool) == 70_000 * len(co_funded) <= 1_000_000
+    async with acquire(pool) as conn:
+        rows = await conn.fetch("SELECT exposure_minor, cap_minor FROM partner_exposure WHERE partner_id = $1",
+                                PARTNER)
+    assert all(r["exposure_minor"] <= r["cap_minor"] for r in rows)
+    await books()
