@@ -58,11 +58,26 @@ _LOAN_OWED = """
 """
 
 
+def _ledger_balance_sums(ledger_account: str, table: str, expected_expression: str, where: str = "true") -> str:
+    """Accounts whose ledger balance in `ledger_account` differs from the sum of an
+    expression over their rows of `table` (aliased `t`) that pass `where`; grouped,
+    not correlated, so that it reads each table once."""
+    return f"""
+        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
+               coalesce(e.expected, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = '{ledger_account}' GROUP BY account_id) p USING (account_id)
+        LEFT JOIN (SELECT t.account_id, sum({expected_expression}) AS expected FROM {table} t
+                   WHERE {where} GROUP BY t.account_id) e USING (account_id)
+        WHERE coalesce(p.balance, 0) <> coalesce(e.expected, 0)
+    """
+
+
 def _partner_ledger_is(ledger_account: str, expected_expression: str) -> str:
     """Accounts whose ledger balance in a partner account differs from an expression
-    over the partners' rows of loan_funding (`f`) of the account's loans."""
-    return _ledger_balance_is(ledger_account, f"""(SELECT coalesce(sum({expected_expression}), 0) FROM loan_funding f
-                                                   WHERE f.account_id = a.account_id AND f.funder_id <> 'platform')""")
+    summed over the partners' rows of loan_funding (`t`) of the account's loans."""
+    return _ledger_balance_sums(ledger_account, "loan_funding", expected_expression, "t.funder_id <> 'platform'")
 
 
 CHECKS: dict[str, str] = {
@@ -183,16 +198,15 @@ CHECKS: dict[str, str] = {
         WHERE c.found <> c.expected
     """,
     "partners' principal held in the ledger is their stakes":
-        _partner_ledger_is("PARTNER_PRINCIPAL_HELD", "-f.principal_minor"),
-    "partners' fees held in the ledger are their stakes": _partner_ledger_is("PARTNER_FEE_HELD", "-f.fee_minor"),
+        _partner_ledger_is("PARTNER_PRINCIPAL_HELD", "-t.principal_minor"),
+    "partners' fees held in the ledger are their stakes": _partner_ledger_is("PARTNER_FEE_HELD", "-t.fee_minor"),
     "partners' penalties held in the ledger are their stakes":
-        _partner_ledger_is("PARTNER_PENALTY_HELD", "-f.penalty_minor"),
+        _partner_ledger_is("PARTNER_PENALTY_HELD", "-t.penalty_minor"),
     "partner funding is the principal partners lent":
-        _partner_ledger_is("PARTNER_FUNDING", "f.funded_principal_minor"),
+        _partner_ledger_is("PARTNER_FUNDING", "t.funded_principal_minor"),
     "what the platform owes partners is what it collected for them":
-        _ledger_balance_is("PARTNER_SETTLEMENT_PAYABLE", """-(SELECT coalesce(sum(
-                               s.principal_minor + s.fee_minor + s.penalty_minor + s.recovery_minor), 0)
-                           FROM partner_settlement_items s WHERE s.account_id = a.account_id)"""),
+        _ledger_balance_sums("PARTNER_SETTLEMENT_PAYABLE", "partner_settlement_items",
+                             "-(t.principal_minor + t.fee_minor + t.penalty_minor + t.recovery_minor)"),
     "a partner's exposure counters add up to its principal owed": """
         SELECT p.partner_id AS subject, coalesce(x.exposure, 0)::bigint AS found,
                coalesce(f.owed, 0)::bigint AS expected

@@ -419,3 +419,22 @@ async def test_concurrent_captures_never_take_a_partner_past_its_maximum(api: Ap
                                 PARTNER)
     assert all(r["exposure_minor"] <= r["cap_minor"] for r in rows)
     await books()
+
+
+async def test_the_invariant_checker_sees_a_stake_off_by_a_fen(api: Api, pool):
+    from server.invariants import check
+
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_000)
+    async with acquire(pool) as conn:
+        assert await check(conn) == []
+        await conn.execute("UPDATE loan_funding SET principal_minor = principal_minor - 1, funded_principal_minor = "
+                           "funded_principal_minor - 1 WHERE loan_id = $1::uuid AND funder_id = $2",
+                           loan.loan_id, PARTNER)
+        broken = {v.rule for v in await check(conn)}
+    assert broken == {"a co-funded loan's funders lent its principal",
+                      "each partner's stake is its share of what the loan owes",
+                      "a co-funded loan's stakes add up to what it owes",
+                      "partners' principal held in the ledger is their stakes",
+                      "partner funding is the principal partners lent",
+                      "a partner's exposure counters add up to its principal owed"}
