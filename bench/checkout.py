@@ -14,7 +14,11 @@ database, then measures, each scenario paired with a floor run just before it:
               service with RISK_CHECKS=off (the velocity rules would decline it), paired with
               the floor on one account; then checks for overspend
 
-and, with --sweep, Authorize on the service and the floor at each number of calls in
+With --co-lending a funding partner (70 % of principal, every grade and term, room for
+all) is added before the service starts, so every capture co-funds its loan and every
+repayment splits with the partner.
+
+And, with --sweep, Authorize on the service and the floor at each number of calls in
 flight (--plot draws docs/benchmarks-concurrency.png), and with --server-processes,
 Authorize on a service started with SERVER_PROCESSES=N for each N.
 
@@ -50,6 +54,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -654,6 +659,8 @@ async def run_bench(args: argparse.Namespace, dsn: str) -> dict:
             floor_ids = await floor_server.seed_accounts(conn, args.accounts, FLOOR_LIMIT_MINOR)
             bench.floor_customers = [customer(a, i + 1) for i, a in enumerate(floor_ids)]
             bench.floor_hot = customer((await floor_server.seed_accounts(conn, 1, FLOOR_LIMIT_MINOR))[0], 1)
+            if args.co_lending:
+                await add_bench_partner(conn)
         finally:
             await conn.close()
         print(f"floor serving on {floor_address} ({args.accounts} accounts, log {floor.log_path})")
@@ -662,6 +669,20 @@ async def run_bench(args: argparse.Namespace, dsn: str) -> dict:
             await bench.run_floor(args.in_flight, 1.0)  # untimed: connections, plans and caches warm up
             await run_scenarios(bench, args, dsn)
     return report
+
+
+async def add_bench_partner(conn: asyncpg.Connection) -> None:
+    """A partner that co-funds every loan: the schema first (the service would migrate
+    it at start, after the partners are read)."""
+    from server.core import funding as co_lending
+    from server.db.migrate import migrate
+
+    await migrate(conn)
+    await co_lending.add_partner(
+        conn, partner_id="bench-bank", name="Bench Bank", principal_share_bps=7_000, fee_share_bps=5_000,
+        max_exposure_minor=10**13, grades=["A", "B", "C", "D", "E"], terms=[1, 3, 6, 12, 24], exposure_stripes=8,
+        now=datetime.now(UTC))
+    print("co-lending: partner bench-bank funds 70 % of every loan")
 
 
 async def run_scenarios(bench: Bench, args: argparse.Namespace, dsn: str) -> None:
@@ -827,6 +848,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-log-level", default="info", help="LOG_LEVEL of the service (default info)")
     parser.add_argument("--database-url", help="use this database instead of an embedded PostgreSQL")
     parser.add_argument("--seed", type=int, default=None, help="random seed of the requests")
+    parser.add_argument("--co-lending", action="store_true", help="a funding partner co-funds every loan")
     args = parser.parse_args(argv)
     if not (0 < args.duration_s <= 600 and 0 < args.sweep_duration_s <= 600):
         parser.error("durations must be between 0 and 600 s")

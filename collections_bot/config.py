@@ -44,6 +44,8 @@ class BotSettings:
     lease_s: int
     voice_gateway_addr: str | None
     limit_review: bool
+    # Where each pass writes funding partners' daily settlement files; None: not written.
+    settlement_dir: Path | None
     metrics_listen_addr: str | None
     db_connect_timeout_s: int
     voice_caller_id: str
@@ -96,6 +98,7 @@ class BotSettings:
             unsubscribe_secret=env.get("UNSUBSCRIBE_SECRET") or "dev-only-unsubscribe-secret",
             lease_s=int_setting(env, "COLLECTIONS_LEASE_S", 120, minimum=5, maximum=3600),
             limit_review=switch_setting(env, "LIMIT_REVIEW", False),
+            settlement_dir=Path(env["SETTLEMENT_DIR"]) if env.get("SETTLEMENT_DIR") else None,
             metrics_listen_addr=optional_address_setting(env, "METRICS_LISTEN_ADDR"),
             db_connect_timeout_s=int_setting(env, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600),
             voice_gateway_addr=(address_setting(env, "VOICE_GATEWAY_ADDR", "unused:0")

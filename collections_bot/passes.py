@@ -24,6 +24,7 @@ from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
 from server.clock import Clock
+from server.core import settlements
 from server.core.collections import Collections, Reviews
 from server.core.contact_attempts import ContactAttempts, ReminderContext
 from server.core.limits import review_limits
@@ -46,6 +47,7 @@ class PassReport(Reviews):
     delivered: Counter = field(default_factory=Counter)
     lease_lost: int = 0
     limit_review: dict = field(default_factory=dict)
+    settlement_files: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,8 @@ class CollectionsPass:
             await self.deliver_voice(now, report, lease_clock)
         if self._settings.limit_review:
             report.limit_review = dict((await review_limits(self._pool, now)).actions)
+        if self._settings.settlement_dir is not None:
+            report.settlement_files = await settlements.write_due_files(self._pool, self._settings.settlement_dir, now)
         log.info("pass_finished", as_of=now.isoformat(), reviewed=report.reviewed, busy=report.busy,
                  failed=report.failed, penalty_days=report.penalty_days, penalty_minor=report.penalty_minor,
                  charged_off=report.charged_off, planned=dict(report.planned), delivered=dict(report.delivered),

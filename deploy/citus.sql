@@ -40,6 +40,11 @@ SET citus.enable_unsafe_triggers TO on;
 -- Reference tables: small, shared by every account, written by operators.
 SELECT create_reference_table('risk_lists');
 SELECT create_reference_table('reminder_steps');
+-- Co-lending's partners and their exposure counters. A co-funded capture adds to one
+-- counter in its write, and a write to a reference table reaches every node: on Citus
+-- that capture is a multi-node transaction (docs/scaling.md says what to do past that).
+SELECT create_reference_table('funding_partners');
+SELECT create_reference_table('partner_exposure');
 
 -- The distributed tables, all co-located with accounts.
 SELECT create_distributed_table('accounts', 'account_id');
@@ -61,6 +66,8 @@ SELECT create_distributed_table('penalty_waivers', 'account_id', colocate_with =
 SELECT create_distributed_table('promises', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('contact_preferences', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('contact_attempts', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('loan_funding', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('partner_settlement_items', 'account_id', colocate_with => 'accounts');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

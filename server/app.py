@@ -37,10 +37,12 @@ from server.config import Settings
 from server.core.accounts import CreditLines
 from server.core.checkout import Checkout
 from server.core.collections import Collections, CollectionsPolicy
+from server.core.funding import Partners
 from server.core.loans import Loans
 from server.core.portfolio import Portfolio
 from server.core.repayments import Repayments
 from server.core.risk import RiskReports
+from server.db import acquire
 from server.db.migrate import migrate
 from server.db.pool import create_pool, wait_for_database
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
@@ -75,13 +77,14 @@ class Core:
     portfolio: Portfolio
 
 
-def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE) -> Core:
+def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE,
+               partners: Partners | None = None) -> Core:
     products.check_cost_ceiling(settings.max_apr_bps)
     repayments = Repayments(clock)
     return Core(
         credit_lines=CreditLines(clock, temporary_limit_max_days=settings.temporary_limit_max_days),
         checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments,
-                          load_ruleset() if settings.risk_checks else None),
+                          load_ruleset() if settings.risk_checks else None, partners),
         loans=Loans(clock),
         repayments=repayments,
         collections=Collections(clock, CollectionsPolicy(), repayments),
@@ -161,7 +164,10 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     processes of SERVER_PROCESSES > 1 share the ports; otherwise a second server on the
     same port is refused. `dsn` is where the database watch connects; without it the
     watch borrows the pool's connections."""
-    core = build_core(settings, clock)
+    # The funding partners are read once: captures choose among them without a read.
+    async with acquire(pool) as conn:
+        partners = await Partners.load(conn)
+    core = build_core(settings, clock, partners=partners)
     transactions = Transactions(pool)
     tls = settings.mtls_files()
     policy = AccessPolicy.load(tls.access) if tls is not None else None

@@ -43,6 +43,43 @@ def _ledger_balance_is(ledger_account: str, expected_expression: str) -> str:
     """
 
 
+# Co-lending (docs/risk.md): what each co-funded loan owes, per component, as its
+# funders' stakes see it (nothing once charged off).
+_LOAN_OWED = """
+    SELECT l.loan_id, l.account_id, l.principal_minor AS loan_principal_minor,
+           CASE WHEN l.status = 'CHARGED_OFF' THEN 0
+                ELSE sum(i.principal_minor - i.principal_paid_minor) END::bigint AS principal_owed,
+           CASE WHEN l.status = 'CHARGED_OFF' THEN 0 ELSE sum(i.fee_minor - i.fee_paid_minor) END::bigint AS fee_owed,
+           CASE WHEN l.status = 'CHARGED_OFF' THEN 0
+                ELSE sum(i.penalty_minor - i.penalty_paid_minor) END::bigint AS penalty_owed
+    FROM loans l JOIN installments i USING (loan_id)
+    WHERE EXISTS (SELECT 1 FROM loan_funding f WHERE f.loan_id = l.loan_id)
+    GROUP BY l.loan_id, l.account_id
+"""
+
+
+def _ledger_balance_sums(ledger_account: str, table: str, expected_expression: str, where: str = "true") -> str:
+    """Accounts whose ledger balance in `ledger_account` differs from the sum of an
+    expression over their rows of `table` (aliased `t`) that pass `where`; grouped,
+    not correlated, so that it reads each table once."""
+    return f"""
+        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
+               coalesce(e.expected, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = '{ledger_account}' GROUP BY account_id) p USING (account_id)
+        LEFT JOIN (SELECT t.account_id, sum({expected_expression}) AS expected FROM {table} t
+                   WHERE {where} GROUP BY t.account_id) e USING (account_id)
+        WHERE coalesce(p.balance, 0) <> coalesce(e.expected, 0)
+    """
+
+
+def _partner_ledger_is(ledger_account: str, expected_expression: str) -> str:
+    """Accounts whose ledger balance in a partner account differs from an expression
+    summed over the partners' rows of loan_funding (`t`) of the account's loans."""
+    return _ledger_balance_sums(ledger_account, "loan_funding", expected_expression, "t.funder_id <> 'platform'")
+
+
 CHECKS: dict[str, str] = {
     "journal entries balance": """
         SELECT entry_id::text AS subject, sum(amount_minor)::bigint AS found, 0::bigint AS expected
@@ -124,6 +161,61 @@ CHECKS: dict[str, str] = {
                au.captured_minor AS expected
         FROM authorizations au LEFT JOIN loans l ON l.authorization_id = au.authorization_id
         WHERE au.status = 'CAPTURED' AND (l.loan_id IS NULL OR l.principal_minor <> au.captured_minor)
+    """,
+    "a co-funded loan's funders lent its principal": """
+        SELECT l.loan_id::text AS subject, sum(f.funded_principal_minor)::bigint AS found,
+               l.principal_minor AS expected
+        FROM loans l JOIN loan_funding f USING (loan_id)
+        GROUP BY l.loan_id, l.principal_minor
+        HAVING sum(f.funded_principal_minor) <> l.principal_minor
+    """,
+    "the platform lends at least 30 % of each co-funded loan": """
+        SELECT l.loan_id::text AS subject, f.funded_principal_minor AS found,
+               ceil(l.principal_minor * 0.3)::bigint AS expected
+        FROM loans l JOIN loan_funding f USING (loan_id)
+        WHERE f.funder_id = 'platform' AND f.funded_principal_minor * 10 < l.principal_minor * 3
+    """,
+    "each partner's stake is its share of what the loan owes": f"""
+        SELECT o.loan_id::text || ' ' || f.funder_id || ' ' || c.component AS subject, c.found, c.expected
+        FROM ({_LOAN_OWED}) o JOIN loan_funding f USING (loan_id)
+        CROSS JOIN LATERAL (VALUES
+            ('principal', f.principal_minor, div(o.principal_owed * f.principal_share_bps, 10000)::bigint),
+            ('fee', f.fee_minor, div(o.fee_owed * f.fee_share_bps, 10000)::bigint),
+            ('penalty', f.penalty_minor, div(o.penalty_owed * f.fee_share_bps, 10000)::bigint))
+            AS c (component, found, expected)
+        WHERE f.funder_id <> 'platform' AND c.found <> c.expected
+    """,
+    "a co-funded loan's stakes add up to what it owes": f"""
+        SELECT o.loan_id::text || ' ' || c.component AS subject, c.found, c.expected
+        FROM ({_LOAN_OWED}) o
+        JOIN (SELECT loan_id, sum(principal_minor) AS principal, sum(fee_minor) AS fee,
+                     sum(penalty_minor) AS penalty
+              FROM loan_funding GROUP BY loan_id) s USING (loan_id)
+        CROSS JOIN LATERAL (VALUES ('principal', s.principal::bigint, o.principal_owed::bigint),
+                                   ('fee', s.fee::bigint, o.fee_owed::bigint),
+                                   ('penalty', s.penalty::bigint, o.penalty_owed::bigint))
+            AS c (component, found, expected)
+        WHERE c.found <> c.expected
+    """,
+    "partners' principal held in the ledger is their stakes":
+        _partner_ledger_is("PARTNER_PRINCIPAL_HELD", "-t.principal_minor"),
+    "partners' fees held in the ledger are their stakes": _partner_ledger_is("PARTNER_FEE_HELD", "-t.fee_minor"),
+    "partners' penalties held in the ledger are their stakes":
+        _partner_ledger_is("PARTNER_PENALTY_HELD", "-t.penalty_minor"),
+    "partner funding is the principal partners lent":
+        _partner_ledger_is("PARTNER_FUNDING", "t.funded_principal_minor"),
+    "what the platform owes partners is what it collected for them":
+        _ledger_balance_sums("PARTNER_SETTLEMENT_PAYABLE", "partner_settlement_items",
+                             "-(t.principal_minor + t.fee_minor + t.penalty_minor + t.recovery_minor)"),
+    "a partner's exposure counters add up to its principal owed": """
+        SELECT p.partner_id AS subject, coalesce(x.exposure, 0)::bigint AS found,
+               coalesce(f.owed, 0)::bigint AS expected
+        FROM funding_partners p
+        LEFT JOIN (SELECT partner_id, sum(exposure_minor) AS exposure FROM partner_exposure GROUP BY 1) x
+             USING (partner_id)
+        LEFT JOIN (SELECT funder_id AS partner_id, sum(principal_minor) AS owed FROM loan_funding GROUP BY 1) f
+             USING (partner_id)
+        WHERE coalesce(x.exposure, 0) <> coalesce(f.owed, 0)
     """,
     # Two rules that one database enforces with unique indexes across accounts, and a
     # database sharded by account only within each account (docs/scaling.md): checked

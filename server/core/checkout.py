@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 
 from server.clock import Clock
+from server.core import funding as co_lending
 from server.core import reserve
 from server.core.accounts import lock_account
 from server.core.commands import Decided, Done, Key, NeedsLock, Replay, Write
@@ -28,6 +29,7 @@ from server.core.views import (
 from server.db import accounts as account_rows
 from server.db import acquire, one
 from server.db import authorizations as authorization_rows
+from server.db import funding as funding_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.domain import authorizations as holds
@@ -70,8 +72,9 @@ class Capture:
 
 class Checkout:
     def __init__(self, clock: Clock, products: ProductTable, hold_ttl: timedelta, repayments: Repayments,
-                 ruleset: risk.Ruleset | None) -> None:
+                 ruleset: risk.Ruleset | None, partners: co_lending.Partners | None = None) -> None:
         self._clock = clock
+        self._partners = partners or co_lending.Partners()
         self._products = products
         self._hold_ttl = hold_ttl
         self._repayments = repayments
@@ -220,6 +223,10 @@ class Checkout:
         entries = [(loan_id, ledger.loan_captured(plan.principal_minor, plan.total_fee_minor))]
         if provision:
             entries.append((loan_id, ledger.reserve_provisioned(provision)))
+        # A partner that accepts the loan funds its share if it has room (decided by the
+        # write, on the partner's exposure counters); otherwise the loan is the platform's.
+        offer = co_lending.capture_offer(self._partners, row["account_id"], Grade(row["risk_grade"]),
+                                         plan.term_months, plan.principal_minor, plan.total_fee_minor)
         args = loan_rows.capture_args(
             account_id=row["account_id"], version=row["version"], hold_minor=row["amount_minor"],
             captured_minor=result.captured_minor, released_minor=result.released_minor,
@@ -231,9 +238,14 @@ class Checkout:
             entries=entries, now=now)
         view = replace(authorization_view(row, plan, now), status=AuthorizationStatus.CAPTURED,
                        captured_minor=result.captured_minor, released_minor=result.released_minor, loan_id=loan_id)
-        return Decided(view, Write(loan_rows.CAPTURE_WRITE, args), row["account_id"], {
+        outcome: dict[str, Any] = {
             "outcome": "hold_captured", "authorization_id": str(view.authorization_id), "loan_id": str(loan_id),
-            "captured_minor": result.captured_minor, "released_minor": result.released_minor})
+            "captured_minor": result.captured_minor, "released_minor": result.released_minor}
+        if offer is None:
+            return Decided(view, Write(loan_rows.CAPTURE_WRITE, args), row["account_id"], outcome)
+        outcome["offered_to_partner"] = offer.partner.partner_id
+        return Decided(view, Write(loan_rows.CAPTURE_WRITE_CO_FUNDED, args + offer.args(loan_id)), row["account_id"],
+                       outcome)
 
     async def _capture_locked(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
         """Capture with every step its own statement, in the caller's transaction: for
@@ -263,6 +275,10 @@ class Checkout:
                                ledger.loan_captured(plan.principal_minor, plan.total_fee_minor), now)
         await reserve.provide(conn, auth["account_id"], loan_id, plan.principal_minor, Grade(account["risk_grade"]),
                               now)
+        offer = co_lending.capture_offer(self._partners, auth["account_id"], Grade(account["risk_grade"]),
+                                         plan.term_months, plan.principal_minor, plan.total_fee_minor)
+        if offer is not None:
+            await funding_rows.co_fund(conn, auth["account_id"], loan_id, now, offer.args(loan_id))
         log.info("hold_captured", authorization_id=str(auth["authorization_id"]), loan_id=str(loan_id),
                  captured_minor=result.captured_minor, released_minor=result.released_minor)
         # A credit balance pays the new debt at once, through the waterfall.

@@ -16,20 +16,23 @@ import asyncpg
 import structlog
 
 from server.clock import Clock
+from server.core import funding as co_lending
 from server.core import promises, reserve
 from server.core.accounts import each_free_account, lock_account
 from server.core.contact_attempts import AttemptPolicy, ContactAttempts
 from server.core.repayments import Repayments
-from server.core.views import LoanView, loan_view
+from server.core.views import LoanView, installment_state, loan_view
 from server.db import accounts as account_rows
 from server.db import acquire
 from server.db import collections as rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
-from server.domain import ledger
+from server.domain import funding, ledger
 from server.domain.accounts import AccountStatus
 from server.domain.calendar import latest_local_date, local_date
 from server.domain.errors import FailedPrecondition, InvalidArgument, InvariantViolation, NotFound
+from server.domain.funding import Owed
+from server.domain.ledger import EntryKind
 from server.domain.loans import Bucket, LoanStatus, bucket
 from server.domain.money import round_half_up
 from server.domain.penalties import PenaltyPolicy, accrue
@@ -219,6 +222,9 @@ class Collections:
                         booked_for_loan += penalty.amount_minor
             if booked_for_loan:
                 await ledger_rows.post(conn, account_id, loan.loan_id, ledger.penalty_assessed(booked_for_loan), now)
+                # A co-funded loan's partner earns its share of the penalty.
+                await co_lending.book(conn, account_id, loan.loan_id, EntryKind.PENALTY_ASSESSED, loan.loan_id,
+                                      loan.owed, funding.penalty_steps(booked_for_loan), now)
                 total += booked_for_loan
         if total:
             log.info("penalties_booked", account_id=str(account_id), days=days, amount_minor=total)
@@ -237,6 +243,11 @@ class Collections:
             await ledger_rows.post(conn, account["account_id"], loan.loan_id, ledger.loan_charged_off(
                 principal_minor=unpaid_principal, fee_minor=unpaid_fee, penalty_minor=unpaid_penalty,
                 insurance_claim_minor=claim), now)
+        # A co-funded loan's partner bears its share of the loss and recovers its share
+        # of the insurance claim.
+        owed = Owed(unpaid_principal, unpaid_fee, unpaid_penalty)
+        await co_lending.book(conn, account["account_id"], loan.loan_id, EntryKind.LOAN_CHARGED_OFF, loan.loan_id,
+                              owed, funding.charge_off_steps(owed), now, recovery_base_minor=claim)
         if account["status"] != AccountStatus.CLOSED:
             await account_rows.set_status(conn, account["account_id"], AccountStatus.CLOSED.value, now)
         await rows.event(conn, account["account_id"], "LOAN_CHARGED_OFF",
@@ -354,8 +365,11 @@ class Collections:
         unpaid = installment["penalty_minor"] - installment["penalty_paid_minor"]
         if amount_minor > unpaid:
             raise InvalidArgument.of("amount_minor", f"{amount_minor} exceeds the {unpaid} of unpaid penalty")
+        owed_before = funding.owed_by(installment_state(r) for r in installment_rows)
         await rows.waive(conn, uuid.uuid4(), account["account_id"], loan_id, sequence, amount_minor, reason, now)
         await ledger_rows.post(conn, account["account_id"], loan_id, ledger.penalty_waived(amount_minor), now)
+        await co_lending.book(conn, account["account_id"], loan_id, EntryKind.PENALTY_WAIVED, loan_id, owed_before,
+                              funding.waiver_steps(amount_minor), now)
         await rows.event(conn, account["account_id"], "PENALTY_WAIVED",
                          {"loan_id": str(loan_id), "sequence": sequence, "amount_minor": amount_minor,
                           "reason": reason}, now)
@@ -364,6 +378,7 @@ class Collections:
             await loan_rows.set_status(conn, account["account_id"], loan_id, LoanStatus.PAID_OFF.value, now)
             await reserve.release(conn, account["account_id"], loan_id, now)
             after = loan_view(*await self._loan(conn, loan_id), account["time_zone"], now)
+        (after,) = await co_lending.with_funding(conn, [after])
         return after
 
     @staticmethod

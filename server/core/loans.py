@@ -9,6 +9,7 @@ import asyncpg
 
 from server import paging
 from server.clock import Clock
+from server.core import funding as co_lending
 from server.core.views import LoanView, loan_view
 from server.db import accounts as account_rows
 from server.db import loans as loan_rows
@@ -41,7 +42,9 @@ class Loans:
             raise NotFound("loan_id", str(loan_id), "loan")
         loan, installments = found
         account = one(await account_rows.get(conn, loan["account_id"]))
-        return loan_view(loan, installments, account["time_zone"], self._clock.now())
+        (view,) = await co_lending.with_funding(conn, [loan_view(loan, installments, account["time_zone"],
+                                                                 self._clock.now())])
+        return view
 
     async def page(self, conn: asyncpg.Connection, account_id: UUID, page_size: int, page_token: str,
                    status: LoanStatus | None) -> LoanPage:
@@ -56,8 +59,8 @@ class Loans:
         rows = await loan_rows.page_for_account(conn, account_id, status.value if status else None, after,
                                                 page_size + 1)
         now = self._clock.now()
-        views = tuple(loan_view(loan, installments, account["time_zone"], now)
-                      for loan, installments in rows[:page_size])
+        views = tuple(await co_lending.with_funding(conn, [loan_view(loan, installments, account["time_zone"], now)
+                                                           for loan, installments in rows[:page_size]]))
         more = len(rows) > page_size
         token = paging.encode_after(views[-1].created_at, views[-1].loan_id) if more else ""
         return LoanPage(views, token)

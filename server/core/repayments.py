@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 
 from server.clock import Clock
+from server.core import funding as co_lending
 from server.core import reserve
 from server.core.accounts import lock_account
 from server.core.commands import Decided, Done, Key, NeedsLock, Replay, Write
@@ -24,6 +25,7 @@ from server.db import repayments as repayment_rows
 from server.domain import ledger, waterfall
 from server.domain.calendar import local_date
 from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.ledger import EntryKind
 from server.domain.loans import InstallmentState, LoanStatus
 from server.domain.waterfall import Allocated, Allocation, Component
 
@@ -123,6 +125,16 @@ class Repayments:
             waived_fee_minor=allocated.waived_minor))]
         entries += [(loan.loan_id, ledger.reserve_released(provisions[loan.loan_id]))
                     for loan in paid_off if provisions[loan.loan_id]]
+        # Co-funded loans: each funder's part of what was paid, in the same write.
+        touched = {a.loan_id for a in allocated.allocations} | {w.loan_id for w in allocated.waivers}
+        funding_changes = co_lending.FundingChanges(EntryKind.REPAYMENT_RECEIVED, repayment_id)
+        for loan, (row, _) in zip(loans, found, strict=True):
+            if loan.loan_id in touched:
+                funding_changes.add(loan.loan_id, co_lending.funder_stakes_of_arrays(row), loan.owed,
+                                    co_lending.payment_steps(allocated, loan.loan_id))
+        partner_entry = funding_changes.entry
+        if partner_entry is not None:
+            entries.append((repayment_id, partner_entry))
         args = repayment_rows.repay_args(
             account_id=command.account_id, version=first["version"], principal_minor=principal,
             unapplied_minor=allocated.unapplied_minor, installments=changed,
@@ -142,7 +154,10 @@ class Repayments:
         outcome = _repaid(view)
         if paid_off:
             outcome["loans_paid_off"] = [str(loan.loan_id) for loan in paid_off]
-        return Decided(view, Write(repayment_rows.REPAY_WRITE, args), command.account_id, outcome)
+        if funding_changes.empty:
+            return Decided(view, Write(repayment_rows.REPAY_WRITE, args), command.account_id, outcome)
+        return Decided(view, Write(repayment_rows.REPAY_WRITE_CO_FUNDED, args + funding_changes.arrays()),
+                       command.account_id, outcome)
 
     async def _repay_locked(self, conn: asyncpg.Connection, command: Repay) -> RepaymentView:
         """Repay with every step its own statement, in the caller's transaction."""
@@ -152,7 +167,8 @@ class Repayments:
         loans = await self._loans_in_scope(conn, account, command.loan_id, now)
         allocated = waterfall.allocate([loan.balance for loan in loans], command.amount_minor, today)
         repayment_id = uuid.uuid4()
-        await self._settle(conn, account["account_id"], loans, allocated, now)
+        await self._settle(conn, account["account_id"], loans, allocated, now, EntryKind.REPAYMENT_RECEIVED,
+                           repayment_id)
         await repayment_rows.insert(
             conn, repayment_id=repayment_id, account_id=account["account_id"], loan_id=command.loan_id,
             channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
@@ -204,6 +220,9 @@ class Repayments:
             raise InvalidArgument.of(
                 "amount_minor", f"{command.amount_minor} exceeds the {refundable} of principal not yet refunded")
         result = waterfall.refund(loan.installments, command.amount_minor, loan.today)
+        refund_id = uuid.uuid4()
+        await co_lending.book(conn, account["account_id"], loan.loan_id, EntryKind.LOAN_REFUNDED, refund_id,
+                              loan.owed, co_lending.refund_steps(result), now)
         installments = waterfall.apply_refund(loan.installments, result)
         await loan_rows.update_installments(conn, account["account_id"], loan.loan_id, installments, {})
         status = (LoanStatus.CANCELLED if result.cancels_loan
@@ -217,7 +236,6 @@ class Repayments:
                                              principal_delta_minor=-result.unpaid_principal_cut_minor, now=now)
         if result.returned_minor:
             await repayment_rows.add_to_credit_balance(conn, account["account_id"], result.returned_minor, now)
-        refund_id = uuid.uuid4()
         await repayment_rows.insert_refund(
             conn, refund_id=refund_id, account_id=account["account_id"], loan_id=loan.loan_id,
             amount_minor=command.amount_minor, returned_minor=result.returned_minor, reason=command.reason, now=now)
@@ -232,7 +250,9 @@ class Repayments:
         log.info("loan_refunded", loan_id=str(loan.loan_id), amount_minor=command.amount_minor,
                  returned_minor=result.returned_minor, cancelled=result.cancels_loan)
         await self.apply_credit_balance(conn, account["account_id"], now)
-        return await self._loan(conn, loan.loan_id, account["time_zone"], now)
+        (after,) = await co_lending.with_funding(conn, [await self._loan(conn, loan.loan_id, account["time_zone"],
+                                                                         now)])
+        return after
 
     async def apply_credit_balance(self, conn: asyncpg.Connection, account_id: UUID, now: datetime) -> int:
         """Use the locked account's credit balance against what it owes, through the
@@ -250,7 +270,7 @@ class Repayments:
         if allocated.applied_minor == 0 and not allocated.waivers:
             return 0
         repayment_id = uuid.uuid4()
-        await self._settle(conn, account_id, loans, allocated, now)
+        await self._settle(conn, account_id, loans, allocated, now, EntryKind.CREDIT_BALANCE_APPLIED, repayment_id)
         if allocated.applied_minor:
             await repayment_rows.insert(
                 conn, repayment_id=repayment_id, account_id=account_id, loan_id=None,
@@ -265,9 +285,10 @@ class Repayments:
         return allocated.applied_minor
 
     async def _settle(self, conn: asyncpg.Connection, account_id: UUID, loans: list[LoanView],
-                      allocated: Allocated, now: datetime) -> None:
-        """Write what an allocation paid and waived: installments, loans paid off, and
-        the principal repaid, which gives the limit back at once."""
+                      allocated: Allocated, now: datetime, kind: ledger.EntryKind, reference_id: UUID) -> None:
+        """Write what an allocation paid and waived: installments, loans paid off, the
+        principal repaid, which gives the limit back at once, and each funder's part."""
+        await co_lending.book_allocation(conn, account_id, loans, allocated, kind, reference_id, now)
         changed, paid_off = _settlement(loans, allocated)
         for loan in loans:
             states = [state for loan_id, state, _ in changed if loan_id == loan.loan_id]

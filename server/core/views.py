@@ -14,6 +14,7 @@ from server.db import authorizations as authorization_rows
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import AuthorizationStatus, DeclineReason, Hold
 from server.domain.calendar import local_date
+from server.domain.funding import BPS, PLATFORM, FunderStake, Owed, Shares, owed_by
 from server.domain.loans import Bucket, InstallmentState, LoanStatus, bucket, days_past_due
 from server.domain.pricing import Grade, Plan, RepaymentMethod
 from server.domain.risk import Decision
@@ -179,6 +180,9 @@ class LoanView:
     refunded_minor: int
     today: date
     created_at: datetime
+    # The loan's funders as booked (co-lending); empty when read without them, or when
+    # the loan is the platform's alone.
+    funding: tuple[FunderStake, ...] = ()
 
     @property
     def outstanding_principal_minor(self) -> int:
@@ -203,6 +207,20 @@ class LoanView:
     @property
     def balance(self) -> LoanBalance:
         return LoanBalance(self.loan_id, self.installments)
+
+    @property
+    def owed(self) -> Owed:
+        """What the customer owes the loan, per component; nothing once it is charged off."""
+        if self.status is LoanStatus.CHARGED_OFF:
+            return Owed()
+        return owed_by(self.installments)
+
+    @property
+    def funding_parts(self) -> tuple[FunderStake, ...]:
+        """Its funders; a loan no partner funds is the platform's alone, with every share."""
+        if self.funding:
+            return self.funding
+        return (FunderStake(PLATFORM, Shares(BPS, BPS), self.principal_minor, self.owed),)
 
 
 def installment_state(row: asyncpg.Record) -> InstallmentState:

@@ -11,18 +11,19 @@ import asyncpg
 from server.domain.ledger import JournalEntry
 
 
-def entries_ctes(gate: str, account: str, now: str, first: int) -> str:
+def entries_ctes(gate: str, account: str, now: str, first: int, prefix: str = "") -> str:
     """CTEs for a Write that post journal entries with their postings, only where the
     CTE `gate` has a row. `account` and `now` are SQL expressions; the seven array
-    parameters from $`first` on are the ones `entry_arrays` makes, in its order."""
+    parameters from $`first` on are the ones `entry_arrays` makes, in its order. A
+    `prefix` names the CTEs apart when one statement posts under two gates."""
     p = [f"${n}" for n in range(first, first + 7)]
     return f"""
-entries AS (
+{prefix}entries AS (
     INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at)
     SELECT e.entry_id, {account}, e.kind, e.reference_id, {now}
     FROM {gate}, unnest({p[0]}::uuid[], {p[1]}::text[], {p[2]}::uuid[]) AS e (entry_id, kind, reference_id)
 ),
-entry_postings AS (
+{prefix}entry_postings AS (
     INSERT INTO postings (entry_id, line, account_id, ledger_account, amount_minor)
     SELECT p.entry_id, p.line, {account}, p.ledger_account, p.amount_minor
     FROM {gate}, unnest({p[3]}::uuid[], {p[4]}::integer[], {p[5]}::text[], {p[6]}::bigint[])

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.db import idempotency, ledger, one
+from server.db import funding, idempotency, ledger, one
 
 _LOAN_COLUMNS = """
     loan_id, account_id, authorization_id, status, principal_minor, term_months, method,
@@ -119,7 +119,7 @@ LEFT JOIN idempotency_records r ON r.account_id = au.account_id AND r.caller = $
 # schedule are inserted with the reserve's provision, and the ledger entries posted.
 # $6 account, $7 version, $8 hold amount, $9 captured, $10 now, $11 authorization,
 # $12 released, $13 loan, $14-$23 the loan, $24-$27 its schedule, $28-$34 the entries.
-CAPTURE_WRITE = idempotency.write_statement("""
+_CAPTURE_CTES = """
 account AS (
     UPDATE accounts
     SET held_minor = held_minor - $8::bigint,
@@ -147,7 +147,14 @@ schedule AS (
     SELECT loan.loan_id, s.sequence, $6, s.due_date, s.principal_minor, s.fee_minor
     FROM loan, unnest($24::integer[], $25::date[], $26::bigint[], $27::bigint[])
                AS s (sequence, due_date, principal_minor, fee_minor)
-),""" + ledger.entries_ctes("loan", account="$6", now="$10", first=28),
+),""" + ledger.entries_ctes("loan", account="$6", now="$10", first=28)
+CAPTURE_WRITE = idempotency.write_statement(_CAPTURE_CTES, done="loan", detail="account changed since it was read")
+
+# Capture of a loan offered to a funding partner: CAPTURE_WRITE, and the loan is
+# co-funded if the partner has room (server/db/funding.co_funding_ctes); if not, it is
+# the platform's alone. $35-$49 the offer (server/core/funding.CaptureOffer.args).
+CAPTURE_WRITE_CO_FUNDED = idempotency.write_statement(
+    _CAPTURE_CTES + "," + funding.co_funding_ctes("loan", account="$6", loan_id="$13", now="$10", first=35),
     done="loan", detail="account changed since it was read")
 
 

@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from server.db import idempotency, ledger, loans
+from server.db import funding, idempotency, ledger, loans
 from server.domain.loans import InstallmentState
 
 INSERT_REPAYMENT_WITH_ALLOCATIONS = """
@@ -47,6 +47,8 @@ SELECT a.account_id, a.customer_id, a.status, a.risk_grade, a.credit_limit_minor
        l.merchant_id AS loan_merchant_id, l.order_id AS loan_order_id, l.currency AS loan_currency,
        l.start_date AS loan_start_date, l.refunded_minor AS loan_refunded_minor,
        l.created_at AS loan_created_at, l.updated_at AS loan_updated_at, l.provision_minor AS loan_provision_minor,
+       fs.funder_ids, fs.funder_principal_share_bps, fs.funder_fee_share_bps, fs.funder_funded_principal_minor,
+       fs.funder_principal_minor, fs.funder_fee_minor, fs.funder_penalty_minor, fs.funder_exposure_stripe,
        i.sequence, i.due_date, i.principal_minor, i.fee_minor, i.principal_paid_minor, i.fee_paid_minor,
        i.penalty_minor, i.penalty_paid_minor, i.fee_waived_minor
 FROM (SELECT 1) AS one
@@ -54,12 +56,16 @@ LEFT JOIN accounts a ON a.account_id = $1
 LEFT JOIN idempotency_records r ON r.account_id = $1 AND r.caller = $2 AND r.method = $3
                                 AND r.idempotency_key = $4 AND r.response IS NOT NULL
 LEFT JOIN loans l ON l.account_id = a.account_id AND {loans}
+LEFT JOIN LATERAL ({funders}) AS fs ON true
 LEFT JOIN installments i ON i.account_id = l.account_id AND i.loan_id = l.loan_id
 ORDER BY l.created_at, l.loan_id, i.sequence
 """
-REPAY_READ_BY_ACCOUNT = _REPAY_READ.format(loans="l.status = 'ACTIVE'")
-REPAY_READ_BY_LOAN = _REPAY_READ.format(loans="l.loan_id = $5")
+REPAY_READ_BY_ACCOUNT = _REPAY_READ.format(loans="l.status = 'ACTIVE'", funders=funding.funders_of_loan())
+REPAY_READ_BY_LOAN = _REPAY_READ.format(loans="l.loan_id = $5", funders=funding.funders_of_loan())
 
+# The funders of each loan in scope, as the arrays of server/db/funding.funders_of_loan.
+_FUNDER_FIELDS = ("funder_ids", "funder_principal_share_bps", "funder_fee_share_bps", "funder_funded_principal_minor",
+                  "funder_principal_minor", "funder_fee_minor", "funder_penalty_minor", "funder_exposure_stripe")
 _LOAN_FIELDS = ("account_id", "authorization_id", "status", "principal_minor", "term_months", "method",
                 "monthly_rate_bps", "apr_bps", "merchant_id", "order_id", "currency", "start_date", "refunded_minor",
                 "created_at", "updated_at", "provision_minor")
@@ -70,7 +76,7 @@ _LOAN_FIELDS = ("account_id", "authorization_id", "status", "principal_minor", "
 # $6 account, $7 version, $8 principal repaid, $9 unapplied, $10 now, $11-$19 the
 # installments, $20 loans paid off, $21-$26 the repayment, $27-$31 its allocations,
 # $32-$38 the entries.
-REPAY_WRITE = idempotency.write_statement("""
+_REPAY_CTES = """
 account AS (
     UPDATE accounts
     SET outstanding_principal_minor = outstanding_principal_minor - $8::bigint,
@@ -105,11 +111,20 @@ allocations AS (
     SELECT repayment.repayment_id, a.line, $6, a.loan_id, a.sequence, a.component, a.amount_minor
     FROM repayment, unnest($27::integer[], $28::uuid[], $29::integer[], $30::text[], $31::bigint[])
                     AS a (line, loan_id, sequence, component, amount_minor)
-),""" + ledger.entries_ctes("account", account="$6", now="$10", first=32),
+),""" + ledger.entries_ctes("account", account="$6", now="$10", first=32)
+# Every installment and loan decided on was still as read: none is written twice.
+_REPAY_ALSO = ("(SELECT count(*) FROM paid) = cardinality($12::integer[])"
+               " AND (SELECT count(*) FROM paid_off) = cardinality($20::uuid[])")
+REPAY_WRITE = idempotency.write_statement(_REPAY_CTES, done="repayment", detail="account changed since it was read",
+                                          also=_REPAY_ALSO)
+
+# Repay of loans some of which are co-funded: REPAY_WRITE, and what the payment did to
+# their funders (server/db/funding.changes_ctes), every stake decided on written.
+# $39-$55 the funding changes (server/core/funding.FundingChanges.arrays).
+REPAY_WRITE_CO_FUNDED = idempotency.write_statement(
+    _REPAY_CTES + "," + funding.changes_ctes("account", account="$6", now="$10", first=39),
     done="repayment", detail="account changed since it was read",
-    # Every installment and loan decided on was still as read: none is written twice.
-    also="(SELECT count(*) FROM paid) = cardinality($12::integer[])"
-         " AND (SELECT count(*) FROM paid_off) = cardinality($20::uuid[])")
+    also=_REPAY_ALSO + " AND (SELECT count(*) FROM funding_stakes) = cardinality($39::uuid[])")
 
 
 async def repay_read(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID | None,
@@ -127,7 +142,8 @@ async def repay_read(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID |
         if row["loan_id"] is None:
             continue
         if not loans or loans[-1][0]["loan_id"] != row["loan_id"]:
-            loan = {"loan_id": row["loan_id"], **{name: row["loan_" + name] for name in _LOAN_FIELDS}}
+            loan = {"loan_id": row["loan_id"], **{name: row["loan_" + name] for name in _LOAN_FIELDS},
+                    **{name: row[name] for name in _FUNDER_FIELDS}}
             loans.append((loan, []))
         if row["sequence"] is not None:
             loans[-1][1].append(row)

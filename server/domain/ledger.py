@@ -18,6 +18,16 @@ Chart of accounts (per customer account, so the books can be sharded by account)
     PROVISION_EXPENSE        expense: provisions made (less those released)
     INSURANCE_CLAIM_RECEIVABLE  asset: the insured share of losses, claimed
 
+Co-lending (server/domain/funding.py; docs/risk.md, "Co-lending"): the accounts above
+keep showing each loan whole, as the customer owes it; these show the partners' part:
+
+    PARTNER_FUNDING          asset: cash partners paid out for their shares of loans
+    PARTNER_PRINCIPAL_HELD   liability: partners' share of unpaid principal, held for them
+    PARTNER_FEE_HELD         liability: partners' share of unpaid fees
+    PARTNER_PENALTY_HELD     liability: partners' share of unpaid penalties
+    PARTNER_INCOME_SHARE     contra-income: partners' share of fees and penalties owed
+    PARTNER_SETTLEMENT_PAYABLE  liability: collected for partners, owed at settlement
+
 Fees are receivable from capture, against UNEARNED_FEE_INCOME; when paid they become
 FEE_INCOME; when waived or refunded the receivable and the unearned income both go.
 """
@@ -28,6 +38,8 @@ import enum
 from dataclasses import dataclass
 
 from server.domain.errors import InvariantViolation
+from server.domain.funding import Cause, Moved
+from server.domain.waterfall import Component
 
 
 class LedgerAccount(enum.StrEnum):
@@ -44,6 +56,12 @@ class LedgerAccount(enum.StrEnum):
     RISK_RESERVE = "RISK_RESERVE"
     PROVISION_EXPENSE = "PROVISION_EXPENSE"
     INSURANCE_CLAIM_RECEIVABLE = "INSURANCE_CLAIM_RECEIVABLE"
+    PARTNER_FUNDING = "PARTNER_FUNDING"
+    PARTNER_PRINCIPAL_HELD = "PARTNER_PRINCIPAL_HELD"
+    PARTNER_FEE_HELD = "PARTNER_FEE_HELD"
+    PARTNER_PENALTY_HELD = "PARTNER_PENALTY_HELD"
+    PARTNER_INCOME_SHARE = "PARTNER_INCOME_SHARE"
+    PARTNER_SETTLEMENT_PAYABLE = "PARTNER_SETTLEMENT_PAYABLE"
 
 
 class EntryKind(enum.StrEnum):
@@ -56,6 +74,8 @@ class EntryKind(enum.StrEnum):
     LOAN_CHARGED_OFF = "LOAN_CHARGED_OFF"
     RESERVE_PROVISIONED = "RESERVE_PROVISIONED"
     RESERVE_RELEASED = "RESERVE_RELEASED"
+    LOAN_CO_FUNDED = "LOAN_CO_FUNDED"
+    PARTNER_SHARES_MOVED = "PARTNER_SHARES_MOVED"
 
 
 @dataclass(frozen=True)
@@ -179,3 +199,46 @@ def reserve_provisioned(amount_minor: int) -> JournalEntry:
 def reserve_released(amount_minor: int) -> JournalEntry:
     return _entry(EntryKind.RESERVE_RELEASED,
                   (LedgerAccount.RISK_RESERVE, LedgerAccount.PROVISION_EXPENSE, amount_minor))
+
+
+_HELD = {Component.PRINCIPAL: LedgerAccount.PARTNER_PRINCIPAL_HELD, Component.FEE: LedgerAccount.PARTNER_FEE_HELD,
+         Component.PENALTY: LedgerAccount.PARTNER_PENALTY_HELD}
+# Where the other side of a partner's part goes, by its cause.
+_AGAINST = {
+    Cause.FUNDED: LedgerAccount.PARTNER_FUNDING,
+    Cause.ACCRUED: LedgerAccount.PARTNER_INCOME_SHARE,
+    Cause.COLLECTED: LedgerAccount.PARTNER_SETTLEMENT_PAYABLE,
+    Cause.RETURNED: LedgerAccount.PARTNER_SETTLEMENT_PAYABLE,
+    Cause.FORGONE: LedgerAccount.PARTNER_INCOME_SHARE,
+    Cause.WRITTEN_OFF: LedgerAccount.RISK_RESERVE,
+}
+
+
+def partner_shares(kind: EntryKind, moves: list[Moved]) -> JournalEntry | None:
+    """The partners' part of an event, beside the event's own entry (which books the
+    loan whole). A part that raises a partner's stake credits its HELD account and
+    debits the account of its cause; one that lowers it does the reverse:
+
+        FUNDED       PARTNER_FUNDING / PARTNER_PRINCIPAL_HELD       the partner paid its part out
+        ACCRUED      PARTNER_INCOME_SHARE / PARTNER_*_HELD          its share of fees, penalties
+        COLLECTED    PARTNER_*_HELD / PARTNER_SETTLEMENT_PAYABLE    collected for it, owed to it
+        RETURNED     PARTNER_SETTLEMENT_PAYABLE / PARTNER_*_HELD    given back to the customer
+        FORGONE      PARTNER_*_HELD / PARTNER_INCOME_SHARE          waived or cut: never earned
+        WRITTEN_OFF  PARTNER_*_HELD / RISK_RESERVE                  its share of the loss is its own
+
+    and a recovery (its share of the insurance claim) moves from the reserve, which
+    took the whole claim, to what the platform owes it: RISK_RESERVE / PARTNER_SETTLEMENT_PAYABLE.
+    Postings are netted per account; None when nothing moved (shares too small to reach a fen)."""
+    totals: dict[LedgerAccount, int] = {}
+
+    def add(account: LedgerAccount, amount: int) -> None:
+        totals[account] = totals.get(account, 0) + amount
+
+    for moved in moves:
+        for p in moved.parts:
+            add(_AGAINST[p.cause], p.amount_minor)
+            add(_HELD[p.component], -p.amount_minor)
+        add(LedgerAccount.RISK_RESERVE, moved.recovery_minor)
+        add(LedgerAccount.PARTNER_SETTLEMENT_PAYABLE, -moved.recovery_minor)
+    postings = tuple(Posting(account, amount) for account, amount in totals.items() if amount)
+    return JournalEntry(kind, postings) if postings else None

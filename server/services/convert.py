@@ -14,6 +14,7 @@ from server.core.checkout import Quote
 from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
+from server.core.settlements import SETTLEMENT_TIME_ZONE, PartnerSettlement
 from server.core.views import AccountView, AuthorizationView, LoanView
 from server.domain.loans import LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
@@ -174,6 +175,14 @@ def loan(view: LoanView) -> common_pb2.Loan:
             for i in view.installments
         ],
         refunded_minor=view.refunded_minor,
+        funding=[
+            common_pb2.FundingPart(
+                funder_id=f.funder_id, principal_share_bps=f.shares.principal_share_bps,
+                fee_share_bps=f.shares.fee_share_bps, funded_principal_minor=f.funded_principal_minor,
+                principal_owed_minor=f.stake.principal_minor, fee_owed_minor=f.stake.fee_minor,
+                penalty_owed_minor=f.stake.penalty_minor)
+            for f in view.funding_parts
+        ],
     )
 
 
@@ -302,3 +311,18 @@ def stress_result(view: StressView) -> risk_pb2.StressTestResult:
     return risk_pb2.StressTestResult(
         as_of_date=view.as_of.isoformat(), scenario=stress_scenario(view.scenario),
         policy=expected_loss(view.policy), stressed=expected_loss(view.stressed), current_only=list(view.current_only))
+def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:
+    return risk_pb2.PartnerSettlement(
+        partner_id=view.partner_id,
+        date=view.day.isoformat(),
+        time_zone=SETTLEMENT_TIME_ZONE,
+        principal_minor=view.principal_minor,
+        fee_minor=view.fee_minor,
+        penalty_minor=view.penalty_minor,
+        recovery_minor=view.recovery_minor,
+        collected_minor=view.collected_minor,
+        funded_principal_minor=view.funded_principal_minor,
+        loans_funded=view.loans_funded,
+        net_transfer_minor=view.net_transfer_minor,
+        items=view.items,
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from credit.v1 import risk_pb2, risk_pb2_grpc
+from server.core import settlements
 from server.core.portfolio import Portfolio
 from server.core.risk import RiskReports
 from server.domain import losses
@@ -60,6 +63,23 @@ class RiskServicer(risk_pb2_grpc.RiskServiceServicer):
             return convert.stress_result(await self._portfolio.stress(conn, scenario, as_of))
 
         return await self._tx.read(stress)
+
+    # -- co-lending ------------------------------------------------------------------------
+
+    async def GetPartnerSettlement(self, request, context) -> risk_pb2.PartnerSettlement:
+        f = Fields()
+        partner_id = f.identifier(request.partner_id, "partner_id")
+        day = date.min
+        try:
+            day = date.fromisoformat(request.date)
+        except ValueError:
+            f.fail("date", f"must be a date YYYY-MM-DD, got {request.date[:32]!r}")
+        f.done()
+
+        async def get(conn):
+            return convert.partner_settlement(await settlements.settlement(conn, partner_id, day))
+
+        return await self._tx.read(get)
 
 
 def _scenario(f: Fields, request: risk_pb2.RunStressTestRequest) -> losses.Scenario:

@@ -33,9 +33,11 @@ HOT_PATH = {
     "AUTHORIZE_WRITE": authorizations.AUTHORIZE_WRITE,
     "CAPTURE_READ": loans.CAPTURE_READ,
     "CAPTURE_WRITE": loans.CAPTURE_WRITE,
+    "CAPTURE_WRITE_CO_FUNDED": loans.CAPTURE_WRITE_CO_FUNDED,
     "REPAY_READ_BY_ACCOUNT": repayments.REPAY_READ_BY_ACCOUNT,
     "REPAY_READ_BY_LOAN": repayments.REPAY_READ_BY_LOAN,
     "REPAY_WRITE": repayments.REPAY_WRITE,
+    "REPAY_WRITE_CO_FUNDED": repayments.REPAY_WRITE_CO_FUNDED,
     "IDEMPOTENCY_CLAIM": idempotency.CLAIM,
     "IDEMPOTENCY_LOAD": idempotency.LOAD,
     "IDEMPOTENCY_STORE": idempotency.STORE,
@@ -60,10 +62,15 @@ TOUCHES = {
     "CAPTURE_READ": {"authorizations", "accounts", "idempotency_records"},
     "CAPTURE_WRITE": {"idempotency_records", "accounts", "authorizations", "loans", "installments",
                       "journal_entries", "postings"},
-    "REPAY_READ_BY_ACCOUNT": {"accounts", "idempotency_records", "loans", "installments"},
-    "REPAY_READ_BY_LOAN": {"accounts", "idempotency_records", "loans", "installments"},
+    "CAPTURE_WRITE_CO_FUNDED": {"idempotency_records", "accounts", "authorizations", "loans", "installments",
+                                "journal_entries", "postings", "loan_funding"},
+    "REPAY_READ_BY_ACCOUNT": {"accounts", "idempotency_records", "loans", "installments", "loan_funding"},
+    "REPAY_READ_BY_LOAN": {"accounts", "idempotency_records", "loans", "installments", "loan_funding"},
     "REPAY_WRITE": {"idempotency_records", "accounts", "installments", "loans", "repayments",
                     "repayment_allocations", "journal_entries", "postings"},
+    "REPAY_WRITE_CO_FUNDED": {"idempotency_records", "accounts", "installments", "loans", "repayments",
+                              "repayment_allocations", "journal_entries", "postings", "loan_funding",
+                              "partner_settlement_items"},
     "IDEMPOTENCY_CLAIM": {"idempotency_records"},
     "IDEMPOTENCY_LOAD": {"idempotency_records"},
     "IDEMPOTENCY_STORE": {"idempotency_records"},
@@ -342,7 +349,8 @@ def test_the_reader_sees_a_missing_filter(account_tables):
     assert broken("REPAY_WRITE", repayments.REPAY_WRITE, "i.account_id = $6 AND ") == [
         ("REPAY_WRITE", "installments", "i")]
     assert broken("REPAY_READ_BY_LOAN", repayments.REPAY_READ_BY_LOAN, "l.account_id = a.account_id AND ") == [
-        ("REPAY_READ_BY_LOAN", "loans", "l"), ("REPAY_READ_BY_LOAN", "installments", "i")]
+        ("REPAY_READ_BY_LOAN", "loans", "l"), ("REPAY_READ_BY_LOAN", "installments", "i"),
+        ("REPAY_READ_BY_LOAN", "loan_funding", "f")]
     assert broken("IDEMPOTENCY_LOAD", idempotency.LOAD, "account_id = $1 AND ") == [
         ("IDEMPOTENCY_LOAD", "idempotency_records", "idempotency_records")]
     assert broken("AUTHORIZE_WRITE", authorizations.AUTHORIZE_WRITE,

@@ -1,0 +1,1 @@
+"""Operators' commands for co-lending: `python -m server.funding` (docs/risk.md)."""
