@@ -311,6 +311,10 @@ def stress_result(view: StressView) -> risk_pb2.StressTestResult:
     return risk_pb2.StressTestResult(
         as_of_date=view.as_of.isoformat(), scenario=stress_scenario(view.scenario),
         policy=expected_loss(view.policy), stressed=expected_loss(view.stressed), current_only=list(view.current_only))
+
+
+# -- co-lending -------------------------------------------------------------------------------
+
 def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:
     return risk_pb2.PartnerSettlement(
         partner_id=view.partner_id,
