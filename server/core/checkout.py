@@ -34,7 +34,7 @@ from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.domain import authorizations as holds
 from server.domain import ledger, quotes, risk
-from server.domain.accounts import AccountStatus
+from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import Approval, AuthorizationStatus, Decline, DeclineReason
 from server.domain.calendar import local_date
 from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
@@ -70,6 +70,13 @@ class Capture:
     amount_minor: int  # 0 captures all
 
 
+def _line_without_expired_holds(row) -> CreditLine:
+    """The account's credit line once its holds that expired by now (`due_expired_minor`
+    of the read) no longer hold anything: Authorize's write expires them, and a quote
+    counts them as Authorize would."""
+    return replace(credit_line(row), held_minor=row["held_minor"] - row["due_expired_minor"])
+
+
 class Checkout:
     def __init__(self, clock: Clock, products: ProductTable, hold_ttl: timedelta, repayments: Repayments,
                  ruleset: risk.Ruleset | None, partners: co_lending.Partners | None = None) -> None:
@@ -86,9 +93,8 @@ class Checkout:
         row = await account_rows.get_with_due_expired(conn, account_id, now)
         if row is None:
             raise NotFound("account_id", str(account_id), "account")
-        account = account_view(row, now)
         # Holds that expired but are not yet swept free their room, as in Authorize.
-        account = replace(account, line=replace(account.line, held_minor=row["held_minor"] - row["due_expired_minor"]))
+        account = replace(account_view(row, now), line=_line_without_expired_holds(row))
         offered = quotes.offers(account.line, self._products, amount_minor, method, now)
         plans = tuple(
             build_plan(amount_minor, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,
@@ -118,7 +124,7 @@ class Checkout:
             lapsed = row["live_status"] == AuthorizationStatus.PENDING and row["live_expires_at"] <= now
             if not lapsed:
                 raise _order_taken(command)
-        line = replace(credit_line(row), held_minor=row["held_minor"] - due_expired)
+        line = _line_without_expired_holds(row)
         decision = holds.decide(line, self._products, command.amount_minor, command.term_months, command.method, now)
         # The rules run only on what the account could otherwise take: a decline for its
         # status, the term or the limit is not a risk decision, and carries none.

@@ -131,6 +131,19 @@ async def start_writer(api: Api, clock: FixedClock, account_ids: list[str]):
     return writer, stop, writes
 
 
+async def restore_and_count(dump, db_dsn: str, pg_admin_dsn: str) -> dict:
+    """Restore `dump` into a new database with the restore script, check that its
+    invariant check found nothing, and count the copy's rows (the copy is then dropped)."""
+    restored_name = "restored_" + uuid.uuid4().hex[:12]
+    try:
+        restore = await run_script(RESTORE, str(dump), restored_name, database_url=db_dsn)
+        assert restore.returncode == 0, restore.stdout + restore.stderr
+        assert violations_reported(restore.stdout) == 0
+        return await count_rows(with_database(pg_admin_dsn, restored_name))
+    finally:
+        await drop_database(pg_admin_dsn, restored_name)
+
+
 async def test_a_backup_taken_under_writes_restores_into_a_database_whose_books_balance(
         api, clock, db_dsn, pg_admin_dsn, tmp_path, books):
     account_ids = await open_book(api)
@@ -148,14 +161,7 @@ async def test_a_backup_taken_under_writes_restores_into_a_database_whose_books_
     assert writes["capture"] > 0 and writes["repay"] > 0, writes
     after = await count_rows(db_dsn)
 
-    restored_name = "restored_" + uuid.uuid4().hex[:12]
-    try:
-        restore = await run_script(RESTORE, str(dump), restored_name, database_url=db_dsn)
-        assert restore.returncode == 0, restore.stdout + restore.stderr
-        assert violations_reported(restore.stdout) == 0
-        restored = await count_rows(with_database(pg_admin_dsn, restored_name))
-    finally:
-        await drop_database(pg_admin_dsn, restored_name)
+    restored = await restore_and_count(dump, db_dsn, pg_admin_dsn)
     # One state between the book before the writer and the book after it.
     assert restored.keys() == before.keys()
     assert all(before[table] <= restored[table] <= after[table] for table in restored), (before, restored, after)
@@ -187,14 +193,7 @@ async def test_the_restored_database_is_exactly_the_snapshot_the_dump_read(api, 
     live = await count_rows(db_dsn)
     assert live["authorizations"] > in_snapshot["authorizations"], "nothing was written after the snapshot"
 
-    restored_name = "restored_" + uuid.uuid4().hex[:12]
-    try:
-        restore = await run_script(RESTORE, str(dump), restored_name, database_url=db_dsn)
-        assert restore.returncode == 0, restore.stdout + restore.stderr
-        assert violations_reported(restore.stdout) == 0
-        restored = await count_rows(with_database(pg_admin_dsn, restored_name))
-    finally:
-        await drop_database(pg_admin_dsn, restored_name)
+    restored = await restore_and_count(dump, db_dsn, pg_admin_dsn)
     assert restored == in_snapshot
     await books()
 
