@@ -117,11 +117,6 @@ SELECT promise_id, account_id, promised_date, amount_minor, status, source, paid
 FROM promises WHERE account_id = $1 AND status = 'ACTIVE'
 """
 
-SELECT_LATEST_PROMISE = """
-SELECT promise_id, account_id, promised_date, amount_minor, status, source, paid_before_minor, created_at
-FROM promises WHERE account_id = $1 ORDER BY created_at DESC LIMIT 1
-"""
-
 INSERT_PROMISE = """
 INSERT INTO promises (promise_id, account_id, promised_date, amount_minor, status, source, paid_before_minor,
                       created_at)
@@ -304,10 +299,6 @@ async def has_charged_off_loans(conn: asyncpg.Connection, account_id: UUID) -> b
 
 async def active_promise(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT_ACTIVE_PROMISE, account_id)
-
-
-async def latest_promise(conn: asyncpg.Connection, account_id: UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(SELECT_LATEST_PROMISE, account_id)
 
 
 async def insert_promise(conn: asyncpg.Connection, promise_id: UUID, account_id: UUID, promised_date: date,
