@@ -114,7 +114,7 @@ async def check_statements_tie_to_the_ledger(pool, account_id: str) -> list[asyn
             assert s["period_start"] < s["statement_date"]
             assert s["closing_minor"] == s["opening_minor"] + sum(line["amount_minor"] for line in mine)
             assert s["closing_minor"] == await ledger_balance_before(conn, account, s["cutoff_at"])
-            by_kind = collections.Counter()
+            by_kind: collections.Counter[str] = collections.Counter()
             for line in mine:
                 by_kind[line["kind"]] += line["amount_minor"]
                 assert previous_cutoff <= line["booked_at"] < s["cutoff_at"]
@@ -446,7 +446,7 @@ async def test_get_and_list_statements(api, passes, clock):
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await api.repayment.GetStatement(repayment_pb2.GetStatementRequest(account_id=account.account_id,
                                                                            period="2027-01"))
-    assert missing.value.code() == grpc.StatusCode.NOT_FOUND and "period" in missing.value.details()
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND and "period" in (missing.value.details() or "")
     for period in ("2027-13", "Feb 2027", "", "2027-02-30"):
         with pytest.raises(grpc.aio.AioRpcError) as bad:
             await api.repayment.GetStatement(repayment_pb2.GetStatementRequest(account_id=account.account_id,
