@@ -20,7 +20,7 @@ import asyncpg
 import structlog
 
 from collections_bot import metrics as bot_metrics
-from collections_bot.channels.email import Delivery, EmailChannel, Reminder, build_message, yuan
+from collections_bot.channels.email import Delivery, EmailChannel, Reminder, SendResult, build_message, yuan
 from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
@@ -232,18 +232,16 @@ class CollectionsPass:
         result = await self._email.send(message)
         log.info("reminder_delivery", attempt_id=str(attempt.attempt_id), step=attempt.step_code,
                  delivery=result.delivery.value, detail=result.detail)
-        detail = {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": context.locale}
-        if result.delivery is Delivery.SENT:
-            recorded = await self._attempts.mark_sent(self._pool, attempt, owner, now, Outcome.DELIVERED, detail)
-        else:
-            bot_metrics.CHANNEL_FAILURES.labels("email", result.delivery.value).inc()
-            recorded = await self._attempts.mark_failed(
-                self._pool, context, owner, now, permanent=result.delivery is Delivery.PERMANENT_FAILURE,
-                detail=detail) is not None
-        if not recorded:
-            lease_lost_at(_described(attempt), owner, "after_send")
-            return None
-        return result.delivery.value
+        detail = smtp_detail(result, context.locale)
+
+        async def sent() -> bool:
+            return await self._attempts.mark_sent(self._pool, attempt, owner, now, Outcome.DELIVERED, detail)
+
+        async def failed(permanent: bool) -> bool:
+            return await self._attempts.mark_failed(self._pool, context, owner, now, permanent=permanent,
+                                                    detail=detail) is not None
+
+        return await record_email(result, sent, failed, _described(attempt), owner)
 
     async def deliver_voice(self, now: datetime, report: PassReport, lease_clock: LeaseClock | None = None) -> None:
         """Calls one at a time: a call holds a line for minutes, and the caps are per day.
@@ -293,6 +291,26 @@ def _reminder(context: ReminderContext) -> Reminder:
         owed_minor=installment.owed_minor, apr_bps=loan.apr_bps, grace_days=penalty.grace_days,
         penalty_rate_bps_per_day=penalty.rate_bps_per_day, penalty_cap_bps=penalty.cap_bps,
     )
+
+
+def smtp_detail(result: SendResult, locale: str) -> dict:
+    """What an email's attempt keeps of the SMTP conversation."""
+    return {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": locale}
+
+
+async def record_email(result: SendResult, sent: Callable[[], Awaitable[bool]],
+                       failed: Callable[[bool], Awaitable[bool]], described: dict, owner: UUID) -> str | None:
+    """Record how an email went through the core (`sent()`, or `failed(permanent)`): the
+    outcome to count, or None when the lease was lost before it could be recorded."""
+    if result.delivery is Delivery.SENT:
+        recorded = await sent()
+    else:
+        bot_metrics.CHANNEL_FAILURES.labels("email", result.delivery.value).inc()
+        recorded = await failed(result.delivery is Delivery.PERMANENT_FAILURE)
+    if not recorded:
+        lease_lost_at(described, owner, "after_send")
+        return None
+    return result.delivery.value
 
 
 def _described(attempt: Attempt) -> dict:

@@ -14,9 +14,9 @@ import asyncpg
 import structlog
 
 from collections_bot import metrics as bot_metrics
-from collections_bot.channels.email import Delivery, EmailChannel, build_statement_message
+from collections_bot.channels.email import EmailChannel, build_statement_message
 from collections_bot.config import BotSettings
-from collections_bot.passes import LeaseClock, Leased, LeasedSender, lease_lost_at
+from collections_bot.passes import LeaseClock, Leased, LeasedSender, lease_lost_at, record_email, smtp_detail
 from server.clock import Clock
 from server.core.statements import Delivery as StatementDelivery
 from server.core.statements import StatementMail, Statements
@@ -76,15 +76,13 @@ class StatementsPass:
             return mail.value
         result = await self._email.send(build_statement_message(mail, mail_from=self._settings.mail_from))
         log.info("statement_delivery", **_described(delivery), delivery=result.delivery.value, detail=result.detail)
-        detail = {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": mail.locale}
-        if result.delivery is Delivery.SENT:
-            recorded = await self._statements.mark_sent(self._pool, delivery, owner, now, detail)
-        else:
-            bot_metrics.CHANNEL_FAILURES.labels("email", result.delivery.value).inc()
-            recorded = await self._statements.mark_failed(
-                self._pool, delivery, owner, now, permanent=result.delivery is Delivery.PERMANENT_FAILURE,
-                detail=detail) is not None
-        if not recorded:
-            lease_lost_at(_described(delivery), owner, "after_send")
-            return None
-        return result.delivery.value
+        detail = smtp_detail(result, mail.locale)
+
+        async def sent() -> bool:
+            return await self._statements.mark_sent(self._pool, delivery, owner, now, detail)
+
+        async def failed(permanent: bool) -> bool:
+            return await self._statements.mark_failed(self._pool, delivery, owner, now, permanent=permanent,
+                                                      detail=detail) is not None
+
+        return await record_email(result, sent, failed, _described(delivery), owner)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import random
-import socket
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import grpc
@@ -20,30 +19,15 @@ import pytest
 
 from collections_bot.__main__ import build, build_statements
 from collections_bot.config import BotSettings
-from collections_bot.mail_sink import start as start_mail_sink
 from credit.v1 import collections_pb2, common_pb2, credit_line_pb2, repayment_pb2
 from server.db.pool import create_pool
 from server.domain.statements import CUSTOMER_ACCOUNTS
+from tests.integration import test_collections
+from tests.integration.test_collections import shanghai
 from tests.support import buy, field_violations, key, refund, repay
 
-SHANGHAI = timezone(timedelta(hours=8))
-
-
-def shanghai(month, day, hour=10, year=2027):
-    return datetime(year, month, day, hour, tzinfo=SHANGHAI)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def smtp():
-    controller, sink = start_mail_sink("127.0.0.1", free_port())
-    yield sink, controller.port
-    controller.stop()
+smtp = test_collections.smtp  # the SMTP sink fixture
+SHANGHAI = shanghai(1, 1).tzinfo
 
 
 def bot_settings(port: int) -> BotSettings:
@@ -107,7 +91,7 @@ async def check_statements_tie_to_the_ledger(pool, account_id: str) -> list[asyn
     async with pool.acquire() as conn:
         issued = await conn.fetch("SELECT * FROM statements WHERE account_id = $1 ORDER BY statement_date", account)
         all_lines = await conn.fetch("SELECT * FROM statement_lines WHERE account_id = $1", account)
-        previous, previous_cutoff = 0, datetime.min.replace(tzinfo=SHANGHAI)
+        previous, previous_cutoff = 0, datetime.min.replace(tzinfo=UTC)
         for s in issued:
             mine = [line for line in all_lines if line["statement_date"] == s["statement_date"]]
             assert s["opening_minor"] == previous, s["statement_date"]
@@ -404,8 +388,10 @@ async def test_a_4xx_that_outlasts_a_pass_is_sent_on_a_later_pass_and_a_5xx_is_f
     await issue(passes, clock, shanghai(2, 16))
     assert len(sink.messages) == 1
 
-    other = await api.open_account(limit_minor=1_000_000)
+    other = await api.open_account(limit_minor=1_000_000)  # its statement day is the 16th
     await buy(api, other.account_id, 300_000)
+    await issue(passes, clock, shanghai(3, 15))
+    assert len(sink.messages) == 2
     sink.fail_next.append("550 5.1.1 No such user")
     await issue(passes, clock, shanghai(3, 16))
     async with pool.acquire() as conn:
