@@ -61,16 +61,11 @@ def message_id(account_id: UUID, statement_date: date, domain: str) -> str:
 
 
 @dataclass(frozen=True)
-class StatementLine:
-    """A line as shown: the movement, and the loan it concerns when there is one."""
+class StatementLine(Line):
+    """A line as shown: the movement, its number on the statement, and the loan it
+    concerns when there is one."""
 
-    line: int
-    kind: LineKind
-    entry_id: UUID
-    entry_kind: str
-    reference_id: UUID
-    booked_at: datetime
-    amount_minor: int
+    line: int = 0
     loan_id: UUID | None = None
     merchant_id: str = ""
     order_id: str = ""
@@ -272,13 +267,13 @@ class Statements:
         view = account_view(account, now)
 
         def shown(number: int, line: Line) -> StatementLine:
+            movement = vars(line)
             loan = loans.get(line.reference_id)
             if loan is None:
-                return StatementLine(number, line.kind, line.entry_id, line.entry_kind, line.reference_id,
-                                     line.booked_at, line.amount_minor)
-            return StatementLine(number, line.kind, line.entry_id, line.entry_kind, line.reference_id,
-                                 line.booked_at, line.amount_minor, loan["loan_id"], loan["merchant_id"],
-                                 loan["order_id"], loan["term_months"], loan["method"], loan["apr_bps"])
+                return StatementLine(**movement, line=number)
+            return StatementLine(**movement, line=number, loan_id=loan["loan_id"], merchant_id=loan["merchant_id"],
+                                 order_id=loan["order_id"], term_months=loan["term_months"], method=loan["method"],
+                                 apr_bps=loan["apr_bps"])
 
         return Statement(
             account_id=account_id, statement_date=statement_date, period_start=period_start, cutoff_at=cut,

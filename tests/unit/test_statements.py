@@ -178,9 +178,10 @@ def test_the_email_escapes_what_it_shows_in_html_and_formats_amounts():
         sections=Sections(purchases_minor=123_456, payments_minor=100), closing_minor=123_356,
         owed=Owed(123_356, 0, 0, 0), credit_limit_minor=1_000_000, available_minor=876_544,
         amount_due_minor=41_152, issued_at=NOW,
-        lines=(StatementLine(1, LineKind.PURCHASE, uuid.uuid4(), "LOAN_CAPTURED", uuid.uuid4(), NOW, 123_456,
-                             uuid.uuid4(), "m", "<b>order</b>", 3, "FLAT_FEE", 1077),
-               StatementLine(2, LineKind.PAYMENT, uuid.uuid4(), "REPAYMENT_RECEIVED", uuid.uuid4(), NOW, -100)))
+        lines=(StatementLine(LineKind.PURCHASE, uuid.uuid4(), "LOAN_CAPTURED", uuid.uuid4(), NOW, 123_456, line=1,
+                             loan_id=uuid.uuid4(), merchant_id="m", order_id="<b>order</b>", term_months=3,
+                             method="FLAT_FEE", apr_bps=1077),
+               StatementLine(LineKind.PAYMENT, uuid.uuid4(), "REPAYMENT_RECEIVED", uuid.uuid4(), NOW, -100, line=2)))
     delivery = Delivery(account_id, date(2027, 2, 15), AttemptStatus.SENDING, None, 1, "<statement.x@d>", None, {})
     message = build_statement_message(StatementMail(delivery, statement, "Li <Lei>", "li@example.com", "en"),
                                       mail_from="bills@credit.example")
