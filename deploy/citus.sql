@@ -34,7 +34,8 @@ ALTER TABLE accounts DROP CONSTRAINT accounts_customer_id_key;
 
 -- The accounts trigger (it moves the version on every update) and the postings trigger
 -- (it checks that an entry balances, reading the entry's own account) touch only rows
--- of the account being written, so they are safe on shards.
+-- of the account being written, so they are safe on shards. The statement triggers
+-- only refuse changes to an issued statement's rows.
 SET citus.enable_unsafe_triggers TO on;
 
 -- Reference tables: small, shared by every account, written by operators.
