@@ -1,7 +1,8 @@
 """The statement pass of the bot: issue the monthly statements whose date has come in
 each account's zone, then email those waiting to go out. It runs after each collections
-pass, reading the clock afresh (the same instant under `run-once --as-of`). Issuing and every write to a delivery belong to the
-core (`Statements`); here is only the rendering and the SMTP conversation."""
+pass, reading the clock afresh (the same instant under `run-once --as-of`). Issuing and
+every write to a delivery belong to the core (`Statements`); here is only the rendering
+and the SMTP conversation."""
 
 from __future__ import annotations
 
