@@ -21,8 +21,8 @@ from server.db import funding as funding_rows
 from server.db import ledger as ledger_rows
 from server.domain import funding, ledger
 from server.domain.errors import AlreadyExists, InvalidArgument, NotFound
-from server.domain.journal import Head
 from server.domain.funding import PLATFORM, FunderStake, Funding, Moved, Owed, Partner, Shares, Step
+from server.domain.journal import Head
 from server.domain.ledger import EntryKind, JournalEntry
 from server.domain.pricing import Grade
 from server.domain.waterfall import Allocated, Component, Refund

@@ -10,8 +10,8 @@ import asyncpg
 
 from server.db import one
 from server.domain import journal
-from server.domain.journal import Head
 from server.domain.errors import InvariantViolation
+from server.domain.journal import Head
 from server.domain.ledger import JournalEntry
 
 

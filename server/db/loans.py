@@ -182,7 +182,7 @@ account_totals AS (
     SET {_ACCOUNT_TOTALS.strip()},
         journal_length = CASE WHEN {_FUNDED} THEN {_FUNDED_LENGTH} + cardinality($28::uuid[]) ELSE {_LENGTH} END,
         journal_head_sha256 = CASE WHEN {_FUNDED} THEN {_FUNDED_HEAD} ELSE {_HEAD} END
-    FROM account WHERE accounts.account_id = account.account_id
+    WHERE account_id = $6 AND EXISTS (SELECT 1 FROM account)
     RETURNING 1
 )""", done="loan", detail="account changed since it was read", also="EXISTS (SELECT 1 FROM account_totals)")
 

@@ -150,5 +150,6 @@ def verify(account_id: UUID, links: list[tuple[Link, bytes]], head: Head) -> lis
         expected = Head(link.sequence, stored)
     if head != expected:
         breaks.append(Break(account_id, None, head.length, "the account's head is not its journal's last entry",
-                            f"entry {head.length} {head.sha256.hex()}", f"entry {expected.length} {expected.sha256.hex()}"))
+                            f"entry {head.length} {head.sha256.hex()}",
+                            f"entry {expected.length} {expected.sha256.hex()}"))
     return breaks
