@@ -61,32 +61,31 @@ def entry_arrays(account_id: UUID, head: Head, entries: list[tuple[UUID, Journal
     kinds: list[str] = []
     references: list[UUID] = []
     posting_entries: list[UUID] = []
-    lines: list[int] = []
+    postings_lines: list[int] = []
     ledger_accounts: list[str] = []
     amounts: list[int] = []
     sequences: list[int] = []
     previous: list[bytes] = []
     hashes: list[bytes] = []
     for reference_id, entry in entries:
-        link = journal.Link(
-            entry_id=uuid.uuid4(), account_id=account_id, sequence=head.length + 1, created_at=now,
-            kind=entry.kind.value, reference_id=reference_id,
-            lines=tuple(journal.Line(line, p.ledger_account.value, p.amount_minor)
-                        for line, p in enumerate(entry.postings, start=1)),
-            previous_sha256=head.sha256)
-        head = journal.Head(link.sequence, link.sha256())
-        entry_ids.append(link.entry_id)
-        kinds.append(link.kind)
+        entry_id = uuid.uuid4()
+        sequence = head.length + 1
+        lines = [(line, p.ledger_account.value, p.amount_minor) for line, p in enumerate(entry.postings, start=1)]
+        digest = journal.entry_sha256(head.sha256, entry_id, account_id, sequence, now, entry.kind.value,
+                                      reference_id, lines)
+        entry_ids.append(entry_id)
+        kinds.append(entry.kind.value)
         references.append(reference_id)
-        sequences.append(link.sequence)
-        previous.append(link.previous_sha256)
-        hashes.append(head.sha256)
-        for line in link.lines:
-            posting_entries.append(link.entry_id)
-            lines.append(line.line)
-            ledger_accounts.append(line.ledger_account)
-            amounts.append(line.amount_minor)
-    return head, (entry_ids, kinds, references, posting_entries, lines, ledger_accounts, amounts, sequences,
+        sequences.append(sequence)
+        previous.append(head.sha256)
+        hashes.append(digest)
+        head = Head(sequence, digest)
+        for line, ledger_account, amount_minor in lines:
+            posting_entries.append(entry_id)
+            postings_lines.append(line)
+            ledger_accounts.append(ledger_account)
+            amounts.append(amount_minor)
+    return head, (entry_ids, kinds, references, posting_entries, postings_lines, ledger_accounts, amounts, sequences,
                   previous, hashes)
 
 
