@@ -123,10 +123,9 @@ FROM entry, unnest($6::integer[], $7::text[], $8::bigint[]) AS p (line, ledger_a
 RETURNING entry_id
 """
 
-# Every account's chain head, and every entry with its postings in chain order, for the
-# invariant checker (which reads them in one snapshot, the entries through a cursor).
-SELECT_HEADS = "SELECT account_id, journal_length, journal_head_sha256 FROM accounts ORDER BY account_id"
-SELECT_CHAINS = """
+# An account's entries with their postings in line order as arrays; the statements below
+# add their WHERE, ORDER BY and LIMIT.
+_ENTRIES_WITH_POSTINGS = """
 SELECT e.entry_id, e.account_id, e.sequence, e.kind, e.reference_id, e.created_at, e.previous_sha256,
        e.entry_sha256, p.lines, p.ledger_accounts, p.amounts
 FROM journal_entries e
@@ -135,27 +134,21 @@ CROSS JOIN LATERAL (
            coalesce(array_agg(x.ledger_account ORDER BY x.line), '{}') AS ledger_accounts,
            coalesce(array_agg(x.amount_minor ORDER BY x.line), '{}') AS amounts
     FROM postings x WHERE x.account_id = e.account_id AND x.entry_id = e.entry_id) AS p
-ORDER BY e.account_id, e.sequence
+"""
+
+# Every account's chain head, and every entry in (account, sequence) order, for the
+# invariant checker (which reads them in one snapshot, the entries through a cursor).
+SELECT_HEADS = "SELECT account_id, journal_length, journal_head_sha256 FROM accounts ORDER BY account_id"
+SELECT_CHAINS = _ENTRIES_WITH_POSTINGS + "ORDER BY e.account_id, e.sequence"
+
+# One page of an account's journal in chain order, after the sequence $2.
+SELECT_JOURNAL_PAGE = _ENTRIES_WITH_POSTINGS + """WHERE e.account_id = $1 AND e.sequence > $2
+ORDER BY e.sequence
+LIMIT $3
 """
 
 # The account's chain head, for a locked transaction that chains entries in Python.
 SELECT_HEAD = "SELECT journal_length, journal_head_sha256 FROM accounts WHERE account_id = $1"
-
-# One page of an account's journal in chain order, after the sequence $2, each entry with
-# its postings in line order.
-SELECT_JOURNAL_PAGE = """
-SELECT e.entry_id, e.account_id, e.sequence, e.kind, e.reference_id, e.created_at, e.previous_sha256,
-       e.entry_sha256, p.lines, p.ledger_accounts, p.amounts
-FROM journal_entries e
-CROSS JOIN LATERAL (
-    SELECT coalesce(array_agg(x.line ORDER BY x.line), '{}') AS lines,
-           coalesce(array_agg(x.ledger_account ORDER BY x.line), '{}') AS ledger_accounts,
-           coalesce(array_agg(x.amount_minor ORDER BY x.line), '{}') AS amounts
-    FROM postings x WHERE x.account_id = e.account_id AND x.entry_id = e.entry_id) AS p
-WHERE e.account_id = $1 AND e.sequence > $2
-ORDER BY e.sequence
-LIMIT $3
-"""
 
 BALANCES_FOR_ACCOUNT = """
 SELECT ledger_account, sum(amount_minor)::bigint AS balance_minor

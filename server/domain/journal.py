@@ -123,16 +123,6 @@ def entry_sha256(previous_sha256: bytes, entry_id: UUID, account_id: UUID, seque
                                  lines)).digest()
 
 
-def extend(head: Head, links: list[Link]) -> Head:
-    """The head after `links`, which must follow `head` in order; each link's previous
-    hash and sequence are checked, not trusted."""
-    for link in links:
-        if link.sequence != head.length + 1 or link.previous_sha256 != head.sha256:
-            raise InvariantViolation(f"entry {link.entry_id} does not follow entry {head.length} of its chain")
-        head = Head(link.sequence, link.sha256())
-    return head
-
-
 @dataclass(frozen=True)
 class Break:
     """Where a chain stops holding: the entry (None for the head on the accounts row),

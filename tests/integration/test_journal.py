@@ -66,11 +66,11 @@ async def test_the_journal_over_grpc_recomputes_its_chain_page_by_page(api: Api,
     assert {"JOURNAL_ENTRY_KIND_LOAN_CAPTURED", "JOURNAL_ENTRY_KIND_RESERVE_PROVISIONED",
             "JOURNAL_ENTRY_KIND_REPAYMENT_RECEIVED", "JOURNAL_ENTRY_KIND_LOAN_REFUNDED",
             "JOURNAL_ENTRY_KIND_CREDIT_BALANCE_APPLIED"} <= kinds
-    head = journal.Head(0, journal.GENESIS)
-    for entry in whole:
-        assert sum(p.amount_minor for p in entry.postings) == 0
-        head = journal.extend(head, [link_of(entry)])
-        assert head.sha256 == entry.entry_sha256
+    assert all(sum(p.amount_minor for p in entry.postings) == 0 for entry in whole)
+    # Recomputed from the reply alone: every hash, every link, and the end.
+    head = journal.Head(whole[-1].sequence, whole[-1].entry_sha256)
+    assert journal.verify(uuid.UUID(account_id), [(link_of(e), e.entry_sha256) for e in whole], head) == []
+    assert all(link_of(e).sha256() == e.entry_sha256 for e in whole)
     async with pool.acquire() as conn:
         row = await conn.fetchrow("SELECT journal_length, journal_head_sha256 FROM accounts WHERE account_id = $1",
                                   account_id)
@@ -161,16 +161,17 @@ async def test_an_edit_that_keeps_the_entry_balanced_is_caught_too(api: Api, poo
     assert len(chained) == 1 and str(entry["entry_id"]) in chained[0].subject
 
 
+async def delete_entry(conn: asyncpg.Connection, account_id: str, entry_id: uuid.UUID) -> None:
+    async with conn.transaction():
+        await conn.execute("DELETE FROM postings WHERE account_id = $1 AND entry_id = $2", account_id, entry_id)
+        await conn.execute("DELETE FROM journal_entries WHERE account_id = $1 AND entry_id = $2", account_id, entry_id)
+
+
 async def test_a_deleted_entry_is_caught(api: Api, pool):
     account_id = await busy_account(api)
     async with pool.acquire() as conn:
         entries = await entries_of(conn, account_id)
-        middle = entries[3]
-        async with conn.transaction():
-            await conn.execute("DELETE FROM postings WHERE account_id = $1 AND entry_id = $2", account_id,
-                               middle["entry_id"])
-            await conn.execute("DELETE FROM journal_entries WHERE account_id = $1 AND entry_id = $2", account_id,
-                               middle["entry_id"])
+        await delete_entry(conn, account_id, entries[3]["entry_id"])
         violations = await chain_violations(conn)
         # The entry after the gap is named.
         assert any(str(entries[4]["entry_id"]) in v.subject and "missing or out of order" in v.subject
@@ -178,12 +179,7 @@ async def test_a_deleted_entry_is_caught(api: Api, pool):
 
         # Dropping the last entry leaves every link intact: the head on the accounts row
         # still shows it.
-        last = entries[-1]
-        async with conn.transaction():
-            await conn.execute("DELETE FROM postings WHERE account_id = $1 AND entry_id = $2", account_id,
-                               last["entry_id"])
-            await conn.execute("DELETE FROM journal_entries WHERE account_id = $1 AND entry_id = $2", account_id,
-                               last["entry_id"])
+        await delete_entry(conn, account_id, entries[-1]["entry_id"])
         violations = await chain_violations(conn)
     assert any(v.subject.startswith(f"account {account_id} head") for v in violations), violations
 
