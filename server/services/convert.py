@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
 from server.core.checkout import Quote
+from server.core.journal import JournalEntryView, JournalPage
 from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
@@ -333,3 +334,21 @@ def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:
         net_transfer_minor=view.net_transfer_minor,
         items=view.items,
     )
+
+
+def journal_entry(view: JournalEntryView) -> repayment_pb2.JournalEntry:
+    link = view.link
+    return repayment_pb2.JournalEntry(
+        entry_id=str(link.entry_id), account_id=str(link.account_id), sequence=link.sequence,
+        kind=to_proto_enum(repayment_pb2.JournalEntryKind, "JOURNAL_ENTRY_KIND_", link.kind),
+        reference_id=str(link.reference_id), created_at=timestamp(link.created_at),
+        postings=[repayment_pb2.JournalPosting(
+            line=line.line, ledger_account=to_proto_enum(repayment_pb2.LedgerAccount, "LEDGER_ACCOUNT_",
+                                                         line.ledger_account),
+            amount_minor=line.amount_minor) for line in link.lines],
+        previous_sha256=link.previous_sha256, entry_sha256=view.entry_sha256)
+
+
+def journal_page(page: JournalPage) -> repayment_pb2.GetAccountJournalResponse:
+    return repayment_pb2.GetAccountJournalResponse(entries=[journal_entry(e) for e in page.entries],
+                                                   next_page_token=page.next_page_token)
