@@ -20,6 +20,7 @@ from server.domain.loans import LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
 from server.domain.pricing import Grade, Plan, RepaymentMethod
+from server.domain.risk import Facts, ListKind, ListLevel
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -45,6 +46,9 @@ METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", Repay
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
 LOAN_STATUSES = from_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", LoanStatus)
 # Customers pay through these; CREDIT_BALANCE is the service's own bookkeeping.
+# Read back only (risk decisions); a test checks that every domain value has its number.
+RISK_LIST_KINDS = from_proto_enum(risk_pb2.RiskListKind, "RISK_LIST_KIND_", ListKind)
+RISK_LIST_LEVELS = from_proto_enum(risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_", ListLevel)
 PAYMENT_CHANNELS = {number: name.removeprefix("PAYMENT_CHANNEL_")
                     for name, number in repayment_pb2.PaymentChannel.items()
                     if number != 0 and name != "PAYMENT_CHANNEL_CREDIT_BALANCE"}
@@ -227,10 +231,31 @@ def risk_decision_record(view: DecisionRecordView) -> risk_pb2.RiskDecisionRecor
         decision=to_proto_enum(checkout_pb2.RiskDecision, "RISK_DECISION_", view.decision),
         score=view.score,
         reasons=list(view.reasons),
-        inputs_json=view.inputs_json,
-        rule_results_json=view.rule_results_json,
+        inputs=risk_facts(view.inputs),
+        rule_results=[risk_pb2.RiskRuleResult(rule=r.rule, fired=r.fired, score=r.score, detail=r.detail)
+                      for r in view.rule_results],
         ruleset_version=view.ruleset_version,
         created_at=timestamp(view.created_at),
+    )
+
+
+def risk_facts(facts: Facts) -> risk_pb2.RiskFacts:
+    return risk_pb2.RiskFacts(
+        amount_minor=facts.amount_minor,
+        grade=to_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", facts.grade),
+        device_id=facts.device_id,
+        ip_address=facts.ip_address,
+        blocked=[to_proto_enum(risk_pb2.RiskListKind, "RISK_LIST_KIND_", ListKind(kind)) for kind in facts.blocked],
+        merchant_level=to_proto_enum(risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_",
+                                     ListLevel(facts.merchant_level) if facts.merchant_level else None),
+        account_approvals_last_hour=facts.account_approvals_last_hour,
+        account_amount_last_day_minor=facts.account_amount_last_day_minor,
+        device_authorizations_last_hour=facts.device_authorizations_last_hour,
+        device_accounts_last_30_days=facts.device_accounts_last_30_days,
+        ip_accounts_last_day=facts.ip_accounts_last_day,
+        device_known_for_account=facts.device_known_for_account,
+        captured_count=facts.captured_count,
+        largest_captured_minor=facts.largest_captured_minor,
     )
 
 
