@@ -9,7 +9,7 @@ from credit.v1 import collections_pb2, collections_pb2_grpc, common_pb2
 from server import paging
 from server.core.collections import CaseView, Collections
 from server.core.loans import account_of_loan
-from server.domain.cases import EscalationReason, PromiseSource
+from server.domain.cases import PromiseSource
 from server.domain.errors import InvalidArgument
 from server.domain.loans import Bucket
 from server.domain.reminders import Attempt, AttemptStatus, Channel, Outcome, Reason
@@ -24,9 +24,6 @@ ATTEMPT_STATUSES = convert.from_proto_enum(collections_pb2.ContactAttemptStatus,
                                            AttemptStatus)
 REASONS = convert.from_proto_enum(collections_pb2.ContactAttemptReason, "CONTACT_ATTEMPT_REASON_", Reason)
 OUTCOMES = convert.from_proto_enum(collections_pb2.ContactOutcome, "CONTACT_OUTCOME_", Outcome)
-PROMISE_SOURCES = convert.from_proto_enum(collections_pb2.PromiseSource, "PROMISE_SOURCE_", PromiseSource)
-ESCALATION_REASONS = convert.from_proto_enum(collections_pb2.EscalationReason, "ESCALATION_REASON_",
-                                             EscalationReason)
 SPEAKERS = {"bot": collections_pb2.TranscriptLine.SPEAKER_BOT, "callee": collections_pb2.TranscriptLine.SPEAKER_CALLEE,
             "event": collections_pb2.TranscriptLine.SPEAKER_CALL}
 

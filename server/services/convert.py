@@ -9,18 +9,24 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
+from credit.v1 import checkout_pb2, collections_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
 from server.core.checkout import Quote
 from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.settlements import SETTLEMENT_TIME_ZONE, PartnerSettlement
 from server.core.views import AccountView, AuthorizationView, LoanView
-from server.domain.loans import LoanStatus
+from server.domain.accounts import AccountStatus
+from server.domain.authorizations import AuthorizationStatus, DeclineReason
+from server.domain.cases import EscalationReason, PromiseSource
+from server.domain.loans import Bucket, InstallmentStatus, LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
 from server.domain.pricing import Grade, Plan, RepaymentMethod
-from server.domain.risk import Facts, ListKind, ListLevel
+from server.domain.quotes import UnavailableReason
+from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
+from server.domain.risk import Decision, Facts, ListKind, ListLevel
+from server.domain.waterfall import Component
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -42,13 +48,34 @@ def from_proto_enum(proto_enum: _EnumTypeWrapper[Any], prefix: str,
             for name, number in proto_enum.items() if number != 0}
 
 
+# Every domain enum that the API shows, with its proto enum and prefix: the names match
+# behind the prefix, both ways, and tests/unit/test_contract.py round-trips every value.
+# A new enum in a reply joins this table.
+ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
+    (AccountStatus, common_pb2.AccountStatus, "ACCOUNT_STATUS_"),
+    (Grade, common_pb2.RiskGrade, "RISK_GRADE_"),
+    (RepaymentMethod, common_pb2.RepaymentMethod, "REPAYMENT_METHOD_"),
+    (InstallmentStatus, common_pb2.InstallmentStatus, "INSTALLMENT_STATUS_"),
+    (LoanStatus, common_pb2.LoanStatus, "LOAN_STATUS_"),
+    (Bucket, common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_"),
+    (AuthorizationStatus, checkout_pb2.AuthorizationStatus, "AUTHORIZATION_STATUS_"),
+    (DeclineReason, checkout_pb2.DeclineReason, "DECLINE_REASON_"),
+    (Decision, checkout_pb2.RiskDecision, "RISK_DECISION_"),
+    (UnavailableReason, checkout_pb2.QuoteUnavailableReason, "QUOTE_UNAVAILABLE_REASON_"),
+    (Component, repayment_pb2.AllocationComponent, "ALLOCATION_COMPONENT_"),
+    (Channel, collections_pb2.ContactChannel, "CONTACT_CHANNEL_"),
+    (AttemptStatus, collections_pb2.ContactAttemptStatus, "CONTACT_ATTEMPT_STATUS_"),
+    (Reason, collections_pb2.ContactAttemptReason, "CONTACT_ATTEMPT_REASON_"),
+    (Outcome, collections_pb2.ContactOutcome, "CONTACT_OUTCOME_"),
+    (PromiseSource, collections_pb2.PromiseSource, "PROMISE_SOURCE_"),
+    (EscalationReason, collections_pb2.EscalationReason, "ESCALATION_REASON_"),
+    (ListKind, risk_pb2.RiskListKind, "RISK_LIST_KIND_"),
+    (ListLevel, risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_"),
+)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
 LOAN_STATUSES = from_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", LoanStatus)
 # Customers pay through these; CREDIT_BALANCE is the service's own bookkeeping.
-# Read back only (risk decisions); a test checks that every domain value has its number.
-RISK_LIST_KINDS = from_proto_enum(risk_pb2.RiskListKind, "RISK_LIST_KIND_", ListKind)
-RISK_LIST_LEVELS = from_proto_enum(risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_", ListLevel)
 PAYMENT_CHANNELS = {number: name.removeprefix("PAYMENT_CHANNEL_")
                     for name, number in repayment_pb2.PaymentChannel.items()
                     if number != 0 and name != "PAYMENT_CHANNEL_CREDIT_BALANCE"}
