@@ -82,7 +82,8 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
     products.check_cost_ceiling(settings.max_apr_bps)
     repayments = Repayments(clock)
     return Core(
-        credit_lines=CreditLines(clock, temporary_limit_max_days=settings.temporary_limit_max_days),
+        credit_lines=CreditLines(clock, temporary_limit_max_days=settings.temporary_limit_max_days,
+                                 payment_due_days=settings.payment_due_days),
         checkout=Checkout(clock, products, timedelta(seconds=settings.hold_ttl_s), repayments,
                           load_ruleset() if settings.risk_checks else None, partners),
         loans=Loans(clock),

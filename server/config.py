@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS
+from server.domain.billing import DEFAULT_PAYMENT_DUE_DAYS, MAX_PAYMENT_DUE_DAYS, MIN_PAYMENT_DUE_DAYS
 from server.domain.pricing import DEFAULT_MAX_APR_BPS
 
 MAX_SERVER_PROCESSES = 64
@@ -164,6 +165,7 @@ class Settings:
     shutdown_grace_s: int
     max_apr_bps: int
     temporary_limit_max_days: int
+    payment_due_days: int
     risk_checks: bool
     auth_mode: str
     tls_cert_file: Path | None
@@ -211,6 +213,9 @@ class Settings:
             shutdown_grace_s=int_setting(env, "SHUTDOWN_GRACE_S", 10, minimum=0, maximum=600),
             max_apr_bps=int_setting(env, "MAX_APR_BPS", DEFAULT_MAX_APR_BPS, minimum=0, maximum=100_000),
             temporary_limit_max_days=temporary_limit_max_days_setting(env),
+            # New accounts' bills fall due this many days after each statement date.
+            payment_due_days=int_setting(env, "PAYMENT_DUE_DAYS", DEFAULT_PAYMENT_DUE_DAYS,
+                                         minimum=MIN_PAYMENT_DUE_DAYS, maximum=MAX_PAYMENT_DUE_DAYS),
             risk_checks=switch_setting(env, "RISK_CHECKS", True),
             log_level=log_level,
             # Processes serving one port (SO_REUSEPORT), each with its own pool of up to

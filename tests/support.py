@@ -48,12 +48,12 @@ class Api:
     async def open_account(self, limit_minor: int = 0, grade: common_pb2.RiskGrade.ValueType = common_pb2.RISK_GRADE_B,
                            time_zone: str = "Asia/Shanghai", locale: str = "zh-CN",
                            email: str = "wang.fang@example.com",
-                           phone: str = "+8613800138000") -> credit_line_pb2.Account:
+                           phone: str = "+8613800138000", statement_day: int = 0) -> credit_line_pb2.Account:
         account = await self.lines.OpenAccount(credit_line_pb2.OpenAccountRequest(
             customer_id="cust-" + key(),
             contact=credit_line_pb2.Contact(name="Wang Fang", email=email,
                                             phone=phone, locale=locale, time_zone=time_zone),
-            idempotency_key=key()), timeout=10)
+            statement_day=statement_day, idempotency_key=key()), timeout=10)
         if limit_minor or grade:
             account = await self.lines.AdjustLimit(credit_line_pb2.AdjustLimitRequest(
                 account_id=account.account_id, credit_limit_minor=limit_minor, reason="test limit",

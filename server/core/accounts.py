@@ -13,8 +13,16 @@ from server.clock import Clock
 from server.core.views import AccountView, Contact, account_view
 from server.db import accounts as account_rows
 from server.db import acquire
+from server.db import loans as loan_rows
 from server.db.pool import database_error_kind
 from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS, AccountStatus, temporary_limit_expiry
+from server.domain.billing import (
+    DEFAULT_PAYMENT_DUE_DAYS,
+    check_payment_due_days,
+    check_statement_day,
+    default_statement_day,
+)
+from server.domain.calendar import local_date
 from server.domain.errors import AlreadyExists, FailedPrecondition, NotFound
 from server.domain.pricing import Grade
 from server.domain.scorecard import Assessment, Scorecard
@@ -32,6 +40,8 @@ class OpenAccount:
     account_id: UUID
     customer_id: str
     contact: Contact
+    # 0: the day the account opens, in its own zone, capped at 28.
+    statement_day: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,12 @@ class GrantTemporaryLimit:
     temporary_limit_minor: int
     expires_at: datetime | None
     reason: str
+
+
+@dataclass(frozen=True)
+class SetStatementDay:
+    account_id: UUID
+    statement_day: int
 
 
 @dataclass(frozen=True)
@@ -96,17 +112,21 @@ async def each_free_account(pool: asyncpg.Pool, next_batch, work, on_error=None)
 
 class CreditLines:
     def __init__(self, clock: Clock, scorecard: Scorecard | None = None, *,
-                 temporary_limit_max_days: int = DEFAULT_TEMPORARY_LIMIT_MAX_DAYS) -> None:
+                 temporary_limit_max_days: int = DEFAULT_TEMPORARY_LIMIT_MAX_DAYS,
+                 payment_due_days: int = DEFAULT_PAYMENT_DUE_DAYS) -> None:
         self._clock = clock
         self._scorecard = scorecard or load_scorecard()
         self._temporary_limit_max_days = temporary_limit_max_days
+        self._payment_due_days = check_payment_due_days(payment_due_days)
 
     async def open(self, conn: asyncpg.Connection, command: OpenAccount) -> AccountView:
         now = self._clock.now()
         contact = command.contact
+        statement_day = command.statement_day or default_statement_day(local_date(now, contact.time_zone))
         row = await account_rows.insert(
             conn, command.account_id, command.customer_id, DEFAULT_GRADE.value, contact.name, contact.email,
-            contact.phone, contact.locale, contact.time_zone, now)
+            contact.phone, contact.locale, contact.time_zone, check_statement_day(statement_day),
+            self._payment_due_days, now)
         if row is None:
             raise AlreadyExists(f"customer_id: customer {command.customer_id!r} already has an account")
         await account_rows.record_event(conn, row["account_id"], "ACCOUNT_OPENED", "opened", {}, now)
@@ -163,6 +183,27 @@ class CreditLines:
             conn, command.account_id, "TEMPORARY_LIMIT_GRANTED", command.reason,
             {"limit_minor": command.temporary_limit_minor,
              "expires_at": expires_at.isoformat() if expires_at else None}, now)
+        return account_view(row, now)
+
+    async def set_statement_day(self, conn: asyncpg.Connection, command: SetStatementDay) -> AccountView:
+        """Move the account's statement day. Loans keep the due dates they were given, so
+        a move while any loan is unpaid would split the account's bill in two: it is
+        refused until the account owes nothing. The period open now closes on the next
+        new statement day."""
+        now = self._clock.now()
+        row = await lock_account(conn, command.account_id)
+        if row["statement_day"] == command.statement_day:
+            return account_view(row, now)
+        if row["status"] == AccountStatus.CLOSED:
+            raise FailedPrecondition("account is CLOSED; its statement day cannot change")
+        if await loan_rows.account_has_unpaid_loans(conn, command.account_id):
+            raise FailedPrecondition(
+                "statement_day: the account has unpaid loans, whose due dates follow the current statement day; "
+                "it can move once they are repaid")
+        before = row["statement_day"]
+        row = await account_rows.set_statement_day(conn, command.account_id, command.statement_day, now)
+        await account_rows.record_event(conn, command.account_id, "STATEMENT_DAY_SET", "set by the customer",
+                                        {"from": before, "to": command.statement_day}, now)
         return account_view(row, now)
 
     async def freeze(self, conn: asyncpg.Connection, command: ChangeStatus) -> AccountView:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeAlias
 from uuid import UUID
 
@@ -13,6 +13,7 @@ import asyncpg
 from server.db import authorizations as authorization_rows
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import AuthorizationStatus, DeclineReason, Hold
+from server.domain.billing import BillingCycle
 from server.domain.calendar import local_date
 from server.domain.funding import BPS, PLATFORM, FunderStake, Owed, Shares, owed_by
 from server.domain.loans import Bucket, InstallmentState, LoanStatus, bucket, days_past_due
@@ -42,6 +43,7 @@ class AccountView:
     created_at: datetime
     updated_at: datetime
     as_of: datetime
+    billing: BillingCycle
 
     @property
     def status(self) -> AccountStatus:
@@ -62,6 +64,11 @@ class AccountView:
     @property
     def today(self) -> date:
         return local_date(self.as_of, self.time_zone)
+
+    @property
+    def next_statement_date(self) -> date:
+        """The next statement to be issued: today's, on a statement day."""
+        return self.billing.statement_date_after(self.today - timedelta(days=1))
 
 
 # A row as read, or a dict of its columns: a row as a write about to be booked leaves it.
@@ -92,7 +99,12 @@ def account_view(row: Row, as_of: datetime) -> AccountView:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         as_of=as_of,
+        billing=billing_cycle(row),
     )
+
+
+def billing_cycle(row: Row) -> BillingCycle:
+    return BillingCycle(row["statement_day"], row["payment_due_days"])
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from server.db import one
 _COLUMNS = """
     account_id, customer_id, status, risk_grade, credit_limit_minor, temporary_limit_minor,
     temporary_limit_expires_at, held_minor, outstanding_principal_minor, credit_balance_minor,
-    currency, contact_name, contact_email, contact_phone, locale, time_zone, created_at, updated_at
+    currency, contact_name, contact_email, contact_phone, locale, time_zone, created_at, updated_at,
+    statement_day, payment_due_days
 """
 
 # A customer has one account: the id derived from the customer is taken, or (on one
@@ -22,8 +23,8 @@ _COLUMNS = """
 INSERT = f"""
 INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
                       contact_phone, locale, time_zone, created_at, updated_at, contact_email_hash,
-                      contact_phone_hash)
-VALUES ($1, $2, 'ACTIVE', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
+                      contact_phone_hash, statement_day, payment_due_days)
+VALUES ($1, $2, 'ACTIVE', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11, $12, $13)
 ON CONFLICT DO NOTHING
 RETURNING {_COLUMNS}
 """
@@ -62,6 +63,10 @@ WHERE account_id = $1 RETURNING {_COLUMNS}
 UPDATE_TEMPORARY_LIMIT = f"""
 UPDATE accounts SET temporary_limit_minor = $2, temporary_limit_expires_at = $3, updated_at = $4
 WHERE account_id = $1 RETURNING {_COLUMNS}
+"""
+
+UPDATE_STATEMENT_DAY = f"""
+UPDATE accounts SET statement_day = $2, updated_at = $3 WHERE account_id = $1 RETURNING {_COLUMNS}
 """
 
 UPDATE_STATUS = f"""
@@ -103,15 +108,15 @@ INSERT INTO account_events (account_id, kind, reason, detail, created_at) VALUES
 
 
 async def insert(conn: asyncpg.Connection, account_id: UUID, customer_id: str, risk_grade: str,
-                 name: str, email: str, phone: str, locale: str, time_zone: str,
-                 now: datetime) -> asyncpg.Record | None:
+                 name: str, email: str, phone: str, locale: str, time_zone: str, statement_day: int,
+                 payment_due_days: int, now: datetime) -> asyncpg.Record | None:
     """The new account, or None when the customer already has one. Name, email and phone
     are encrypted here, the one place they are written."""
     cipher = contact_crypto.current()
     return await conn.fetchrow(
         INSERT, account_id, customer_id, risk_grade, cipher.encrypt(name, "contact_name"),
         cipher.encrypt(email, "contact_email"), cipher.encrypt(phone, "contact_phone"), locale, time_zone, now,
-        cipher.lookup_hash(email), cipher.lookup_hash(phone))
+        cipher.lookup_hash(email), cipher.lookup_hash(phone), statement_day, payment_due_days)
 
 
 async def get(conn: asyncpg.Connection, account_id: UUID, *, lock: bool = False) -> asyncpg.Record | None:
@@ -141,6 +146,11 @@ async def set_limit(conn: asyncpg.Connection, account_id: UUID, limit_minor: int
 async def set_temporary_limit(conn: asyncpg.Connection, account_id: UUID, limit_minor: int,
                               expires_at: datetime | None, now: datetime) -> asyncpg.Record:
     return one(await conn.fetchrow(UPDATE_TEMPORARY_LIMIT, account_id, limit_minor, expires_at, now))
+
+
+async def set_statement_day(conn: asyncpg.Connection, account_id: UUID, statement_day: int,
+                            now: datetime) -> asyncpg.Record:
+    return one(await conn.fetchrow(UPDATE_STATEMENT_DAY, account_id, statement_day, now))
 
 
 async def set_status(conn: asyncpg.Connection, account_id: UUID, status: str, now: datetime) -> asyncpg.Record:

@@ -46,6 +46,8 @@ SELECT_ACTIVE_FOR_ACCOUNT = f"""
 SELECT {_LOAN_COLUMNS} FROM loans WHERE account_id = $1 AND status = 'ACTIVE' ORDER BY created_at, loan_id
 """
 
+HAS_ACTIVE_LOANS = "SELECT EXISTS (SELECT 1 FROM loans WHERE account_id = $1 AND status = 'ACTIVE')"
+
 SELECT_INSTALLMENTS_OF_LOANS = f"""
 SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = ANY($1::uuid[]) ORDER BY loan_id, sequence
 """
@@ -206,6 +208,10 @@ async def active_for_account(conn: asyncpg.Connection, account_id: UUID) -> list
     """The account's active loans, oldest first, each with its installments."""
     loans = await conn.fetch(SELECT_ACTIVE_FOR_ACCOUNT, account_id)
     return await _with_installments(conn, loans)
+
+
+async def account_has_unpaid_loans(conn: asyncpg.Connection, account_id: UUID) -> bool:
+    return await conn.fetchval(HAS_ACTIVE_LOANS, account_id)
 
 
 async def _with_installments(conn: asyncpg.Connection, loans: list[asyncpg.Record]) -> list[tuple[asyncpg.Record, list]]:

@@ -39,7 +39,8 @@ UPDATE accounts SET credit_balance_minor = credit_balance_minor + $2, updated_at
 _REPAY_READ = """
 SELECT a.account_id, a.customer_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_limit_minor,
        a.temporary_limit_expires_at, a.held_minor, a.outstanding_principal_minor, a.credit_balance_minor,
-       a.currency, a.locale, a.time_zone, a.created_at, a.updated_at, a.version,
+       a.currency, a.locale, a.time_zone, a.created_at, a.updated_at, a.version, a.statement_day,
+       a.payment_due_days,
        r.request_sha256 AS replay_sha256, r.response AS replay_response,
        l.loan_id, l.account_id AS loan_account_id, l.authorization_id AS loan_authorization_id,
        l.status AS loan_status, l.principal_minor AS loan_principal_minor, l.term_months AS loan_term_months,

@@ -109,6 +109,9 @@ def account(view: AccountView) -> credit_line_pb2.Account:
         locale=view.locale,
         created_at=timestamp(view.created_at),
         updated_at=timestamp(view.updated_at),
+        statement_day=view.billing.statement_day,
+        payment_due_days=view.billing.payment_due_days,
+        next_statement_date=view.next_statement_date.isoformat(),
     )
 
 

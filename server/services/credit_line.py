@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from credit.v1 import common_pb2, credit_line_pb2, credit_line_pb2_grpc
-from server.core.accounts import AdjustLimit, ChangeStatus, CreditLines, GrantTemporaryLimit, OpenAccount
+from server.core.accounts import (
+    AdjustLimit,
+    ChangeStatus,
+    CreditLines,
+    GrantTemporaryLimit,
+    OpenAccount,
+    SetStatementDay,
+)
 from server.core.views import Contact
 from server.domain.accounts import account_id_of_customer
 from server.services import convert
@@ -32,6 +39,7 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
                 locale=f.locale(contact.locale, "contact.locale"),
                 time_zone=f.time_zone(contact.time_zone, "contact.time_zone"),
             ),
+            statement_day=f.statement_day(request.statement_day, allow_default=True),
         )
         f.idempotency_key(request.idempotency_key)
         f.done()
@@ -99,6 +107,16 @@ class CreditLineServicer(credit_line_pb2_grpc.CreditLineServiceServicer):
             "GrantTemporaryLimit", request, Account,
             lambda conn: self._account(self._lines.grant_temporary_limit(conn, command)),
             account_id=command.account_id)
+
+    async def SetStatementDay(self, request, context) -> Account:
+        f = Fields()
+        command = SetStatementDay(account_id=f.uuid(request.account_id, "account_id"),
+                                  statement_day=f.statement_day(request.statement_day))
+        f.idempotency_key(request.idempotency_key)
+        f.done()
+        return await self._tx.idempotent(
+            "SetStatementDay", request, Account,
+            lambda conn: self._account(self._lines.set_statement_day(conn, command)), account_id=command.account_id)
 
     async def FreezeAccount(self, request, context) -> Account:
         command = self._status_change(request)

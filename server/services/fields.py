@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from server.domain.billing import MAX_STATEMENT_DAY, MIN_STATEMENT_DAY
 from server.domain.errors import FieldViolation, InvalidArgument
 from server.domain.money import check_amount
 
@@ -88,6 +89,15 @@ class Fields:
             self.fail(name, f"must be between 1 and {MAX_PAGE_SIZE} (0 for the default of {DEFAULT_PAGE_SIZE})")
             return DEFAULT_PAGE_SIZE
         return value or DEFAULT_PAGE_SIZE
+
+    def statement_day(self, value: int, field: str = "statement_day", *, allow_default: bool = False) -> int:
+        """A statement day, 1..28; with `allow_default`, also 0 (the default day)."""
+        if value == 0 and allow_default:
+            return 0
+        if not MIN_STATEMENT_DAY <= value <= MAX_STATEMENT_DAY:
+            self.fail(field, f"must be a day of the month from {MIN_STATEMENT_DAY} to {MAX_STATEMENT_DAY}"
+                             + (" (0 for the day the account opens)" if allow_default else "") + f", got {value}")
+        return value
 
     def enum(self, value: int, field: str, mapping: dict, *, default=None):
         """Map a proto enum number to a domain value; 0 (UNSPECIFIED) gives `default`,

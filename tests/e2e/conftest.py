@@ -102,9 +102,10 @@ def db_dsn_sync(pg_admin_dsn, template_dsn):
         try:
             await conn.execute("""
                 INSERT INTO accounts (account_id, customer_id, status, risk_grade, held_minor, contact_name,
-                                      contact_email, contact_phone, locale, time_zone, created_at, updated_at)
+                                      contact_email, contact_phone, locale, time_zone, created_at, updated_at,
+                                      statement_day)
                 VALUES (gen_random_uuid(), 'c-broken', 'ACTIVE', 'C', 500, 'n', 'e@example.com', '+8613800138000',
-                        'en', 'Asia/Shanghai', now(), now())""")
+                        'en', 'Asia/Shanghai', now(), now(), 1)""")
         finally:
             await conn.close()
         return name

@@ -16,7 +16,9 @@ from server import contact_crypto
 from tests.e2e.conftest import ROOT
 
 # What differs from one run to the next in the AssessCredit reply.
-RUN_FIELDS = {"account_id", "customer_id", "created_at", "updated_at"}
+# What depends on the day and the run: ids, times, and the statement day (by default
+# the day the account opened).
+RUN_FIELDS = {"account_id", "customer_id", "created_at", "updated_at", "statement_day", "next_statement_date"}
 ASSESS_MARK = "=== the AssessCredit block ==="
 
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2
-from tests.support import field_violations, key, timestamp
+from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2
+from tests.support import field_violations, key, repay, timestamp
 
 
 async def test_a_new_account_has_no_limit_until_one_is_set(api):
@@ -160,3 +160,58 @@ async def test_an_account_id_is_derived_from_its_customer_and_a_retry_gets_the_s
     first = await api.lines.OpenAccount(request)
     assert first.account_id == str(account_id_of_customer(request.customer_id))
     assert await api.lines.OpenAccount(request) == first
+
+
+async def test_the_statement_day_defaults_to_the_opening_day_and_can_be_chosen(api, clock):
+    # The clock's start is 10:00 on 15 January in Shanghai.
+    default = await api.open_account(limit_minor=0, grade=0)
+    assert (default.statement_day, default.payment_due_days) == (15, 20)
+    assert default.next_statement_date == "2027-01-15"
+    chosen = await api.open_account(limit_minor=0, grade=0, statement_day=3)
+    assert chosen.statement_day == 3 and chosen.next_statement_date == "2027-02-03"
+    assert (await api.account(chosen.account_id)).statement_day == 3
+
+
+@pytest.mark.parametrize("day", [29, -1])
+async def test_a_statement_day_outside_1_to_28_is_refused(api, day):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await api.open_account(statement_day=day)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violations(error.value) == ["statement_day"]
+    account = await api.open_account()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await set_statement_day(api, account.account_id, 0)
+    assert field_violations(error.value) == ["statement_day"]
+
+
+async def set_statement_day(api, account_id, day, idempotency_key=None):
+    return await api.lines.SetStatementDay(credit_line_pb2.SetStatementDayRequest(
+        account_id=account_id, statement_day=day, idempotency_key=idempotency_key or key()), timeout=10)
+
+
+async def test_the_statement_day_moves_only_while_no_loan_is_unpaid(api, books):
+    account = await api.open_account(limit_minor=100_000, statement_day=10)
+    moved = await set_statement_day(api, account.account_id, 25, idempotency_key="move-1")
+    assert moved.statement_day == 25 and moved.next_statement_date == "2027-01-25"
+    assert (await set_statement_day(api, account.account_id, 25, idempotency_key="move-1")) == moved
+
+    hold = await api.authorize(account.account_id, 30_000, term_months=3)
+    await api.capture(hold.authorization_id)
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await set_statement_day(api, account.account_id, 2)
+    assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "unpaid loans" in (error.value.details() or "")
+    # Setting the day it already has is no move.
+    assert (await set_statement_day(api, account.account_id, 25)).statement_day == 25
+
+    payoff = await api.repayment.QuotePayoff(repayment_pb2.QuotePayoffRequest(
+        loan_id=(await api.authorization(hold.authorization_id)).loan_id), timeout=10)
+    await repay(api, account.account_id, payoff.payoff_minor)
+    assert (await set_statement_day(api, account.account_id, 2)).statement_day == 2
+    await books()
+
+
+async def test_setting_the_statement_day_of_an_unknown_account_is_not_found(api):
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await set_statement_day(api, "00000000-0000-0000-0000-000000000001", 5)
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND

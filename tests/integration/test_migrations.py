@@ -94,9 +94,9 @@ async def test_an_unbalanced_journal_entry_cannot_commit(db_dsn):
     try:
         account_id = await conn.fetchval("""
             INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
-                                  contact_phone, locale, time_zone, created_at, updated_at)
+                                  contact_phone, locale, time_zone, created_at, updated_at, statement_day)
             VALUES (gen_random_uuid(), 'c', 'ACTIVE', 'C', 'n', 'e@x.io', '+8613800138000', 'en',
-                    'Asia/Shanghai', now(), now()) RETURNING account_id""")
+                    'Asia/Shanghai', now(), now(), 1) RETURNING account_id""")
         with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
             async with conn.transaction():
                 entry_id = await conn.fetchval("""
@@ -230,5 +230,31 @@ async def test_migration_0014_plans_existing_attempts_and_snapshots_existing_cas
         assert case["reviewed_at"] == case["updated_at"]
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute("UPDATE collection_cases SET penalty_owed_minor = -1")
+    finally:
+        await conn.close()
+
+
+async def test_migration_0016_gives_existing_accounts_the_day_they_opened_in_their_zone(empty_dsn):
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        await migrate(conn, [m for m in migrations if m.version < 16])
+        opened = {
+            "c-early": ("2026-10-03T20:00:00Z", "Asia/Shanghai"),      # the 4th in Shanghai
+            "c-late": ("2026-10-30T20:00:00Z", "Asia/Shanghai"),       # the 31st: capped at 28
+            "c-west": ("2026-10-03T20:00:00Z", "America/Los_Angeles"),  # still the 3rd there
+        }
+        for customer, (created_at, zone) in opened.items():
+            await conn.execute("""
+                INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
+                                      contact_phone, locale, time_zone, created_at, updated_at)
+                VALUES (gen_random_uuid(), $1, 'ACTIVE', 'C', 'n', 'e', 'p', 'en', $2, $3::text::timestamptz, now())""",
+                               customer, zone, created_at)
+        await migrate(conn, migrations)
+        days = {r["customer_id"]: (r["statement_day"], r["payment_due_days"]) for r in await conn.fetch(
+            "SELECT customer_id, statement_day, payment_due_days FROM accounts")}
+        assert days == {"c-early": (4, 20), "c-late": (28, 20), "c-west": (3, 20)}
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE accounts SET statement_day = 29")
     finally:
         await conn.close()

@@ -14,6 +14,7 @@ def test_defaults_make_a_working_local_server():
     assert settings.hold_ttl_s == 1800
     assert settings.max_apr_bps == 2400
     assert settings.temporary_limit_max_days == 90
+    assert settings.payment_due_days == 20
 
 
 @pytest.mark.parametrize("env, name", [
@@ -25,6 +26,9 @@ def test_defaults_make_a_working_local_server():
     ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
     ({"TEMPORARY_LIMIT_MAX_DAYS": "0"}, "TEMPORARY_LIMIT_MAX_DAYS"),
     ({"TEMPORARY_LIMIT_MAX_DAYS": "a quarter"}, "TEMPORARY_LIMIT_MAX_DAYS"),
+    # A bill falls due before the next statement: at most 27 days.
+    ({"PAYMENT_DUE_DAYS": "28"}, "PAYMENT_DUE_DAYS"),
+    ({"PAYMENT_DUE_DAYS": "0"}, "PAYMENT_DUE_DAYS"),
 ])
 def test_a_bad_setting_is_named(env, name):
     with pytest.raises(SettingsError, match=name):
@@ -66,3 +70,4 @@ def test_one_server_process_by_default():
 def test_a_bad_number_of_server_processes_is_named(value):
     with pytest.raises(SettingsError, match="SERVER_PROCESSES"):
         Settings.from_env({"AUTH_MODE": "insecure-local", "SERVER_PROCESSES": value})
+
