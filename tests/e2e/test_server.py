@@ -46,6 +46,27 @@ def test_grpcurl_lists_the_services_through_reflection(server):
         assert f"rpc {method}" in described
 
 
+def grpcurl_describe(server, symbol: str) -> str:
+    return subprocess.run([GRPCURL, "-plaintext", server.address, "describe", symbol], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+
+
+def test_reflection_describes_the_typed_fields_of_the_contract(server):
+    """The descriptors served by reflection carry the enums and messages that replaced
+    the strings and the JSON: grpcurl resolves them across files."""
+    assert "PromiseSource source = 8" in grpcurl_describe(server, "credit.v1.Promise")
+    case = grpcurl_describe(server, "credit.v1.Case")
+    assert "EscalationReason escalation_reason = 13" in case and "escalation_step_code = 14" in case
+    record = grpcurl_describe(server, "credit.v1.RiskDecisionRecord")
+    assert "RiskFacts inputs = 12" in record and "repeated .credit.v1.RiskRuleResult rule_results = 13" in record
+    assert "inputs_json" in record  # reserved, so never reused
+    facts = grpcurl_describe(server, "credit.v1.RiskFacts")
+    assert "repeated .credit.v1.RiskListKind blocked = 5" in facts and ".credit.v1.RiskGrade grade = 2" in facts
+    assert "RISK_LIST_LEVEL_MEDIUM = 3" in grpcurl_describe(server, "credit.v1.RiskListLevel")
+    for service in ("CreditLineService", "CheckoutService", "RepaymentService", "CollectionsService", "RiskService"):
+        assert "rpc " in grpcurl_describe(server, f"credit.v1.{service}")
+
+
 async def test_every_reply_carries_a_request_id(api, server):
     call = api.lines.GetAccount(credit_line_pb2.GetAccountRequest(
         account_id="00000000-0000-0000-0000-000000000000"), metadata=(("x-request-id", "req-abc"),))
