@@ -20,6 +20,7 @@ from server.core.views import AccountView, AuthorizationView, LoanView
 from server.domain.accounts import AccountStatus
 from server.domain.authorizations import AuthorizationStatus, DeclineReason
 from server.domain.cases import EscalationReason, PromiseSource
+from server.domain.ledger import EntryKind, LedgerAccount
 from server.domain.loans import Bucket, InstallmentStatus, LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
@@ -72,6 +73,8 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (EscalationReason, collections_pb2.EscalationReason, "ESCALATION_REASON_"),
     (ListKind, risk_pb2.RiskListKind, "RISK_LIST_KIND_"),
     (ListLevel, risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_"),
+    (EntryKind, repayment_pb2.JournalEntryKind, "JOURNAL_ENTRY_KIND_"),
+    (LedgerAccount, repayment_pb2.LedgerAccount, "LEDGER_ACCOUNT_"),
 )
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
