@@ -105,12 +105,3 @@ def test_verify_names_each_kind_of_break():
     assert journal.verify(ACCOUNT, [], journal.Head(0, journal.GENESIS)) == []
     assert len(journal.verify(ACCOUNT, [], journal.Head(1, links[0][1]))) == 1
 
-
-def test_every_entry_kind_and_ledger_account_has_its_proto_enum_value_and_no_more():
-    from credit.v1 import repayment_pb2
-    from server.domain.ledger import EntryKind, LedgerAccount
-
-    for proto_enum, prefix, domain in ((repayment_pb2.JournalEntryKind, "JOURNAL_ENTRY_KIND_", EntryKind),
-                                       (repayment_pb2.LedgerAccount, "LEDGER_ACCOUNT_", LedgerAccount)):
-        names = {name.removeprefix(prefix) for name, number in proto_enum.items() if number != 0}
-        assert names == {member.value for member in domain}
