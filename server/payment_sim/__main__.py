@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+from pathlib import Path
 
 import structlog
 
@@ -14,6 +15,7 @@ from server.config import SettingsError, address_setting, int_setting
 from server.logging import configure_logging
 from server.payment_sim.book import BEHAVIOURS, Book
 from server.payment_sim.service import serve
+from server.payment_sim.state import StateFile
 
 log = structlog.get_logger("payment_sim")
 
@@ -29,15 +31,22 @@ def parse_behaviours(text: str) -> dict[str, str]:
     return pairs
 
 
-async def _main(address: str, book: Book) -> None:
+async def _main(address: str, book: Book, state_file: Path | None) -> None:
+    state = StateFile(state_file, book) if state_file is not None else None
+    restored = state.load() if state is not None else 0
+    if state is not None:
+        state.watch()
     server, port = await serve(address, book)
-    log.info("payment_sim_started", address=f"{address.rpartition(':')[0]}:{port}")
+    log.info("payment_sim_started", address=f"{address.rpartition(':')[0]}:{port}", payments_restored=restored,
+             state_file=str(state_file) if state_file else None)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
     await stop.wait()
-    book.close()
     await server.stop(2)
+    book.close()
+    if state is not None:
+        state.write()
 
 
 def main() -> None:
@@ -47,6 +56,8 @@ def main() -> None:
     parser.add_argument("--behaviour", action="append", default=[], help="TOKEN=NAME, ahead of the last digit")
     parser.add_argument("--delay-ms", type=int, default=None,
                         help="how long late results take (default PAYMENT_SIM_DELAY_MS or 2000)")
+    parser.add_argument("--state-file", default=os.environ.get("PAYMENT_SIM_STATE_FILE") or None,
+                        help="keep the payments in this JSON file across restarts (default: in memory only)")
     args = parser.parse_args()
     try:
         address = args.listen or address_setting(os.environ, "PAYMENT_GATEWAY_ADDR", "127.0.0.1:50071")
@@ -58,7 +69,8 @@ def main() -> None:
         raise SystemExit(f"--delay-ms must be between 0 and 600000, got {delay_ms}")
     configure_logging(os.environ.get("LOG_LEVEL") or "info")
     behaviours = parse_behaviours(os.environ.get("PAYMENT_SIM_BEHAVIOURS", "") + "," + ",".join(args.behaviour))
-    asyncio.run(_main(address, Book(behaviours, delay_s=delay_ms / 1000)))
+    state_file = Path(args.state_file) if args.state_file else None
+    asyncio.run(_main(address, Book(behaviours, delay_s=delay_ms / 1000), state_file))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ order taken, and the log of result events that WatchPayments serves.
 A payment is taken PENDING and completes once, SUCCEEDED or FAILED, as its behaviour
 says: at once, or `delay_s` later on the event loop. Each completion appends one event;
 `answers_twice` appends a second one for the same result `delay_s` later.
+
+`snapshot` and `restore` carry the book over a restart (server/payment_sim/state.py),
+in the contract's own JSON form; `on_change` is called after every change.
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ import asyncio
 import collections
 import enum
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from google.protobuf import json_format
+
+from credit.v1 import payment_gateway_pb2 as pb
 from server.clock import Clock, SystemClock
 from server.domain.errors import CreditError, FailedPrecondition, IdempotencyKeyReused, NotFound
 from server.domain.payments import FailureReason, PaymentEvent, PaymentKind, PaymentOrder, PaymentResult, PaymentStatus
+from server.payments.messages import event_from_proto, event_to_proto, payment_from_proto, payment_to_proto
 
 MAX_PAYMENTS = 100_000
 MAX_EVENTS = 100_000
@@ -86,6 +95,9 @@ class Book:
         self._last_sequence = 0
         self._appended = asyncio.Event()
         self._timers: set[asyncio.TimerHandle] = set()
+        # The behaviour of each payment still PENDING, by payment id.
+        self._pending: dict[str, Behaviour] = {}
+        self.on_change: Callable[[], None] = lambda: None
 
     def behaviour(self, order: PaymentOrder) -> Behaviour:
         target = order.merchant_id if order.kind is PaymentKind.MERCHANT else order.instrument_token
@@ -108,10 +120,12 @@ class Book:
         self._payments[payment.payment_id] = payment
         self._by_key[order.idempotency_key] = payment.payment_id
         self._taken.append(payment.payment_id)
+        self._pending[payment.payment_id] = behaviour
         if behaviour.answer is Answer.AT_ONCE:
             self._complete(payment.payment_id, behaviour)
         else:
             self._later(self._complete, payment.payment_id, behaviour)
+            self.on_change()
         return self._payments[payment.payment_id], behaviour
 
     def get(self, payment_id: str) -> PaymentResult:
@@ -156,6 +170,33 @@ class Book:
         while self._last_sequence <= sequence:
             await self._appended.wait()
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the book holds, as JSON-ready data."""
+        return {
+            "payments": [_json(payment_to_proto(self._payments[payment_id])) for payment_id in self._taken],
+            "pending_behaviours": {payment_id: b.name for payment_id, b in self._pending.items()},
+            "events": [_json(event_to_proto(event)) for event in self._events],
+            "last_sequence": self._last_sequence,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Take back a `snapshot` into this empty book; payments still PENDING complete
+        `delay_s` from now, as their behaviour says."""
+        if self._payments or self._last_sequence:
+            raise ValueError("restore needs an empty book")
+        for data in snapshot["payments"]:
+            payment = payment_from_proto(json_format.ParseDict(data, pb.Payment()))
+            self._payments[payment.payment_id] = payment
+            self._by_key[payment.idempotency_key] = payment.payment_id
+            self._taken.append(payment.payment_id)
+        self._events.extend(event_from_proto(json_format.ParseDict(data, pb.PaymentEvent()))
+                            for data in snapshot["events"])
+        self._last_sequence = int(snapshot["last_sequence"])
+        for payment_id, name in snapshot["pending_behaviours"].items():
+            if self._payments[payment_id].status is PaymentStatus.PENDING:
+                self._pending[payment_id] = BEHAVIOURS[name]
+                self._later(self._complete, payment_id, BEHAVIOURS[name])
+
     def close(self) -> None:
         """Cancel the results still to come."""
         for timer in self._timers:
@@ -166,6 +207,7 @@ class Book:
         payment = self._payments[payment_id]
         done = payment.completed(behaviour.status, self._clock.now(), behaviour.reason_for(payment.kind))
         self._payments[payment_id] = done
+        del self._pending[payment_id]
         self._append(done)
         if behaviour.twice:
             self._later(self._append, done)
@@ -176,6 +218,7 @@ class Book:
         # Wake every waiting stream, and give later waiters an event not yet set.
         self._appended.set()
         self._appended = asyncio.Event()
+        self.on_change()
 
     def _later(self, callback, *args) -> None:
         def run() -> None:
@@ -184,3 +227,7 @@ class Book:
 
         timer = asyncio.get_running_loop().call_later(self._delay_s, run)
         self._timers.add(timer)
+
+
+def _json(message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
