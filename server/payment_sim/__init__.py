@@ -1,7 +1,7 @@
 """A PaymentGatewayService simulator: a real gRPC server, in memory, whose processor
 behaves as the instrument token (Debit, Payout) or merchant id (PayMerchant) says.
 
-    python -m server.payment_sim --listen 127.0.0.1:50071 [--delay-ms 2000]
+    python -m server.payment_sim --listen 127.0.0.1:50071 [--delay-ms 2000] [--state-file FILE]
 
 The behaviour is chosen by an explicit map (--behaviour TOKEN=NAME, or
 PAYMENT_SIM_BEHAVIOURS="TOKEN=NAME,..."), else by the token's last digit:
@@ -27,7 +27,10 @@ and has no deadline of its own is answered DEADLINE_EXCEEDED after 30 s.
 
 The behaviour applies to the first call with a key; a repeat of that call (same key,
 same request) answers at once with the payment as it stands, and the same key with a
-different request is ALREADY_EXISTS. Every payment and every event stays in memory
-(at most 100,000 payments and the last 100,000 events): a restart forgets them, and the
-stream's sequence starts again at 1.
+different request is ALREADY_EXISTS. Payments and events live in memory (at most
+100,000 payments and the last 100,000 events). With --state-file (or
+PAYMENT_SIM_STATE_FILE; `make run` uses VAR_DIR/payment_sim.json) they are written to
+that JSON file and read back at start, so a restart keeps them, sequences go on, and
+results still to come arrive after it; without one, a restart forgets everything and
+the stream's sequence starts again at 1.
 """
