@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import enum
+import itertools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,13 +158,13 @@ class Book:
         """Events with a sequence above `sequence`, oldest first, at most EVENT_BATCH."""
         if sequence > self._last_sequence:
             raise FailedPrecondition(f"after_sequence: {sequence} is beyond the last event ({self._last_sequence}); "
-                                     "the simulator's history starts again when it restarts")
+                                     "a simulator restarted without its state file starts again at 1")
         first = self._events[0].sequence if self._events else self._last_sequence + 1
         if sequence < first - 1:
             raise FailedPrecondition(f"after_sequence: events up to {first - 1} are no longer kept; "
                                      "read the payments with ListPayments instead")
         start = sequence - first + 1
-        return [self._events[i] for i in range(start, min(len(self._events), start + EVENT_BATCH))]
+        return list(itertools.islice(self._events, start, start + EVENT_BATCH))
 
     async def wait_after(self, sequence: int) -> None:
         """Return once an event with a sequence above `sequence` is in the log."""

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import grpc
@@ -20,7 +19,7 @@ from server.domain.payments import FailureReason, PaymentEvent, PaymentResult, P
 from server.payments.gateway import PaymentGateway
 from tests.e2e.conftest import ROOT, free_port
 from tests.e2e.test_server import GRPCURL
-from tests.support import health_stub
+from tests.support import health_stub, key
 
 
 def start(address: str, state_file: Path, *flags: str) -> subprocess.Popen:
@@ -39,10 +38,6 @@ def stop(process: subprocess.Popen) -> int:
     except subprocess.TimeoutExpired:
         process.kill()
         raise
-
-
-def key() -> str:
-    return f"key-{uuid.uuid4().hex}"
 
 
 async def first_events(gateway: PaymentGateway, count: int) -> list[PaymentEvent]:

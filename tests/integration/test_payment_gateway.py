@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import timedelta
 
 import grpc
@@ -27,7 +26,7 @@ from server.payment_sim.book import Book
 from server.payment_sim.service import serve
 from server.payments.gateway import GatewayUnavailable, PaymentGateway, PaymentRejected
 from tests.e2e.conftest import free_port
-from tests.support import field_violations
+from tests.support import field_violations, key
 
 DELAY_S = 0.4
 
@@ -55,10 +54,6 @@ def gateway(channel) -> PaymentGateway:
 @pytest.fixture
 def stub(channel) -> payment_gateway_pb2_grpc.PaymentGatewayServiceStub:
     return payment_gateway_pb2_grpc.PaymentGatewayServiceStub(channel)
-
-
-def key() -> str:
-    return f"key-{uuid.uuid4().hex}"
 
 
 async def debit(gateway: PaymentGateway, token: str, amount_minor: int = 12_345, *, idempotency_key: str = "",
