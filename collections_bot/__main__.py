@@ -1,4 +1,5 @@
 """python -m collections_bot              run as a daemon: a pass every COLLECTIONS_INTERVAL_S
+                                         (collections, then statements)
 python -m collections_bot run-once --as-of 2027-01-15T10:00:00+08:00
                                          one pass at a given time, then exit"""
 
@@ -18,6 +19,7 @@ from collections_bot import metrics as bot_metrics
 from collections_bot.channels.email import EmailChannel
 from collections_bot.config import BotSettings
 from collections_bot.passes import CollectionsPass
+from collections_bot.statements import StatementsPass
 from collections_bot.voice.channel import VoiceChannel
 from server import contact_crypto, metrics
 from server.clock import Clock, FixedClock, SystemClock
@@ -25,17 +27,27 @@ from server.config import SettingsError
 from server.core.collections import Collections
 from server.core.database import embedded_dsn, open_pool
 from server.core.repayments import Repayments
+from server.core.statements import Statements
 from server.interceptors import database_error_kind
 from server.logging import configure_logging
 
 log = structlog.get_logger("collections_bot")
 
 
+def _email(settings: BotSettings) -> EmailChannel:
+    return EmailChannel(host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
+                        username=settings.smtp_username, password=settings.smtp_password,
+                        timeout_s=settings.smtp_timeout_s, tries=settings.smtp_tries_per_pass,
+                        retry_base_s=settings.smtp_retry_base_s, ca_file=settings.smtp_ca_file)
+
+
+def build_statements(pool, settings: BotSettings, clock: Clock) -> StatementsPass:
+    statements = Statements(clock, mail_domain=settings.policy.mail_domain, email_retry=settings.policy.email_retry)
+    return StatementsPass(pool, clock, statements, settings, _email(settings))
+
+
 def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
-    email = EmailChannel(host=settings.smtp_host, port=settings.smtp_port, starttls=settings.smtp_starttls,
-                         username=settings.smtp_username, password=settings.smtp_password,
-                         timeout_s=settings.smtp_timeout_s, tries=settings.smtp_tries_per_pass,
-                         retry_base_s=settings.smtp_retry_base_s, ca_file=settings.smtp_ca_file)
+    email = _email(settings)
     collections = Collections(clock, settings.policy, Repayments(clock))
     voice = None
     if settings.voice_gateway_addr:
@@ -52,13 +64,17 @@ async def _open(settings: BotSettings, dsn: str):
 async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
     pool = await _open(settings, dsn)
     try:
-        report = await build(pool, settings, FixedClock(as_of)).run()
+        clock = FixedClock(as_of)
+        report = await build(pool, settings, clock).run()
+        statements = await build_statements(pool, settings, clock).run()
     finally:
         await pool.close()
     print(f"reviewed {report.reviewed} accounts ({report.busy} busy, {report.failed} failed), "
           f"booked {report.penalty_days} penalty days ({report.penalty_minor} fen), "
           f"charged off {report.charged_off} loans, planned {dict(report.planned)}, "
           f"delivered {dict(report.delivered)}")
+    print(f"issued {statements.issued} statements ({statements.busy} accounts busy, {statements.failed} failed), "
+          f"emailed {dict(statements.emails)}")
     return 0
 
 
@@ -67,6 +83,7 @@ async def run_daemon(settings: BotSettings, dsn: str) -> int:
     metrics.serve(settings.metrics_listen_addr, bot_metrics.BOT)
     clock = SystemClock()
     bot = build(pool, settings, clock)
+    statements = build_statements(pool, settings, clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -77,6 +94,7 @@ async def run_daemon(settings: BotSettings, dsn: str) -> int:
         while not stop.is_set():
             try:
                 await bot.run()
+                await statements.run()
             except Exception as error:
                 # The next pass tries again; a database away is a warning, anything else a bug.
                 bot_metrics.PASSES.labels("failed").inc()

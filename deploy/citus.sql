@@ -34,7 +34,8 @@ ALTER TABLE accounts DROP CONSTRAINT accounts_customer_id_key;
 
 -- The accounts trigger (it moves the version on every update) and the postings trigger
 -- (it checks that an entry balances, reading the entry's own account) touch only rows
--- of the account being written, so they are safe on shards.
+-- of the account being written, so they are safe on shards. The statement triggers
+-- only refuse changes to an issued statement's rows.
 SET citus.enable_unsafe_triggers TO on;
 
 -- Reference tables: small, shared by every account, written by operators.
@@ -68,6 +69,10 @@ SELECT create_distributed_table('contact_preferences', 'account_id', colocate_wi
 SELECT create_distributed_table('contact_attempts', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('loan_funding', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('partner_settlement_items', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statements', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statement_lines', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statement_installments', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statement_deliveries', 'account_id', colocate_with => 'accounts');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

@@ -42,6 +42,7 @@ from server.core.loans import Loans
 from server.core.portfolio import Portfolio
 from server.core.repayments import Repayments
 from server.core.risk import RiskReports
+from server.core.statements import Statements
 from server.db import acquire
 from server.db.migrate import migrate
 from server.db.pool import create_pool, wait_for_database
@@ -75,6 +76,7 @@ class Core:
     collections: Collections
     risk: RiskReports
     portfolio: Portfolio
+    statements: Statements
 
 
 def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE,
@@ -91,6 +93,7 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
         collections=Collections(clock, CollectionsPolicy(), repayments),
         risk=RiskReports(),
         portfolio=Portfolio(clock, insurance_share_bps=settings.insurance_share_bps),
+        statements=Statements(clock),
     )
 
 
@@ -192,7 +195,7 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(
         CheckoutServicer(transactions, core.checkout, core.repayments), server)
     repayment_pb2_grpc.add_RepaymentServiceServicer_to_server(
-        RepaymentServicer(transactions, core.loans, core.repayments), server)
+        RepaymentServicer(transactions, core.loans, core.repayments, core.statements), server)
     collections_pb2_grpc.add_CollectionsServiceServicer_to_server(
         CollectionsServicer(transactions, core.collections), server)
     risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions, core.risk, core.portfolio), server)

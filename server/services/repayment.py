@@ -8,16 +8,19 @@ from credit.v1 import common_pb2, repayment_pb2, repayment_pb2_grpc
 from server.core import journal
 from server.core.loans import Loans
 from server.core.repayments import Repay, Repayments
+from server.core.statements import Statements
 from server.services import convert
 from server.services.fields import Fields
 from server.services.transactions import Transactions
 
 
 class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
-    def __init__(self, transactions: Transactions, loans: Loans, repayments: Repayments) -> None:
+    def __init__(self, transactions: Transactions, loans: Loans, repayments: Repayments,
+                 statements: Statements) -> None:
         self._tx = transactions
         self._loans = loans
         self._repayments = repayments
+        self._statements = statements
 
     async def Repay(self, request, context) -> repayment_pb2.Repayment:
         f = Fields()
@@ -83,5 +86,30 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
 
         async def page(conn):
             return convert.journal_page(await journal.page(conn, account_id, size, request.page_token))
+
+        return await self._tx.read(page)
+
+    async def GetStatement(self, request, context) -> repayment_pb2.Statement:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        statement_date, month = f.statement_period(request.period)
+        f.done()
+
+        async def get(conn):
+            return convert.statement(await self._statements.get(conn, account_id, request.period,
+                                                                statement_date=statement_date, month=month))
+
+        return await self._tx.read(get)
+
+    async def ListStatements(self, request, context) -> repayment_pb2.ListStatementsResponse:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        size = f.page_size(request.page_size)
+        f.done()
+
+        async def page(conn):
+            result = await self._statements.page(conn, account_id, size, request.page_token)
+            return repayment_pb2.ListStatementsResponse(statements=[convert.statement(s) for s in result.statements],
+                                                        next_page_token=result.next_page_token)
 
         return await self._tx.read(page)
