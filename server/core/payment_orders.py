@@ -111,7 +111,7 @@ class PaymentOrders:
         completed = await order_rows.complete_order(
             conn, order_id, account_id, status=result.status.value, gateway_payment_id=result.payment_id,
             failure_reason=result.failure_reason.value if result.failure_reason else None,
-            completed_at=result.completed_at or now)
+            completed_at=now)
         if completed is None:
             # Another transaction made it final between the read and the lock.
             log.info("payment_result_duplicate", **fields)
