@@ -28,3 +28,7 @@ BOT_DB_ERRORS = Counter("credit_db_errors", "Database failures that ended a pass
                         ("kind", "error"), registry=BOT)
 
 
+PAYMENT_RESULTS = Counter("credit_bot_payment_results", "Payment results the payments task handled, by source "
+                          "(event: the gateway's stream; lookup: a sweep's look-up by key) and what applying "
+                          "did (completed, already_final, not_final, unknown_order, mismatch, ...).",
+                          ("source", "outcome"), registry=BOT)

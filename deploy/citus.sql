@@ -46,6 +46,10 @@ SELECT create_reference_table('reminder_steps');
 -- that capture is a multi-node transaction (docs/scaling.md says what to do past that).
 SELECT create_reference_table('funding_partners');
 SELECT create_reference_table('partner_exposure');
+-- Where the bot's replicas are in the payment gateway's stream of results: one row,
+-- moved in the transaction that applies each event to its order, so that transaction
+-- spans the order's shard and the reference table (docs/payments.md).
+SELECT create_reference_table('payment_event_cursors');
 
 -- The distributed tables, all co-located with accounts.
 SELECT create_distributed_table('accounts', 'account_id');
@@ -73,6 +77,8 @@ SELECT create_distributed_table('statements', 'account_id', colocate_with => 'ac
 SELECT create_distributed_table('statement_lines', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('statement_installments', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('statement_deliveries', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('payment_methods', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('payment_orders', 'account_id', colocate_with => 'accounts');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

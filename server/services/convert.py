@@ -25,6 +25,8 @@ from server.domain.ledger import EntryKind, LedgerAccount
 from server.domain.loans import Bucket, InstallmentStatus, LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
+from server.domain.payment_orders import PaymentMethodKind, PaymentMethodStatus, PayoutStatus
+from server.domain.payments import FailureReason
 from server.domain.pricing import Grade, Plan, RepaymentMethod
 from server.domain.quotes import UnavailableReason
 from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
@@ -33,7 +35,11 @@ from server.domain.statements import LineKind
 from server.domain.waterfall import Component
 
 if TYPE_CHECKING:
+    # Types only: server.core.payouts reaches the payment gateway's client, which
+    # converts its messages with this module.
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+    from server.core.payouts import PaymentMethodView, PayoutView
 
 # A proto enum's number type (the generated stubs make one per enum).
 Number = TypeVar("Number", bound=int)
@@ -78,7 +84,12 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (EntryKind, repayment_pb2.JournalEntryKind, "JOURNAL_ENTRY_KIND_"),
     (LedgerAccount, repayment_pb2.LedgerAccount, "LEDGER_ACCOUNT_"),
     (LineKind, repayment_pb2.StatementLineKind, "STATEMENT_LINE_KIND_"),
+    (PaymentMethodKind, repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_"),
+    (PaymentMethodStatus, repayment_pb2.PaymentMethodStatus, "PAYMENT_METHOD_STATUS_"),
+    (PayoutStatus, repayment_pb2.PayoutStatus, "PAYOUT_STATUS_"),
+    (FailureReason, repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_"),
 )
+PAYMENT_METHOD_KINDS = from_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", PaymentMethodKind)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
 LOAN_STATUSES = from_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", LoanStatus)
@@ -464,3 +475,21 @@ def statement(view: Statement) -> repayment_pb2.Statement:
             for i in view.installments
         ],
     )
+
+
+def payment_method(view: PaymentMethodView) -> repayment_pb2.PaymentMethod:
+    return repayment_pb2.PaymentMethod(
+        payment_method_id=str(view.payment_method_id), account_id=str(view.account_id),
+        kind=to_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", view.kind),
+        status=to_proto_enum(repayment_pb2.PaymentMethodStatus, "PAYMENT_METHOD_STATUS_", view.status),
+        token_last4=view.token_last4, display_hint=view.display_hint, created_at=timestamp(view.created_at))
+
+
+def payout(view: PayoutView) -> repayment_pb2.Payout:
+    return repayment_pb2.Payout(
+        payout_id=str(view.payout_id), account_id=str(view.account_id), amount_minor=view.amount_minor,
+        status=to_proto_enum(repayment_pb2.PayoutStatus, "PAYOUT_STATUS_", view.status),
+        failure_reason=to_proto_enum(repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_",
+                                     view.failure_reason),
+        payment_method_id=str(view.payment_method_id), created_at=timestamp(view.created_at),
+        completed_at=timestamp(view.completed_at), account=account(view.account))
