@@ -321,6 +321,7 @@ def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
         insurance_claims_minor=view.insurance_claims_minor,
         outstanding_principal_minor=view.outstanding_principal_minor,
         coverage_bps=view.coverage_bps,
+        recovered_minor=view.recovered_minor,
     )
 
 
