@@ -159,8 +159,7 @@ class FundingChanges:
             raise InvariantViolation(f"loan {loan_id}: a partner's stake moves outside the split rule")
         owed = Owed()
         for funder in funders:
-            owed = Owed(owed.principal_minor + funder.stake.principal_minor, owed.fee_minor + funder.stake.fee_minor,
-                        owed.penalty_minor + funder.stake.penalty_minor)
+            owed = owed.added(funder.stake)
         self.fundings.append((Funding(loan_id, tuple(moves), owed), list(funders)))
 
     @property

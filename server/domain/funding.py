@@ -77,6 +77,10 @@ class Owed:
                  Component.PENALTY: "penalty_minor"}[component]
         return replace(self, **{field: getattr(self, field) + delta_minor})
 
+    def added(self, other: Owed) -> Owed:
+        return Owed(self.principal_minor + other.principal_minor, self.fee_minor + other.fee_minor,
+                    self.penalty_minor + other.penalty_minor)
+
     def minus(self, other: Owed) -> Owed:
         return Owed(self.principal_minor - other.principal_minor, self.fee_minor - other.fee_minor,
                     self.penalty_minor - other.penalty_minor)

@@ -84,9 +84,7 @@ class Recovery:
     @property
     def after(self) -> Owed:
         """Recovered in all, this payment included."""
-        return Owed(self.write_off.recovered.principal_minor + self.amount.principal_minor,
-                    self.write_off.recovered.fee_minor + self.amount.fee_minor,
-                    self.write_off.recovered.penalty_minor + self.amount.penalty_minor)
+        return self.write_off.recovered.added(self.amount)
 
     @property
     def to_reserve_minor(self) -> int:
