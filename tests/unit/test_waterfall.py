@@ -304,7 +304,7 @@ def test_written_off_debt_is_recovered_in_its_place_and_never_beyond_what_is_owe
         for component, amount_owed in by_component.items():
             assert 0 <= result.recovered(loan_id, component) <= amount_owed
     state = {(loan.loan_id, i.sequence): i for loan in loans for i in loan.installments}
-    current = {}
+    current: dict[uuid.UUID, int] = {}
     for (loan_id, sequence), i in sorted(state.items(), key=lambda kv: (kv[1].due_date, kv[0][1])):
         if i.due_date >= today:
             current.setdefault(loan_id, sequence)
