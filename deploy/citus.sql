@@ -68,6 +68,7 @@ SELECT create_distributed_table('contact_preferences', 'account_id', colocate_wi
 SELECT create_distributed_table('contact_attempts', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('loan_funding', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('partner_settlement_items', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('recoveries', 'account_id', colocate_with => 'accounts');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

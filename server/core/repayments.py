@@ -221,6 +221,11 @@ class Repayments:
         recovered = recoveries.recoveries(write_offs, allocated)
         if not recovered:
             return
+        await ledger_rows.post(conn, account_id, repayment_id, ledger.recovery_received(
+            source=source, principal_minor=sum(r.amount.principal_minor for r in recovered),
+            fee_minor=sum(r.amount.fee_minor for r in recovered),
+            penalty_minor=sum(r.amount.penalty_minor for r in recovered),
+            insurer_minor=sum(r.insurer_minor for r in recovered)), now)
         partner_parts = await co_lending.book_recoveries(conn, account_id, recovered, repayment_id, now)
         for recovery in recovered:
             await loan_rows.record_recovery(
@@ -230,11 +235,6 @@ class Repayments:
                 reserve_minor=recovery.to_reserve_minor - partner_parts.get(recovery.loan_id, 0), now=now)
             log.info("loan_recovered", loan_id=str(recovery.loan_id), recovered_minor=recovery.amount.total_minor,
                      insurer_minor=recovery.insurer_minor)
-        await ledger_rows.post(conn, account_id, repayment_id, ledger.recovery_received(
-            source=source, principal_minor=sum(r.amount.principal_minor for r in recovered),
-            fee_minor=sum(r.amount.fee_minor for r in recovered),
-            penalty_minor=sum(r.amount.penalty_minor for r in recovered),
-            insurer_minor=sum(r.insurer_minor for r in recovered)), now)
 
     async def quote_payoff(self, conn: asyncpg.Connection, loan_id: UUID, as_of: date | None) -> PayoffQuote:
         loan = await self._loan(conn, loan_id)
