@@ -79,6 +79,7 @@ SELECT create_distributed_table('statement_installments', 'account_id', colocate
 SELECT create_distributed_table('statement_deliveries', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('payment_methods', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('payment_orders', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('recoveries', 'account_id', colocate_with => 'accounts');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

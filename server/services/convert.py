@@ -29,6 +29,7 @@ from server.domain.payment_orders import PaymentMethodKind, PaymentMethodStatus,
 from server.domain.payments import FailureReason
 from server.domain.pricing import Grade, Plan, RepaymentMethod
 from server.domain.quotes import UnavailableReason
+from server.domain.recoveries import WriteOff
 from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
 from server.domain.risk import Decision, Facts, ListKind, ListLevel
 from server.domain.statements import LineKind
@@ -235,6 +236,7 @@ def loan(view: LoanView) -> common_pb2.Loan:
                 penalty_owed_minor=f.stake.penalty_minor)
             for f in view.funding_parts
         ],
+        write_off=write_off(view.write_off) if view.write_off is not None else None,
     )
 
 
@@ -256,7 +258,24 @@ def repayment(view: RepaymentView) -> repayment_pb2.Repayment:
         ],
         account=account(view.account),
         created_at=timestamp(view.created_at),
+        recoveries=[
+            repayment_pb2.Recovery(
+                loan_id=str(r.loan_id), amount_minor=r.amount_minor,
+                component=to_proto_enum(repayment_pb2.AllocationComponent, "ALLOCATION_COMPONENT_", r.component))
+            for r in view.recoveries
+        ],
+        recovered_minor=view.recovered_minor,
     )
+
+
+def write_off(value: WriteOff) -> common_pb2.WriteOff:
+    written_off, recovered = value.written_off, value.recovered
+    return common_pb2.WriteOff(
+        principal_minor=written_off.principal_minor, fee_minor=written_off.fee_minor,
+        penalty_minor=written_off.penalty_minor, written_off_minor=written_off.total_minor,
+        recovered_principal_minor=recovered.principal_minor, recovered_fee_minor=recovered.fee_minor,
+        recovered_penalty_minor=recovered.penalty_minor, recovered_minor=recovered.total_minor,
+        owed_minor=value.owed.total_minor, insurance_claim_minor=value.insurance_claim_minor)
 
 
 def payoff(quote: PayoffQuote) -> repayment_pb2.QuotePayoffResponse:
@@ -316,6 +335,7 @@ def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
         insurance_claims_minor=view.insurance_claims_minor,
         outstanding_principal_minor=view.outstanding_principal_minor,
         coverage_bps=view.coverage_bps,
+        recovered_minor=view.recovered_minor,
     )
 
 

@@ -54,6 +54,23 @@ async def test_an_applied_migration_that_changed_is_refused(empty_dsn):
         await conn.close()
 
 
+async def test_numbers_may_leave_gaps_but_a_migration_older_than_one_applied_is_refused(empty_dsn):
+    """Branches number their migrations apart (and are renumbered when merged): a gap is
+    fine, but a migration that would run after a later one already applied is not."""
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        top = migrations[-1].version
+        later = Migration(top + 2, f"{top + 2:04d}_later.sql", "CREATE TABLE later_one (id integer)")
+        assert await migrate(conn, [*migrations, later]) == [m.name for m in migrations] + [later.name]
+        earlier = Migration(top + 1, f"{top + 1:04d}_earlier.sql", "CREATE TABLE earlier_one (id integer)")
+        with pytest.raises(MigrationError, match="older than"):
+            await migrate(conn, [*migrations, earlier, later])
+        assert await conn.fetchval("SELECT to_regclass('earlier_one')") is None
+    finally:
+        await conn.close()
+
+
 def sql_constants() -> dict[str, dict[str, str]]:
     """Every module of server.db found on disk (so a new one cannot be missed), with its
     SQL: the public upper-case string constants. A module without any (the pool, the
