@@ -25,7 +25,8 @@ log = structlog.get_logger(__name__)
 
 # Rows read per statement when a file is written.
 PAGE_SIZE = 1_000
-MAX_MERCHANT_ID_LENGTH = 64
+# As Authorize takes it (server/services/fields.py, MAX_ID_LENGTH).
+MAX_MERCHANT_ID_LENGTH = 128
 
 FIELDS = ("date", "merchant_id", "line", "kind", "loan_id", "account_id", "reference_id", "created_at",
           "amount_minor")

@@ -47,8 +47,13 @@ class MerchantSettlement:
     refunds: int
 
     @property
+    def day_net_minor(self) -> int:
+        """The day's own net, before what an earlier day carried in."""
+        return self.captured_minor - self.refunded_minor - self.fee_minor
+
+    @property
     def net_minor(self) -> int:
-        return self.captured_minor - self.refunded_minor - self.fee_minor + self.carried_in_minor
+        return self.day_net_minor + self.carried_in_minor
 
     @property
     def payment_minor(self) -> int:

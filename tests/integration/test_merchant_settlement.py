@@ -7,13 +7,15 @@ from __future__ import annotations
 import csv
 from datetime import UTC, date, datetime, timedelta
 
+import grpc
 import pytest
 
+from credit.v1 import checkout_pb2
 from server.core import merchant_settlements
 from server.db import acquire
 from server.domain.errors import InvalidArgument, NotFound
 from server.domain.pricing import MerchantCategory
-from tests.support import Api, buy, refund
+from tests.support import Api, buy, field_violations, refund
 
 MERCHANT = "school-2041"
 DAY = date(2027, 1, 15)
@@ -111,3 +113,32 @@ async def test_a_day_without_activity_is_not_found_and_a_bad_merchant_id_is_refu
         await merchant_settlements.register_merchant(conn, "fly-9", MerchantCategory.ELECTRONICS, datetime.now(UTC))
         assert await merchant_settlements.category(conn, "fly-9") == MerchantCategory.ELECTRONICS
         assert await merchant_settlements.category(conn, "nobody-1") == MerchantCategory.GENERAL
+
+
+async def test_get_merchant_settlement_over_grpc(api: Api, pool, clock):
+    async with acquire(pool) as conn:
+        await merchant_settlements.register_merchant(conn, "trip-3310", MerchantCategory.TRAVEL, clock.now())
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 123_457, merchant_id="trip-3310")
+    await refund(api, loan.loan_id, 23_457)
+    reply = await api.checkout.GetMerchantSettlement(
+        checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310", date="2027-01-15"), timeout=10)
+    # 80 bps of 123,457 is 987.656: 988 fen.
+    assert (reply.merchant_id, reply.date, reply.time_zone, reply.category, reply.fee_bps) == (
+        "trip-3310", "2027-01-15", "Asia/Shanghai", checkout_pb2.MERCHANT_CATEGORY_TRAVEL, 80)
+    assert (reply.captured_minor, reply.refunded_minor, reply.fee_minor, reply.net_minor, reply.captures,
+            reply.refunds) == (123_457, 23_457, 988, 99_012, 1, 1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await api.checkout.GetMerchantSettlement(
+            checkout_pb2.GetMerchantSettlementRequest(merchant_id="", date="2027-13-01"), timeout=10)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field_violations(bad.value)) == ["date", "merchant_id"]
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await api.checkout.GetMerchantSettlement(
+            checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310"), timeout=10)
+    assert field_violations(missing.value) == ["date"]
+    with pytest.raises(grpc.aio.AioRpcError) as quiet:
+        await api.checkout.GetMerchantSettlement(
+            checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310", date="2027-01-16"), timeout=10)
+    assert quiet.value.code() == grpc.StatusCode.NOT_FOUND

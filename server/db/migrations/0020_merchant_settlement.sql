@@ -4,7 +4,7 @@
 -- (MERCHANT_FEE_BPS in server/domain/pricing.py). A merchant that is not here is
 -- GENERAL. Small and shared by every account: a reference table on Citus.
 CREATE TABLE merchants (
-    merchant_id text PRIMARY KEY CHECK (length(merchant_id) BETWEEN 1 AND 64),
+    merchant_id text PRIMARY KEY CHECK (length(merchant_id) BETWEEN 1 AND 128),
     category    text NOT NULL CHECK (category IN ('GENERAL', 'EDUCATION', 'TRAVEL', 'ELECTRONICS')),
     created_at  timestamptz NOT NULL,
     updated_at  timestamptz NOT NULL
