@@ -5,8 +5,6 @@ partners' settlement day (Asia/Shanghai, server/core/settlements.py)."""
 
 from __future__ import annotations
 
-import csv
-import os
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -15,7 +13,7 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from server.core.settlements import day_bounds
+from server.core.settlements import csv_file, day_bounds
 from server.db import merchants as merchant_rows
 from server.domain.errors import FieldViolation, InvalidArgument, NotFound
 from server.domain.merchant_settlement import MerchantDay, MerchantSettlement, settle
@@ -83,34 +81,24 @@ async def write_csv(conn: asyncpg.Connection, merchant_id: str, day: date, path:
     """Write a merchant-day's file: one CAPTURE line per loan captured (amount positive),
     one REFUND line per refund (negative), a FEE line, a CARRIED_IN line, then a NET
     line whose amount is the day's net and a PAYMENT line (what is to be paid, never
-    negative). Written to a temporary file and renamed, so a reader never sees half a
-    file and a second writer of the same day writes the same file."""
+    negative). Whole or not at all (`csv_file`)."""
     view = await merchant_day(conn, merchant_id, day, carried_in_minor)
     result = view.settlement
     start, end = day_bounds(day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     when = day.isoformat()
-    try:
-        with partial.open("w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(FIELDS)
-            after = (start - timedelta(microseconds=1), uuid.UUID(int=0))
-            while rows := await merchant_rows.day_items_page(conn, merchant_id, start, end, after, PAGE_SIZE):
-                for r in rows:
-                    writer.writerow((when, merchant_id, "ITEM", r["kind"], r["loan_id"], r["account_id"],
-                                     r["item_id"], r["created_at"].isoformat(), r["amount_minor"]))
-                after = (rows[-1]["created_at"], rows[-1]["item_id"])
-            writer.writerow((when, merchant_id, "FEE", f"{result.category.value}:{result.fee_bps}", "", "", "", "",
-                             -result.fee_minor))
-            writer.writerow((when, merchant_id, "CARRIED_IN", "", "", "", "", "", result.carried_in_minor))
-            writer.writerow((when, merchant_id, "NET", "", "", "", "", "", result.net_minor))
-            writer.writerow((when, merchant_id, "PAYMENT", "", "", "", "", "", result.payment_minor))
-            out.flush()
-            os.fsync(out.fileno())
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with csv_file(path) as writer:
+        writer.writerow(FIELDS)
+        after = (start - timedelta(microseconds=1), uuid.UUID(int=0))
+        while rows := await merchant_rows.day_items_page(conn, merchant_id, start, end, after, PAGE_SIZE):
+            for r in rows:
+                writer.writerow((when, merchant_id, "ITEM", r["kind"], r["loan_id"], r["account_id"],
+                                 r["item_id"], r["created_at"].isoformat(), r["amount_minor"]))
+            after = (rows[-1]["created_at"], rows[-1]["item_id"])
+        writer.writerow((when, merchant_id, "FEE", f"{result.category.value}:{result.fee_bps}", "", "", "", "",
+                         -result.fee_minor))
+        writer.writerow((when, merchant_id, "CARRIED_IN", "", "", "", "", "", result.carried_in_minor))
+        writer.writerow((when, merchant_id, "NET", "", "", "", "", "", result.net_minor))
+        writer.writerow((when, merchant_id, "PAYMENT", "", "", "", "", "", result.payment_minor))
     log.info("merchant_settlement_file_written", merchant_id=merchant_id, day=when, net_minor=result.net_minor)
     return view
 
