@@ -50,6 +50,8 @@ SELECT create_reference_table('partner_exposure');
 -- moved in the transaction that applies each event to its order, so that transaction
 -- spans the order's shard and the reference table (docs/payments.md).
 SELECT create_reference_table('payment_event_cursors');
+-- The merchant registry: a category per merchant, read when a merchant-day is settled.
+SELECT create_reference_table('merchants');
 
 -- The distributed tables, all co-located with accounts.
 SELECT create_distributed_table('accounts', 'account_id');

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from credit.v1 import checkout_pb2, collections_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
 from server.core.checkout import Quote
 from server.core.journal import JournalEntryView, JournalPage
+from server.core.merchant_settlements import MerchantDayView
 from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
@@ -27,7 +28,7 @@ from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
 from server.domain.payment_orders import PaymentMethodKind, PaymentMethodStatus, PayoutStatus
 from server.domain.payments import FailureReason
-from server.domain.pricing import Grade, Plan, RepaymentMethod
+from server.domain.pricing import Grade, MerchantCategory, Plan, RepaymentMethod
 from server.domain.quotes import UnavailableReason
 from server.domain.recoveries import WriteOff
 from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
@@ -89,6 +90,7 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (PaymentMethodStatus, repayment_pb2.PaymentMethodStatus, "PAYMENT_METHOD_STATUS_"),
     (PayoutStatus, repayment_pb2.PayoutStatus, "PAYOUT_STATUS_"),
     (FailureReason, repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_"),
+    (MerchantCategory, checkout_pb2.MerchantCategory, "MERCHANT_CATEGORY_"),
 )
 PAYMENT_METHOD_KINDS = from_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", PaymentMethodKind)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
@@ -407,6 +409,23 @@ def stress_result(view: StressView) -> risk_pb2.StressTestResult:
 
 
 # -- co-lending -------------------------------------------------------------------------------
+
+def merchant_settlement(view: MerchantDayView) -> checkout_pb2.MerchantSettlement:
+    day = view.settlement
+    return checkout_pb2.MerchantSettlement(
+        merchant_id=view.merchant_id,
+        date=view.day.isoformat(),
+        time_zone=SETTLEMENT_TIME_ZONE,
+        category=to_proto_enum(checkout_pb2.MerchantCategory, "MERCHANT_CATEGORY_", day.category),
+        fee_bps=day.fee_bps,
+        captured_minor=day.captured_minor,
+        refunded_minor=day.refunded_minor,
+        fee_minor=day.fee_minor,
+        net_minor=day.day_net_minor,
+        captures=day.captures,
+        refunds=day.refunds,
+    )
+
 
 def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:
     return risk_pb2.PartnerSettlement(
