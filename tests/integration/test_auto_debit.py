@@ -21,30 +21,12 @@ from server.core.payment_orders import PaymentOrders
 from server.db import payment_orders as order_rows
 from server.domain.payments import PaymentStatus
 from server.invariants import check
-from server.payment_sim.book import Book
-from server.payment_sim.service import serve
 from server.payments.gateway import PaymentGateway
-from tests.support import Api, buy, key, repay
+from tests.support import GATEWAY_DELAY_S, Api, buy, gateway_payments, key, repay, until
 
-DELAY_S = 0.3
 SHANGHAI = timezone(timedelta(hours=8))
 # A 300-yuan loan over 3 months: 1,000.00 principal and 18.00 fee a month.
 INSTALLMENT = 101_800
-
-
-@pytest.fixture
-async def gateway_port():
-    book = Book(delay_s=DELAY_S)
-    server, port = await serve("127.0.0.1:0", book)
-    yield port
-    await server.stop(None)
-    book.close()
-
-
-@pytest.fixture
-async def gateway(gateway_port):
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
-        yield PaymentGateway(channel, timeout_s=5)
 
 
 @pytest.fixture
@@ -61,18 +43,6 @@ def _bot(pool, clock, gateway: PaymentGateway) -> PaymentsTask:
 @pytest.fixture
 def bot(pool, clock, gateway):
     return _bot(pool, clock, gateway)
-
-
-@pytest.fixture
-def ledger_checked(pool, gateway):
-    """The books, and the books against the gateway's payments, hold."""
-
-    async def assert_balanced():
-        async with pool.acquire() as conn:
-            violations = await check(conn, gateway)
-        assert violations == [], "\n".join(map(str, violations))
-
-    return assert_balanced
 
 
 def morning(day: date | str, hour: int = 8, minute: int = 0) -> datetime:
@@ -109,19 +79,6 @@ async def auto_debit_repayments(pool, account_id: str) -> list:
                                 "WHERE account_id = $1 AND channel = 'AUTO_DEBIT' ORDER BY created_at",
                                 UUID(account_id))
     return [(str(row["repayment_id"]), row["amount_minor"]) for row in rows]
-
-
-async def gateway_payments(gateway: PaymentGateway, idempotency_key: str) -> int:
-    page = await gateway.list_payments(page_size=100)
-    return sum(1 for p in page.payments if p.idempotency_key == idempotency_key)
-
-
-async def until(condition, timeout_s: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("digit", ["0", "1"])
@@ -216,7 +173,7 @@ async def test_a_late_answer_and_a_duplicated_one_are_each_applied_once(api, bot
             return orders[0]["status"] == "SUCCEEDED" and await bot._orders.cursor(pool, "collections-bot") >= 3
         await until(settled)
         # The duplicate of the second account's answer comes DELAY after the first.
-        await asyncio.sleep(DELAY_S * 3)
+        await asyncio.sleep(GATEWAY_DELAY_S * 3)
     finally:
         stop.set()
         await watching
@@ -320,3 +277,13 @@ async def test_the_checker_finds_a_debit_booked_twice_or_not_at_all(api, bot, po
                            "WHERE order_id = $1", order["order_id"])
         rules = {v.rule for v in await check(conn, gateway)}
     assert {rule, "each auto-debit repayment is a succeeded debit order"} <= rules
+
+
+async def test_a_client_cannot_repay_under_the_auto_debit_channel(api, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await api.repayment.Repay(repayment_pb2.RepayRequest(
+            account_id=account.account_id, amount_minor=1_000, channel=repayment_pb2.PAYMENT_CHANNEL_AUTO_DEBIT,
+            idempotency_key=key()), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await books()
