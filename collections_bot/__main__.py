@@ -1,5 +1,6 @@
 """python -m collections_bot              run as a daemon: a pass every COLLECTIONS_INTERVAL_S
-                                         (collections, then statements)
+                                         (auto-debits, collections, statements, then the
+                                         payment orders' sweep)
 python -m collections_bot run-once --as-of 2027-01-15T10:00:00+08:00
                                          one pass at a given time, then exit"""
 
@@ -63,7 +64,8 @@ def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
 
 def payments_task(pool, settings: BotSettings, clock: Clock, channel: grpc.aio.Channel) -> PaymentsTask:
     return PaymentsTask(pool, clock, PaymentOrders(clock, PaymentGateway(channel)),
-                        reconcile_after_s=settings.payment_reconcile_after_s)
+                        reconcile_after_s=settings.payment_reconcile_after_s,
+                        auto_debit_hour=settings.auto_debit_hour, batch_size=settings.batch_size)
 
 
 async def _open(settings: BotSettings, dsn: str):
@@ -73,8 +75,13 @@ async def _open(settings: BotSettings, dsn: str):
 async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
     pool = await _open(settings, dsn)
     swept: dict = {}
+    debited: dict = {}
     try:
         clock = FixedClock(as_of)
+        if settings.payment_gateway_addr:
+            # Auto-debits first: what they pay at once is paid before reminders are planned.
+            async with grpc.aio.insecure_channel(settings.payment_gateway_addr) as channel:
+                debited = dict(await payments_task(pool, settings, clock, channel).debit())
         report = await build(pool, settings, clock).run()
         statements = await build_statements(pool, settings, clock).run()
         if settings.payment_gateway_addr:
@@ -85,7 +92,7 @@ async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
     print(f"reviewed {report.reviewed} accounts ({report.busy} busy, {report.failed} failed), "
           f"booked {report.penalty_days} penalty days ({report.penalty_minor} fen), "
           f"charged off {report.charged_off} loans, planned {dict(report.planned)}, "
-          f"delivered {dict(report.delivered)}, payment orders looked up {swept}")
+          f"delivered {dict(report.delivered)}, auto-debits {debited}, payment orders looked up {swept}")
     print(f"issued {statements.issued} statements ({statements.busy} accounts busy, {statements.failed} failed), "
           f"emailed {dict(statements.emails)}")
     return 0
@@ -108,6 +115,13 @@ async def run_daemon(settings: BotSettings, dsn: str) -> int:
 
     async def passes() -> None:
         while not stop.is_set():
+            if payments is not None:
+                try:
+                    # First, so that a debit answered at once is paid before reminders are planned.
+                    await payments.debit()
+                except Exception:
+                    # Like a pass: the next round tries again; orders written stay for the sweep.
+                    log.exception("auto_debit_failed")
             try:
                 await bot.run()
                 await statements.run()

@@ -59,6 +59,8 @@ class BotSettings:
     # A payment order still REQUESTED this long after it was made (or last asked about)
     # is looked up at the gateway by the payments task.
     payment_reconcile_after_s: int = 60
+    # The local hour from which an account is auto-debited on a due date (docs/payments.md).
+    auto_debit_hour: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -135,6 +137,7 @@ class BotSettings:
             log_level=log_level,
             payment_gateway_addr=optional_address_setting(env, "PAYMENT_GATEWAY_ADDR"),
             payment_reconcile_after_s=int_setting(env, "PAYMENT_RECONCILE_AFTER_S", 60, minimum=1, maximum=86_400),
+            auto_debit_hour=int_setting(env, "AUTO_DEBIT_HOUR", 8, minimum=0, maximum=23),
         )
 
 

@@ -12,6 +12,9 @@ them did not learn (docs/payments.md, "Reconciliation").
   repeat the same payment). Each claimed order is leased through its submitted_at, so
   replicas do not ask about the same order at once; if they did, nothing would move
   twice either.
+- `debit` writes the auto-debit orders due now (one per account, due date and try,
+  committed before any call) and asks the gateway for each; its answer is applied like
+  any other result, and an order whose answer is lost is the sweep's.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import structlog
 
 from collections_bot import metrics as bot_metrics
 from server.clock import Clock
+from server.core.auto_debit import AutoDebits
 from server.core.payment_orders import Applied, PaymentOrders
 from server.payments.gateway import GatewayError
 
@@ -42,7 +46,7 @@ WATCH_RETRY_MAX_S = 30.0
 
 class PaymentsTask:
     def __init__(self, pool: asyncpg.Pool, clock: Clock, orders: PaymentOrders, *, reconcile_after_s: int,
-                 max_orders_per_sweep: int = 1000) -> None:
+                 max_orders_per_sweep: int = 1000, auto_debit_hour: int = 8, batch_size: int = 200) -> None:
         if orders.gateway is None:
             raise ValueError("the payments task needs a payment gateway")
         self._pool = pool
@@ -50,6 +54,26 @@ class PaymentsTask:
         self._orders = orders
         self._after = timedelta(seconds=reconcile_after_s)
         self._max_orders = max_orders_per_sweep
+        self._auto_debits = AutoDebits(clock, morning_hour=auto_debit_hour)
+        self._batch_size = batch_size
+
+    async def debit(self) -> Counter:
+        """Ask for the auto-debits due now; what each answer did."""
+        report = await self._auto_debits.request_due(self._pool, self._batch_size)
+        done: Counter = Counter()
+        for order in report.requested:
+            try:
+                applied = await self._orders.submit(self._pool, order)
+            except GatewayError as error:
+                # The order is REQUESTED and committed: the sweep asks about it later.
+                log.warning("auto_debit_submit_failed", order_id=str(order["order_id"]), error=str(error))
+                applied = None
+            outcome = "gateway_unavailable" if applied is None else applied.value
+            bot_metrics.PAYMENT_RESULTS.labels("debit", outcome).inc()
+            done[outcome] += 1
+        if done or report.busy or report.failed:
+            log.info("auto_debit_finished", busy=report.busy, failed=report.failed, **done)
+        return done
 
     async def sweep(self) -> Counter:
         """Settle what can be settled of the orders due for a look; what each look did."""

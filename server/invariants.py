@@ -7,7 +7,7 @@ Given the payment gateway (`check(conn, gateway)`; `--payment-gateway HOST:PORT`
 PAYMENT_GATEWAY_ADDR for the command), one more rule compares the books with the
 processor: the cash that payment orders moved in the ledger is exactly the payments the
 gateway reports SUCCEEDED (ListPayments). It covers the cash of gateway orders only
-(payouts today); money that Repay records from other channels (a bank transfer, a card
+(payouts and auto-debits); money that Repay records from other channels (a bank transfer, a card
 payment taken elsewhere) is not a gateway movement and is checked against the
 repayments instead.
 """
@@ -152,8 +152,28 @@ CHECKS: dict[str, str] = {
                           count(*) FILTER (WHERE kind = 'PAYOUT_SUCCEEDED') AS succeeded
                    FROM journal_entries WHERE kind IN ('PAYOUT_SUCCEEDED', 'PAYOUT_FAILED') GROUP BY 1, 2) e
              ON e.account_id = o.account_id AND e.reference_id = o.order_id
-        WHERE coalesce(e.n, 0) <> CASE WHEN o.status = 'REQUESTED' THEN 0 ELSE 1 END
-           OR coalesce(e.succeeded, 0) <> CASE WHEN o.status = 'SUCCEEDED' THEN 1 ELSE 0 END
+        WHERE o.kind = 'PAYOUT'
+          AND (coalesce(e.n, 0) <> CASE WHEN o.status = 'REQUESTED' THEN 0 ELSE 1 END
+               OR coalesce(e.succeeded, 0) <> CASE WHEN o.status = 'SUCCEEDED' THEN 1 ELSE 0 END)
+    """,
+    "each succeeded debit order is exactly one auto-debit repayment of its amount, any other none": """
+        SELECT o.order_id::text || ' (' || o.status || ')' AS subject, count(r.repayment_id)::bigint AS found,
+               (CASE WHEN o.status = 'SUCCEEDED' THEN 1 ELSE 0 END)::bigint AS expected
+        FROM payment_orders o
+        LEFT JOIN repayments r ON r.account_id = o.account_id AND r.repayment_id = o.order_id
+                               AND r.channel = 'AUTO_DEBIT' AND r.amount_minor = o.amount_minor
+        WHERE o.kind = 'DEBIT'
+        GROUP BY o.order_id, o.status
+        HAVING count(r.repayment_id) <> CASE WHEN o.status = 'SUCCEEDED' THEN 1 ELSE 0 END
+    """,
+    "each auto-debit repayment is a succeeded debit order": """
+        SELECT r.repayment_id::text AS subject, count(o.order_id)::bigint AS found, 1::bigint AS expected
+        FROM repayments r
+        LEFT JOIN payment_orders o ON o.account_id = r.account_id AND o.order_id = r.repayment_id
+                                   AND o.kind = 'DEBIT' AND o.status = 'SUCCEEDED'
+        WHERE r.channel = 'AUTO_DEBIT'
+        GROUP BY r.repayment_id
+        HAVING count(o.order_id) <> 1
     """,
     "each repayment's allocations and recoveries add up to what it applied": """
         SELECT r.repayment_id::text AS subject, (coalesce(x.total, 0) + coalesce(v.total, 0))::bigint AS found,

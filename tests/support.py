@@ -3,7 +3,9 @@ short-hands for the common calls."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -22,6 +24,7 @@ from credit.v1 import (
     repayment_pb2_grpc,
     risk_pb2_grpc,
 )
+from server.payments.gateway import PaymentGateway
 
 
 def key() -> str:
@@ -153,3 +156,22 @@ async def buy(api: Api, account_id: str, amount_minor: int, term_months: int = 3
     auth = await api.authorize(account_id, amount_minor, term_months, **kwargs)
     captured = await api.capture(auth.authorization_id)
     return await api.loan(captured.loan_id)
+
+
+# How long the payment-gateway simulator of the integration tests takes to reach a
+# result it does not give at once (its DELAY).
+GATEWAY_DELAY_S = 0.3
+
+
+async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the condition did not hold in time")
+        await asyncio.sleep(0.05)
+
+
+async def gateway_payments(gateway: PaymentGateway, idempotency_key: str) -> int:
+    """How many payments the gateway holds under the key (0 or 1 by its rules)."""
+    page = await gateway.list_payments(page_size=100)
+    return sum(1 for p in page.payments if p.idempotency_key == idempotency_key)

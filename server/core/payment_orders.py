@@ -22,6 +22,7 @@ import structlog
 
 from server.clock import Clock
 from server.core.accounts import lock_account
+from server.core.repayments import Repay, Repayments
 from server.db import acquire
 from server.db import ledger as ledger_rows
 from server.db import payment_orders as order_rows
@@ -39,6 +40,9 @@ from server.domain.payments import (
 from server.payments.gateway import PaymentGateway, PaymentRejected
 
 log = structlog.get_logger(__name__)
+
+# The channel of the repayment a successful auto-debit becomes.
+AUTO_DEBIT_CHANNEL = "AUTO_DEBIT"
 
 
 class Applied(enum.Enum):
@@ -83,6 +87,7 @@ class PaymentOrders:
     def __init__(self, clock: Clock, gateway: PaymentGateway | None) -> None:
         self._clock = clock
         self.gateway = gateway
+        self._repayments = Repayments(clock)
 
     async def apply(self, conn: asyncpg.Connection, result: Result) -> Applied:
         """Make the order of `result` final and book it, in the caller's transaction;
@@ -116,14 +121,29 @@ class PaymentOrders:
             # Another transaction made it final between the read and the lock.
             log.info("payment_result_duplicate", **fields)
             return Applied.ALREADY_FINAL
-        booked = completion(OrderKind(completed["kind"]), result.status, completed["amount_minor"])
-        if booked.credit_balance_delta_minor:
-            await repayment_rows.add_to_credit_balance(conn, account_id, booked.credit_balance_delta_minor, now)
-        await ledger_rows.post(conn, account_id, order_id, booked.entry, now)
+        kind = OrderKind(completed["kind"])
+        if kind is OrderKind.DEBIT:
+            await self._debited(conn, completed, result.status)
+        else:
+            booked = completion(kind, result.status, completed["amount_minor"])
+            if booked.credit_balance_delta_minor:
+                await repayment_rows.add_to_credit_balance(conn, account_id, booked.credit_balance_delta_minor, now)
+            await ledger_rows.post(conn, account_id, order_id, booked.entry, now)
         log.info("payment_order_completed", **fields, account_id=str(account_id), kind=completed["kind"],
                  amount_minor=completed["amount_minor"],
                  failure_reason=result.failure_reason.value if result.failure_reason else None)
         return Applied.COMPLETED
+
+    async def _debited(self, conn: asyncpg.Connection, order: asyncpg.Record, status: PaymentStatus) -> None:
+        """A DEBIT's result: money taken is a repayment of the account through the
+        waterfall, with the order id as its id; a failure books nothing (no money moved)
+        and leaves the next try to the auto-debit schedule."""
+        if status is not PaymentStatus.SUCCEEDED:
+            log.info("auto_debit_failed", order_id=str(order["order_id"]), account_id=str(order["account_id"]),
+                     due_date=order["due_date"].isoformat(), attempt=order["attempt"])
+            return
+        await self._repayments.receive(
+            conn, Repay(order["account_id"], None, order["amount_minor"], AUTO_DEBIT_CHANNEL), order["order_id"])
 
     async def apply_alone(self, pool: asyncpg.Pool, result: Result) -> Applied:
         """`apply` in a transaction of its own."""

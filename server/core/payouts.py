@@ -46,6 +46,7 @@ class BindPaymentMethod:
     kind: PaymentMethodKind
     token: str
     display_hint: str
+    auto_debit: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class PaymentMethodView:
     token_last4: str
     display_hint: str
     created_at: datetime
+    auto_debit: bool
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ class PayoutView:
 def _method_view(row: asyncpg.Record) -> PaymentMethodView:
     return PaymentMethodView(row["payment_method_id"], row["account_id"], PaymentMethodKind(row["kind"]),
                              PaymentMethodStatus(row["status"]), row["token_last4"], row["display_hint"],
-                             row["created_at"])
+                             row["created_at"], row["auto_debit"])
 
 
 class Payouts:
@@ -96,10 +98,11 @@ class Payouts:
         await order_rows.replace_active_method(conn, command.account_id, now)
         row = await order_rows.insert_method(
             conn, payment_method_id=uuid.uuid4(), account_id=command.account_id, kind=command.kind.value,
-            token=command.token, token_last4=last4(command.token), display_hint=command.display_hint, now=now)
+            token=command.token, token_last4=last4(command.token), display_hint=command.display_hint,
+            auto_debit=command.auto_debit, now=now)
         log.info("payment_method_bound", account_id=str(command.account_id),
                  payment_method_id=str(row["payment_method_id"]), kind=command.kind.value,
-                 token_last4=row["token_last4"])
+                 token_last4=row["token_last4"], auto_debit=command.auto_debit)
         return _method_view(row)
 
     async def payment_method(self, conn: asyncpg.Connection, payment_method_id: UUID) -> PaymentMethodView:

@@ -174,7 +174,14 @@ class Repayments:
         return Decided(view, Write(repayment_rows.REPAY_WRITE_CO_FUNDED, args + funding_changes.arrays()),
                        command.account_id, outcome)
 
-    async def _repay_locked(self, conn: asyncpg.Connection, command: Repay) -> RepaymentView:
+    async def receive(self, conn: asyncpg.Connection, command: Repay, repayment_id: UUID) -> RepaymentView:
+        """Money that reached us outside a Repay call (an auto-debit), booked exactly as
+        Repay books it, in the caller's transaction, under the id the caller gives: the
+        id of what brought the money, so that it is recorded once."""
+        return await self._repay_locked(conn, command, repayment_id)
+
+    async def _repay_locked(self, conn: asyncpg.Connection, command: Repay,
+                            repayment_id: UUID | None = None) -> RepaymentView:
         """Repay with every step its own statement, in the caller's transaction."""
         now = self._clock.now()
         account = await lock_account(conn, command.account_id)
@@ -182,7 +189,7 @@ class Repayments:
         loans, write_offs = await self._in_scope(conn, account, command.loan_id, now)
         allocated = waterfall.allocate([loan.balance for loan in loans], command.amount_minor, today,
                                        [w.debt for w in write_offs.values()])
-        repayment_id = uuid.uuid4()
+        repayment_id = repayment_id or uuid.uuid4()
         await self._settle(conn, account["account_id"], loans, allocated, now, EntryKind.REPAYMENT_RECEIVED,
                            repayment_id)
         await repayment_rows.insert(

@@ -3,7 +3,7 @@ gateway's stream of results (docs/payments.md)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from uuid import UUID
 
 import asyncpg
@@ -15,7 +15,7 @@ from server.db import one
 _TOKEN_COLUMN = "payment_methods.token"
 
 _METHOD_COLUMNS = """
-    payment_method_id, account_id, kind, status, token_last4, display_hint, created_at, replaced_at
+    payment_method_id, account_id, kind, status, token_last4, display_hint, created_at, replaced_at, auto_debit
 """
 
 # An account's active instrument gives way to a new one (the unique index allows one).
@@ -25,8 +25,8 @@ UPDATE payment_methods SET status = 'REPLACED', replaced_at = $2 WHERE account_i
 
 INSERT_METHOD = f"""
 INSERT INTO payment_methods (payment_method_id, account_id, kind, status, token, token_last4, display_hint,
-                             created_at)
-VALUES ($1, $2, $3, 'ACTIVE', $4, $5, $6, $7)
+                             created_at, auto_debit)
+VALUES ($1, $2, $3, 'ACTIVE', $4, $5, $6, $7, $8)
 RETURNING {_METHOD_COLUMNS}
 """
 
@@ -51,13 +51,42 @@ UPDATE_TOKEN = "UPDATE payment_methods SET token = $3 WHERE payment_method_id = 
 
 _ORDER_COLUMNS = """
     order_id, account_id, kind, status, amount_minor, currency, payment_method_id, gateway_payment_id,
-    failure_reason, created_at, submitted_at, completed_at
+    failure_reason, created_at, submitted_at, completed_at, due_date, attempt
 """
 
 INSERT_ORDER = f"""
 INSERT INTO payment_orders (order_id, account_id, kind, status, amount_minor, payment_method_id, created_at)
 VALUES ($1, $2, $3, 'REQUESTED', $4, $5, $6)
 RETURNING {_ORDER_COLUMNS}
+"""
+
+# A DEBIT order for one try at one due date (docs/payments.md, "Auto-debit"); nothing
+# when that try exists already (another replica, or a pass run again, made it).
+INSERT_DEBIT_ORDER = f"""
+INSERT INTO payment_orders (order_id, account_id, kind, status, amount_minor, payment_method_id, created_at,
+                            due_date, attempt)
+VALUES ($1, $2, 'DEBIT', 'REQUESTED', $3, $4, $5, $6, $7)
+ON CONFLICT (account_id, due_date, attempt) WHERE kind = 'DEBIT' DO NOTHING
+RETURNING {_ORDER_COLUMNS}
+"""
+
+# The tries made for one due date of an account, first first.
+SELECT_DEBIT_ATTEMPTS = """
+SELECT attempt, status, completed_at FROM payment_orders
+WHERE account_id = $1 AND kind = 'DEBIT' AND due_date = $2
+ORDER BY attempt
+"""
+
+# Accounts after $1 (by id) whose active instrument has auto-debit on and that have an
+# unpaid installment of an active loan due between $2 and $3 (a range of dates wide
+# enough for every zone; the exact local date is checked per account).
+SELECT_AUTO_DEBIT_ACCOUNTS = """
+SELECT m.account_id FROM payment_methods m
+WHERE m.status = 'ACTIVE' AND m.auto_debit AND m.account_id > $1
+  AND EXISTS (SELECT 1 FROM installments i JOIN loans l ON l.loan_id = i.loan_id
+              WHERE i.account_id = m.account_id AND l.status = 'ACTIVE' AND i.due_date BETWEEN $2 AND $3)
+ORDER BY m.account_id
+LIMIT $4
 """
 
 SELECT_ORDER = f"SELECT {_ORDER_COLUMNS} FROM payment_orders WHERE order_id = $1"
@@ -112,11 +141,12 @@ async def replace_active_method(conn: asyncpg.Connection, account_id: UUID, now:
 
 
 async def insert_method(conn: asyncpg.Connection, *, payment_method_id: UUID, account_id: UUID, kind: str,
-                        token: str, token_last4: str, display_hint: str, now: datetime) -> asyncpg.Record:
+                        token: str, token_last4: str, display_hint: str, auto_debit: bool,
+                        now: datetime) -> asyncpg.Record:
     """The new ACTIVE instrument; the token is encrypted here, the one place it is written."""
     sealed = contact_crypto.current().encrypt(token, _TOKEN_COLUMN)
     return one(await conn.fetchrow(INSERT_METHOD, payment_method_id, account_id, kind, sealed, token_last4,
-                                   display_hint, now))
+                                   display_hint, now, auto_debit))
 
 
 async def get_method(conn: asyncpg.Connection, payment_method_id: UUID) -> asyncpg.Record | None:
@@ -151,6 +181,24 @@ async def remaining_to_rotate(conn: asyncpg.Connection) -> int:
 async def insert_order(conn: asyncpg.Connection, *, order_id: UUID, account_id: UUID, kind: str, amount_minor: int,
                        payment_method_id: UUID, now: datetime) -> asyncpg.Record:
     return one(await conn.fetchrow(INSERT_ORDER, order_id, account_id, kind, amount_minor, payment_method_id, now))
+
+
+async def insert_debit_order(conn: asyncpg.Connection, *, order_id: UUID, account_id: UUID, amount_minor: int,
+                             payment_method_id: UUID, due_date: date, attempt: int,
+                             now: datetime) -> asyncpg.Record | None:
+    """The new DEBIT order, or None when that try of that due date exists already."""
+    return await conn.fetchrow(INSERT_DEBIT_ORDER, order_id, account_id, amount_minor, payment_method_id, now,
+                               due_date, attempt)
+
+
+async def debit_attempts(conn: asyncpg.Connection, account_id: UUID, due_date: date) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_DEBIT_ATTEMPTS, account_id, due_date)
+
+
+async def auto_debit_accounts(conn: asyncpg.Connection, after: UUID, due_from: date, due_to: date,
+                              limit: int) -> list[UUID]:
+    return [row["account_id"] for row in await conn.fetch(SELECT_AUTO_DEBIT_ACCOUNTS, after, due_from, due_to,
+                                                          limit)]
 
 
 async def get_order(conn: asyncpg.Connection, order_id: UUID, account_id: UUID | None = None) -> asyncpg.Record | None:

@@ -12,9 +12,11 @@
 4. A result for an order that is already final (a duplicate or late event, a second
    look-up) changes nothing.
 
-PAYOUT is the only kind so far: a DEBIT (auto-debit of what is due) and a MERCHANT
-payment (settling what checkout owes a merchant) add their members here and their
-rows to `completion`, with the entries their results book.
+A DEBIT (auto-debit of what is due, server/domain/auto_debit.py) sets nothing aside
+when it is written (the money is still the customer's) and is not booked by
+`completion`: a SUCCEEDED one is a repayment through the waterfall, recorded under the
+order's id, and a FAILED one books nothing. A MERCHANT payment (settling what checkout
+owes a merchant) adds its member here and its rows to `completion`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from server.domain.payments import PaymentKind, PaymentStatus
 
 class OrderKind(enum.Enum):
     PAYOUT = "PAYOUT"  # a customer's credit balance to their bound instrument
+    DEBIT = "DEBIT"  # what falls due, from the customer's bound instrument (auto-debit)
 
 
 class OrderStatus(enum.Enum):
@@ -57,7 +60,7 @@ class PaymentMethodStatus(enum.Enum):
 
 
 # The gateway's kind of payment for each kind of order.
-GATEWAY_KIND = {OrderKind.PAYOUT: PaymentKind.PAYOUT}
+GATEWAY_KIND = {OrderKind.PAYOUT: PaymentKind.PAYOUT, OrderKind.DEBIT: PaymentKind.DEBIT}
 
 
 def payout_status(status: OrderStatus) -> PayoutStatus:

@@ -96,10 +96,11 @@ PAYMENT_METHOD_KINDS = from_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
 LOAN_STATUSES = from_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", LoanStatus)
-# Customers pay through these; CREDIT_BALANCE is the service's own bookkeeping.
+# Customers pay through these; CREDIT_BALANCE and AUTO_DEBIT are the service's own
+# bookkeeping.
 PAYMENT_CHANNELS = {number: name.removeprefix("PAYMENT_CHANNEL_")
                     for name, number in repayment_pb2.PaymentChannel.items()
-                    if number != 0 and name != "PAYMENT_CHANNEL_CREDIT_BALANCE"}
+                    if number != 0 and name not in ("PAYMENT_CHANNEL_CREDIT_BALANCE", "PAYMENT_CHANNEL_AUTO_DEBIT")}
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -521,7 +522,8 @@ def payment_method(view: PaymentMethodView) -> repayment_pb2.PaymentMethod:
         payment_method_id=str(view.payment_method_id), account_id=str(view.account_id),
         kind=to_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", view.kind),
         status=to_proto_enum(repayment_pb2.PaymentMethodStatus, "PAYMENT_METHOD_STATUS_", view.status),
-        token_last4=view.token_last4, display_hint=view.display_hint, created_at=timestamp(view.created_at))
+        token_last4=view.token_last4, display_hint=view.display_hint, created_at=timestamp(view.created_at),
+        auto_debit=view.auto_debit)
 
 
 def payout(view: PayoutView) -> repayment_pb2.Payout:

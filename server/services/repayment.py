@@ -125,7 +125,8 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             kind=f.enum(request.kind, "kind", convert.PAYMENT_METHOD_KINDS),
             token=f.identifier(request.token, "token"),
             display_hint=f.text(request.display_hint, "display_hint", max_length=MAX_DISPLAY_HINT_LENGTH,
-                                required=False))
+                                required=False),
+            auto_debit=request.auto_debit)
         if len(request.token) < MIN_TOKEN_LENGTH and not any(v.field == "token" for v in f.violations):
             f.fail("token", f"must be at least {MIN_TOKEN_LENGTH} characters")
         f.idempotency_key(request.idempotency_key)

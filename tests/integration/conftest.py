@@ -12,7 +12,10 @@ from server.app import start_server
 from server.clock import FixedClock
 from server.config import Settings
 from server.db.pool import create_pool
-from tests.support import Api
+from server.payment_sim.book import Book
+from server.payment_sim.service import serve
+from server.payments.gateway import PaymentGateway
+from tests.support import GATEWAY_DELAY_S, Api
 
 START = datetime(2027, 1, 15, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 
@@ -56,6 +59,35 @@ async def books(pool):
     async def assert_balanced():
         async with pool.acquire() as conn:
             violations = await check(conn)
+        assert violations == [], "\n".join(map(str, violations))
+
+    return assert_balanced
+
+
+@pytest.fixture
+async def gateway_port():
+    """A payment-gateway simulator of its own, in this process: its port."""
+    book = Book(delay_s=GATEWAY_DELAY_S)
+    server, port = await serve("127.0.0.1:0", book)
+    yield port
+    await server.stop(None)
+    book.close()
+
+
+@pytest.fixture
+async def gateway(gateway_port):
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
+        yield PaymentGateway(channel, timeout_s=5)
+
+
+@pytest.fixture
+def ledger_checked(pool, gateway):
+    """The books, and the books against the gateway's payments, hold."""
+    from server.invariants import check
+
+    async def assert_balanced():
+        async with pool.acquire() as conn:
+            violations = await check(conn, gateway)
         assert violations == [], "\n".join(map(str, violations))
 
     return assert_balanced

@@ -7,7 +7,6 @@ compared with the gateway's own record."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from uuid import UUID
 
@@ -21,31 +20,25 @@ from server.core.payment_orders import Applied, PaymentOrders
 from server.db import payment_orders as order_rows
 from server.domain.payments import PaymentStatus
 from server.invariants import GATEWAY_RULE, check
-from server.payment_sim.book import Book
-from server.payment_sim.service import serve
 from server.payments.gateway import PaymentGateway
-from tests.support import Api, buy, field_violations, key, payoff, refund, repay
+from tests.support import (
+    GATEWAY_DELAY_S,
+    Api,
+    buy,
+    field_violations,
+    gateway_payments,
+    key,
+    payoff,
+    refund,
+    repay,
+    until,
+)
 
-DELAY_S = 0.3
+DELAY_S = GATEWAY_DELAY_S
 # What a 300-yuan loan over 3 months, paid off and refunded, leaves as credit balance:
 # its principal and its flat fees.
 BALANCE = 30_180
 TIMEOUT_MS = 400
-
-
-@pytest.fixture
-async def gateway_port():
-    book = Book(delay_s=DELAY_S)
-    server, port = await serve("127.0.0.1:0", book)
-    yield port
-    await server.stop(None)
-    book.close()
-
-
-@pytest.fixture
-async def gateway(gateway_port):
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway_port}") as channel:
-        yield PaymentGateway(channel, timeout_s=5)
 
 
 @pytest.fixture
@@ -61,18 +54,6 @@ def bot(pool, clock, gateway):
     from collections_bot.payments import PaymentsTask
 
     return PaymentsTask(pool, clock, PaymentOrders(clock, gateway), reconcile_after_s=60)
-
-
-@pytest.fixture
-def ledger_checked(pool, gateway):
-    """The books, and the books against the gateway's payments, hold."""
-
-    async def assert_balanced():
-        async with pool.acquire() as conn:
-            violations = await check(conn, gateway)
-        assert violations == [], "\n".join(map(str, violations))
-
-    return assert_balanced
 
 
 async def credit_balance_from_refund(api: Api, amount_minor: int = 30_000) -> str:
@@ -108,20 +89,6 @@ async def entry_kinds(api: Api, account_id: str) -> list[str]:
     page = await api.repayment.GetAccountJournal(repayment_pb2.GetAccountJournalRequest(
         account_id=account_id, page_size=100), timeout=10)
     return [repayment_pb2.JournalEntryKind.Name(e.kind).removeprefix("JOURNAL_ENTRY_KIND_") for e in page.entries]
-
-
-async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 10) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("the condition did not hold in time")
-        await asyncio.sleep(0.05)
-
-
-async def gateway_payments(gateway: PaymentGateway, idempotency_key: str) -> int:
-    """How many payments the gateway holds under the key (0 or 1 by its rules)."""
-    page = await gateway.list_payments(page_size=100)
-    return sum(1 for p in page.payments if p.idempotency_key == idempotency_key)
 
 
 @pytest.mark.parametrize("digit", ["0", "1"])
