@@ -15,6 +15,11 @@ from server.db.pool import create_pool
 from tests.support import Api
 
 START = datetime(2027, 1, 15, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+# The billing cycle of the tests' accounts unless a test chooses: statements on the 1st,
+# bills due 14 days later. A purchase on 15 January is first billed on 1 February and
+# falls due on the 15th of each month, a first period of exactly one month.
+STATEMENT_DAY = 1
+PAYMENT_DUE_DAYS = 14
 
 
 @pytest.fixture
@@ -25,7 +30,7 @@ def clock() -> FixedClock:
 @pytest.fixture
 def settings() -> Settings:
     return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "HOLD_TTL_S": "1800", "LOG_LEVEL": "warning",
-                              "AUTH_MODE": "insecure-local"})
+                              "AUTH_MODE": "insecure-local", "PAYMENT_DUE_DAYS": str(PAYMENT_DUE_DAYS)})
 
 
 @pytest.fixture
@@ -45,7 +50,7 @@ async def running(settings, pool, clock):
 @pytest.fixture
 async def api(running):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield Api(channel)
+        yield Api(channel, statement_day=STATEMENT_DAY)
 
 
 @pytest.fixture

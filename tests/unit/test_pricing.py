@@ -29,6 +29,7 @@ from server.domain.pricing import (
     build_plan,
     ceiling_first_periods,
 )
+from tests.support import dated_apr_bps
 
 START = date(2027, 1, 15)
 methods = st.sampled_from(list(RepaymentMethod))
@@ -52,19 +53,6 @@ def day_counts(plan, purchase: date) -> list[int]:
     return [(i.due_date - purchase).days for i in plan.installments]
 
 
-def bisection_apr_bps(principal: int, payments: list[int], days: list[int]) -> float:
-    """12 r, where r discounts a payment t days out by (1 + r)^(-12 t / 365): found by
-    bisection on the dated NPV, written without the code under test."""
-    def npv(rate: float) -> float:
-        return -principal + sum(a * (1 + rate) ** (-12 * t / 365) for a, t in zip(payments, days, strict=True))
-
-    low, high = -0.5, 1.0
-    for _ in range(200):
-        middle = (low + high) / 2
-        low, high = (middle, high) if npv(middle) > 0 else (low, middle)
-    return (low + high) / 2 * 12 * 10_000
-
-
 def daily_irr_apr_bps(principal: int, payments: list[int], days: list[int]) -> float:
     """numpy-financial's IRR over one cash flow per day, turned into the same
     monthly-equivalent rate times 12."""
@@ -79,7 +67,7 @@ def daily_irr_apr_bps(principal: int, payments: list[int], days: list[int]) -> f
 def test_the_two_oracles_agree_with_each_other_on_a_textbook_annuity():
     # 1,000.00 against 3 x 340.02 paid on days 30, 61 and 91.
     payments, days = [34_002, 34_002, 34_002], [30, 61, 91]
-    assert abs(bisection_apr_bps(100_000, payments, days) - daily_irr_apr_bps(100_000, payments, days)) < 0.01
+    assert abs(dated_apr_bps(100_000, payments, days) - daily_irr_apr_bps(100_000, payments, days)) < 0.01
 
 
 @given(principal=st.integers(1, 10**11), term=terms, method=methods, rate=rates)
@@ -99,7 +87,7 @@ def test_every_schedule_sums_exactly_to_its_totals(principal, term, method, rate
 @settings(max_examples=300, deadline=None)
 def test_apr_agrees_with_the_dated_npv_root_within_one_bps(principal, term, method, rate, purchase, cycle):
     plan = build_plan(principal, term, method, rate, purchase, cycle.due_dates(purchase, term))
-    expected = bisection_apr_bps(principal, [i.amount_minor for i in plan.installments], day_counts(plan, purchase))
+    expected = dated_apr_bps(principal, [i.amount_minor for i in plan.installments], day_counts(plan, purchase))
     assert abs(plan.apr_bps - expected) <= 1
 
 
@@ -205,7 +193,7 @@ def test_every_offered_plan_of_the_product_table_discloses_an_exact_apr(grade, a
         purchase = date(2027, 1, 17)
         plan = build_plan(amount, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,
                           purchase, BillingCycle(5, 20).due_dates(purchase, offer.product.term_months))
-        expected = bisection_apr_bps(amount, [i.amount_minor for i in plan.installments], day_counts(plan, purchase))
+        expected = dated_apr_bps(amount, [i.amount_minor for i in plan.installments], day_counts(plan, purchase))
         assert abs(plan.apr_bps - expected) <= 1
         assert plan.apr_bps <= 2400
 
@@ -246,7 +234,7 @@ def test_declining_balance_worked_example():
     # 1 % a month is 1,200 bps on months of 365/12 days; paid on days 31, 59 and 90 of
     # a year that starts in January (February is short), it is a little more.
     assert plan.apr_bps == 1217
-    assert plan.apr_bps == round(bisection_apr_bps(100_000, [i.amount_minor for i in plan.installments],
+    assert plan.apr_bps == round(dated_apr_bps(100_000, [i.amount_minor for i in plan.installments],
                                                    day_counts(plan, START)))
 
 
@@ -297,7 +285,7 @@ def test_apr_of_periods_of_365_twelfths_is_the_monthly_irr_times_twelve():
     monthly = float(npf.irr(np.array([-10_000, 5_100, 5_100], dtype=float))) * 12 * 10_000
     assert round(monthly) == 1596
     assert apr_bps(10_000, [5_100, 5_100], [365 / 12, 365 / 6]) == 1596  # type: ignore[list-item]
-    assert apr_bps(10_000, [5_100, 5_100], [30, 61]) == round(bisection_apr_bps(10_000, [5_100, 5_100], [30, 61]))
+    assert apr_bps(10_000, [5_100, 5_100], [30, 61]) == round(dated_apr_bps(10_000, [5_100, 5_100], [30, 61]))
     assert apr_bps(10_000, [5_100, 5_100], [30, 61]) == 1601
 
 
