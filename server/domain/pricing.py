@@ -164,7 +164,9 @@ class ProductTable:
                     for days in ceiling_first_periods(product.term_months):
                         parts = _parts(amount, product.term_months, product.method, rate,
                                        (days[0], SHORTEST_MONTH_DAYS))
-                        priced = apr_bps(amount, [p + f for p, f in parts], days)
+                        # Not through the cache: these plans are never quoted, and
+                        # thousands of them would push out the ones that are.
+                        priced = apr_bps(amount, [p + f for p, f in parts], days, cached=False)
                         if priced > max_apr_bps:
                             raise ValueError(
                                 f"product table: {product.term_months} months {product.method} grade {grade} "
@@ -298,7 +300,7 @@ _IRR_STEP_TOLERANCE = decimal.Decimal("1e-24")
 _IRR_MAX_STEPS = 100
 
 
-def apr_bps(principal_minor: int, payments_minor: Sequence[int], days: Sequence[int]) -> int:
+def apr_bps(principal_minor: int, payments_minor: Sequence[int], days: Sequence[int], *, cached: bool = True) -> int:
     """The APR of receiving `principal_minor` on day 0 and paying `payments_minor[k]` on
     day `days[k]` (see the module docstring), in basis points rounded half-up."""
     if principal_minor <= 0 or not payments_minor or any(p < 0 for p in payments_minor):
@@ -310,7 +312,8 @@ def apr_bps(principal_minor: int, payments_minor: Sequence[int], days: Sequence[
         return 0
     if total < principal_minor:
         raise InvariantViolation("payments below the principal have a negative rate; no plan prices so")
-    return _apr_bps(principal_minor, tuple(payments_minor), tuple(days))
+    solve = _apr_bps if cached else _apr_bps.__wrapped__
+    return solve(principal_minor, tuple(payments_minor), tuple(days))
 
 
 # A plan is priced at quote, at authorization and at capture, usually for the same
