@@ -8,15 +8,23 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 PROTOS := $(wildcard protos/credit/v1/*.proto)
 GENERATED := $(PROTOS:.proto=_pb2.py)
+# buf (lint and breaking-change checks of the protos) comes from npm, pinned by
+# tools/package-lock.json and installed into tools/node_modules, never globally.
+TOOLS := tools/node_modules/.installed
+BUF := tools/node_modules/.bin/buf
 
-.PHONY: install proto lint typecheck certs run test test-unit test-integration test-e2e bench report-deps clean
+.PHONY: install proto lint lint-proto typecheck certs run test test-unit test-integration test-e2e bench report-deps clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(TOOLS)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=69' wheel
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+$(TOOLS): tools/package.json tools/package-lock.json
+	cd tools && npm ci
 	touch $@
 
 proto: $(GENERATED)
@@ -33,8 +41,15 @@ run: proto
 certs: install
 	$(PY) -m server.devcerts --out var/certs
 
-lint: install
-	$(VENV)/bin/ruff check server collections_bot tests bench
+lint: install lint-proto
+	$(VENV)/bin/ruff check server collections_bot tests bench examples tools
+
+# buf lint (protos/buf.yaml), then buf breaking against the previous commit less the
+# changes accepted in protos/breaking-accepted.yaml; BUF_BREAKING_AGAINST=REF compares
+# with another commit (e.g. main, for every change of a branch). docs/api-conventions.md.
+lint-proto: install
+	cd protos && ../$(BUF) lint
+	$(PY) tools/proto_breaking.py
 
 # What it checks and how: [tool.mypy] in pyproject.toml (the generated .pyi stubs in
 # protos/ included). Its cache in .mypy_cache/ makes a second run take seconds.
@@ -69,4 +84,4 @@ report-deps: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,report]'
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .mypy_cache protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi
+	rm -rf $(VENV) tools/node_modules var build *.egg-info .mypy_cache protos/credit/v1/*_pb2*.py protos/credit/v1/*_pb2*.pyi

@@ -54,6 +54,8 @@ class BotSettings:
     voice_max_tries: int
     policy: CollectionsPolicy
     log_level: str
+    # The PaymentGatewayService that moves customers' money (docs/payments.md); None: none.
+    payment_gateway_addr: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -128,6 +130,7 @@ class BotSettings:
                 voice_retry=replace(VOICE_RETRY, max_tries=voice_max_tries),
             ),
             log_level=log_level,
+            payment_gateway_addr=optional_address_setting(env, "PAYMENT_GATEWAY_ADDR"),
         )
 
 

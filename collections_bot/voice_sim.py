@@ -1,4 +1,4 @@
-"""A VoiceGateway simulator: a real gRPC server whose callees follow scripted personas.
+"""A VoiceGatewayService simulator: a real gRPC server whose callees follow scripted personas.
 
     python -m collections_bot.voice_sim --listen 127.0.0.1:50061
 
@@ -59,7 +59,7 @@ class CallLog:
     prompts: list[str]
 
 
-class Simulator(voice_gateway_pb2_grpc.VoiceGatewayServicer):
+class Simulator(voice_gateway_pb2_grpc.VoiceGatewayServiceServicer):
     def __init__(self, personas: dict[str, str] | None = None) -> None:
         self.personas = dict(personas or {})
         self.calls: collections.Counter[str] = collections.Counter()
@@ -134,7 +134,7 @@ def parse_personas(text: str) -> dict[str, str]:
 
 async def serve(address: str, simulator: Simulator) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    voice_gateway_pb2_grpc.add_VoiceGatewayServicer_to_server(simulator, server)
+    voice_gateway_pb2_grpc.add_VoiceGatewayServiceServicer_to_server(simulator, server)
     port = server.add_insecure_port(address)
     await server.start()
     return server, port

@@ -72,3 +72,7 @@ SELECT create_distributed_table('partner_settlement_items', 'account_id', coloca
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.
 SELECT create_distributed_function('credit_write_conflict(text)');
+-- So does the hash of a journal entry that a locked transaction posts (docs/ledger.md):
+-- each account's chain is on its account's shard.
+SELECT create_distributed_function(
+    'journal_entry_sha256(bytea, uuid, uuid, bigint, timestamptz, text, uuid, integer[], text[], bigint[])');

@@ -191,6 +191,9 @@ class Settings:
     # The insured share of charged-off principal (the bot books the claims): the
     # portfolio report and stress tests take it off the expected loss.
     insurance_share_bps: int = 0
+    # The PaymentGatewayService that moves customers' and merchants' money
+    # (docs/payments.md); None: no payments are made.
+    payment_gateway_addr: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -230,6 +233,7 @@ class Settings:
             metrics_book_interval_s=int_setting(env, "METRICS_BOOK_INTERVAL_S", 15, minimum=1, maximum=3600),
             db_connect_timeout_s=int_setting(env, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600),
             insurance_share_bps=int_setting(env, "INSURANCE_SHARE_BPS", 0, minimum=0, maximum=10_000),
+            payment_gateway_addr=optional_address_setting(env, "PAYMENT_GATEWAY_ADDR"),
             **_admission_settings(env),
             **_auth_settings(env),
         )

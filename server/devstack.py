@@ -1,8 +1,8 @@
 """python -m server.devstack: the whole system on one machine, for `make run`.
 
 Starts an embedded PostgreSQL (unless DATABASE_URL is set), a local SMTP sink that
-keeps every email as an .eml file under VAR_DIR/mail, the voice-gateway simulator,
-the gRPC server and the collections bot, prints where each listens, and stops them
+keeps every email as an .eml file under VAR_DIR/mail, the voice-gateway and
+payment-gateway simulators, the gRPC server and the collections bot, prints where each listens, and stops them
 all on Ctrl-C or SIGTERM.
 """
 
@@ -38,6 +38,7 @@ def main() -> None:
         settings = Settings.from_env()
         smtp_port = int_setting(os.environ, "SMTP_PORT", 2525, minimum=1, maximum=65_535)
         voice_address = address_setting(os.environ, "VOICE_GATEWAY_ADDR", "127.0.0.1:50061")
+        payment_address = address_setting(os.environ, "PAYMENT_GATEWAY_ADDR", "127.0.0.1:50071")
         metrics_address = address_setting(os.environ, "METRICS_LISTEN_ADDR", "127.0.0.1:9100")
         health_address = address_setting(os.environ, "HEALTH_LISTEN_ADDR", "127.0.0.1:8081")
     except SettingsError as error:
@@ -64,7 +65,7 @@ def main() -> None:
     mail_folder = var_dir / "mail"
     controller, _ = start_mail_sink("127.0.0.1", smtp_port, mail_folder)
     env = {**secrets_env, **os.environ, "DATABASE_URL": dsn, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(smtp_port),
-           "VAR_DIR": str(var_dir), "VOICE_GATEWAY_ADDR": voice_address}
+           "VAR_DIR": str(var_dir), "VOICE_GATEWAY_ADDR": voice_address, "PAYMENT_GATEWAY_ADDR": payment_address}
     # The server's metrics on METRICS_LISTEN_ADDR, the bot's on the next port.
     metrics_host, _, metrics_port = metrics_address.rpartition(":")
     bot_metrics_address = f"{metrics_host}:{int(metrics_port) + 1}"
@@ -78,8 +79,12 @@ def main() -> None:
         voice = subprocess.Popen([sys.executable, "-m", "collections_bot.voice_sim", "--listen", voice_address],
                                  cwd=ROOT, env=env)
         children.append(voice)
-        with grpc.insecure_channel(voice_address) as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
+        payments_file = var_dir / "payment_sim.json"
+        children.append(subprocess.Popen([sys.executable, "-m", "server.payment_sim", "--listen", payment_address,
+                                          "--state-file", str(payments_file)], cwd=ROOT, env=env))
+        for address in (voice_address, payment_address):
+            with grpc.insecure_channel(address) as channel:
+                grpc.channel_ready_future(channel).result(timeout=60)
         server = subprocess.Popen([sys.executable, "-m", "server"], cwd=ROOT, env=server_env)
         children.append(server)
         credentials = None
@@ -102,6 +107,8 @@ def main() -> None:
             f"  PostgreSQL         {dsn}",
             f"  SMTP sink          127.0.0.1:{smtp_port}   (emails land in {mail_folder}/)",
             f"  voice gateway      {voice_address}   (simulator; the dialled number's last digit picks the callee)",
+            f"  payment gateway    {payment_address}   (simulator; the instrument's last digit picks the outcome;"
+            f" payments kept in {payments_file})",
             "  collections bot    running, a pass every COLLECTIONS_INTERVAL_S (default 60 s)",
             "Ctrl-C stops everything.",
             "",

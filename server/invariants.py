@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from server.db import ledger as ledger_rows
+from server.domain import journal
+
 
 def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> str:
     """Accounts whose ledger balance in `ledger_account` differs from what the active
@@ -232,12 +235,17 @@ CHECKS: dict[str, str] = {
 }
 
 
+# Checked in Python, entry by entry, with the encoding auditors use (server/domain/journal.py),
+# not with the database's own copy of it.
+CHAIN_RULE = "each account's journal is an unbroken hash chain"
+
+
 @dataclass(frozen=True)
 class Violation:
     rule: str
     subject: str
-    found: int
-    expected: int
+    found: int | str
+    expected: int | str
 
     def __str__(self) -> str:
         return f"{self.rule}: {self.subject} has {self.found}, expected {self.expected}"
@@ -250,7 +258,34 @@ async def check(conn: asyncpg.Connection) -> list[Violation]:
         for rule, sql in CHECKS.items():
             for row in await conn.fetch(sql):
                 violations.append(Violation(rule, row["subject"], row["found"], row["expected"]))
+        violations += [Violation(CHAIN_RULE, _subject(b), b.found, b.expected) for b in await chain_breaks(conn)]
     return violations
+
+
+def _subject(broken: journal.Break) -> str:
+    where = f"entry {broken.entry_id} (sequence {broken.sequence})" if broken.entry_id else "head"
+    return f"account {broken.account_id} {where}: {broken.problem}"
+
+
+async def chain_breaks(conn: asyncpg.Connection) -> list[journal.Break]:
+    """Every break in every account's chain; inside a transaction (the entries are read
+    through a cursor), one account's entries in memory at a time."""
+    heads = await ledger_rows.heads(conn)
+    breaks: list[journal.Break] = []
+    account_id = None
+    links: list[tuple[journal.Link, bytes]] = []
+    async for row in ledger_rows.chains(conn):
+        if row["account_id"] != account_id:
+            if account_id is not None:
+                breaks += journal.verify(account_id, links, heads.pop(account_id, journal.Head(0, journal.GENESIS)))
+            account_id, links = row["account_id"], []
+        links.append(ledger_rows.link_of(row))
+    if account_id is not None:
+        breaks += journal.verify(account_id, links, heads.pop(account_id, journal.Head(0, journal.GENESIS)))
+    # Accounts without a single entry: their head must still be the empty chain's.
+    for other, head in heads.items():
+        breaks += journal.verify(other, [], head)
+    return breaks
 
 
 async def _main(dsn: str) -> int:
@@ -261,7 +296,7 @@ async def _main(dsn: str) -> int:
         await conn.close()
     for violation in violations:
         print(violation)
-    print(f"{len(CHECKS)} rules checked, {len(violations)} violations")
+    print(f"{len(CHECKS) + 1} rules checked, {len(violations)} violations")
     return 1 if violations else 0
 
 

@@ -40,3 +40,18 @@ def decode_after(token: str) -> tuple[datetime, UUID] | None:
 
 def encode_after(created_at: datetime, row_id: UUID) -> str:
     return encode([created_at.isoformat(), str(row_id)])
+
+
+def decode_position(token: str) -> int:
+    """The position (a row's number in an ordered series, such as a journal entry's
+    sequence) a keyset page resumes after; 0 for the first page."""
+    if not token:
+        return 0
+    (position,) = decode(token, 1)
+    if not position.isdigit() or len(position) > 18:
+        raise InvalidArgument.of("page_token", "is not a token this service issued")
+    return int(position)
+
+
+def encode_position(position: int) -> str:
+    return encode([str(position)])

@@ -1,4 +1,4 @@
-"""The voice channel: one reminder call over the VoiceGateway stream."""
+"""The voice channel: one reminder call over the VoiceGatewayService stream."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class VoiceChannel:
         transcript: list[dict] = []
         try:
             async with grpc.aio.insecure_channel(self._address) as channel:
-                stream = voice_gateway_pb2_grpc.VoiceGatewayStub(channel).PlaceCall(timeout=self._call_timeout_s)
+                stream = voice_gateway_pb2_grpc.VoiceGatewayServiceStub(channel).PlaceCall(timeout=self._call_timeout_s)
                 try:
                     return await self._hold(stream, call_id, to_number, locale, facts, transcript)
                 finally:

@@ -244,7 +244,7 @@ class Checkout:
         # write, on the partner's exposure counters); otherwise the loan is the platform's.
         offer = co_lending.capture_offer(self._partners, row["account_id"], Grade(row["risk_grade"]),
                                          plan.term_months, plan.principal_minor, plan.total_fee_minor)
-        args = loan_rows.capture_args(
+        head, args = loan_rows.capture_args(
             account_id=row["account_id"], version=row["version"], hold_minor=row["amount_minor"],
             captured_minor=result.captured_minor, released_minor=result.released_minor,
             authorization_id=row["authorization_id"], loan_id=loan_id, principal_minor=plan.principal_minor,
@@ -252,7 +252,7 @@ class Checkout:
             apr_bps=plan.apr_bps, merchant_id=row["merchant_id"], order_id=row["order_id"],
             currency=row["currency"], start_date=start_date, provision_minor=provision,
             installments=[(i.sequence, i.due_date, i.principal_minor, i.fee_minor) for i in plan.installments],
-            entries=entries, now=now)
+            head=ledger_rows.head_of(row), entries=entries, now=now)
         view = replace(authorization_view(row, plan, now), status=AuthorizationStatus.CAPTURED,
                        captured_minor=result.captured_minor, released_minor=result.released_minor, loan_id=loan_id)
         outcome: dict[str, Any] = {
@@ -261,8 +261,10 @@ class Checkout:
         if offer is None:
             return Decided(view, Write(loan_rows.CAPTURE_WRITE, args), row["account_id"], outcome)
         outcome["offered_to_partner"] = offer.partner.partner_id
-        return Decided(view, Write(loan_rows.CAPTURE_WRITE_CO_FUNDED, args + offer.args(loan_id)), row["account_id"],
-                       outcome)
+        # The partner's entry, if the write posts it, follows the capture's in the chain.
+        return Decided(view, Write(loan_rows.CAPTURE_WRITE_CO_FUNDED,
+                                   args + offer.args(row["account_id"], loan_id, head, now)),
+                       row["account_id"], outcome)
 
     async def _capture_locked(self, conn: asyncpg.Connection, command: Capture) -> AuthorizationView:
         """Capture with every step its own statement, in the caller's transaction: for
@@ -295,7 +297,9 @@ class Checkout:
         offer = co_lending.capture_offer(self._partners, auth["account_id"], Grade(account["risk_grade"]),
                                          plan.term_months, plan.principal_minor, plan.total_fee_minor)
         if offer is not None:
-            await funding_rows.co_fund(conn, auth["account_id"], loan_id, now, offer.args(loan_id))
+            head = await ledger_rows.head(conn, auth["account_id"])
+            await funding_rows.co_fund(conn, auth["account_id"], loan_id, now,
+                                       offer.args(auth["account_id"], loan_id, head, now))
         log.info("hold_captured", authorization_id=str(auth["authorization_id"]), loan_id=str(loan_id),
                  captured_minor=result.captured_minor, released_minor=result.released_minor)
         # A credit balance pays the new debt at once, through the waterfall.

@@ -31,6 +31,7 @@ from server.domain import funding, ledger
 from server.domain.accounts import AccountStatus
 from server.domain.bills import bills
 from server.domain.calendar import latest_local_date, local_date
+from server.domain.cases import Escalation, EscalationReason, PromiseSource
 from server.domain.errors import FailedPrecondition, InvalidArgument, InvariantViolation, NotFound
 from server.domain.funding import Owed
 from server.domain.ledger import EntryKind
@@ -87,7 +88,7 @@ class CaseView:
     days_past_due: int
     overdue_minor: int
     penalty_owed_minor: int
-    escalation_reason: str | None
+    escalation: Escalation | None
     needs_payment_check: bool
     promise: asyncpg.Record | None
     preferences: tuple[bool, bool, bool]
@@ -291,7 +292,7 @@ class Collections:
             await rows.resolve_promise(conn, promise["promise_id"], "BROKEN", now)
             await rows.event(conn, account_id, "PROMISE_BROKEN", {"promise_id": str(promise["promise_id"]),
                                                                   "paid_since_minor": paid_since}, now)
-            await rows.escalate(conn, account_id, "BROKEN_PROMISE", now)
+            await rows.escalate(conn, account_id, Escalation(EscalationReason.BROKEN_PROMISE).stored(), now)
             log.info("promise_broken", account_id=str(account_id))
 
     async def _plan_reminders(self, conn, account: asyncpg.Record, loans: list[LoanView], today: date,
@@ -329,12 +330,12 @@ class Collections:
                     if status is AttemptStatus.PENDING:
                         history.append(PastContact(now, step.channel))
                         if step.escalates:
-                            await rows.escalate(conn, account_id, f"STEP_{step.code}", now)
+                            await rows.escalate(conn, account_id, Escalation.by_step(step.code).stored(), now)
 
     # -- what the CollectionsService reads and changes -------------------------------------
 
     async def record_promise(self, conn: asyncpg.Connection, account_id: UUID, promised_date: date,
-                             amount_minor: int, source: str) -> asyncpg.Record:
+                             amount_minor: int, source: PromiseSource) -> asyncpg.Record:
         account = await lock_account(conn, account_id)
         now = self._clock.now()
         today = local_date(now, account["time_zone"])
@@ -407,7 +408,7 @@ class Collections:
             overdue_minor=sum(i.owed_minor for loan in loans for i in loan.installments if i.due_date < today),
             penalty_owed_minor=sum(i.penalty_minor - i.penalty_paid_minor for loan in loans
                                    for i in loan.installments),
-            escalation_reason=stored["escalation_reason"] if stored else None,
+            escalation=_escalation(stored["escalation_reason"]) if stored else None,
             needs_payment_check=bool(stored and stored["needs_payment_check"]),
             promise=await rows.active_promise(conn, account_id),
             preferences=await rows.preferences(conn, account_id),
@@ -422,7 +423,7 @@ class Collections:
         return [CaseView(
             account_id=r["account_id"], bucket=Bucket(r["bucket"]), days_past_due=r["days_past_due"],
             overdue_minor=r["overdue_minor"], penalty_owed_minor=r["penalty_owed_minor"],
-            escalation_reason=r["escalation_reason"], needs_payment_check=r["needs_payment_check"],
+            escalation=_escalation(r["escalation_reason"]), needs_payment_check=r["needs_payment_check"],
             promise=await rows.active_promise(conn, r["account_id"]),
             preferences=await rows.preferences(conn, r["account_id"]), updated_at=r["updated_at"],
             as_of=r["reviewed_at"]) for r in found]
@@ -439,3 +440,7 @@ class Collections:
     async def _active_loans(self, conn, account: asyncpg.Record, now: datetime) -> list[LoanView]:
         return [loan_view(loan, installments, account["time_zone"], now)
                 for loan, installments in await loan_rows.active_for_account(conn, account["account_id"])]
+
+
+def _escalation(stored: str | None) -> Escalation | None:
+    return Escalation.of_stored(stored) if stored is not None else None

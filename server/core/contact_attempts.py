@@ -30,6 +30,7 @@ from server.db import collections as rows
 from server.db import loans as loan_rows
 from server.domain.bills import Bill, BillLine, bills
 from server.domain.calendar import local_date
+from server.domain.cases import Escalation, EscalationReason, PromiseSource
 from server.domain.errors import NotFound
 from server.domain.penalties import PenaltyPolicy
 from server.domain.reminders import (
@@ -52,7 +53,8 @@ from server.logging import mask
 log = structlog.get_logger(__name__)
 
 # What a call's outcome does to the case.
-ESCALATING_OUTCOMES = {Outcome.DISPUTE: "DISPUTE", Outcome.REQUEST_AGENT: "AGENT_REQUESTED"}
+ESCALATING_OUTCOMES = {Outcome.DISPUTE: Escalation(EscalationReason.DISPUTE),
+                       Outcome.REQUEST_AGENT: Escalation(EscalationReason.AGENT_REQUESTED)}
 
 
 def message_id(account_id: UUID, due_date: date, step_code: str, domain: str) -> str:
@@ -284,12 +286,12 @@ class ContactAttempts:
             if outcome is Outcome.PROMISE_TO_PAY and promised_date is not None:
                 if await rows.active_promise(conn, account_id) is None:
                     await promises.open_promise(conn, account_id, promised_date,
-                                                max(1, context.bill.owed_minor), "VOICE", now)
+                                                max(1, context.bill.owed_minor), PromiseSource.VOICE, now)
             elif outcome is Outcome.CLAIMS_PAID:
                 await rows.flag_payment_check(conn, account_id, now)
                 await rows.event(conn, account_id, "CLAIMS_PAID", {}, now)
             elif outcome in ESCALATING_OUTCOMES:
-                await rows.escalate(conn, account_id, ESCALATING_OUTCOMES[outcome], now)
+                await rows.escalate(conn, account_id, ESCALATING_OUTCOMES[outcome].stored(), now)
             elif outcome is Outcome.WRONG_PERSON:
                 await rows.block_phone(conn, account_id, now)
                 await rows.event(conn, account_id, "PHONE_BLOCKED", {"reason": Outcome.WRONG_PERSON.value}, now)

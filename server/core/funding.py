@@ -22,6 +22,7 @@ from server.db import ledger as ledger_rows
 from server.domain import funding, ledger
 from server.domain.errors import AlreadyExists, InvalidArgument, NotFound
 from server.domain.funding import PLATFORM, FunderStake, Funding, Moved, Owed, Partner, Shares, Step
+from server.domain.journal import Head
 from server.domain.ledger import EntryKind, JournalEntry
 from server.domain.pricing import Grade
 from server.domain.waterfall import Allocated, Component, Refund
@@ -70,11 +71,12 @@ class CaptureOffer:
     funders: tuple[tuple[str, int, int, int, int], ...]
     entry: JournalEntry
 
-    def args(self, loan_id: UUID) -> tuple[Any, ...]:
+    def args(self, account_id: UUID, loan_id: UUID, head: Head, now: datetime) -> tuple[Any, ...]:
+        """The parameters, the partner entry chained after `head` of the account."""
+        _, entry_arrays = ledger_rows.entry_arrays(account_id, head, [(loan_id, self.entry)], now)
         return (self.partner_principal_minor, self.partner.partner_id, self.preferred_stripe,
                 [f[0] for f in self.funders], [f[1] for f in self.funders], [f[2] for f in self.funders],
-                [f[3] for f in self.funders], [f[4] for f in self.funders],
-                *ledger_rows.entry_arrays([(loan_id, self.entry)]))
+                [f[3] for f in self.funders], [f[4] for f in self.funders], *entry_arrays)
 
 
 def capture_offer(partners: Partners, account_id: UUID, grade: Grade, term_months: int, principal_minor: int,

@@ -140,7 +140,8 @@ class Repayments:
             unapplied_minor=allocated.unapplied_minor, installments=changed,
             paid_off=[loan.loan_id for loan in paid_off], repayment_id=repayment_id, loan_id=command.loan_id,
             channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
-            waived_fee_minor=allocated.waived_minor, allocations=allocated.allocations, entries=entries, now=now)
+            waived_fee_minor=allocated.waived_minor, allocations=allocated.allocations,
+            head=ledger_rows.head_of(first), entries=entries, now=now)
         after = dict(first.items())
         after["outstanding_principal_minor"] -= principal
         after["credit_balance_minor"] += allocated.unapplied_minor

@@ -14,7 +14,7 @@ from server.db import accounts as account_rows
 from server.db import reserve as reserve_rows
 from server.db import risk as risk_rows
 from server.domain.errors import InvariantViolation, NotFound
-from server.domain.risk import Decision
+from server.domain.risk import Decision, Facts, RuleResult, facts_of_json, results_of_json
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ class DecisionRecordView:
     decision: Decision
     score: int
     reasons: tuple[str, ...]
-    # The facts the rules saw and every rule's result, as the JSON stored for audit.
-    inputs_json: str
-    rule_results_json: str
+    # The facts the rules saw and every rule's result, as stored for audit.
+    inputs: Facts
+    rule_results: tuple[RuleResult, ...]
     ruleset_version: str
     created_at: datetime
 
@@ -83,5 +83,6 @@ def _decision_record(row: asyncpg.Record) -> DecisionRecordView:
     return DecisionRecordView(
         decision_id=row["decision_id"], account_id=row["account_id"], authorization_id=row["authorization_id"],
         decision=Decision(row["decision"]), score=row["score"], reasons=tuple(row["reasons"]),
-        inputs_json=row["inputs"], rule_results_json=row["rule_results"], ruleset_version=row["ruleset_version"],
+        inputs=facts_of_json(row["inputs"]), rule_results=results_of_json(row["rule_results"]),
+        ruleset_version=row["ruleset_version"],
         created_at=row["created_at"])

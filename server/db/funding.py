@@ -162,7 +162,8 @@ def co_funding_ctes(loan: str, account: str, loan_id: str, now: str, first: int)
     the loan's funders and post the partner entry. Nine parameters from $`first`: the
     partner's principal part, the partner, the counter to try first (the account's), the
     funders as (funder, principal share, fee share, principal, fee) arrays, then the
-    seven of ledger.entry_arrays for the partner entry (from $`first + 8` on).
+    ten of ledger.entry_arrays for the partner entry (from $`first + 8` on). The
+    statement moves the account's chain head past that entry only if it was posted.
 
     The counter is chosen only after the loan is written (so after the account row is
     locked): the first with room that no other transaction holds (SKIP LOCKED), the
@@ -196,10 +197,15 @@ funding_funders AS (
 ),""" + ledger.entries_ctes("funding_stripe", account=account, now=now, first=first + 8, prefix="funding_")
 
 
-# A capture in the locked mode co-funds its loan with this statement.
-# $1 account, $2 loan, $3 now, $4-$18 as co_funding_ctes.
+# A capture in the locked mode co-funds its loan with this statement, the partner entry
+# chained after the head of the account this transaction holds.
+# $1 account, $2 loan, $3 now, $4-$21 as co_funding_ctes.
 CO_FUND = "WITH go AS (SELECT 1 AS loan_id)," + co_funding_ctes(
-    "go", account="$1", loan_id="$2", now="$3", first=4) + """
+    "go", account="$1", loan_id="$2", now="$3", first=4) + f""",
+funding_chained AS (
+    UPDATE accounts SET {ledger.head_assignments(12)}
+    FROM funding_stripe WHERE accounts.account_id = $1
+)
 SELECT stripe FROM funding_stripe
 """
 

@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from server.db import funding, idempotency, ledger, one
+from server.domain.journal import Head
 
 _LOAN_COLUMNS = """
     loan_id, account_id, authorization_id, status, principal_minor, term_months, method,
@@ -109,6 +110,7 @@ SELECT au.authorization_id, au.account_id, au.merchant_id, au.order_id, au.statu
        au.created_at,
        a.status AS account_status, a.risk_grade, a.currency, a.time_zone, a.credit_balance_minor, a.version,
        a.statement_day, a.payment_due_days,
+       a.journal_length, a.journal_head_sha256,
        r.request_sha256 AS replay_sha256, r.response AS replay_response
 FROM (SELECT 1) AS one
 LEFT JOIN authorizations au ON au.authorization_id = $1
@@ -119,18 +121,32 @@ LEFT JOIN idempotency_records r ON r.account_id = au.account_id AND r.caller = $
 
 # Capture, write (a Write, see server/core/commands.py): the account's hold becomes
 # principal if its version is unchanged, the authorization is captured, the loan and its
-# schedule are inserted with the reserve's provision, and the ledger entries posted.
+# schedule are inserted with the reserve's provision, and the ledger entries posted,
+# chained after the account's head as read ($28-$37, server/db/ledger.entry_arrays).
 # $6 account, $7 version, $8 hold amount, $9 captured, $10 now, $11 authorization,
-# $12 released, $13 loan, $14-$23 the loan, $24-$27 its schedule, $28-$34 the entries.
-_CAPTURE_CTES = """
+# $12 released, $13 loan, $14-$23 the loan, $24-$27 its schedule, $28-$37 the entries.
+_ACCOUNT_TOTALS = """
+    held_minor = held_minor - $8::bigint,
+    outstanding_principal_minor = outstanding_principal_minor + $9::bigint,
+    updated_at = $10"""
+_CAPTURE_ACCOUNT = f"""
 account AS (
     UPDATE accounts
-    SET held_minor = held_minor - $8::bigint,
-        outstanding_principal_minor = outstanding_principal_minor + $9::bigint,
-        updated_at = $10
+    SET {_ACCOUNT_TOTALS.strip()},
+        {ledger.head_assignments(28)}
     WHERE account_id = $6 AND version = $7 AND EXISTS (SELECT 1 FROM claim)
     RETURNING account_id
-),
+),"""
+# A co-funded capture takes the account row first and updates it last, once the write
+# knows whether the partner had room: the partner's entry, posted only then, is the
+# last link of the account's chain.
+_CAPTURE_ACCOUNT_LOCKED = """
+account AS (
+    SELECT account_id FROM accounts
+    WHERE account_id = $6 AND version = $7 AND EXISTS (SELECT 1 FROM claim)
+    FOR UPDATE
+),"""
+_CAPTURE_REST = """
 auth AS (
     UPDATE authorizations
     SET status = 'CAPTURED', captured_minor = $9, released_minor = $12, loan_id = $13, updated_at = $10
@@ -151,14 +167,27 @@ schedule AS (
     FROM loan, unnest($24::integer[], $25::date[], $26::bigint[], $27::bigint[])
                AS s (sequence, due_date, principal_minor, fee_minor)
 ),""" + ledger.entries_ctes("loan", account="$6", now="$10", first=28)
-CAPTURE_WRITE = idempotency.write_statement(_CAPTURE_CTES, done="loan", detail="account changed since it was read")
+CAPTURE_WRITE = idempotency.write_statement(_CAPTURE_ACCOUNT + _CAPTURE_REST, done="loan",
+                                            detail="account changed since it was read")
 
 # Capture of a loan offered to a funding partner: CAPTURE_WRITE, and the loan is
 # co-funded if the partner has room (server/db/funding.co_funding_ctes); if not, it is
-# the platform's alone. $35-$49 the offer (server/core/funding.CaptureOffer.args).
+# the platform's alone. $38-$55 the offer (server/core/funding.CaptureOffer.args), whose
+# entry ($46-$55) is chained after the capture's.
+_FUNDED = "EXISTS (SELECT 1 FROM funding_stripe)"
+_LENGTH, _HEAD = ledger.head_after(28)
+_FUNDED_LENGTH, _FUNDED_HEAD = ledger.head_after(46)
 CAPTURE_WRITE_CO_FUNDED = idempotency.write_statement(
-    _CAPTURE_CTES + "," + funding.co_funding_ctes("loan", account="$6", loan_id="$13", now="$10", first=35),
-    done="loan", detail="account changed since it was read")
+    _CAPTURE_ACCOUNT_LOCKED + _CAPTURE_REST + ","
+    + funding.co_funding_ctes("loan", account="$6", loan_id="$13", now="$10", first=38) + f""",
+account_totals AS (
+    UPDATE accounts
+    SET {_ACCOUNT_TOTALS.strip()},
+        journal_length = CASE WHEN {_FUNDED} THEN {_FUNDED_LENGTH} + cardinality($28::uuid[]) ELSE {_LENGTH} END,
+        journal_head_sha256 = CASE WHEN {_FUNDED} THEN {_FUNDED_HEAD} ELSE {_HEAD} END
+    WHERE account_id = $6 AND EXISTS (SELECT 1 FROM account)
+    RETURNING 1
+)""", done="loan", detail="account changed since it was read", also="EXISTS (SELECT 1 FROM account_totals)")
 
 
 async def capture_read(conn: asyncpg.Connection, authorization_id: UUID, key) -> asyncpg.Record:
@@ -170,12 +199,14 @@ def capture_args(*, account_id: UUID, version: int, hold_minor: int, captured_mi
                  authorization_id: UUID, loan_id: UUID, principal_minor: int, term_months: int, method: str,
                  monthly_rate_bps: int, apr_bps: int, merchant_id: str, order_id: str, currency: str,
                  start_date: date, provision_minor: int, installments: list[tuple[int, date, int, int]],
-                 entries: list, now: datetime) -> tuple:
-    """The arguments ($6 on) of CAPTURE_WRITE; `entries` are (reference_id, JournalEntry) pairs."""
+                 head: Head, entries: list, now: datetime) -> tuple[Head, tuple]:
+    """The arguments ($6 on) of CAPTURE_WRITE, `entries` being (reference_id,
+    JournalEntry) pairs chained after the account's `head`, and the head they leave."""
     sequences, due_dates, principals, fees = (list(column) for column in zip(*installments, strict=True))
-    return (account_id, version, hold_minor, captured_minor, now, authorization_id, released_minor, loan_id,
-            principal_minor, term_months, method, monthly_rate_bps, apr_bps, merchant_id, order_id, currency,
-            start_date, provision_minor, sequences, due_dates, principals, fees, *ledger.entry_arrays(entries))
+    after, arrays = ledger.entry_arrays(account_id, head, entries, now)
+    return after, (account_id, version, hold_minor, captured_minor, now, authorization_id, released_minor, loan_id,
+                   principal_minor, term_months, method, monthly_rate_bps, apr_bps, merchant_id, order_id, currency,
+                   start_date, provision_minor, sequences, due_dates, principals, fees, *arrays)
 
 
 async def insert(conn: asyncpg.Connection, *, loan_id: UUID, account_id: UUID, authorization_id: UUID,

@@ -8,6 +8,7 @@ from uuid import UUID
 import asyncpg
 
 from server.db import funding, idempotency, ledger, loans
+from server.domain.journal import Head
 from server.domain.loans import InstallmentState
 
 INSERT_REPAYMENT_WITH_ALLOCATIONS = """
@@ -40,7 +41,7 @@ _REPAY_READ = """
 SELECT a.account_id, a.customer_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_limit_minor,
        a.temporary_limit_expires_at, a.held_minor, a.outstanding_principal_minor, a.credit_balance_minor,
        a.currency, a.locale, a.time_zone, a.created_at, a.updated_at, a.version, a.statement_day,
-       a.payment_due_days,
+       a.payment_due_days, a.journal_length, a.journal_head_sha256,
        r.request_sha256 AS replay_sha256, r.response AS replay_response,
        l.loan_id, l.account_id AS loan_account_id, l.authorization_id AS loan_authorization_id,
        l.status AS loan_status, l.principal_minor AS loan_principal_minor, l.term_months AS loan_term_months,
@@ -76,13 +77,14 @@ _LOAN_FIELDS = ("account_id", "authorization_id", "status", "principal_minor", "
 # repayment with its allocations, and the ledger entries.
 # $6 account, $7 version, $8 principal repaid, $9 unapplied, $10 now, $11-$19 the
 # installments, $20 loans paid off, $21-$26 the repayment, $27-$31 its allocations,
-# $32-$38 the entries.
+# $32-$41 the entries, chained after the account's head as read.
 _REPAY_CTES = """
 account AS (
     UPDATE accounts
     SET outstanding_principal_minor = outstanding_principal_minor - $8::bigint,
         credit_balance_minor = credit_balance_minor + $9::bigint,
-        updated_at = CASE WHEN $8::bigint <> 0 OR $9::bigint <> 0 THEN $10 ELSE updated_at END
+        updated_at = CASE WHEN $8::bigint <> 0 OR $9::bigint <> 0 THEN $10 ELSE updated_at END,
+        """ + ledger.head_assignments(32) + """
     WHERE account_id = $6 AND version = $7 AND EXISTS (SELECT 1 FROM claim)
     RETURNING account_id
 ),
@@ -121,11 +123,11 @@ REPAY_WRITE = idempotency.write_statement(_REPAY_CTES, done="repayment", detail=
 
 # Repay of loans some of which are co-funded: REPAY_WRITE, and what the payment did to
 # their funders (server/db/funding.changes_ctes), every stake decided on written.
-# $39-$55 the funding changes (server/core/funding.FundingChanges.arrays).
+# $42-$58 the funding changes (server/core/funding.FundingChanges.arrays).
 REPAY_WRITE_CO_FUNDED = idempotency.write_statement(
-    _REPAY_CTES + "," + funding.changes_ctes("account", account="$6", now="$10", first=39),
+    _REPAY_CTES + "," + funding.changes_ctes("account", account="$6", now="$10", first=42),
     done="repayment", detail="account changed since it was read",
-    also=_REPAY_ALSO + " AND (SELECT count(*) FROM funding_stakes) = cardinality($39::uuid[])")
+    also=_REPAY_ALSO + " AND (SELECT count(*) FROM funding_stakes) = cardinality($42::uuid[])")
 
 
 async def repay_read(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID | None,
@@ -154,10 +156,12 @@ async def repay_read(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID |
 def repay_args(*, account_id: UUID, version: int, principal_minor: int, unapplied_minor: int,
                installments: list[tuple[UUID, InstallmentState, int]], paid_off: list[UUID], repayment_id: UUID,
                loan_id: UUID | None, channel: str, amount_minor: int, applied_minor: int, waived_fee_minor: int,
-               allocations, entries: list, now: datetime) -> tuple:
+               allocations, head: Head, entries: list, now: datetime) -> tuple:
     """The arguments ($6 on) of REPAY_WRITE: `installments` are (loan_id, InstallmentState
-    after, fee waived now) triples, `entries` (reference_id, JournalEntry) pairs."""
+    after, fee waived now) triples, `entries` (reference_id, JournalEntry) pairs chained
+    after the account's `head`."""
     allocations = list(allocations)
+    _, entry_arrays = ledger.entry_arrays(account_id, head, entries, now)
     return (
         account_id, version, principal_minor, unapplied_minor, now,
         [loan for loan, _, _ in installments], [i.sequence for _, i, _ in installments],
@@ -169,7 +173,7 @@ def repay_args(*, account_id: UUID, version: int, principal_minor: int, unapplie
         repayment_id, loan_id, channel, amount_minor, applied_minor, waived_fee_minor,
         list(range(1, len(allocations) + 1)), [a.loan_id for a in allocations], [a.sequence for a in allocations],
         [a.component.value for a in allocations], [a.amount_minor for a in allocations],
-        *ledger.entry_arrays(entries))
+        *entry_arrays)
 
 
 async def insert(conn: asyncpg.Connection, *, repayment_id: UUID, account_id: UUID, loan_id: UUID | None,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
 
+from server.domain.errors import InvariantViolation
 from server.domain.pricing import Grade
 
 RULES = ("BLOCK_LIST", "ACCOUNT_VELOCITY_COUNT", "ACCOUNT_VELOCITY_AMOUNT", "DEVICE_VELOCITY",
@@ -22,6 +23,21 @@ class Decision(enum.StrEnum):
     DECLINE = "DECLINE"
 
 
+class ListKind(enum.StrEnum):
+    """What a risk list entry names (risk_lists.kind)."""
+    ACCOUNT = "ACCOUNT"
+    DEVICE = "DEVICE"
+    IP = "IP"
+    MERCHANT = "MERCHANT"
+
+
+class ListLevel(enum.StrEnum):
+    """How a risk list rates it (risk_lists.level)."""
+    BLOCK = "BLOCK"
+    HIGH = "HIGH"
+    MEDIUM = "MEDIUM"
+
+
 @dataclass(frozen=True)
 class Facts:
     """What the rules see; gathered in one query inside the Authorize transaction."""
@@ -30,8 +46,8 @@ class Facts:
     grade: Grade
     device_id: str
     ip_address: str
-    blocked: tuple[str, ...]          # list kinds that block this request (ACCOUNT, DEVICE, IP)
-    merchant_level: str | None        # MEDIUM, HIGH or None
+    blocked: tuple[str, ...]          # ListKind values that block this request (ACCOUNT, DEVICE, IP)
+    merchant_level: str | None        # a ListLevel value, or None when the merchant is on no list
     account_approvals_last_hour: int
     account_amount_last_day_minor: int
     device_authorizations_last_hour: int
@@ -131,6 +147,27 @@ def facts_json(facts: Facts) -> str:
 
 def results_json(results: tuple[RuleResult, ...]) -> str:
     return json.dumps([{"rule": r.rule, "fired": r.fired, "score": r.score, "detail": r.detail} for r in results])
+
+
+def facts_of_json(text: str) -> Facts:
+    """The facts that facts_json() stored, with the lists' values named by their enums.
+    A stored record of another shape is a bug in our code, never the caller's."""
+    try:
+        values = json.loads(text)
+        return Facts(**{**values, "grade": Grade(values["grade"]),
+                        "blocked": tuple(ListKind(kind) for kind in values["blocked"]),
+                        "merchant_level": ListLevel(values["merchant_level"]) if values["merchant_level"] else None})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvariantViolation(f"stored risk facts not of the shape facts_json() writes: {exc}") from None
+
+
+def results_of_json(text: str) -> tuple[RuleResult, ...]:
+    """The results that results_json() stored, in the ruleset's order."""
+    try:
+        return tuple(RuleResult(str(r["rule"]), bool(r["fired"]), int(r["score"]), str(r["detail"]))
+                     for r in json.loads(text))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvariantViolation(f"stored rule results not of the shape results_json() writes: {exc}") from None
 
 
 @cache

@@ -9,6 +9,7 @@ from credit.v1 import collections_pb2, collections_pb2_grpc, common_pb2
 from server import paging
 from server.core.collections import CaseView, Collections
 from server.core.loans import account_of_loan
+from server.domain.cases import PromiseSource
 from server.domain.errors import InvalidArgument
 from server.domain.loans import Bucket
 from server.domain.reminders import Attempt, AttemptStatus, Channel, Outcome, Reason
@@ -31,7 +32,8 @@ def promise(row) -> collections_pb2.Promise:
     return collections_pb2.Promise(
         promise_id=str(row["promise_id"]), account_id=str(row["account_id"]),
         promised_date=row["promised_date"].isoformat(), amount_minor=row["amount_minor"],
-        status=collections_pb2.PromiseStatus.Value("PROMISE_STATUS_" + row["status"]), source=row["source"],
+        status=collections_pb2.PromiseStatus.Value("PROMISE_STATUS_" + row["status"]),
+        source=convert.to_proto_enum(collections_pb2.PromiseSource, "PROMISE_SOURCE_", PromiseSource(row["source"])),
         created_at=convert.timestamp(row["created_at"]))
 
 
@@ -45,8 +47,11 @@ def case(view: CaseView) -> collections_pb2.Case:
         account_id=str(view.account_id),
         bucket=convert.to_proto_enum(common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_", view.bucket),
         days_past_due=view.days_past_due, overdue_minor=view.overdue_minor,
-        penalty_owed_minor=view.penalty_owed_minor, escalated=view.escalation_reason is not None,
-        escalation_reason=view.escalation_reason or "", needs_payment_check=view.needs_payment_check,
+        penalty_owed_minor=view.penalty_owed_minor, escalated=view.escalation is not None,
+        escalation_reason=convert.to_proto_enum(collections_pb2.EscalationReason, "ESCALATION_REASON_",
+                                                view.escalation.reason if view.escalation else None),
+        escalation_step_code=(view.escalation.step_code or "") if view.escalation else "",
+        needs_payment_check=view.needs_payment_check,
         active_promise=promise(view.promise) if view.promise else None,
         contact_preferences=preferences(view.account_id, view.preferences),
         updated_at=convert.timestamp(view.updated_at), as_of=convert.timestamp(view.as_of))
@@ -139,7 +144,8 @@ class CollectionsServicer(collections_pb2_grpc.CollectionsServiceServicer):
         f.done()
 
         async def record(conn):
-            return promise(await self._collections.record_promise(conn, account_id, promised, amount, "API"))
+            return promise(await self._collections.record_promise(conn, account_id, promised, amount,
+                                                                        PromiseSource.API))
 
         return await self._tx.idempotent("RecordPromiseToPay", request, collections_pb2.Promise, record,
                                          account_id=account_id)

@@ -9,17 +9,26 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from credit.v1 import checkout_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
+from credit.v1 import checkout_pb2, collections_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
 from server.core.checkout import Quote
+from server.core.journal import JournalEntryView, JournalPage
 from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.settlements import SETTLEMENT_TIME_ZONE, PartnerSettlement
 from server.core.views import AccountView, AuthorizationView, LoanView
-from server.domain.loans import LoanStatus
+from server.domain.accounts import AccountStatus
+from server.domain.authorizations import AuthorizationStatus, DeclineReason
+from server.domain.cases import EscalationReason, PromiseSource
+from server.domain.ledger import EntryKind, LedgerAccount
+from server.domain.loans import Bucket, InstallmentStatus, LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
 from server.domain.pricing import Grade, Plan, RepaymentMethod
+from server.domain.quotes import UnavailableReason
+from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
+from server.domain.risk import Decision, Facts, ListKind, ListLevel
+from server.domain.waterfall import Component
 
 if TYPE_CHECKING:
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
@@ -41,6 +50,32 @@ def from_proto_enum(proto_enum: _EnumTypeWrapper[Any], prefix: str,
             for name, number in proto_enum.items() if number != 0}
 
 
+# Every domain enum that the API shows, with its proto enum and prefix: the names match
+# behind the prefix, both ways, and tests/unit/test_contract.py round-trips every value.
+# A new enum in a reply joins this table.
+ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
+    (AccountStatus, common_pb2.AccountStatus, "ACCOUNT_STATUS_"),
+    (Grade, common_pb2.RiskGrade, "RISK_GRADE_"),
+    (RepaymentMethod, common_pb2.RepaymentMethod, "REPAYMENT_METHOD_"),
+    (InstallmentStatus, common_pb2.InstallmentStatus, "INSTALLMENT_STATUS_"),
+    (LoanStatus, common_pb2.LoanStatus, "LOAN_STATUS_"),
+    (Bucket, common_pb2.DelinquencyBucket, "DELINQUENCY_BUCKET_"),
+    (AuthorizationStatus, checkout_pb2.AuthorizationStatus, "AUTHORIZATION_STATUS_"),
+    (DeclineReason, checkout_pb2.DeclineReason, "DECLINE_REASON_"),
+    (Decision, checkout_pb2.RiskDecision, "RISK_DECISION_"),
+    (UnavailableReason, checkout_pb2.QuoteUnavailableReason, "QUOTE_UNAVAILABLE_REASON_"),
+    (Component, repayment_pb2.AllocationComponent, "ALLOCATION_COMPONENT_"),
+    (Channel, collections_pb2.ContactChannel, "CONTACT_CHANNEL_"),
+    (AttemptStatus, collections_pb2.ContactAttemptStatus, "CONTACT_ATTEMPT_STATUS_"),
+    (Reason, collections_pb2.ContactAttemptReason, "CONTACT_ATTEMPT_REASON_"),
+    (Outcome, collections_pb2.ContactOutcome, "CONTACT_OUTCOME_"),
+    (PromiseSource, collections_pb2.PromiseSource, "PROMISE_SOURCE_"),
+    (EscalationReason, collections_pb2.EscalationReason, "ESCALATION_REASON_"),
+    (ListKind, risk_pb2.RiskListKind, "RISK_LIST_KIND_"),
+    (ListLevel, risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_"),
+    (EntryKind, repayment_pb2.JournalEntryKind, "JOURNAL_ENTRY_KIND_"),
+    (LedgerAccount, repayment_pb2.LedgerAccount, "LEDGER_ACCOUNT_"),
+)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
 LOAN_STATUSES = from_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", LoanStatus)
@@ -230,10 +265,31 @@ def risk_decision_record(view: DecisionRecordView) -> risk_pb2.RiskDecisionRecor
         decision=to_proto_enum(checkout_pb2.RiskDecision, "RISK_DECISION_", view.decision),
         score=view.score,
         reasons=list(view.reasons),
-        inputs_json=view.inputs_json,
-        rule_results_json=view.rule_results_json,
+        inputs=risk_facts(view.inputs),
+        rule_results=[risk_pb2.RiskRuleResult(rule=r.rule, fired=r.fired, score=r.score, detail=r.detail)
+                      for r in view.rule_results],
         ruleset_version=view.ruleset_version,
         created_at=timestamp(view.created_at),
+    )
+
+
+def risk_facts(facts: Facts) -> risk_pb2.RiskFacts:
+    return risk_pb2.RiskFacts(
+        amount_minor=facts.amount_minor,
+        grade=to_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", facts.grade),
+        device_id=facts.device_id,
+        ip_address=facts.ip_address,
+        blocked=[to_proto_enum(risk_pb2.RiskListKind, "RISK_LIST_KIND_", ListKind(kind)) for kind in facts.blocked],
+        merchant_level=to_proto_enum(risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_",
+                                     ListLevel(facts.merchant_level) if facts.merchant_level else None),
+        account_approvals_last_hour=facts.account_approvals_last_hour,
+        account_amount_last_day_minor=facts.account_amount_last_day_minor,
+        device_authorizations_last_hour=facts.device_authorizations_last_hour,
+        device_accounts_last_30_days=facts.device_accounts_last_30_days,
+        ip_accounts_last_day=facts.ip_accounts_last_day,
+        device_known_for_account=facts.device_known_for_account,
+        captured_count=facts.captured_count,
+        largest_captured_minor=facts.largest_captured_minor,
     )
 
 
@@ -333,3 +389,21 @@ def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:
         net_transfer_minor=view.net_transfer_minor,
         items=view.items,
     )
+
+
+def journal_entry(view: JournalEntryView) -> repayment_pb2.JournalEntry:
+    link = view.link
+    return repayment_pb2.JournalEntry(
+        entry_id=str(link.entry_id), account_id=str(link.account_id), sequence=link.sequence,
+        kind=to_proto_enum(repayment_pb2.JournalEntryKind, "JOURNAL_ENTRY_KIND_", link.kind),
+        reference_id=str(link.reference_id), created_at=timestamp(link.created_at),
+        postings=[repayment_pb2.JournalPosting(
+            line=line.line, ledger_account=to_proto_enum(repayment_pb2.LedgerAccount, "LEDGER_ACCOUNT_",
+                                                         line.ledger_account),
+            amount_minor=line.amount_minor) for line in link.lines],
+        previous_sha256=link.previous_sha256, entry_sha256=view.entry_sha256)
+
+
+def journal_page(page: JournalPage) -> repayment_pb2.GetAccountJournalResponse:
+    return repayment_pb2.GetAccountJournalResponse(entries=[journal_entry(e) for e in page.entries],
+                                                   next_page_token=page.next_page_token)

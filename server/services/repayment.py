@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from credit.v1 import common_pb2, repayment_pb2, repayment_pb2_grpc
+from server.core import journal
 from server.core.loans import Loans
 from server.core.repayments import Repay, Repayments
 from server.services import convert
@@ -73,3 +74,14 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
             return convert.payoff(await self._repayments.quote_payoff(conn, loan_id, as_of))
 
         return await self._tx.read(quote)
+
+    async def GetAccountJournal(self, request, context) -> repayment_pb2.GetAccountJournalResponse:
+        f = Fields()
+        account_id = f.uuid(request.account_id, "account_id")
+        size = f.page_size(request.page_size)
+        f.done()
+
+        async def page(conn):
+            return convert.journal_page(await journal.page(conn, account_id, size, request.page_token))
+
+        return await self._tx.read(page)

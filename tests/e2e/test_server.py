@@ -46,6 +46,27 @@ def test_grpcurl_lists_the_services_through_reflection(server):
         assert f"rpc {method}" in described
 
 
+def grpcurl_describe(server, symbol: str) -> str:
+    return subprocess.run([GRPCURL, "-plaintext", server.address, "describe", symbol], capture_output=True,
+                          text=True, timeout=30, check=True).stdout
+
+
+def test_reflection_describes_the_typed_fields_of_the_contract(server):
+    """The descriptors served by reflection carry the enums and messages that replaced
+    the strings and the JSON: grpcurl resolves them across files."""
+    assert "PromiseSource source = 8" in grpcurl_describe(server, "credit.v1.Promise")
+    case = grpcurl_describe(server, "credit.v1.Case")
+    assert "EscalationReason escalation_reason = 13" in case and "escalation_step_code = 14" in case
+    record = grpcurl_describe(server, "credit.v1.RiskDecisionRecord")
+    assert "RiskFacts inputs = 12" in record and "repeated .credit.v1.RiskRuleResult rule_results = 13" in record
+    assert "inputs_json" in record  # reserved, so never reused
+    facts = grpcurl_describe(server, "credit.v1.RiskFacts")
+    assert "repeated .credit.v1.RiskListKind blocked = 5" in facts and ".credit.v1.RiskGrade grade = 2" in facts
+    assert "RISK_LIST_LEVEL_MEDIUM = 3" in grpcurl_describe(server, "credit.v1.RiskListLevel")
+    for service in ("CreditLineService", "CheckoutService", "RepaymentService", "CollectionsService", "RiskService"):
+        assert "rpc " in grpcurl_describe(server, f"credit.v1.{service}")
+
+
 async def test_every_reply_carries_a_request_id(api, server):
     call = api.lines.GetAccount(credit_line_pb2.GetAccountRequest(
         account_id="00000000-0000-0000-0000-000000000000"), metadata=(("x-request-id", "req-abc"),))
@@ -119,6 +140,7 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     address = f"127.0.0.1:{free_port()}"
     smtp_port = free_port()
     voice_address = f"127.0.0.1:{free_port()}"
+    payment_address = f"127.0.0.1:{free_port()}"
     health_address = f"127.0.0.1:{free_port()}"
     metrics_port = free_port()
     while True:  # the bot's metrics take the next port
@@ -131,6 +153,7 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
             metrics_port = free_port()
     env = {**os.environ, "VAR_DIR": str(tmp_path / "var"), "GRPC_LISTEN_ADDR": address,
            "SMTP_PORT": str(smtp_port), "VOICE_GATEWAY_ADDR": voice_address, "LOG_LEVEL": "warning",
+           "PAYMENT_GATEWAY_ADDR": payment_address,
            "HEALTH_LISTEN_ADDR": health_address, "METRICS_LISTEN_ADDR": f"127.0.0.1:{metrics_port}"}
     env.pop("DATABASE_URL", None)
     stack = subprocess.Popen([sys.executable, "-m", "server.devstack"], env=env, stdout=subprocess.PIPE,
@@ -148,6 +171,7 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     assert f"gRPC server        {address}" in printed, printed
     assert f"SMTP sink          127.0.0.1:{smtp_port}" in printed
     assert f"voice gateway      {voice_address}" in printed
+    assert f"payment gateway    {payment_address}" in printed
     assert f"health (probes)    {health_address}" in printed
     # Probes, and Prometheus for the server and the bot.
     from tests.e2e.test_admission import scrape
@@ -169,6 +193,18 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     result = asyncio.run(voice.call("devstack-check", "+8613900000008", "en", Facts(
         name="Li Lei", amount="1,018.00", due_date=date(2027, 2, 15), today=date(2027, 2, 20), overdue=True)))
     assert result.outcome == "DISPUTE", result
+    # So does the payment simulator: the last digit 2 is an instrument without the funds.
+    from server.domain.payments import FailureReason, PaymentResult
+    from server.payments.gateway import PaymentGateway
+
+    async def debit():
+        async with grpc.aio.insecure_channel(payment_address) as channel:
+            return await PaymentGateway(channel, timeout_s=10).debit(
+                idempotency_key="devstack-check", instrument_token="card-0002", amount_minor=100,
+                reference="devstack", account_id="acct")
+
+    debited = asyncio.run(debit())
+    assert isinstance(debited, PaymentResult) and debited.failure_reason is FailureReason.INSUFFICIENT_FUNDS
     listed = subprocess.run([GRPCURL, "-plaintext", address, "list"], capture_output=True, text=True, timeout=30)
     assert "credit.v1.CollectionsService" in listed.stdout
     import smtplib
@@ -183,3 +219,7 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
 
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", smtp_port), timeout=2).close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", int(payment_address.rpartition(":")[2])), timeout=2).close()
+    # The payment simulator kept what it took for the next `make run`.
+    assert "devstack-check" in (tmp_path / "var" / "payment_sim.json").read_text()

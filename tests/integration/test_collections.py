@@ -25,6 +25,7 @@ from collections_bot.passes import CollectionsPass
 from credit.v1 import collections_pb2, common_pb2
 from server.db import collections as collection_rows
 from server.db import one
+from server.domain.cases import PromiseSource
 from tests.support import buy, dated_apr_bps, key, repay
 
 
@@ -291,7 +292,8 @@ async def test_a_promise_suspends_reminders_and_a_broken_one_escalates(api, bot,
     clock.set(shanghai(2, 16, 9))
     promise = await api.collections.RecordPromiseToPay(collections_pb2.RecordPromiseToPayRequest(
         account_id=loan.account_id, promised_date="2027-02-18", amount_minor=101_800, idempotency_key=key()))
-    assert promise.status == collections_pb2.PROMISE_STATUS_ACTIVE
+    assert (promise.status, promise.source) == (collections_pb2.PROMISE_STATUS_ACTIVE,
+                                                collections_pb2.PROMISE_SOURCE_API)
     for day in (16, 17, 18):
         await run(bot, clock, shanghai(2, day))
     assert sink.messages == []
@@ -300,7 +302,8 @@ async def test_a_promise_suspends_reminders_and_a_broken_one_escalates(api, bot,
 
     await run(bot, clock, shanghai(2, 19))
     case = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=loan.account_id))
-    assert case.escalated and case.escalation_reason == "BROKEN_PROMISE"
+    assert case.escalated and case.escalation_reason == collections_pb2.ESCALATION_REASON_BROKEN_PROMISE
+    assert case.escalation_step_code == ""
     assert not case.HasField("active_promise")
     await run(bot, clock, shanghai(2, 22))
     assert [m["Message-ID"].strip() for m in sink.messages] == [
@@ -687,7 +690,7 @@ async def test_a_calls_promise_waits_for_one_recorded_meanwhile_and_never_collid
         transaction = api_side.transaction()
         await transaction.start()
         await api_side.execute("UPDATE accounts SET version = version WHERE account_id = $1", account_id)
-        await promises.open_promise(api_side, account_id, date(2027, 2, 17), 50_000, "API", now)
+        await promises.open_promise(api_side, account_id, date(2027, 2, 17), 50_000, PromiseSource.API, now)
         recording = asyncio.create_task(attempts.record_call(pool, context, owner, now, Outcome.PROMISE_TO_PAY,
                                                              date(2027, 2, 16), []))
         await asyncio.sleep(0.3)

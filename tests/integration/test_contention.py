@@ -122,7 +122,6 @@ async def test_a_captured_order_stays_taken_after_its_hold_time(api, clock):
 
 async def test_a_lapsed_hold_counts_in_no_risk_fact(api, clock):
     """The write books a lapsed hold's expiry; the facts must not count it as live."""
-    import json
     from datetime import timedelta
 
     from credit.v1 import risk_pb2
@@ -133,6 +132,6 @@ async def test_a_lapsed_hold_counts_in_no_risk_fact(api, clock):
     await api.authorize(account.account_id, 200_000)
     decisions = (await api.risk.ListRiskDecisions(risk_pb2.ListRiskDecisionsRequest(
         account_id=account.account_id))).decisions
-    facts = json.loads(decisions[-1].inputs_json)
-    assert (facts["account_approvals_last_hour"], facts["account_amount_last_day_minor"],
-            facts["device_known_for_account"]) == (0, 0, False)
+    facts = decisions[-1].inputs
+    assert (facts.account_approvals_last_hour, facts.account_amount_last_day_minor,
+            facts.device_known_for_account) == (0, 0, False)

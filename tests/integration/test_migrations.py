@@ -100,8 +100,10 @@ async def test_an_unbalanced_journal_entry_cannot_commit(db_dsn):
         with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
             async with conn.transaction():
                 entry_id = await conn.fetchval("""
-                    INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at)
-                    VALUES (gen_random_uuid(), $1, 'TEST', gen_random_uuid(), now()) RETURNING entry_id""",
+                    INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at, sequence,
+                                                 previous_sha256, entry_sha256)
+                    VALUES (gen_random_uuid(), $1, 'TEST', gen_random_uuid(), now(), 1, sha256(''), sha256(''))
+                    RETURNING entry_id""",
                                                account_id)
                 await conn.execute("""
                     INSERT INTO postings (entry_id, line, account_id, ledger_account, amount_minor)
@@ -260,7 +262,63 @@ async def test_migration_0016_gives_existing_accounts_the_day_they_opened_in_the
         await conn.close()
 
 
-async def test_migration_0017_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
+async def test_the_journal_chain_migration_chains_existing_entries_in_the_order_they_were_made(empty_dsn):
+    """The journal chain migration on a populated journal: each account's entries get sequences by time
+    (then entry id, for entries of one statement), previous hashes and hashes that the
+    checker recomputes with the encoding auditors use; the accounts rows get the heads,
+    and an account without entries keeps the empty chain's."""
+    from server import invariants
+    from server.domain import journal
+
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        # Found by name, so that the test follows the migration if it is renumbered.
+        chain = next(m.version for m in migrations if m.name.endswith("_journal_chain.sql"))
+        await migrate(conn, [m for m in migrations if m.version < chain])
+        accounts = [uuid.uuid4() for _ in range(3)]
+        for n, account_id in enumerate(accounts):
+            await conn.execute("""
+                INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
+                                      contact_phone, locale, time_zone, created_at, updated_at, statement_day)
+                VALUES ($1, $2, 'ACTIVE', 'C', 'n', 'e@x.io', '+8613800138000', 'en', 'Asia/Shanghai', now(), now(), 1)
+            """, account_id, f"chain-{n}")
+        # Two accounts with entries; two of the first account's share their time.
+        made = [(accounts[0], "2026-01-02 03:04:05.678901+00", 500), (accounts[0], "2026-01-01 00:00:00+00", 100),
+                (accounts[0], "2026-01-02 03:04:05.678901+00", 700), (accounts[1], "2026-02-01 00:00:00+00", 42)]
+        for account_id, created_at, amount in made:
+            async with conn.transaction():
+                entry_id = await conn.fetchval("""
+                    INSERT INTO journal_entries (entry_id, account_id, kind, reference_id, created_at)
+                    VALUES (gen_random_uuid(), $1, 'LOAN_CAPTURED', gen_random_uuid(), $2::text::timestamptz)
+                    RETURNING entry_id""", account_id, created_at)
+                await conn.execute("""
+                    INSERT INTO postings (entry_id, line, account_id, ledger_account, amount_minor)
+                    VALUES ($1, 1, $2, 'PRINCIPAL_RECEIVABLE', $3), ($1, 2, $2, 'MERCHANT_PAYABLE', -$3::bigint)""",
+                                   entry_id, account_id, amount)
+        await migrate(conn, migrations)
+
+        rows = await conn.fetch("""
+            SELECT e.account_id, e.entry_id, e.sequence, e.created_at, e.previous_sha256, e.entry_sha256
+            FROM journal_entries e ORDER BY e.account_id, e.sequence""")
+        first = [r for r in rows if r["account_id"] == accounts[0]]
+        assert [r["sequence"] for r in first] == [1, 2, 3]
+        assert [(r["created_at"], r["entry_id"]) for r in first] == sorted((r["created_at"], r["entry_id"])
+                                                                           for r in first)
+        assert bytes(first[0]["previous_sha256"]) == journal.GENESIS
+        assert [bytes(r["previous_sha256"]) for r in first[1:]] == [bytes(r["entry_sha256"]) for r in first[:-1]]
+        heads = {r["account_id"]: (r["journal_length"], bytes(r["journal_head_sha256"])) for r in await conn.fetch(
+            "SELECT account_id, journal_length, journal_head_sha256 FROM accounts")}
+        assert heads[accounts[0]] == (3, bytes(first[-1]["entry_sha256"]))
+        assert heads[accounts[1]][0] == 1
+        assert heads[accounts[2]] == (0, journal.GENESIS)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            assert await invariants.chain_breaks(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_migration_0018_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
     """On a populated database: attempts made per installment get their installment's
     due date and keep naming it; two loans' attempts of one step on one day both stay,
     and stand for that bill's step; new attempts are one per (account, due date, step)."""
@@ -274,13 +332,13 @@ async def test_migration_0017_dates_existing_attempts_by_their_bill_and_keeps_th
     conn = await asyncpg.connect(empty_dsn)
     try:
         migrations = load_migrations()
-        await migrate(conn, [m for m in migrations if m.version < 17])
+        await migrate(conn, [m for m in migrations if m.version < 18])
         account_id, loans = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
         await conn.execute("SET session_replication_role = replica")
         await conn.execute("""
             INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
                                   contact_phone, locale, time_zone, created_at, updated_at, statement_day)
-            VALUES ($1, 'c-17', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now(), 15)""",
+            VALUES ($1, 'c-18', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now(), 15)""",
                            account_id)
         for loan_id in loans:
             await conn.execute("""

@@ -3,13 +3,12 @@ and the audit table; the reserve is funded at capture and consumed at charge-off
 
 from __future__ import annotations
 
-import json
-
 import grpc
 import pytest
 
 from credit.v1 import checkout_pb2, common_pb2, risk_pb2
 from server.db import risk as risk_rows
+from server.domain.risk import RULES
 from tests.support import buy, field_violations, repay
 
 
@@ -26,9 +25,12 @@ async def test_a_clean_authorization_is_approved_and_its_decision_stored(api):
     [stored] = await decisions(api, account.account_id)
     assert (stored.authorization_id, stored.decision, stored.ruleset_version) == (
         auth.authorization_id, checkout_pb2.RISK_DECISION_APPROVE, "ruleset-v1")
-    inputs = json.loads(stored.inputs_json)
-    assert inputs["amount_minor"] == 50_000 and inputs["device_id"] == "device-" + account.account_id[:13]
-    assert len(json.loads(stored.rule_results_json)) == 10
+    inputs = stored.inputs
+    assert inputs.amount_minor == 50_000 and inputs.device_id == "device-" + account.account_id[:13]
+    assert (inputs.grade, list(inputs.blocked), inputs.merchant_level) == (
+        account.risk_grade, [], risk_pb2.RISK_LIST_LEVEL_UNSPECIFIED)
+    assert [r.rule for r in stored.rule_results] == list(RULES)
+    assert not any(r.fired or r.score or r.detail for r in stored.rule_results)
 
 
 async def test_a_blocked_device_is_declined_with_its_reason_in_reply_and_audit(api, pool):
@@ -134,13 +136,16 @@ async def test_every_fact_the_rules_see_is_counted_from_the_book(api, pool, cloc
     assert declined.risk.decision == checkout_pb2.RISK_DECISION_DECLINE
     stored = (await decisions(api, account.account_id))[-1]
     assert stored.authorization_id == declined.authorization_id
-    facts = json.loads(stored.inputs_json)
-    assert facts["blocked"] == ["ACCOUNT", "IP"]
-    assert facts["merchant_level"] == "MEDIUM"
-    assert facts["account_approvals_last_hour"] == 1        # the 20,000 hold, ten minutes old
-    assert facts["account_amount_last_day_minor"] == 20_000  # the loan is 25 hours old
-    assert facts["device_authorizations_last_hour"] == 1    # the third account's, ten minutes ago
-    assert facts["device_accounts_last_30_days"] == 2       # the other and the third account
-    assert facts["ip_accounts_last_day"] == 1               # the third; the other used it 25 hours ago
-    assert facts["device_known_for_account"] is True        # the loan was bought on it
-    assert (facts["captured_count"], facts["largest_captured_minor"]) == (1, 70_000)
+    facts = stored.inputs
+    assert list(facts.blocked) == [risk_pb2.RISK_LIST_KIND_ACCOUNT, risk_pb2.RISK_LIST_KIND_IP]
+    assert facts.merchant_level == risk_pb2.RISK_LIST_LEVEL_MEDIUM
+    assert facts.account_approvals_last_hour == 1        # the 20,000 hold, ten minutes old
+    assert facts.account_amount_last_day_minor == 20_000  # the loan is 25 hours old
+    assert facts.device_authorizations_last_hour == 1    # the third account's, ten minutes ago
+    assert facts.device_accounts_last_30_days == 2       # the other and the third account
+    assert facts.ip_accounts_last_day == 1               # the third; the other used it 25 hours ago
+    assert facts.device_known_for_account is True        # the loan was bought on it
+    assert (facts.captured_count, facts.largest_captured_minor) == (1, 70_000)
+    fired = {r.rule: r for r in stored.rule_results if r.fired}
+    assert set(fired) >= {"BLOCK_LIST", "MERCHANT_RISK"} and fired["BLOCK_LIST"].score > 0
+    assert list(stored.reasons) == [r.rule for r in sorted(fired.values(), key=lambda r: -r.score)]

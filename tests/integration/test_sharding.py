@@ -180,6 +180,8 @@ def _references(statement: str, sql: str, tables: set[str]) -> list[Reference]:
         at = 0
         while at < len(items):
             word = _word(items[at])
+            if word == "UPDATE" and at > 0 and _word(items[at - 1]) == "FOR":
+                word = ""  # a row lock (SELECT ... FOR UPDATE), not a table being updated
             if word in ("FROM", "JOIN", "UPDATE") or (word == "INTO" and _word(items[at - 1]) == "INSERT"):
                 targets = []  # (index of the table name, kind)
                 if word == "FROM":
@@ -473,6 +475,8 @@ async def _citus_problems(conn: asyncpg.Connection) -> list[str]:
     functions = {r["name"] for r in await conn.fetch("SELECT name FROM citus_functions")}
     if "credit_write_conflict(text)" not in functions:
         problems.append("credit_write_conflict, which the writes call on the workers, is not distributed")
+    if not any(name.startswith("journal_entry_sha256(") for name in functions):
+        problems.append("journal_entry_sha256, which posts on the workers, is not distributed")
     return problems
 
 

@@ -97,11 +97,14 @@ async def test_each_persona_ends_in_its_outcome_with_a_stored_transcript(api, vo
     if outcome == "PROMISE_TO_PAY":
         expected = "2027-02-15" if phone.endswith("0") else "2027-02-18"
         assert case.active_promise.promised_date == expected
-        assert case.active_promise.source == "VOICE"
+        assert case.active_promise.source == collections_pb2.PROMISE_SOURCE_VOICE
     else:
         assert not case.HasField("active_promise")
     assert case.needs_payment_check is (outcome == "CLAIMS_PAID")
-    assert case.escalation_reason == {"DISPUTE": "DISPUTE", "REQUEST_AGENT": "AGENT_REQUESTED"}.get(outcome, "")
+    assert case.escalation_reason == {"DISPUTE": collections_pb2.ESCALATION_REASON_DISPUTE,
+                                      "REQUEST_AGENT": collections_pb2.ESCALATION_REASON_AGENT_REQUESTED}.get(
+        outcome, collections_pb2.ESCALATION_REASON_UNSPECIFIED)
+    assert case.escalated is (outcome in ("DISPUTE", "REQUEST_AGENT"))
     assert case.contact_preferences.phone_blocked is (outcome == "WRONG_PERSON")
     await books()
 

@@ -29,6 +29,7 @@ def test_defaults_make_a_working_local_server():
     # A bill falls due before the next statement: at most 27 days.
     ({"PAYMENT_DUE_DAYS": "28"}, "PAYMENT_DUE_DAYS"),
     ({"PAYMENT_DUE_DAYS": "0"}, "PAYMENT_DUE_DAYS"),
+    ({"PAYMENT_GATEWAY_ADDR": "gateway"}, "PAYMENT_GATEWAY_ADDR"),
 ])
 def test_a_bad_setting_is_named(env, name):
     with pytest.raises(SettingsError, match=name):
@@ -71,3 +72,15 @@ def test_a_bad_number_of_server_processes_is_named(value):
     with pytest.raises(SettingsError, match="SERVER_PROCESSES"):
         Settings.from_env({"AUTH_MODE": "insecure-local", "SERVER_PROCESSES": value})
 
+
+
+def test_the_payment_gateway_is_optional_for_the_server_and_the_bot():
+    from collections_bot.config import BotSettings
+
+    assert Settings.from_env({"AUTH_MODE": "insecure-local"}).payment_gateway_addr is None
+    assert BotSettings.from_env({}).payment_gateway_addr is None
+    env = {"AUTH_MODE": "insecure-local", "PAYMENT_GATEWAY_ADDR": "127.0.0.1:50071"}
+    assert Settings.from_env(env).payment_gateway_addr == "127.0.0.1:50071"
+    assert BotSettings.from_env(env).payment_gateway_addr == "127.0.0.1:50071"
+    with pytest.raises(SettingsError, match="PAYMENT_GATEWAY_ADDR"):
+        BotSettings.from_env({"PAYMENT_GATEWAY_ADDR": "127.0.0.1:port"})
