@@ -56,6 +56,9 @@ class BotSettings:
     log_level: str
     # The PaymentGatewayService that moves customers' money (docs/payments.md); None: none.
     payment_gateway_addr: str | None = None
+    # A payment order still REQUESTED this long after it was made (or last asked about)
+    # is looked up at the gateway by the payments task.
+    payment_reconcile_after_s: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -131,6 +134,7 @@ class BotSettings:
             ),
             log_level=log_level,
             payment_gateway_addr=optional_address_setting(env, "PAYMENT_GATEWAY_ADDR"),
+            payment_reconcile_after_s=int_setting(env, "PAYMENT_RECONCILE_AFTER_S", 60, minimum=1, maximum=86_400),
         )
 
 

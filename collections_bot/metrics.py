@@ -20,7 +20,15 @@ REMINDERS = Counter("credit_bot_reminders", "Reminder attempts finished, by chan
 CHANNEL_FAILURES = Counter("credit_bot_channel_failures", "Failed sends, by channel (email: the SMTP server; "
                            "voice: the voice gateway) and what failed (the email delivery result, or call_failed).",
                            ("channel", "error"), registry=BOT)
+STATEMENTS_ISSUED = Counter("credit_bot_statements_issued", "Monthly statements issued.", registry=BOT)
+STATEMENT_EMAILS = Counter("credit_bot_statement_emails", "Statement emails finished, by outcome (SENT, "
+                           "TEMPORARY_FAILURE, PERMANENT_FAILURE, SUPPRESSED, lease_lost).", ("outcome",),
+                           registry=BOT)
 BOT_DB_ERRORS = Counter("credit_db_errors", "Database failures that ended a pass, by kind and exception class.",
                         ("kind", "error"), registry=BOT)
 
 
+PAYMENT_RESULTS = Counter("credit_bot_payment_results", "Payment results the payments task handled, by source "
+                          "(event: the gateway's stream; lookup: a sweep's look-up by key) and what applying "
+                          "did (completed, already_final, not_final, unknown_order, mismatch, ...).",
+                          ("source", "outcome"), registry=BOT)

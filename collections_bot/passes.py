@@ -10,16 +10,25 @@ import asyncio
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 import structlog
 
 from collections_bot import metrics as bot_metrics
-from collections_bot.channels.email import Delivery, EmailChannel, Reminder, ReminderLine, build_message, yuan
+from collections_bot.channels.email import (
+    Delivery,
+    EmailChannel,
+    Reminder,
+    ReminderLine,
+    SendResult,
+    build_message,
+    yuan,
+)
 from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
@@ -64,15 +73,101 @@ class LeaseClock:
         return self.start + timedelta(seconds=time.monotonic() - self.started_s)
 
 
-# Sends one claimed attempt under the given lease owner; the outcome to count, or None
+# Sends one claimed item under the given lease owner; the outcome to count, or None
 # when the lease was lost before the outcome could be recorded.
-SendOne = Callable[[Attempt, datetime, UUID], Awaitable[str | None]]
+SendOne = Callable[[Any, datetime, UUID], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class Leased:
+    """Work that bots claim under leases (a channel's contact attempts, statement
+    emails): how to claim it, renew its leases, tell its items apart, name one in the
+    logs, and count its outcomes."""
+
+    claim: Callable[..., Awaitable[Sequence[Any]]]
+    renew: Callable[[asyncpg.Pool, list, UUID, datetime, float], Awaitable[set]]
+    key: Callable[[Any], Hashable]
+    describe: Callable[[Any], dict]
+    counted: Callable[[str], None]
+
+
+class LeasedSender:
+    """Sends work claimed under leases, one claim at a time, for any kind of `Leased`."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: BotSettings) -> None:
+        self._pool = pool
+        self._settings = settings
+
+    async def deliver(self, leased: Leased, now: datetime, lease_clock: LeaseClock, lease: timedelta,
+                      send_one: SendOne, counts: Counter, label: str = "") -> int:
+        """Claim the due items a few at a time, each claim under a fresh random owner
+        token, and send them one by one while a background task renews the claim's
+        leases. Each send first confirms that its lease is still ours; an item whose
+        lease was lost (taken over by another replica) is neither sent nor recorded.
+        Outcomes are counted in `counts` (prefixed by `label`); returns the leases lost."""
+        limit = min(self._settings.batch_size, CLAIM_SIZE_MAX)
+        lease_lost = 0
+        while True:
+            owner = uuid.uuid4()
+            lease_now = lease_clock.now()
+            claimed = await leased.claim(self._pool, now, lease_now=lease_now, lease_until=lease_now + lease,
+                                         owner=owner, limit=limit)
+            if not claimed:
+                return lease_lost
+            held = {leased.key(item): item for item in claimed}
+            renewing = asyncio.create_task(self._keep_leases(leased, owner, held, lease_clock, lease))
+            try:
+                for item in claimed:
+                    outcome = None
+                    if await self._confirm_lease(leased, item, owner, lease_clock, lease):
+                        # Checked and recorded at the time of the send: a pass that
+                        # started at 20:55 does not call anyone at 21:10.
+                        outcome = await send_one(item, lease_clock.now(), owner)
+                    held.pop(leased.key(item), None)
+                    if outcome is None:
+                        lease_lost += 1
+                    else:
+                        counts[label + outcome] += 1
+                    leased.counted(outcome or "lease_lost")
+            finally:
+                renewing.cancel()
+                # Waits for the renewal to end without swallowing a cancellation of this
+                # pass, and does not hide a bug that ended it early.
+                (ended,) = await asyncio.gather(renewing, return_exceptions=True)
+                if isinstance(ended, Exception):
+                    raise ended
+
+    async def _keep_leases(self, leased: Leased, owner: UUID, held: dict, lease_clock: LeaseClock,
+                           lease: timedelta) -> None:
+        """Renew the leases of a claim's unfinished items every third of
+        COLLECTIONS_LEASE_S, so that neither a slow send nor the sends queued before an
+        item outlast its lease. A failed renewal is tried again at the next tick; a
+        lease lost meanwhile is caught before the send and when recording."""
+        interval_s = self._settings.lease_s / 3
+        while held:
+            await asyncio.sleep(interval_s)
+            try:
+                await leased.renew(self._pool, list(held), owner, lease_clock.now() + lease, interval_s)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("attempt_lease_renewal_failed", lease_owner=str(owner), attempts=len(held),
+                            error=f"{type(error).__name__}: {error}")
+
+    async def _confirm_lease(self, leased: Leased, item: Any, owner: UUID, lease_clock: LeaseClock,
+                             lease: timedelta) -> bool:
+        """Renew this item's lease right before sending; False when it is no longer ours."""
+        ours = await leased.renew(self._pool, [leased.key(item)], owner, lease_clock.now() + lease,
+                                  self._settings.lease_s)
+        if leased.key(item) in ours:
+            return True
+        lease_lost_at(leased.describe(item), owner, "before_send")
+        return False
 
 
 class CollectionsPass:
     def __init__(self, pool: asyncpg.Pool, clock: Clock, collections: Collections, settings: BotSettings,
                  email: EmailChannel, voice: VoiceChannel | None = None) -> None:
         self._pool = pool
+        self._sender = LeasedSender(pool, settings)
         self._clock = clock
         self._collections = collections
         self._attempts: ContactAttempts = collections.attempts
@@ -113,78 +208,25 @@ class CollectionsPass:
                  lease_lost=report.lease_lost)
         return report
 
+    def _attempts_of(self, channel: Channel) -> Leased:
+        def claim(pool, now, **lease):
+            return self._attempts.claim(pool, channel, now, **lease)
+
+        return Leased(claim=claim, renew=self._attempts.renew, key=lambda attempt: attempt.attempt_id,
+                      describe=_described,
+                      counted=lambda outcome: bot_metrics.REMINDERS.labels(channel.value.lower(), outcome).inc())
+
     async def deliver_email(self, now: datetime, report: PassReport, lease_clock: LeaseClock | None = None) -> None:
-        await self._deliver(Channel.EMAIL, now, lease_clock or LeaseClock(now),
-                            timedelta(seconds=self._settings.lease_s), self._deliver_one, "", report)
-
-    async def _deliver(self, channel: Channel, now: datetime, lease_clock: LeaseClock, lease: timedelta,
-                       send_one: SendOne, label: str, report: PassReport) -> None:
-        """Claim the channel's due attempts a few at a time, each claim under a fresh random
-        owner token, and send them one by one while a background task renews the claim's
-        leases. Each send first confirms that its lease is still ours; an attempt whose
-        lease was lost (taken over by another replica) is neither sent nor recorded."""
-        limit = min(self._settings.batch_size, CLAIM_SIZE_MAX)
-        while True:
-            owner = uuid.uuid4()
-            lease_now = lease_clock.now()
-            claimed = await self._attempts.claim(self._pool, channel, now, lease_now=lease_now,
-                                                 lease_until=lease_now + lease, owner=owner, limit=limit)
-            if not claimed:
-                return
-            held = {attempt.attempt_id for attempt in claimed}
-            renewing = asyncio.create_task(self._keep_leases(owner, held, lease_clock, lease))
-            try:
-                for attempt in claimed:
-                    outcome = None
-                    if await self._confirm_lease(attempt, owner, lease_clock, lease):
-                        # Checked and recorded at the time of the send: a pass that
-                        # started at 20:55 does not call anyone at 21:10.
-                        outcome = await send_one(attempt, lease_clock.now(), owner)
-                    held.discard(attempt.attempt_id)
-                    if outcome is None:
-                        report.lease_lost += 1
-                    else:
-                        report.delivered[label + outcome] += 1
-                    bot_metrics.REMINDERS.labels(channel.value.lower(), outcome or "lease_lost").inc()
-            finally:
-                renewing.cancel()
-                # Waits for the renewal to end without swallowing a cancellation of this
-                # pass, and does not hide a bug that ended it early.
-                (ended,) = await asyncio.gather(renewing, return_exceptions=True)
-                if isinstance(ended, Exception):
-                    raise ended
-
-    async def _keep_leases(self, owner: UUID, held: set[UUID], lease_clock: LeaseClock, lease: timedelta) -> None:
-        """Renew the leases of a claim's unfinished attempts every third of
-        COLLECTIONS_LEASE_S, so that neither a slow send nor the sends queued before an
-        attempt outlast its lease. A failed renewal is tried again at the next tick; a
-        lease lost meanwhile is caught before the send and when recording."""
-        interval_s = self._settings.lease_s / 3
-        while held:
-            await asyncio.sleep(interval_s)
-            try:
-                await self._attempts.renew(self._pool, list(held), owner, lease_clock.now() + lease,
-                                           timeout_s=interval_s)
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                log.warning("attempt_lease_renewal_failed", lease_owner=str(owner), attempts=len(held),
-                            error=f"{type(error).__name__}: {error}")
-
-    async def _confirm_lease(self, attempt: Attempt, owner: UUID, lease_clock: LeaseClock,
-                             lease: timedelta) -> bool:
-        """Renew this attempt's lease right before sending; False when it is no longer ours."""
-        ours = await self._attempts.renew(self._pool, [attempt.attempt_id], owner, lease_clock.now() + lease,
-                                          timeout_s=self._settings.lease_s)
-        if attempt.attempt_id in ours:
-            return True
-        _lease_lost(attempt, owner, "before_send")
-        return False
+        report.lease_lost += await self._sender.deliver(
+            self._attempts_of(Channel.EMAIL), now, lease_clock or LeaseClock(now),
+            timedelta(seconds=self._settings.lease_s), self._deliver_one, report.delivered)
 
     async def _context(self, attempt: Attempt, now: datetime, owner: UUID) -> ReminderContext | str | None:
         """What to send, or the status the core gave the attempt instead (a str to count),
         or None when the lease was lost."""
         context = await self._attempts.context(self._pool, attempt, owner, now, self.channels)
         if context is None:
-            _lease_lost(attempt, owner, "hold_back")
+            lease_lost_at(_described(attempt), owner, "hold_back")
         if isinstance(context, AttemptStatus):
             return context.value
         return context
@@ -198,25 +240,24 @@ class CollectionsPass:
         result = await self._email.send(message)
         log.info("reminder_delivery", attempt_id=str(attempt.attempt_id), step=attempt.step_code,
                  delivery=result.delivery.value, detail=result.detail)
-        detail = {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": context.locale}
-        if result.delivery is Delivery.SENT:
-            recorded = await self._attempts.mark_sent(self._pool, attempt, owner, now, Outcome.DELIVERED, detail)
-        else:
-            bot_metrics.CHANNEL_FAILURES.labels("email", result.delivery.value).inc()
-            recorded = await self._attempts.mark_failed(
-                self._pool, context, owner, now, permanent=result.delivery is Delivery.PERMANENT_FAILURE,
-                detail=detail) is not None
-        if not recorded:
-            _lease_lost(attempt, owner, "after_send")
-            return None
-        return result.delivery.value
+        detail = smtp_detail(result, context.locale)
+
+        async def sent() -> bool:
+            return await self._attempts.mark_sent(self._pool, attempt, owner, now, Outcome.DELIVERED, detail)
+
+        async def failed(permanent: bool) -> bool:
+            return await self._attempts.mark_failed(self._pool, context, owner, now, permanent=permanent,
+                                                    detail=detail) is not None
+
+        return await record_email(result, sent, failed, _described(attempt), owner)
 
     async def deliver_voice(self, now: datetime, report: PassReport, lease_clock: LeaseClock | None = None) -> None:
         """Calls one at a time: a call holds a line for minutes, and the caps are per day.
         The lease covers a whole call even if a renewal is missed."""
         lease = timedelta(seconds=self._settings.voice_call_timeout_s + self._settings.lease_s)
-        await self._deliver(Channel.VOICE, now, lease_clock or LeaseClock(now), lease, self._call_one, "CALL_",
-                            report)
+        report.lease_lost += await self._sender.deliver(
+            self._attempts_of(Channel.VOICE), now, lease_clock or LeaseClock(now), lease, self._call_one,
+            report.delivered, "CALL_")
 
     async def _call_one(self, attempt: Attempt, now: datetime, owner: UUID) -> str | None:
         assert self._voice is not None
@@ -233,12 +274,12 @@ class CollectionsPass:
                                                       detail={"detail": result.failure},
                                                       transcript=result.transcript)
             if failed is None:
-                _lease_lost(attempt, owner, "after_send")
+                lease_lost_at(_described(attempt), owner, "after_send")
                 return None
             return "FAILED" if failed.status is AttemptStatus.FAILED else "RETRY"
         if not await self._attempts.record_call(self._pool, context, owner, now, result.outcome,
                                                 result.promised_date, result.transcript):
-            _lease_lost(attempt, owner, "after_send")
+            lease_lost_at(_described(attempt), owner, "after_send")
             return None
         log.info("call_finished", attempt_id=str(attempt.attempt_id), outcome=result.outcome.value)
         return result.outcome.value
@@ -262,8 +303,31 @@ def _reminder(context: ReminderContext) -> Reminder:
     )
 
 
-def _lease_lost(attempt: Attempt, owner: UUID, stage: str) -> None:
-    """Another replica took this attempt over after our lease ran out: it is theirs to
+def smtp_detail(result: SendResult, locale: str) -> dict:
+    """What an email's attempt keeps of the SMTP conversation."""
+    return {"smtp": result.detail, "smtp_code": result.smtp_code, "to_locale": locale}
+
+
+async def record_email(result: SendResult, sent: Callable[[], Awaitable[bool]],
+                       failed: Callable[[bool], Awaitable[bool]], described: dict, owner: UUID) -> str | None:
+    """Record how an email went through the core (`sent()`, or `failed(permanent)`): the
+    outcome to count, or None when the lease was lost before it could be recorded."""
+    if result.delivery is Delivery.SENT:
+        recorded = await sent()
+    else:
+        bot_metrics.CHANNEL_FAILURES.labels("email", result.delivery.value).inc()
+        recorded = await failed(result.delivery is Delivery.PERMANENT_FAILURE)
+    if not recorded:
+        lease_lost_at(described, owner, "after_send")
+        return None
+    return result.delivery.value
+
+
+def _described(attempt: Attempt) -> dict:
+    return {"attempt_id": str(attempt.attempt_id), "step": attempt.step_code, "channel": attempt.channel.value}
+
+
+def lease_lost_at(described: dict, owner: UUID, stage: str) -> None:
+    """Another replica took this item over after our lease ran out: it is theirs to
     send and record now. `stage` says how far we got (after_send: a duplicate may go out)."""
-    log.warning("attempt_lease_lost", attempt_id=str(attempt.attempt_id), step=attempt.step_code,
-                channel=attempt.channel.value, lease_owner=str(owner), stage=stage)
+    log.warning("attempt_lease_lost", **described, lease_owner=str(owner), stage=stage)

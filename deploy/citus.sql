@@ -34,7 +34,8 @@ ALTER TABLE accounts DROP CONSTRAINT accounts_customer_id_key;
 
 -- The accounts trigger (it moves the version on every update) and the postings trigger
 -- (it checks that an entry balances, reading the entry's own account) touch only rows
--- of the account being written, so they are safe on shards.
+-- of the account being written, so they are safe on shards. The statement triggers
+-- only refuse changes to an issued statement's rows.
 SET citus.enable_unsafe_triggers TO on;
 
 -- Reference tables: small, shared by every account, written by operators.
@@ -45,6 +46,10 @@ SELECT create_reference_table('reminder_steps');
 -- that capture is a multi-node transaction (docs/scaling.md says what to do past that).
 SELECT create_reference_table('funding_partners');
 SELECT create_reference_table('partner_exposure');
+-- Where the bot's replicas are in the payment gateway's stream of results: one row,
+-- moved in the transaction that applies each event to its order, so that transaction
+-- spans the order's shard and the reference table (docs/payments.md).
+SELECT create_reference_table('payment_event_cursors');
 
 -- The distributed tables, all co-located with accounts.
 SELECT create_distributed_table('accounts', 'account_id');
@@ -68,6 +73,12 @@ SELECT create_distributed_table('contact_preferences', 'account_id', colocate_wi
 SELECT create_distributed_table('contact_attempts', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('loan_funding', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('partner_settlement_items', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statements', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statement_lines', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statement_installments', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('statement_deliveries', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('payment_methods', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('payment_orders', 'account_id', colocate_with => 'accounts');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

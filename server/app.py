@@ -39,15 +39,19 @@ from server.core.checkout import Checkout
 from server.core.collections import Collections, CollectionsPolicy
 from server.core.funding import Partners
 from server.core.loans import Loans
+from server.core.payment_orders import PaymentOrders
+from server.core.payouts import Payouts
 from server.core.portfolio import Portfolio
 from server.core.repayments import Repayments
 from server.core.risk import RiskReports
+from server.core.statements import Statements
 from server.db import acquire
 from server.db.migrate import migrate
 from server.db.pool import create_pool, wait_for_database
 from server.domain.pricing import DEFAULT_PRODUCT_TABLE, ProductTable
 from server.domain.risk import load as load_ruleset
 from server.interceptors import CallWrapper, WrappingServer
+from server.payments.gateway import PaymentGateway
 from server.services.checkout import CheckoutServicer
 from server.services.collections import CollectionsServicer
 from server.services.credit_line import CreditLineServicer
@@ -75,10 +79,12 @@ class Core:
     collections: Collections
     risk: RiskReports
     portfolio: Portfolio
+    statements: Statements
+    payouts: Payouts
 
 
 def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAULT_PRODUCT_TABLE,
-               partners: Partners | None = None) -> Core:
+               partners: Partners | None = None, gateway: PaymentGateway | None = None) -> Core:
     products.check_cost_ceiling(settings.max_apr_bps)
     repayments = Repayments(clock)
     return Core(
@@ -91,6 +97,8 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
         collections=Collections(clock, CollectionsPolicy(), repayments),
         risk=RiskReports(),
         portfolio=Portfolio(clock, insurance_share_bps=settings.insurance_share_bps),
+        statements=Statements(clock),
+        payouts=Payouts(clock, PaymentOrders(clock, gateway)),
     )
 
 
@@ -168,7 +176,13 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     # The funding partners are read once: captures choose among them without a read.
     async with acquire(pool) as conn:
         partners = await Partners.load(conn)
-    core = build_core(settings, clock, partners=partners)
+    # Payouts go through the payment gateway; without PAYMENT_GATEWAY_ADDR they are
+    # refused (FAILED_PRECONDITION) and nothing else changes.
+    gateway_channel = (grpc.aio.insecure_channel(settings.payment_gateway_addr)
+                       if settings.payment_gateway_addr else None)
+    gateway = (PaymentGateway(gateway_channel, timeout_s=settings.payment_gateway_timeout_s)
+               if gateway_channel is not None else None)
+    core = build_core(settings, clock, partners=partners, gateway=gateway)
     transactions = Transactions(pool)
     tls = settings.mtls_files()
     policy = AccessPolicy.load(tls.access) if tls is not None else None
@@ -192,7 +206,7 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     checkout_pb2_grpc.add_CheckoutServiceServicer_to_server(
         CheckoutServicer(transactions, core.checkout, core.repayments), server)
     repayment_pb2_grpc.add_RepaymentServiceServicer_to_server(
-        RepaymentServicer(transactions, core.loans, core.repayments), server)
+        RepaymentServicer(transactions, core.loans, core.repayments, core.statements, core.payouts), server)
     collections_pb2_grpc.add_CollectionsServiceServicer_to_server(
         CollectionsServicer(transactions, core.collections), server)
     risk_pb2_grpc.add_RiskServiceServicer_to_server(RiskServicer(transactions, core.risk, core.portfolio), server)

@@ -194,6 +194,9 @@ class Settings:
     # The PaymentGatewayService that moves customers' and merchants' money
     # (docs/payments.md); None: no payments are made.
     payment_gateway_addr: str | None = None
+    # How long a payout's call to the gateway may take before its outcome is unknown
+    # (the payout is then PENDING, and the collections bot settles it).
+    payment_gateway_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -234,6 +237,8 @@ class Settings:
             db_connect_timeout_s=int_setting(env, "DB_CONNECT_TIMEOUT_S", 60, minimum=0, maximum=3600),
             insurance_share_bps=int_setting(env, "INSURANCE_SHARE_BPS", 0, minimum=0, maximum=10_000),
             payment_gateway_addr=optional_address_setting(env, "PAYMENT_GATEWAY_ADDR"),
+            payment_gateway_timeout_s=float(int_setting(env, "PAYMENT_GATEWAY_TIMEOUT_MS", 10_000, minimum=100,
+                                                        maximum=120_000)) / 1000,
             **_admission_settings(env),
             **_auth_settings(env),
         )

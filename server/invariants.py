@@ -2,19 +2,31 @@
 
 Tests call `check(conn)` after every scenario; operators run `python -m server.invariants`
 against production (read-only queries). Each check returns the rows that break it.
+
+Given the payment gateway (`check(conn, gateway)`; `--payment-gateway HOST:PORT` or
+PAYMENT_GATEWAY_ADDR for the command), one more rule compares the books with the
+processor: the cash that payment orders moved in the ledger is exactly the payments the
+gateway reports SUCCEEDED (ListPayments). It covers the cash of gateway orders only
+(payouts today); money that Repay records from other channels (a bank transfer, a card
+payment taken elsewhere) is not a gateway movement and is checked against the
+repayments instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
 from dataclasses import dataclass
 
 import asyncpg
+import grpc
 
 from server.db import ledger as ledger_rows
 from server.domain import journal
+from server.domain.payments import PaymentKind, PaymentStatus
+from server.payments.gateway import PaymentGateway
 
 
 def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> str:
@@ -115,9 +127,34 @@ CHECKS: dict[str, str] = {
         _ledger_matches_schedules("UNEARNED_FEE_INCOME", "i.fee_paid_minor - i.fee_minor"),
     "the customer credit balance equals the ledger's":
         _ledger_balance_is("CUSTOMER_CREDIT_BALANCE", "-a.credit_balance_minor"),
-    "cash equals the money customers paid in":
+    "cash equals the money customers paid in less the payouts made":
         _ledger_balance_is("CASH", """(SELECT coalesce(sum(r.amount_minor), 0) FROM repayments r
-                                       WHERE r.account_id = a.account_id AND r.channel <> 'CREDIT_BALANCE')"""),
+                                       WHERE r.account_id = a.account_id AND r.channel <> 'CREDIT_BALANCE')
+                                    - (SELECT coalesce(sum(o.amount_minor), 0) FROM payment_orders o
+                                       WHERE o.account_id = a.account_id AND o.kind = 'PAYOUT'
+                                         AND o.status = 'SUCCEEDED')"""),
+    "payouts in flight in the ledger are the REQUESTED payout orders":
+        _ledger_balance_sums("PAYOUTS_IN_FLIGHT", "payment_orders", "-t.amount_minor",
+                             "t.kind = 'PAYOUT' AND t.status = 'REQUESTED'"),
+    "each payout order set its amount aside once": """
+        SELECT o.order_id::text AS subject, coalesce(e.n, 0)::bigint AS found, 1::bigint AS expected
+        FROM payment_orders o
+        LEFT JOIN (SELECT account_id, reference_id, count(*) AS n FROM journal_entries
+                   WHERE kind = 'PAYOUT_REQUESTED' GROUP BY 1, 2) e
+             ON e.account_id = o.account_id AND e.reference_id = o.order_id
+        WHERE o.kind = 'PAYOUT' AND coalesce(e.n, 0) <> 1
+    """,
+    "each final payment order is booked exactly once, as its result": """
+        SELECT o.order_id::text || ' (' || o.status || ')' AS subject, coalesce(e.n, 0)::bigint AS found,
+               (CASE WHEN o.status = 'REQUESTED' THEN 0 ELSE 1 END)::bigint AS expected
+        FROM payment_orders o
+        LEFT JOIN (SELECT account_id, reference_id, count(*) AS n,
+                          count(*) FILTER (WHERE kind = 'PAYOUT_SUCCEEDED') AS succeeded
+                   FROM journal_entries WHERE kind IN ('PAYOUT_SUCCEEDED', 'PAYOUT_FAILED') GROUP BY 1, 2) e
+             ON e.account_id = o.account_id AND e.reference_id = o.order_id
+        WHERE coalesce(e.n, 0) <> CASE WHEN o.status = 'REQUESTED' THEN 0 ELSE 1 END
+           OR coalesce(e.succeeded, 0) <> CASE WHEN o.status = 'SUCCEEDED' THEN 1 ELSE 0 END
+    """,
     "each repayment's allocations add up to what it applied": """
         SELECT r.repayment_id::text AS subject, coalesce(sum(x.amount_minor), 0)::bigint AS found,
                r.applied_minor AS expected
@@ -235,6 +272,22 @@ CHECKS: dict[str, str] = {
 }
 
 
+# Every payment order with the cash its entries moved (debits positive), and the time of
+# the snapshot they were read in.
+_ORDERS_WITH_CASH = """
+    SELECT o.order_id::text AS order_id, o.kind, o.status, o.amount_minor,
+           coalesce(c.cash, 0)::bigint AS cash_minor
+    FROM payment_orders o
+    LEFT JOIN (SELECT e.account_id, e.reference_id, sum(p.amount_minor) AS cash
+               FROM journal_entries e JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
+               WHERE p.ledger_account = 'CASH' GROUP BY 1, 2) c
+         ON c.account_id = o.account_id AND c.reference_id = o.order_id
+"""
+GATEWAY_RULE = "the cash of payment orders in the ledger is the gateway's SUCCEEDED payments"
+# Which way each kind of payment moves our cash.
+_CASH_SIGN = {PaymentKind.PAYOUT: -1, PaymentKind.MERCHANT: -1, PaymentKind.DEBIT: 1}
+
+
 # Checked in Python, entry by entry, with the encoding auditors use (server/domain/journal.py),
 # not with the database's own copy of it.
 CHAIN_RULE = "each account's journal is an unbroken hash chain"
@@ -251,14 +304,49 @@ class Violation:
         return f"{self.rule}: {self.subject} has {self.found}, expected {self.expected}"
 
 
-async def check(conn: asyncpg.Connection) -> list[Violation]:
-    """Every violation of every rule, read in one consistent snapshot."""
+async def check(conn: asyncpg.Connection, gateway: PaymentGateway | None = None) -> list[Violation]:
+    """Every violation of every rule, read in one consistent snapshot; with `gateway`,
+    the books against the gateway's payments too (read after the snapshot)."""
     violations = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         for rule, sql in CHECKS.items():
             for row in await conn.fetch(sql):
                 violations.append(Violation(rule, row["subject"], row["found"], row["expected"]))
         violations += [Violation(CHAIN_RULE, _subject(b), b.found, b.expected) for b in await chain_breaks(conn)]
+        orders = {r["order_id"]: r for r in await conn.fetch(_ORDERS_WITH_CASH)}
+        as_of = await conn.fetchval("SELECT now()")
+    if gateway is not None:
+        violations += await gateway_differences(orders, as_of, gateway)
+    return violations
+
+
+async def gateway_differences(orders: dict[str, asyncpg.Record], as_of, gateway: PaymentGateway) -> list[Violation]:
+    """Payment orders whose booked cash is not what the gateway says moved. The gateway
+    is read after the snapshot: a payment it took after the snapshot began is left out,
+    and so is an order still REQUESTED (its result is in flight, PAYOUTS_IN_FLIGHT
+    holds it); an order is booked SUCCEEDED only after the gateway said so."""
+    succeeded: dict[str, int] = {}
+    token = ""
+    while True:
+        page = await gateway.list_payments(page_size=100, page_token=token, status=PaymentStatus.SUCCEEDED)
+        for payment in page.payments:
+            if payment.created_at < as_of:
+                succeeded[payment.idempotency_key] = _CASH_SIGN[payment.kind] * payment.amount_minor
+        token = page.next_page_token
+        if not token:
+            break
+    violations = []
+    for key, cash_minor in sorted(succeeded.items()):
+        order = orders.get(key)
+        if order is None:
+            violations.append(Violation(GATEWAY_RULE, f"gateway payment {key} (no such order)", 0, cash_minor))
+        elif order["status"] != "REQUESTED" and order["cash_minor"] != cash_minor:
+            violations.append(Violation(GATEWAY_RULE, f"order {key} ({order['status']})", order["cash_minor"],
+                                        cash_minor))
+    for key, order in sorted(orders.items()):
+        if key not in succeeded and order["cash_minor"] != 0:
+            violations.append(Violation(GATEWAY_RULE, f"order {key} ({order['status']}, not SUCCEEDED at the gateway)",
+                                        order["cash_minor"], 0))
     return violations
 
 
@@ -288,20 +376,30 @@ async def chain_breaks(conn: asyncpg.Connection) -> list[journal.Break]:
     return breaks
 
 
-async def _main(dsn: str) -> int:
+async def _main(dsn: str, gateway_addr: str | None) -> int:
     conn = await asyncpg.connect(dsn)
+    channel = grpc.aio.insecure_channel(gateway_addr) if gateway_addr else None
     try:
-        violations = await check(conn)
+        violations = await check(conn, PaymentGateway(channel) if channel is not None else None)
     finally:
         await conn.close()
+        if channel is not None:
+            await channel.close()
     for violation in violations:
         print(violation)
-    print(f"{len(CHECKS) + 1} rules checked, {len(violations)} violations")
+    rules = len(CHECKS) + 1 + (1 if gateway_addr else 0)
+    print(f"{rules} rules checked, {len(violations)} violations")
     return 1 if violations else 0
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m server.invariants", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--payment-gateway", default=os.environ.get("PAYMENT_GATEWAY_ADDR") or None,
+                        metavar="HOST:PORT", help="also compare the books with this PaymentGatewayService "
+                                                  "(default PAYMENT_GATEWAY_ADDR; unset: not compared)")
+    args = parser.parse_args()
     url = os.environ.get("DATABASE_URL")
     if not url:
         sys.exit("DATABASE_URL: set it to the database to check")
-    sys.exit(asyncio.run(_main(url)))
+    sys.exit(asyncio.run(_main(url, args.payment_gateway)))

@@ -1,5 +1,5 @@
-"""The email channel: reminders rendered from templates (zh-CN and en, plain text and
-HTML) and sent with aiosmtplib. 4xx replies and connection failures are retried with
+"""The email channel: reminders and statements rendered from templates (zh-CN and en,
+plain text and HTML) and sent with aiosmtplib. 4xx replies and connection failures are retried with
 backoff; 5xx replies are permanent."""
 
 from __future__ import annotations
@@ -9,14 +9,18 @@ import enum
 import hashlib
 import hmac
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from pathlib import Path
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import aiosmtplib
 import jinja2
 import structlog
+
+from server.core.statements import StatementMail
 
 log = structlog.get_logger(__name__)
 
@@ -93,7 +97,7 @@ def unsubscribe_url(domain: str, account_id: str, secret: str) -> str:
 
 
 def build_message(reminder: Reminder, *, mail_from: str, domain: str, secret: str) -> EmailMessage:
-    locale = reminder.locale if (TEMPLATES / reminder.locale).is_dir() else "en"
+    locale = _locale(reminder.locale)
     link = unsubscribe_url(domain, reminder.account_id, secret)
     context = {
         "kind": reminder.kind, "name": reminder.name, "due_date": reminder.due_date,
@@ -108,20 +112,83 @@ def build_message(reminder: Reminder, *, mail_from: str, domain: str, secret: st
         "penalty_cap": percent(reminder.penalty_cap_bps), "account_ref": reminder.account_id[:8].upper(),
         "unsubscribe_url": link,
     }
-    message = EmailMessage()
-    message["From"] = mail_from
-    message["To"] = formataddr((reminder.name, reminder.to_address))
-    message["Subject"] = _environment.get_template(f"{locale}/reminder.subject.j2").render(context).strip()
-    message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = reminder.message_id
+    message = _compose("reminder", locale, context, mail_from=mail_from, to_name=reminder.name,
+                       to_address=reminder.to_address, message_id=reminder.message_id)
     # RFC 8058 one-click unsubscribe, with a mailto fallback for clients without it.
     message["List-Unsubscribe"] = (f"<{link}>, <mailto:unsubscribe@{domain}"
                                    f"?subject=unsubscribe%20{reminder.account_id}>")
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message["Content-Language"] = locale
-    message.set_content(_environment.get_template(f"{locale}/reminder.txt.j2").render(context))
-    message.add_alternative(_environment.get_template(f"{locale}/reminder.html.j2").render(context), subtype="html")
     return message
+
+
+def _locale(locale: str) -> str:
+    return locale if (TEMPLATES / locale).is_dir() else "en"
+
+
+def _compose(template: str, locale: str, context: dict, *, mail_from: str, to_name: str, to_address: str,
+             message_id: str) -> EmailMessage:
+    """A message from the template's subject, plain text and HTML in `locale`."""
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = formataddr((to_name, to_address))
+    message["Subject"] = _environment.get_template(f"{locale}/{template}.subject.j2").render(context).strip()
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = message_id
+    message["Content-Language"] = locale
+    message.set_content(_environment.get_template(f"{locale}/{template}.txt.j2").render(context))
+    message.add_alternative(_environment.get_template(f"{locale}/{template}.html.j2").render(context), subtype="html")
+    return message
+
+
+def signed_yuan(minor: int) -> str:
+    return yuan(minor) if minor >= 0 else "-" + yuan(-minor)
+
+
+# What each kind of statement line is called, by locale.
+LINE_LABELS = {
+    "en": {"PURCHASE": "Purchase", "FEE": "Fees of the plan", "PENALTY": "Late penalty", "PAYMENT": "Payment",
+           "REFUND": "Refund", "FEE_WAIVED": "Fees waived", "PENALTY_WAIVED": "Penalty waived",
+           "WRITTEN_OFF": "Written off", "ADJUSTMENT": "Adjustment"},
+    "zh-CN": {"PURCHASE": "消费", "FEE": "分期服务费", "PENALTY": "逾期违约金", "PAYMENT": "还款", "REFUND": "退款",
+              "FEE_WAIVED": "服务费减免", "PENALTY_WAIVED": "违约金减免", "WRITTEN_OFF": "核销", "ADJUSTMENT": "调整"},
+}
+
+
+def _plan(locale: str, term_months: int, apr_bps: int) -> str:
+    if not term_months:
+        return ""
+    if locale == "zh-CN":
+        return f"{term_months} 期，年化利率 {percent(apr_bps)}%"
+    return f"{term_months} months, APR {percent(apr_bps)} %"
+
+
+def build_statement_message(mail: StatementMail, *, mail_from: str) -> EmailMessage:
+    """A statement's email: a service message to the account holder, so it carries no
+    unsubscribe header (opting out of reminders does not stop statements)."""
+    locale = _locale(mail.locale)
+    s = mail.statement
+    k = s.sections
+    zone = ZoneInfo(s.time_zone)
+    context = {
+        "name": mail.name, "account_ref": str(s.account_id)[:8].upper(),
+        "statement_date": s.statement_date.isoformat(), "period_start": s.period_start.isoformat(),
+        "period_last_day": (s.statement_date - timedelta(days=1)).isoformat(),
+        "payment_due_date": s.payment_due_date.isoformat(), "amount_due": yuan(s.amount_due_minor),
+        "opening": signed_yuan(s.opening_minor), "purchases": yuan(k.purchases_minor), "fees": yuan(k.fees_minor),
+        "penalties": yuan(k.penalties_minor), "payments": yuan(k.payments_minor), "refunds": yuan(k.refunds_minor),
+        "waivers": yuan(k.waivers_minor), "written_off": yuan(k.written_off_minor),
+        "adjustments": signed_yuan(k.adjustments_minor), "closing": signed_yuan(s.closing_minor),
+        "credit_balance": yuan(s.owed.credit_balance_minor), "credit_limit": yuan(s.credit_limit_minor),
+        "available": yuan(s.available_minor), "labels": LINE_LABELS[locale],
+        "lines": [{"date": line.booked_at.astimezone(zone).date().isoformat(), "kind": line.kind.value,
+                   "order_id": line.order_id, "plan": _plan(locale, line.term_months, line.apr_bps)
+                   if line.kind.value == "PURCHASE" else "", "amount": signed_yuan(line.amount_minor)}
+                  for line in s.lines],
+        "installments": [{"order_id": i.order_id, "sequence": i.sequence, "due_date": i.due_date.isoformat(),
+                          "amount": yuan(i.owed_minor)} for i in s.installments],
+    }
+    return _compose("statement", locale, context, mail_from=mail_from, to_name=mail.name, to_address=mail.email,
+                    message_id=mail.delivery.message_id)
 
 
 class EmailChannel:

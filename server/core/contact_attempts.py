@@ -102,7 +102,7 @@ def masked_transcript(transcript: Sequence[dict], name: str) -> list[dict]:
             for line in transcript]
 
 
-def _masked_smtp(detail: dict) -> dict:
+def masked_smtp(detail: dict) -> dict:
     """An SMTP server's answer quotes the recipient's address: it is kept masked."""
     return {**detail, "smtp": mask(str(detail["smtp"]))} if detail.get("smtp") else detail
 
@@ -246,7 +246,7 @@ class ContactAttempts:
         """Record a delivered email; False when the lease was lost (nothing recorded)."""
         async with acquire(pool) as conn:
             return await rows.finish_attempt(conn, attempt.attempt_id, owner, AttemptStatus.SENT.value, now,
-                                             outcome=outcome.value, detail=_masked_smtp(detail))
+                                             outcome=outcome.value, detail=masked_smtp(detail))
 
     async def mark_failed(self, pool: asyncpg.Pool, context: ReminderContext, owner: UUID, now: datetime, *,
                           permanent: bool, detail: dict, transcript: Sequence[dict] = ()) -> Failed | None:
@@ -260,7 +260,7 @@ class ContactAttempts:
                        "transcript": masked_transcript(transcript, context.name)}
             detail = {"failures": attempt.detail.get("failures", []) + [failure]}
         else:
-            detail = _masked_smtp(detail)
+            detail = masked_smtp(detail)
         async with acquire(pool) as conn:
             recorded = await rows.finish_attempt(
                 conn, attempt.attempt_id, owner, failed.status.value, now, reason=failed.reason.value,

@@ -67,8 +67,12 @@ class AccountView:
 
     @property
     def next_statement_date(self) -> date:
-        """The next statement to be issued: today's, on a statement day."""
-        return self.billing.statement_date_after(self.today - timedelta(days=1))
+        """The next statement to be issued: today's, on a statement day, but never one
+        dated on or before the day the account opened (its first statement closes the
+        period that the opening day begins)."""
+        opened_on = local_date(self.created_at, self.time_zone)
+        return max(self.billing.statement_date_after(self.today - timedelta(days=1)),
+                   self.billing.statement_date_after(opened_on))
 
 
 # A row as read, or a dict of its columns: a row as a write about to be booked leaves it.

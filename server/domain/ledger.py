@@ -28,6 +28,10 @@ keep showing each loan whole, as the customer owes it; these show the partners' 
     PARTNER_INCOME_SHARE     contra-income: partners' share of fees and penalties owed
     PARTNER_SETTLEMENT_PAYABLE  liability: collected for partners, owed at settlement
 
+Payouts through the payment gateway (server/domain/payment_orders.py):
+
+    PAYOUTS_IN_FLIGHT        liability: credit balance asked to be paid out, result not known yet
+
 Fees are receivable from capture, against UNEARNED_FEE_INCOME; when paid they become
 FEE_INCOME; when waived or refunded the receivable and the unearned income both go.
 """
@@ -62,6 +66,7 @@ class LedgerAccount(enum.StrEnum):
     PARTNER_PENALTY_HELD = "PARTNER_PENALTY_HELD"
     PARTNER_INCOME_SHARE = "PARTNER_INCOME_SHARE"
     PARTNER_SETTLEMENT_PAYABLE = "PARTNER_SETTLEMENT_PAYABLE"
+    PAYOUTS_IN_FLIGHT = "PAYOUTS_IN_FLIGHT"
 
 
 class EntryKind(enum.StrEnum):
@@ -76,6 +81,9 @@ class EntryKind(enum.StrEnum):
     RESERVE_RELEASED = "RESERVE_RELEASED"
     LOAN_CO_FUNDED = "LOAN_CO_FUNDED"
     PARTNER_SHARES_MOVED = "PARTNER_SHARES_MOVED"
+    PAYOUT_REQUESTED = "PAYOUT_REQUESTED"
+    PAYOUT_SUCCEEDED = "PAYOUT_SUCCEEDED"
+    PAYOUT_FAILED = "PAYOUT_FAILED"
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,24 @@ def loan_refunded(*, principal_unpaid_minor: int, principal_returned_minor: int,
         (LedgerAccount.PENALTY_INCOME, LedgerAccount.PENALTY_RECEIVABLE, penalty_unpaid_minor),
         (LedgerAccount.PENALTY_INCOME, LedgerAccount.CUSTOMER_CREDIT_BALANCE, penalty_returned_minor),
     )
+
+
+def payout_requested(amount_minor: int) -> JournalEntry:
+    """The customer asked for their credit balance: it is owed to them as a payout on
+    its way until the gateway's result is known."""
+    return _entry(EntryKind.PAYOUT_REQUESTED,
+                  (LedgerAccount.CUSTOMER_CREDIT_BALANCE, LedgerAccount.PAYOUTS_IN_FLIGHT, amount_minor))
+
+
+def payout_succeeded(amount_minor: int) -> JournalEntry:
+    """The gateway paid the customer: cash out."""
+    return _entry(EntryKind.PAYOUT_SUCCEEDED, (LedgerAccount.PAYOUTS_IN_FLIGHT, LedgerAccount.CASH, amount_minor))
+
+
+def payout_failed(amount_minor: int) -> JournalEntry:
+    """The gateway did not pay: the amount is the customer's credit balance again."""
+    return _entry(EntryKind.PAYOUT_FAILED,
+                  (LedgerAccount.PAYOUTS_IN_FLIGHT, LedgerAccount.CUSTOMER_CREDIT_BALANCE, amount_minor))
 
 
 def penalty_assessed(amount_minor: int) -> JournalEntry:

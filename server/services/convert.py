@@ -16,6 +16,7 @@ from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
 from server.core.settlements import SETTLEMENT_TIME_ZONE, PartnerSettlement
+from server.core.statements import Statement
 from server.core.views import AccountView, AuthorizationView, LoanView
 from server.domain.accounts import AccountStatus
 from server.domain.authorizations import AuthorizationStatus, DeclineReason
@@ -24,14 +25,21 @@ from server.domain.ledger import EntryKind, LedgerAccount
 from server.domain.loans import Bucket, InstallmentStatus, LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
+from server.domain.payment_orders import PaymentMethodKind, PaymentMethodStatus, PayoutStatus
+from server.domain.payments import FailureReason
 from server.domain.pricing import Grade, Plan, RepaymentMethod
 from server.domain.quotes import UnavailableReason
 from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
 from server.domain.risk import Decision, Facts, ListKind, ListLevel
+from server.domain.statements import LineKind
 from server.domain.waterfall import Component
 
 if TYPE_CHECKING:
+    # Types only: server.core.payouts reaches the payment gateway's client, which
+    # converts its messages with this module.
     from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
+    from server.core.payouts import PaymentMethodView, PayoutView
 
 # A proto enum's number type (the generated stubs make one per enum).
 Number = TypeVar("Number", bound=int)
@@ -75,7 +83,13 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (ListLevel, risk_pb2.RiskListLevel, "RISK_LIST_LEVEL_"),
     (EntryKind, repayment_pb2.JournalEntryKind, "JOURNAL_ENTRY_KIND_"),
     (LedgerAccount, repayment_pb2.LedgerAccount, "LEDGER_ACCOUNT_"),
+    (LineKind, repayment_pb2.StatementLineKind, "STATEMENT_LINE_KIND_"),
+    (PaymentMethodKind, repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_"),
+    (PaymentMethodStatus, repayment_pb2.PaymentMethodStatus, "PAYMENT_METHOD_STATUS_"),
+    (PayoutStatus, repayment_pb2.PayoutStatus, "PAYOUT_STATUS_"),
+    (FailureReason, repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_"),
 )
+PAYMENT_METHOD_KINDS = from_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", PaymentMethodKind)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
 GRADES = from_proto_enum(common_pb2.RiskGrade, "RISK_GRADE_", Grade)
 LOAN_STATUSES = from_proto_enum(common_pb2.LoanStatus, "LOAN_STATUS_", LoanStatus)
@@ -407,3 +421,75 @@ def journal_entry(view: JournalEntryView) -> repayment_pb2.JournalEntry:
 def journal_page(page: JournalPage) -> repayment_pb2.GetAccountJournalResponse:
     return repayment_pb2.GetAccountJournalResponse(entries=[journal_entry(e) for e in page.entries],
                                                    next_page_token=page.next_page_token)
+
+
+def statement(view: Statement) -> repayment_pb2.Statement:
+    k = view.sections
+    return repayment_pb2.Statement(
+        account_id=str(view.account_id),
+        statement_date=view.statement_date.isoformat(),
+        period_start=view.period_start.isoformat(),
+        cutoff_at=timestamp(view.cutoff_at),
+        payment_due_date=view.payment_due_date.isoformat(),
+        time_zone=view.time_zone,
+        opening_minor=view.opening_minor,
+        purchases_minor=k.purchases_minor,
+        fees_minor=k.fees_minor,
+        penalties_minor=k.penalties_minor,
+        payments_minor=k.payments_minor,
+        refunds_minor=k.refunds_minor,
+        waivers_minor=k.waivers_minor,
+        written_off_minor=k.written_off_minor,
+        adjustments_minor=k.adjustments_minor,
+        closing_minor=view.closing_minor,
+        principal_owed_minor=view.owed.principal_minor,
+        fee_owed_minor=view.owed.fee_minor,
+        penalty_owed_minor=view.owed.penalty_minor,
+        credit_balance_minor=view.owed.credit_balance_minor,
+        credit_limit_minor=view.credit_limit_minor,
+        available_minor=view.available_minor,
+        amount_due_minor=view.amount_due_minor,
+        issued_at=timestamp(view.issued_at),
+        lines=[
+            repayment_pb2.StatementLine(
+                line=line.line,
+                kind=to_proto_enum(repayment_pb2.StatementLineKind, "STATEMENT_LINE_KIND_", line.kind),
+                booked_at=timestamp(line.booked_at),
+                amount_minor=line.amount_minor,
+                entry_id=str(line.entry_id),
+                reference_id=str(line.reference_id),
+                loan_id=str(line.loan_id) if line.loan_id else "",
+                merchant_id=line.merchant_id,
+                order_id=line.order_id,
+                term_months=line.term_months,
+                method=to_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", line.method or None),
+                apr_bps=line.apr_bps,
+            )
+            for line in view.lines
+        ],
+        installments=[
+            repayment_pb2.StatementInstallment(
+                loan_id=str(i.loan_id), sequence=i.sequence, order_id=i.order_id, due_date=i.due_date.isoformat(),
+                principal_minor=i.principal_minor, fee_minor=i.fee_minor, penalty_minor=i.penalty_minor,
+                owed_minor=i.owed_minor)
+            for i in view.installments
+        ],
+    )
+
+
+def payment_method(view: PaymentMethodView) -> repayment_pb2.PaymentMethod:
+    return repayment_pb2.PaymentMethod(
+        payment_method_id=str(view.payment_method_id), account_id=str(view.account_id),
+        kind=to_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", view.kind),
+        status=to_proto_enum(repayment_pb2.PaymentMethodStatus, "PAYMENT_METHOD_STATUS_", view.status),
+        token_last4=view.token_last4, display_hint=view.display_hint, created_at=timestamp(view.created_at))
+
+
+def payout(view: PayoutView) -> repayment_pb2.Payout:
+    return repayment_pb2.Payout(
+        payout_id=str(view.payout_id), account_id=str(view.account_id), amount_minor=view.amount_minor,
+        status=to_proto_enum(repayment_pb2.PayoutStatus, "PAYOUT_STATUS_", view.status),
+        failure_reason=to_proto_enum(repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_",
+                                     view.failure_reason),
+        payment_method_id=str(view.payment_method_id), created_at=timestamp(view.created_at),
+        completed_at=timestamp(view.completed_at), account=account(view.account))

@@ -17,6 +17,7 @@ from server.domain.money import check_amount
 MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 # Control characters (NUL among them) have no place in names or reasons, and PostgreSQL
 # refuses NUL in text.
@@ -130,6 +131,19 @@ class Fields:
             pass
         self.fail(field, f"must be a date YYYY-MM-DD, got {value[:32]!r}")
         return None
+
+    def statement_period(self, value: str, field: str = "period") -> tuple[date | None, date | None]:
+        """A statement asked for by "YYYY-MM" (its month, as the month's first day) or
+        "YYYY-MM-DD" (its exact date): (exact date, month), one of them set when valid."""
+        try:
+            if _MONTH.match(value):
+                return None, date.fromisoformat(value + "-01")
+            if _DATE.match(value):
+                return date.fromisoformat(value), None
+        except ValueError:
+            pass
+        self.fail(field, f"must be YYYY-MM or YYYY-MM-DD, got {value[:32]!r}")
+        return None, None
 
     def ip_address(self, value: str, field: str) -> str:
         """Optional; an IPv4 or IPv6 address when given."""

@@ -106,6 +106,12 @@ class Transactions:
         self._pool = pool
         self._turns = AccountTurns()
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """For work that must not run in one transaction: a payment order's call to the
+        gateway sits between two (server/core/payment_orders.py)."""
+        return self._pool
+
     async def read(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         async with acquire(self._pool, timeout=_time_left(ACQUIRE_TIMEOUT_S)) as conn:
             return await work(conn)

@@ -23,14 +23,23 @@ PAYMENT_DUE_DAYS = 14
 
 
 @pytest.fixture
+def billing_cycle() -> tuple[int, int | None]:
+    """(statement day of the accounts `api` opens, the server's PAYMENT_DUE_DAYS); a
+    module overrides it with (0, None) to keep the server's defaults."""
+    return STATEMENT_DAY, PAYMENT_DUE_DAYS
+
+
+@pytest.fixture
 def clock() -> FixedClock:
     return FixedClock(START)
 
 
 @pytest.fixture
-def settings() -> Settings:
+def settings(billing_cycle) -> Settings:
+    _, payment_due_days = billing_cycle
     return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "HOLD_TTL_S": "1800", "LOG_LEVEL": "warning",
-                              "AUTH_MODE": "insecure-local", "PAYMENT_DUE_DAYS": str(PAYMENT_DUE_DAYS)})
+                              "AUTH_MODE": "insecure-local",
+                              **({"PAYMENT_DUE_DAYS": str(payment_due_days)} if payment_due_days else {})})
 
 
 @pytest.fixture
@@ -48,9 +57,9 @@ async def running(settings, pool, clock):
 
 
 @pytest.fixture
-async def api(running):
+async def api(running, billing_cycle):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield Api(channel, statement_day=STATEMENT_DAY)
+        yield Api(channel, statement_day=billing_cycle[0])
 
 
 @pytest.fixture

@@ -167,7 +167,8 @@ async def test_the_statement_day_defaults_to_the_opening_day_and_can_be_chosen(a
     # PAYMENT_DUE_DAYS to 14.
     default = await api.open_account(limit_minor=0, grade=0, statement_day=0)
     assert (default.statement_day, default.payment_due_days) == (15, 14)
-    assert default.next_statement_date == "2027-01-15"
+    # Its first statement closes the month that its opening day begins.
+    assert default.next_statement_date == "2027-02-15"
     chosen = await api.open_account(limit_minor=0, grade=0, statement_day=3)
     assert chosen.statement_day == 3 and chosen.next_statement_date == "2027-02-03"
     assert (await api.account(chosen.account_id)).statement_day == 3

@@ -318,7 +318,7 @@ async def test_the_journal_chain_migration_chains_existing_entries_in_the_order_
         await conn.close()
 
 
-async def test_migration_0018_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
+async def test_migration_0020_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
     """On a populated database: attempts made per installment get their installment's
     due date and keep naming it; two loans' attempts of one step on one day both stay,
     and stand for that bill's step; new attempts are one per (account, due date, step)."""
@@ -332,13 +332,13 @@ async def test_migration_0018_dates_existing_attempts_by_their_bill_and_keeps_th
     conn = await asyncpg.connect(empty_dsn)
     try:
         migrations = load_migrations()
-        await migrate(conn, [m for m in migrations if m.version < 18])
+        await migrate(conn, [m for m in migrations if m.version < 20])
         account_id, loans = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
         await conn.execute("SET session_replication_role = replica")
         await conn.execute("""
             INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
                                   contact_phone, locale, time_zone, created_at, updated_at, statement_day)
-            VALUES ($1, 'c-18', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now(), 15)""",
+            VALUES ($1, 'c-20', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now(), 15)""",
                            account_id)
         for loan_id in loans:
             await conn.execute("""

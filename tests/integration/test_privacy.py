@@ -50,3 +50,30 @@ async def test_rotation_rewrites_every_value_under_the_new_key(api, pool):
         assert old.key_id_of(rows[0]["contact_email"]) == "k2"
     finally:
         contact_crypto.configure(old)
+
+
+async def test_rotation_rewrites_payment_instrument_tokens_too(api, pool):
+    from credit.v1 import repayment_pb2
+    from server.db.payment_orders import remaining_to_rotate, rotate_tokens, token
+
+    account = await api.open_account(limit_minor=100_000)
+    bound = await api.repayment.BindPaymentMethod(repayment_pb2.BindPaymentMethodRequest(
+        account_id=account.account_id, kind=repayment_pb2.PAYMENT_METHOD_KIND_CARD, token="card-6222-4321",
+        idempotency_key=uuid.uuid4().hex), timeout=10)
+    method_id, account_id = uuid.UUID(bound.payment_method_id), uuid.UUID(account.account_id)
+    old = contact_crypto.current()
+    keys = {key_id: base64.b64decode(v) for key_id, v in
+            (item.split("=", 1) for item in __import__("os").environ["CONTACT_KEYS"].split(","))}
+    contact_crypto.configure(contact_crypto.ContactCipher(
+        {**keys, "k2": secrets.token_bytes(32)}, "k2", base64.b64decode(__import__("os").environ["CONTACT_HASH_KEY"])))
+    try:
+        async with pool.acquire() as conn:
+            assert await remaining_to_rotate(conn) == 1
+            async with conn.transaction():
+                assert await rotate_tokens(conn, 100) == 1
+            assert await remaining_to_rotate(conn) == 0
+            stored = await conn.fetchval("SELECT token FROM payment_methods WHERE payment_method_id = $1", method_id)
+            assert stored.startswith("v1:k2:") and "4321" not in stored
+            assert await token(conn, method_id, account_id) == "card-6222-4321"
+    finally:
+        contact_crypto.configure(old)

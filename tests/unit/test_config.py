@@ -30,6 +30,7 @@ def test_defaults_make_a_working_local_server():
     ({"PAYMENT_DUE_DAYS": "28"}, "PAYMENT_DUE_DAYS"),
     ({"PAYMENT_DUE_DAYS": "0"}, "PAYMENT_DUE_DAYS"),
     ({"PAYMENT_GATEWAY_ADDR": "gateway"}, "PAYMENT_GATEWAY_ADDR"),
+    ({"PAYMENT_GATEWAY_TIMEOUT_MS": "50"}, "PAYMENT_GATEWAY_TIMEOUT_MS"),
 ])
 def test_a_bad_setting_is_named(env, name):
     with pytest.raises(SettingsError, match=name):
@@ -84,3 +85,9 @@ def test_the_payment_gateway_is_optional_for_the_server_and_the_bot():
     assert BotSettings.from_env(env).payment_gateway_addr == "127.0.0.1:50071"
     with pytest.raises(SettingsError, match="PAYMENT_GATEWAY_ADDR"):
         BotSettings.from_env({"PAYMENT_GATEWAY_ADDR": "127.0.0.1:port"})
+    # How long a payout waits for the gateway, and when the bot looks a pending one up.
+    assert Settings.from_env(env).payment_gateway_timeout_s == 10.0
+    assert Settings.from_env({**env, "PAYMENT_GATEWAY_TIMEOUT_MS": "250"}).payment_gateway_timeout_s == 0.25
+    assert BotSettings.from_env({}).payment_reconcile_after_s == 60
+    with pytest.raises(SettingsError, match="PAYMENT_RECONCILE_AFTER_S"):
+        BotSettings.from_env({"PAYMENT_RECONCILE_AFTER_S": "0"})

@@ -1,0 +1,191 @@
+"""Payment orders: our side of every payment through the gateway (docs/payments.md,
+server/domain/payment_orders.py for the rules).
+
+Writing an order and asking the gateway are two steps, never one transaction: the order
+(with the entry that sets its amount aside and the request's idempotency record) commits
+first; then the gateway is asked, with the order id as the idempotency key, outside any
+transaction; then a final result is applied in a transaction of its own. Whatever dies
+in between, the order is REQUESTED in the database, and a reconciliation (the bot's
+payments task) asks the gateway about it by its key and applies what it learns. Applying
+is a conditional update from REQUESTED, so a result applied twice (an answer and an
+event, an event delivered twice, two bot replicas) books once."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from uuid import UUID
+
+import asyncpg
+import structlog
+
+from server.clock import Clock
+from server.core.accounts import lock_account
+from server.db import acquire
+from server.db import ledger as ledger_rows
+from server.db import payment_orders as order_rows
+from server.db import repayments as repayment_rows
+from server.domain.money import CURRENCY
+from server.domain.payment_orders import GATEWAY_KIND, OrderKind, OrderStatus, completion
+from server.domain.payments import (
+    FailureReason,
+    PaymentEvent,
+    PaymentOrder,
+    PaymentResult,
+    PaymentStatus,
+    UnknownOutcome,
+)
+from server.payments.gateway import PaymentGateway, PaymentRejected
+
+log = structlog.get_logger(__name__)
+
+
+class Applied(enum.Enum):
+    """What applying a result did."""
+
+    COMPLETED = "completed"  # the order became final and its entry was booked
+    ALREADY_FINAL = "already_final"  # a duplicate or late result: nothing changed
+    NOT_FINAL = "not_final"  # PENDING (or no answer): the order stays REQUESTED
+    UNKNOWN_ORDER = "unknown_order"  # no order of ours has this key
+    MISMATCH = "mismatch"  # the result disagrees with the order (amount, kind): not applied
+
+
+@dataclass(frozen=True)
+class Result:
+    """A final (or not yet final) result, from a call's answer, a look-up or an event."""
+
+    idempotency_key: str
+    account_id: str
+    payment_id: str
+    status: PaymentStatus
+    amount_minor: int
+    failure_reason: FailureReason | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, payment: PaymentResult | PaymentEvent) -> Result:
+        if isinstance(payment, PaymentEvent):
+            return cls(payment.idempotency_key, payment.account_id, payment.payment_id, payment.status,
+                       payment.amount_minor, payment.failure_reason, payment.occurred_at)
+        return cls(payment.idempotency_key, payment.order.account_id, payment.payment_id, payment.status,
+                   payment.amount_minor, payment.failure_reason, payment.completed_at)
+
+
+def _uuid(value: str) -> UUID | None:
+    try:
+        return UUID(value)
+    except ValueError:
+        return None
+
+
+class PaymentOrders:
+    def __init__(self, clock: Clock, gateway: PaymentGateway | None) -> None:
+        self._clock = clock
+        self.gateway = gateway
+
+    async def apply(self, conn: asyncpg.Connection, result: Result) -> Applied:
+        """Make the order of `result` final and book it, in the caller's transaction;
+        once per order whatever the number of results."""
+        order_id, account_id = _uuid(result.idempotency_key), _uuid(result.account_id)
+        fields = {"order_id": result.idempotency_key, "payment_id": result.payment_id,
+                  "status": result.status.value}
+        if result.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+            return Applied.NOT_FINAL
+        if order_id is None or account_id is None:
+            log.warning("payment_result_unmatched", **fields)
+            return Applied.UNKNOWN_ORDER
+        order = await order_rows.get_order(conn, order_id, account_id)
+        if order is None:
+            log.warning("payment_result_unmatched", **fields)
+            return Applied.UNKNOWN_ORDER
+        if order["amount_minor"] != result.amount_minor:
+            log.error("payment_result_mismatch", **fields, order_amount_minor=order["amount_minor"],
+                      result_amount_minor=result.amount_minor)
+            return Applied.MISMATCH
+        if order["status"] != OrderStatus.REQUESTED.value:
+            log.info("payment_result_duplicate", **fields, order_status=order["status"])
+            return Applied.ALREADY_FINAL
+        now = self._clock.now()
+        await lock_account(conn, account_id)
+        completed = await order_rows.complete_order(
+            conn, order_id, account_id, status=result.status.value, gateway_payment_id=result.payment_id,
+            failure_reason=result.failure_reason.value if result.failure_reason else None,
+            completed_at=now)
+        if completed is None:
+            # Another transaction made it final between the read and the lock.
+            log.info("payment_result_duplicate", **fields)
+            return Applied.ALREADY_FINAL
+        booked = completion(OrderKind(completed["kind"]), result.status, completed["amount_minor"])
+        if booked.credit_balance_delta_minor:
+            await repayment_rows.add_to_credit_balance(conn, account_id, booked.credit_balance_delta_minor, now)
+        await ledger_rows.post(conn, account_id, order_id, booked.entry, now)
+        log.info("payment_order_completed", **fields, account_id=str(account_id), kind=completed["kind"],
+                 amount_minor=completed["amount_minor"],
+                 failure_reason=result.failure_reason.value if result.failure_reason else None)
+        return Applied.COMPLETED
+
+    async def apply_alone(self, pool: asyncpg.Pool, result: Result) -> Applied:
+        """`apply` in a transaction of its own."""
+        async with acquire(pool) as conn, conn.transaction(isolation="read_committed"):
+            return await self.apply(conn, result)
+
+    async def apply_event(self, pool: asyncpg.Pool, consumer: str, event: PaymentEvent) -> Applied | None:
+        """Apply one event of the gateway's stream and move `consumer`'s cursor past it,
+        in one transaction; None when the cursor is already past it (another replica
+        handled it)."""
+        async with acquire(pool) as conn, conn.transaction(isolation="read_committed"):
+            if event.sequence <= await order_rows.lock_cursor(conn, consumer, self._clock.now()):
+                return None
+            applied = await self.apply(conn, Result.of(event))
+            await order_rows.advance_cursor(conn, consumer, event.sequence, self._clock.now())
+            return applied
+
+    async def submit(self, pool: asyncpg.Pool, order: asyncpg.Record) -> Applied:
+        """Ask the gateway for a REQUESTED order (its id as the key; asking again is
+        safe) and apply the answer. No transaction is open during the call."""
+        if self.gateway is None:
+            raise RuntimeError("no payment gateway configured")
+        async with acquire(pool) as conn:
+            token = await order_rows.token(conn, order["payment_method_id"], order["account_id"])
+            await order_rows.mark_submitted(conn, order["order_id"], order["account_id"], self._clock.now())
+        request = PaymentOrder(GATEWAY_KIND[OrderKind(order["kind"])], str(order["order_id"]),
+                               order["amount_minor"], order["currency"] or CURRENCY, str(order["order_id"]),
+                               instrument_token=token, account_id=str(order["account_id"]))
+        try:
+            answer = await self.gateway.submit(request)
+        except PaymentRejected as error:
+            # Our request is wrong (a bug to fix); the order stays REQUESTED and is
+            # asked about again by the reconciliation.
+            log.error("payment_order_rejected", order_id=str(order["order_id"]), error=str(error))
+            return Applied.NOT_FINAL
+        if isinstance(answer, UnknownOutcome):
+            log.warning("payment_order_outcome_unknown", order_id=str(order["order_id"]), cause=answer.cause)
+            return Applied.NOT_FINAL
+        return await self.apply_alone(pool, Result.of(answer))
+
+    async def reconcile(self, pool: asyncpg.Pool, order: asyncpg.Record) -> Applied:
+        """Settle a REQUESTED order from what the gateway knows of its key: a final
+        result is applied; PENDING waits; a payment the gateway never took is asked for
+        again with the same key."""
+        if self.gateway is None:
+            raise RuntimeError("no payment gateway configured")
+        payment = await self.gateway.get(idempotency_key=str(order["order_id"]))
+        if payment is None:
+            log.info("payment_order_resubmitted", order_id=str(order["order_id"]))
+            return await self.submit(pool, order)
+        return await self.apply_alone(pool, Result.of(payment))
+
+    async def claim_due(self, pool: asyncpg.Pool, after: timedelta, limit: int) -> list[asyncpg.Record]:
+        """Up to `limit` orders still REQUESTED `after` they were made and last asked
+        about, oldest first, each leased for `after` to this caller (its submitted_at
+        moves to now) so that other replicas leave it alone meanwhile."""
+        now = self._clock.now()
+        async with acquire(pool) as conn, conn.transaction(isolation="read_committed"):
+            return await order_rows.claim_requested(conn, created_before=now - after, asked_before=now - after,
+                                                    now=now, limit=limit)
+
+    async def cursor(self, pool: asyncpg.Pool, consumer: str) -> int:
+        """The sequence of the last event of the gateway's stream `consumer` handled."""
+        async with acquire(pool) as conn:
+            return await order_rows.cursor(conn, consumer)
