@@ -50,6 +50,8 @@ SELECT create_reference_table('partner_exposure');
 -- moved in the transaction that applies each event to its order, so that transaction
 -- spans the order's shard and the reference table (docs/payments.md).
 SELECT create_reference_table('payment_event_cursors');
+-- The merchant registry: a category per merchant, read when a merchant-day is settled.
+SELECT create_reference_table('merchants');
 
 -- The distributed tables, all co-located with accounts.
 SELECT create_distributed_table('accounts', 'account_id');
@@ -79,6 +81,7 @@ SELECT create_distributed_table('statement_installments', 'account_id', colocate
 SELECT create_distributed_table('statement_deliveries', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('payment_methods', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('payment_orders', 'account_id', colocate_with => 'accounts');
+SELECT create_distributed_table('recoveries', 'account_id', colocate_with => 'accounts');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

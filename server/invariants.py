@@ -155,12 +155,71 @@ CHECKS: dict[str, str] = {
         WHERE coalesce(e.n, 0) <> CASE WHEN o.status = 'REQUESTED' THEN 0 ELSE 1 END
            OR coalesce(e.succeeded, 0) <> CASE WHEN o.status = 'SUCCEEDED' THEN 1 ELSE 0 END
     """,
-    "each repayment's allocations add up to what it applied": """
-        SELECT r.repayment_id::text AS subject, coalesce(sum(x.amount_minor), 0)::bigint AS found,
+    "each repayment's allocations and recoveries add up to what it applied": """
+        SELECT r.repayment_id::text AS subject, (coalesce(x.total, 0) + coalesce(v.total, 0))::bigint AS found,
                r.applied_minor AS expected
-        FROM repayments r LEFT JOIN repayment_allocations x USING (repayment_id)
-        GROUP BY r.repayment_id, r.applied_minor
-        HAVING coalesce(sum(x.amount_minor), 0) <> r.applied_minor
+        FROM repayments r
+        LEFT JOIN (SELECT repayment_id, sum(amount_minor) AS total FROM repayment_allocations GROUP BY 1) x
+             USING (repayment_id)
+        LEFT JOIN (SELECT repayment_id, sum(principal_minor + fee_minor + penalty_minor) AS total FROM recoveries
+                   GROUP BY 1) v USING (repayment_id)
+        WHERE coalesce(x.total, 0) + coalesce(v.total, 0) <> r.applied_minor
+    """,
+    # Recoveries after charge-off (docs/repayment.md, "Recoveries").
+    "recoveries never exceed what was written off": """
+        SELECT l.loan_id::text || ' ' || c.component AS subject, c.recovered AS found, c.written_off AS expected
+        FROM loans l
+        CROSS JOIN LATERAL (VALUES
+            ('principal', l.recovered_principal_minor, l.written_off_principal_minor),
+            ('fee', l.recovered_fee_minor, l.written_off_fee_minor),
+            ('penalty', l.recovered_penalty_minor, l.written_off_penalty_minor))
+            AS c (component, recovered, written_off)
+        WHERE c.recovered > c.written_off OR c.recovered < 0
+    """,
+    "only charged-off loans have debt written off": """
+        SELECT l.loan_id::text || ' (' || l.status || ')' AS subject,
+               (l.written_off_principal_minor + l.written_off_fee_minor + l.written_off_penalty_minor
+                + l.insurance_claim_minor + abs(l.reserve_loss_minor))::bigint AS found, 0::bigint AS expected
+        FROM loans l
+        WHERE l.status <> 'CHARGED_OFF' AND (l.written_off_principal_minor + l.written_off_fee_minor
+              + l.written_off_penalty_minor + l.insurance_claim_minor + abs(l.reserve_loss_minor)) <> 0
+    """,
+    "a loan's recoveries add up to what it records as recovered": """
+        SELECT l.loan_id::text || ' ' || c.component AS subject, c.summed AS found, c.recorded AS expected
+        FROM loans l
+        LEFT JOIN (SELECT loan_id, sum(principal_minor) AS principal, sum(fee_minor) AS fee,
+                          sum(penalty_minor) AS penalty FROM recoveries GROUP BY loan_id) v USING (loan_id)
+        CROSS JOIN LATERAL (VALUES
+            ('principal', coalesce(v.principal, 0)::bigint, l.recovered_principal_minor),
+            ('fee', coalesce(v.fee, 0)::bigint, l.recovered_fee_minor),
+            ('penalty', coalesce(v.penalty, 0)::bigint, l.recovered_penalty_minor)) AS c (component, summed, recorded)
+        WHERE c.summed <> c.recorded
+    """,
+    "the risk reserve is the provisions not released, less losses, plus recoveries": """
+        SELECT a.account_id::text AS subject, coalesce(-p.balance, 0)::bigint AS found,
+               (coalesce(l.provisions, 0) - coalesce(l.losses, 0) + coalesce(v.recovered, 0))::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = 'RISK_RESERVE' GROUP BY account_id) p USING (account_id)
+        LEFT JOIN (SELECT account_id,
+                          sum(provision_minor) FILTER (WHERE status IN ('ACTIVE', 'CHARGED_OFF')) AS provisions,
+                          sum(reserve_loss_minor) FILTER (WHERE status = 'CHARGED_OFF') AS losses
+                   FROM loans GROUP BY account_id) l USING (account_id)
+        LEFT JOIN (SELECT account_id, sum(reserve_minor) AS recovered FROM recoveries GROUP BY account_id) v
+             USING (account_id)
+        WHERE coalesce(-p.balance, 0) <> coalesce(l.provisions, 0) - coalesce(l.losses, 0) + coalesce(v.recovered, 0)
+    """,
+    "insurance claims are the claims made less the insurer's part of recoveries": """
+        SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
+               (coalesce(l.claims, 0) - coalesce(v.insurer, 0))::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = 'INSURANCE_CLAIM_RECEIVABLE' GROUP BY account_id) p USING (account_id)
+        LEFT JOIN (SELECT account_id, sum(insurance_claim_minor) AS claims FROM loans GROUP BY account_id) l
+             USING (account_id)
+        LEFT JOIN (SELECT account_id, sum(insurer_minor) AS insurer FROM recoveries GROUP BY account_id) v
+             USING (account_id)
+        WHERE coalesce(p.balance, 0) <> coalesce(l.claims, 0) - coalesce(v.insurer, 0)
     """,
     "loans are paid off exactly when nothing is owed": """
         SELECT l.loan_id::text || ' (' || l.status || ')' AS subject, o.owed::bigint AS found,
@@ -195,6 +254,15 @@ CHECKS: dict[str, str] = {
             WHERE l.account_id = a.account_id AND l.status = 'ACTIVE'
               AND i.principal_minor + i.fee_minor + i.penalty_minor
                   > i.principal_paid_minor + i.fee_paid_minor + i.penalty_paid_minor)
+    """,
+    "no credit balance sits beside written-off debt": """
+        SELECT a.account_id::text AS subject, a.credit_balance_minor AS found, 0::bigint AS expected
+        FROM accounts a
+        WHERE a.credit_balance_minor > 0 AND EXISTS (
+            SELECT 1 FROM loans l
+            WHERE l.account_id = a.account_id AND l.status = 'CHARGED_OFF'
+              AND l.written_off_principal_minor + l.written_off_fee_minor + l.written_off_penalty_minor
+                  > l.recovered_principal_minor + l.recovered_fee_minor + l.recovered_penalty_minor)
     """,
     "captured authorizations have a loan of the captured amount": """
         SELECT au.authorization_id::text AS subject, coalesce(l.principal_minor, 0) AS found,

@@ -236,20 +236,33 @@ class Collections:
         unpaid_principal = sum(i.principal_minor - i.principal_paid_minor for i in loan.installments)
         unpaid_fee = sum(i.fee_minor - i.fee_paid_minor for i in loan.installments)
         unpaid_penalty = sum(i.penalty_minor - i.penalty_paid_minor for i in loan.installments)
-        await rows.charge_off(conn, loan.loan_id, now)
+        # The customer still owes the fees of periods due by today; later periods' fees
+        # are waived, as on an early payoff (docs/repayment.md, "Recoveries").
+        fee_due = sum(i.fee_minor - i.fee_paid_minor for i in loan.installments if i.due_date <= loan.today)
         if unpaid_principal:
             await account_rows.add_to_totals(conn, account["account_id"], principal_delta_minor=-unpaid_principal,
                                              now=now)
         claim = round_half_up(Fraction(unpaid_principal * self.policy.insurance_share_bps, 10_000))
+        entries = []
         if unpaid_principal or unpaid_fee or unpaid_penalty:
-            await ledger_rows.post(conn, account["account_id"], loan.loan_id, ledger.loan_charged_off(
-                principal_minor=unpaid_principal, fee_minor=unpaid_fee, penalty_minor=unpaid_penalty,
-                insurance_claim_minor=claim), now)
+            entry = ledger.loan_charged_off(principal_minor=unpaid_principal, fee_minor=unpaid_fee,
+                                            penalty_minor=unpaid_penalty, insurance_claim_minor=claim)
+            await ledger_rows.post(conn, account["account_id"], loan.loan_id, entry, now)
+            entries.append(entry)
         # A co-funded loan's partner bears its share of the loss and recovers its share
         # of the insurance claim.
         owed = Owed(unpaid_principal, unpaid_fee, unpaid_penalty)
-        await co_lending.book(conn, account["account_id"], loan.loan_id, EntryKind.LOAN_CHARGED_OFF, loan.loan_id,
-                              owed, funding.charge_off_steps(owed), now, recovery_base_minor=claim)
+        changes = await co_lending.book(conn, account["account_id"], loan.loan_id, EntryKind.LOAN_CHARGED_OFF,
+                                        loan.loan_id, owed, funding.charge_off_steps(owed), now,
+                                        recovery_base_minor=claim)
+        if changes is not None and changes.entry is not None:
+            entries.append(changes.entry)
+        # What the reserve itself carries: every posting of the event to it.
+        reserve_loss = sum(p.amount_minor for entry in entries for p in entry.postings
+                           if p.ledger_account is ledger.LedgerAccount.RISK_RESERVE)
+        await rows.charge_off(conn, loan.loan_id, now, principal_minor=unpaid_principal, fee_minor=fee_due,
+                              penalty_minor=unpaid_penalty, insurance_claim_minor=claim,
+                              reserve_loss_minor=reserve_loss)
         if account["status"] != AccountStatus.CLOSED:
             await account_rows.set_status(conn, account["account_id"], AccountStatus.CLOSED.value, now)
         await rows.event(conn, account["account_id"], "LOAN_CHARGED_OFF",

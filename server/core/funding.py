@@ -19,12 +19,13 @@ import structlog
 from server.core.views import LoanView, Row
 from server.db import funding as funding_rows
 from server.db import ledger as ledger_rows
-from server.domain import funding, ledger
-from server.domain.errors import AlreadyExists, InvalidArgument, NotFound
+from server.domain import funding, ledger, recoveries
+from server.domain.errors import AlreadyExists, InvalidArgument, InvariantViolation, NotFound
 from server.domain.funding import PLATFORM, FunderStake, Funding, Moved, Owed, Partner, Shares, Step
 from server.domain.journal import Head
 from server.domain.ledger import EntryKind, JournalEntry
 from server.domain.pricing import Grade
+from server.domain.recoveries import Recovery
 from server.domain.waterfall import Allocated, Component, Refund
 
 log = structlog.get_logger(__name__)
@@ -151,6 +152,16 @@ class FundingChanges:
         self.fundings.append((result, list(funders)))
         return result
 
+    def add_moves(self, loan_id: UUID, funders: Sequence[FunderStake], moves: Sequence[Moved]) -> None:
+        """Book partners' moves worked out elsewhere (recoveries) on a loan whose stakes
+        they leave as they are."""
+        if any(moved.before != moved.after for moved in moves):
+            raise InvariantViolation(f"loan {loan_id}: a partner's stake moves outside the split rule")
+        owed = Owed()
+        for funder in funders:
+            owed = owed.added(funder.stake)
+        self.fundings.append((Funding(loan_id, tuple(moves), owed), list(funders)))
+
     @property
     def moves(self) -> list[Moved]:
         return [m for result, _ in self.fundings for m in result.moves]
@@ -179,9 +190,10 @@ class FundingChanges:
             for moved in result.moves:
                 principal, fee, penalty = (moved.settled_minor(c)
                                            for c in (Component.PRINCIPAL, Component.FEE, Component.PENALTY))
-                if principal or fee or penalty or moved.recovery_minor:
+                recovery = moved.recovery_minor + moved.recovered_fee_minor
+                if principal or fee or penalty or recovery:
                     items.append((uuid.uuid4(), result.loan_id, moved.funder_id, self.kind.value, principal, fee,
-                                  penalty, moved.recovery_minor))
+                                  penalty, recovery))
                 delta = moved.after.principal_minor - moved.before.principal_minor
                 stripe = stripes[moved.funder_id]
                 if delta and stripe is not None:
@@ -235,15 +247,44 @@ async def book_allocation(conn: asyncpg.Connection, account_id: UUID, loans: Seq
 
 
 async def book(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, kind: EntryKind, reference_id: UUID,
-               owed_before: Owed, steps: Sequence[Step], now: datetime, recovery_base_minor: int = 0) -> None:
+               owed_before: Owed, steps: Sequence[Step], now: datetime,
+               recovery_base_minor: int = 0) -> FundingChanges | None:
     """One event on one loan of a locked account: read its funders and write what the
-    event did to them (nothing when the loan is the platform's alone)."""
+    event did to them (nothing when the loan is the platform's alone). Returns what was
+    written, None for a loan of the platform's alone."""
     rows = await funding_rows.loan_funding(conn, account_id, loan_id)
     if not rows:
-        return
+        return None
     changes = FundingChanges(kind, reference_id)
     changes.add(loan_id, funder_stakes(rows), owed_before, steps, recovery_base_minor)
     await apply(conn, account_id, changes, now)
+    return changes
+
+
+async def book_recoveries(conn: asyncpg.Connection, account_id: UUID, recovered: Sequence[Recovery],
+                          reference_id: UUID, now: datetime) -> dict[UUID, int]:
+    """The partners' parts of a payment's recoveries on charged-off loans of a locked
+    account (server/domain/recoveries.py, rule 3): settlement items, and the partner
+    entry. Returns each loan's partners' part of what went back to the reserve."""
+    if not recovered:
+        return {}
+    by_loan = await funding_rows.funding_of_loans(conn, account_id, [r.loan_id for r in recovered])
+    changes = FundingChanges(EntryKind.RECOVERY_RECEIVED, reference_id)
+    reserve_parts: dict[UUID, int] = {}
+    for recovery in recovered:
+        funders = funder_stakes(by_loan.get(recovery.loan_id, []))
+        moves = []
+        for funder in funders:
+            if funder.funder_id == PLATFORM:
+                continue
+            share = recoveries.partner_recovery(funder.shares, recovery)
+            moves.append(Moved(funder.funder_id, funder.stake, funder.stake, (), share.reserve_minor,
+                               share.fee_minor))
+        reserve_parts[recovery.loan_id] = sum(m.recovery_minor for m in moves)
+        if moves:
+            changes.add_moves(recovery.loan_id, funders, moves)
+    await apply(conn, account_id, changes, now)
+    return reserve_parts
 
 
 # -- managing partners (python -m server.funding) --------------------------------------

@@ -22,12 +22,13 @@ from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.db import one
 from server.db import repayments as repayment_rows
-from server.domain import ledger, waterfall
+from server.domain import ledger, recoveries, waterfall
 from server.domain.calendar import local_date
-from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
+from server.domain.errors import FailedPrecondition, InvalidArgument, InvariantViolation, NotFound
 from server.domain.ledger import EntryKind
 from server.domain.loans import InstallmentState, LoanStatus
-from server.domain.waterfall import Allocated, Allocation, Component
+from server.domain.recoveries import WriteOff
+from server.domain.waterfall import Allocated, Allocation, Component, Recovered
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +66,12 @@ class RepaymentView:
     allocations: tuple[Allocation, ...]
     account: AccountView
     created_at: datetime
+    # What went to charged-off loans' written-off debt (counted in applied_minor).
+    recoveries: tuple[Recovered, ...] = ()
+
+    @property
+    def recovered_minor(self) -> int:
+        return sum(r.amount_minor for r in self.recoveries)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,13 @@ class Repayments:
         if first["account_id"] is None:
             raise NotFound("account_id", str(command.account_id), "account")
         loans = [loan_view(loan, rows, first["time_zone"], now) for loan, rows in found]
+        if first["written_off_owed_minor"] > 0:
+            # The account's charged-off loans still owe written-off debt, which the
+            # waterfall may reach: a recovery takes more statements than one.
+            if not lock:
+                raise NeedsLock(command.account_id)
+            view = await self._repay_locked(conn, command)
+            return Done(view, _repaid(view))
         if command.loan_id is not None:
             if not loans:
                 # The read looks within the account only; tell a loan of another
@@ -165,8 +179,9 @@ class Repayments:
         now = self._clock.now()
         account = await lock_account(conn, command.account_id)
         today = local_date(now, account["time_zone"])
-        loans = await self._loans_in_scope(conn, account, command.loan_id, now)
-        allocated = waterfall.allocate([loan.balance for loan in loans], command.amount_minor, today)
+        loans, write_offs = await self._in_scope(conn, account, command.loan_id, now)
+        allocated = waterfall.allocate([loan.balance for loan in loans], command.amount_minor, today,
+                                       [w.debt for w in write_offs.values()])
         repayment_id = uuid.uuid4()
         await self._settle(conn, account["account_id"], loans, allocated, now, EntryKind.REPAYMENT_RECEIVED,
                            repayment_id)
@@ -177,12 +192,16 @@ class Repayments:
             allocations=allocated.allocations, now=now)
         if allocated.unapplied_minor:
             await repayment_rows.add_to_credit_balance(conn, account["account_id"], allocated.unapplied_minor, now)
-        await ledger_rows.post(conn, account["account_id"], repayment_id, ledger.repayment_received(
-            principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
-            penalty_minor=allocated.total(Component.PENALTY), unapplied_minor=allocated.unapplied_minor,
-            waived_fee_minor=allocated.waived_minor), now)
+        if allocated.allocations or allocated.waivers or allocated.unapplied_minor:
+            await ledger_rows.post(conn, account["account_id"], repayment_id, ledger.repayment_received(
+                principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
+                penalty_minor=allocated.total(Component.PENALTY), unapplied_minor=allocated.unapplied_minor,
+                waived_fee_minor=allocated.waived_minor), now)
+        await self._recover(conn, account["account_id"], write_offs, allocated, ledger.LedgerAccount.CASH,
+                            repayment_id, now)
         log.info("repayment_received", repayment_id=str(repayment_id), amount_minor=command.amount_minor,
-                 applied_minor=allocated.applied_minor, unapplied_minor=allocated.unapplied_minor)
+                 applied_minor=allocated.applied_minor, unapplied_minor=allocated.unapplied_minor,
+                 recovered_minor=allocated.recovered_minor)
         # Money left over from a payment to one loan pays the account's other debts.
         await self.apply_credit_balance(conn, account["account_id"], now)
         after = one(await account_rows.get(conn, account["account_id"]))
@@ -190,7 +209,32 @@ class Repayments:
             repayment_id=repayment_id, account_id=account["account_id"], loan_id=command.loan_id,
             channel=command.channel, amount_minor=command.amount_minor, applied_minor=allocated.applied_minor,
             unapplied_minor=allocated.unapplied_minor, waived_fee_minor=allocated.waived_minor,
-            allocations=allocated.allocations, account=account_view(after, now), created_at=now)
+            allocations=allocated.allocations, account=account_view(after, now), created_at=now,
+            recoveries=allocated.recoveries)
+
+    async def _recover(self, conn: asyncpg.Connection, account_id: UUID, write_offs: dict[UUID, WriteOff],
+                       allocated: Allocated, source: ledger.LedgerAccount, repayment_id: UUID,
+                       now: datetime) -> None:
+        """Book what an allocation recovered of charged-off loans' written-off debt
+        (server/domain/recoveries.py): each loan's recovery, the RECOVERY_RECEIVED entry
+        (the loans whole) and the partners' parts. The repayment must be recorded."""
+        recovered = recoveries.recoveries(write_offs, allocated)
+        if not recovered:
+            return
+        await ledger_rows.post(conn, account_id, repayment_id, ledger.recovery_received(
+            source=source, principal_minor=sum(r.amount.principal_minor for r in recovered),
+            fee_minor=sum(r.amount.fee_minor for r in recovered),
+            penalty_minor=sum(r.amount.penalty_minor for r in recovered),
+            insurer_minor=sum(r.insurer_minor for r in recovered)), now)
+        partner_parts = await co_lending.book_recoveries(conn, account_id, recovered, repayment_id, now)
+        for recovery in recovered:
+            await loan_rows.record_recovery(
+                conn, repayment_id=repayment_id, loan_id=recovery.loan_id, account_id=account_id,
+                principal_minor=recovery.amount.principal_minor, fee_minor=recovery.amount.fee_minor,
+                penalty_minor=recovery.amount.penalty_minor, insurer_minor=recovery.insurer_minor,
+                reserve_minor=recovery.to_reserve_minor - partner_parts.get(recovery.loan_id, 0), now=now)
+            log.info("loan_recovered", loan_id=str(recovery.loan_id), recovered_minor=recovery.amount.total_minor,
+                     insurer_minor=recovery.insurer_minor)
 
     async def quote_payoff(self, conn: asyncpg.Connection, loan_id: UUID, as_of: date | None) -> PayoffQuote:
         loan = await self._loan(conn, loan_id)
@@ -200,6 +244,12 @@ class Repayments:
             raise InvalidArgument.of("as_of", f"must be today ({today.isoformat()}) or later in the account's zone")
         if (as_of - today).days > MAX_PAYOFF_QUOTE_DAYS:
             raise InvalidArgument.of("as_of", f"must be within {MAX_PAYOFF_QUOTE_DAYS} days")
+        if loan.write_off is not None:
+            # A charged-off loan: what is left of its written-off debt, nothing waived.
+            left = loan.write_off.owed
+            return PayoffQuote(
+                loan_id=loan_id, as_of=as_of, payoff_minor=left.total_minor, principal_minor=left.principal_minor,
+                fee_minor=left.fee_minor, penalty_minor=left.penalty_minor, waived_fee_minor=0)
         owed = sum(i.owed_minor for i in loan.installments) if loan.status is LoanStatus.ACTIVE else 0
         allocated = waterfall.allocate([loan.balance], owed, as_of)
         return PayoffQuote(
@@ -264,10 +314,12 @@ class Repayments:
         if credit == 0:
             return 0
         loans = await self._active_loans(conn, account, now)
-        if not loans:
+        write_offs = await self._write_offs(conn, account, now)
+        if not loans and not write_offs:
             return 0
         today = local_date(now, account["time_zone"])
-        allocated = waterfall.allocate([loan.balance for loan in loans], credit, today)
+        allocated = waterfall.allocate([loan.balance for loan in loans], credit, today,
+                                       [w.debt for w in write_offs.values()])
         if allocated.applied_minor == 0 and not allocated.waivers:
             return 0
         repayment_id = uuid.uuid4()
@@ -279,9 +331,12 @@ class Repayments:
                 applied_minor=allocated.applied_minor, unapplied_minor=0, waived_fee_minor=allocated.waived_minor,
                 allocations=allocated.allocations, now=now)
             await repayment_rows.add_to_credit_balance(conn, account_id, -allocated.applied_minor, now)
-        await ledger_rows.post(conn, account_id, repayment_id, ledger.credit_balance_applied(
-            principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
-            penalty_minor=allocated.total(Component.PENALTY), waived_fee_minor=allocated.waived_minor), now)
+        if allocated.allocations or allocated.waivers:
+            await ledger_rows.post(conn, account_id, repayment_id, ledger.credit_balance_applied(
+                principal_minor=allocated.total(Component.PRINCIPAL), fee_minor=allocated.total(Component.FEE),
+                penalty_minor=allocated.total(Component.PENALTY), waived_fee_minor=allocated.waived_minor), now)
+        await self._recover(conn, account_id, write_offs, allocated, ledger.LedgerAccount.CUSTOMER_CREDIT_BALANCE,
+                            repayment_id, now)
         log.info("credit_balance_applied", account_id=str(account_id), applied_minor=allocated.applied_minor)
         return allocated.applied_minor
 
@@ -304,13 +359,28 @@ class Repayments:
         if principal:
             await account_rows.add_to_totals(conn, account_id, principal_delta_minor=-principal, now=now)
 
-    async def _loans_in_scope(self, conn: asyncpg.Connection, account: asyncpg.Record, loan_id: UUID | None,
-                              now: datetime) -> list[LoanView]:
+    async def _in_scope(self, conn: asyncpg.Connection, account: asyncpg.Record, loan_id: UUID | None,
+                        now: datetime) -> tuple[list[LoanView], dict[UUID, WriteOff]]:
+        """What a payment may reach: the account's active loans and the written-off debt
+        of its charged-off loans, oldest first; or the one loan named."""
         if loan_id is None:
-            return await self._active_loans(conn, account, now)
+            return await self._active_loans(conn, account, now), await self._write_offs(conn, account, now)
         loan = await self._loan(conn, loan_id, account["time_zone"], now)
         _check_in_scope(loan, account["account_id"])
-        return [loan]
+        if loan.write_off is not None:
+            return [], {loan.loan_id: loan.write_off}
+        return [loan], {}
+
+    async def _write_offs(self, conn: asyncpg.Connection, account: asyncpg.Record,
+                          now: datetime) -> dict[UUID, WriteOff]:
+        """The written-off debt the account's charged-off loans still owe, oldest loan first."""
+        found = {}
+        for row in await loan_rows.owing_charged_off_for_account(conn, account["account_id"]):
+            write_off = loan_view(row, [], account["time_zone"], now).write_off
+            if write_off is None:
+                raise InvariantViolation(f"loan {row['loan_id']} is read as charged off and is not")
+            found[write_off.loan_id] = write_off
+        return found
 
     async def _active_loans(self, conn: asyncpg.Connection, account: asyncpg.Record, now: datetime) -> list[LoanView]:
         return [loan_view(loan, rows, account["time_zone"], now)
@@ -328,9 +398,15 @@ class Repayments:
 
 
 def _check_in_scope(loan: LoanView, account_id: UUID) -> None:
-    """A repayment to one loan: the loan must be the account's, and active."""
+    """A repayment to one loan: the loan must be the account's, and active, or charged
+    off with written-off debt left."""
     if loan.account_id != account_id:
         raise InvalidArgument.of("loan_id", "belongs to another account")
+    if loan.write_off is not None:
+        if loan.write_off.owed.total_minor == 0:
+            raise FailedPrecondition("loan is CHARGED_OFF and its written-off debt is recovered in full; "
+                                     "repay the account instead to keep a credit balance")
+        return
     if loan.status is not LoanStatus.ACTIVE:
         raise FailedPrecondition(f"loan is {loan.status}; repay the account instead to keep a credit balance")
 

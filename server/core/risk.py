@@ -46,6 +46,7 @@ class ReservePoolView:
     written_off_minor: int
     insurance_claims_minor: int
     outstanding_principal_minor: int
+    recovered_minor: int
 
     @property
     def coverage_bps(self) -> int:
@@ -72,11 +73,12 @@ class RiskReports:
         return DecisionPage(views, token)
 
     async def reserve_pool(self, conn: asyncpg.Connection) -> ReservePoolView:
-        totals, outstanding = await reserve_rows.pool_totals(conn)
+        totals, recovered, outstanding = await reserve_rows.pool_totals(conn)
         return ReservePoolView(
             balance_minor=totals["balance_minor"], provisioned_minor=totals["provisioned_minor"],
             released_minor=totals["released_minor"], written_off_minor=totals["written_off_minor"],
-            insurance_claims_minor=totals["insurance_claims_minor"], outstanding_principal_minor=outstanding)
+            insurance_claims_minor=totals["insurance_claims_minor"], outstanding_principal_minor=outstanding,
+            recovered_minor=recovered)
 
 
 def _decision_record(row: asyncpg.Record) -> DecisionRecordView:

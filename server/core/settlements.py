@@ -8,9 +8,12 @@ from __future__ import annotations
 import csv
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -60,6 +63,24 @@ class PartnerSettlement:
         return self.collected_minor - self.funded_principal_minor
 
 
+@contextmanager
+def csv_file(path: Path) -> Iterator[Any]:
+    """A CSV writer whose rows reach `path` whole or not at all: written to a temporary
+    file beside it, synced and renamed when the block ends without an error, so a
+    reader never sees half a file and a second writer of the same file (another bot
+    replica) replaces it with the same content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        with partial.open("w", newline="", encoding="utf-8") as out:
+            yield csv.writer(out)
+            out.flush()
+            os.fsync(out.fileno())
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     """The instants a settlement day starts and ends."""
     zone = ZoneInfo(SETTLEMENT_TIME_ZONE)
@@ -81,40 +102,30 @@ async def settlement(conn: asyncpg.Connection, partner_id: str, day: date) -> Pa
 async def write_csv(conn: asyncpg.Connection, partner_id: str, day: date, path: Path) -> PartnerSettlement:
     """Write a day's settlement file: one ITEM line per event that collected for the
     partner (or gave back), one FUNDED line per loan it co-funded (amount negative: it
-    owes its part), then a TOTAL line whose amount is the net to transfer. Written to
-    a temporary file and renamed, so a reader never sees half a file and a second
-    writer of the same day (another bot replica) writes the same file."""
+    owes its part), then a TOTAL line whose amount is the net to transfer. Whole or
+    not at all (`csv_file`)."""
     result = await settlement(conn, partner_id, day)
     start, end = day_bounds(day)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-    try:
-        with partial.open("w", newline="", encoding="utf-8") as out:
-            writer = csv.writer(out)
-            writer.writerow(FIELDS)
-            after = (start - timedelta(microseconds=1), uuid.UUID(int=0))
-            while rows := await funding_rows.settlement_items_page(conn, partner_id, start, end, after, PAGE_SIZE):
-                for r in rows:
-                    amount = r["principal_minor"] + r["fee_minor"] + r["penalty_minor"] + r["recovery_minor"]
-                    writer.writerow((day.isoformat(), partner_id, "ITEM", r["kind"], r["loan_id"], r["reference_id"],
-                                     r["created_at"].isoformat(), r["principal_minor"], r["fee_minor"],
-                                     r["penalty_minor"], r["recovery_minor"], amount))
-                after = (rows[-1]["created_at"], rows[-1]["item_id"])
-            after = (start - timedelta(microseconds=1), uuid.UUID(int=0))
-            while rows := await funding_rows.settlement_funded_page(conn, partner_id, start, end, after, PAGE_SIZE):
-                for r in rows:
-                    writer.writerow((day.isoformat(), partner_id, "FUNDED", "LOAN_CO_FUNDED", r["loan_id"],
-                                     r["loan_id"], r["created_at"].isoformat(), -r["funded_principal_minor"], 0, 0,
-                                     0, -r["funded_principal_minor"]))
-                after = (rows[-1]["created_at"], rows[-1]["loan_id"])
-            writer.writerow((day.isoformat(), partner_id, "TOTAL", "", "", "", "",
-                             result.principal_minor - result.funded_principal_minor, result.fee_minor,
-                             result.penalty_minor, result.recovery_minor, result.net_transfer_minor))
-            out.flush()
-            os.fsync(out.fileno())
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with csv_file(path) as writer:
+        writer.writerow(FIELDS)
+        after = (start - timedelta(microseconds=1), uuid.UUID(int=0))
+        while rows := await funding_rows.settlement_items_page(conn, partner_id, start, end, after, PAGE_SIZE):
+            for r in rows:
+                amount = r["principal_minor"] + r["fee_minor"] + r["penalty_minor"] + r["recovery_minor"]
+                writer.writerow((day.isoformat(), partner_id, "ITEM", r["kind"], r["loan_id"], r["reference_id"],
+                                 r["created_at"].isoformat(), r["principal_minor"], r["fee_minor"],
+                                 r["penalty_minor"], r["recovery_minor"], amount))
+            after = (rows[-1]["created_at"], rows[-1]["item_id"])
+        after = (start - timedelta(microseconds=1), uuid.UUID(int=0))
+        while rows := await funding_rows.settlement_funded_page(conn, partner_id, start, end, after, PAGE_SIZE):
+            for r in rows:
+                writer.writerow((day.isoformat(), partner_id, "FUNDED", "LOAN_CO_FUNDED", r["loan_id"],
+                                 r["loan_id"], r["created_at"].isoformat(), -r["funded_principal_minor"], 0, 0,
+                                 0, -r["funded_principal_minor"]))
+            after = (rows[-1]["created_at"], rows[-1]["loan_id"])
+        writer.writerow((day.isoformat(), partner_id, "TOTAL", "", "", "", "",
+                         result.principal_minor - result.funded_principal_minor, result.fee_minor,
+                         result.penalty_minor, result.recovery_minor, result.net_transfer_minor))
     return result
 
 

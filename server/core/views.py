@@ -18,6 +18,7 @@ from server.domain.calendar import local_date
 from server.domain.funding import BPS, PLATFORM, FunderStake, Owed, Shares, owed_by
 from server.domain.loans import Bucket, InstallmentState, LoanStatus, bucket, days_past_due
 from server.domain.pricing import Grade, Plan, RepaymentMethod
+from server.domain.recoveries import WriteOff
 from server.domain.risk import Decision
 from server.domain.waterfall import LoanBalance
 
@@ -196,6 +197,9 @@ class LoanView:
     refunded_minor: int
     today: date
     created_at: datetime
+    # What its charge-off wrote off and what has been recovered since; None unless the
+    # loan is charged off.
+    write_off: WriteOff | None = None
     # The loan's funders as booked (co-lending); empty when read without them, or when
     # the loan is the platform's alone.
     funding: tuple[FunderStake, ...] = ()
@@ -272,4 +276,18 @@ def loan_view(loan: Row, installments: list[asyncpg.Record], time_zone: str,
         refunded_minor=loan["refunded_minor"],
         today=local_date(as_of, time_zone),
         created_at=loan["created_at"],
+        write_off=write_off(loan),
     )
+
+
+def write_off(loan: Row) -> WriteOff | None:
+    """A charged-off loan's written-off debt, from its row; None for any other loan."""
+    if loan["status"] != LoanStatus.CHARGED_OFF:
+        return None
+    return WriteOff(
+        loan_id=loan["loan_id"],
+        written_off=Owed(loan["written_off_principal_minor"], loan["written_off_fee_minor"],
+                         loan["written_off_penalty_minor"]),
+        recovered=Owed(loan["recovered_principal_minor"], loan["recovered_fee_minor"],
+                       loan["recovered_penalty_minor"]),
+        insurance_claim_minor=loan["insurance_claim_minor"])

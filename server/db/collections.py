@@ -108,7 +108,14 @@ INSERT INTO penalty_waivers (waiver_id, account_id, loan_id, sequence, amount_mi
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 
-CHARGE_OFF_LOAN = "UPDATE loans SET status = 'CHARGED_OFF', updated_at = $2 WHERE loan_id = $1 AND status = 'ACTIVE'"
+# The loan is charged off with what the customer still owes of it, as written off, the
+# claim, and the reserve's own part of the loss (migration 0020_recoveries.sql).
+CHARGE_OFF_LOAN = """
+UPDATE loans
+SET status = 'CHARGED_OFF', updated_at = $2, written_off_principal_minor = $3, written_off_fee_minor = $4,
+    written_off_penalty_minor = $5, insurance_claim_minor = $6, reserve_loss_minor = $7
+WHERE loan_id = $1 AND status = 'ACTIVE'
+"""
 
 HAS_CHARGED_OFF_LOANS = "SELECT EXISTS (SELECT 1 FROM loans WHERE account_id = $1 AND status = 'CHARGED_OFF')"
 
@@ -290,8 +297,11 @@ async def waive(conn: asyncpg.Connection, waiver_id: UUID, account_id: UUID, loa
     return True
 
 
-async def charge_off(conn: asyncpg.Connection, loan_id: UUID, now: datetime) -> None:
-    await conn.execute(CHARGE_OFF_LOAN, loan_id, now)
+async def charge_off(conn: asyncpg.Connection, loan_id: UUID, now: datetime, *, principal_minor: int, fee_minor: int,
+                     penalty_minor: int, insurance_claim_minor: int, reserve_loss_minor: int) -> None:
+    """Charge the active loan off, recording its written-off debt."""
+    await conn.execute(CHARGE_OFF_LOAN, loan_id, now, principal_minor, fee_minor, penalty_minor,
+                       insurance_claim_minor, reserve_loss_minor)
 
 
 async def has_charged_off_loans(conn: asyncpg.Connection, account_id: UUID) -> bool:

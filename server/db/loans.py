@@ -8,12 +8,14 @@ from uuid import UUID
 import asyncpg
 
 from server.db import funding, idempotency, ledger, one
+from server.domain.errors import InvariantViolation
 from server.domain.journal import Head
 
 _LOAN_COLUMNS = """
     loan_id, account_id, authorization_id, status, principal_minor, term_months, method,
     monthly_rate_bps, apr_bps, merchant_id, order_id, currency, start_date, refunded_minor, created_at,
-    updated_at
+    updated_at, written_off_principal_minor, written_off_fee_minor, written_off_penalty_minor,
+    insurance_claim_minor, recovered_principal_minor, recovered_fee_minor, recovered_penalty_minor
 """
 
 _INSTALLMENT_COLUMNS = """
@@ -45,6 +47,35 @@ SELECT_ACCOUNT = "SELECT account_id FROM loans WHERE loan_id = $1"
 
 SELECT_ACTIVE_FOR_ACCOUNT = f"""
 SELECT {_LOAN_COLUMNS} FROM loans WHERE account_id = $1 AND status = 'ACTIVE' ORDER BY created_at, loan_id
+"""
+
+# The account's charged-off loans whose written-off debt is not all recovered, oldest
+# first: the waterfall's step 3 (docs/repayment.md, "Recoveries").
+SELECT_OWING_CHARGED_OFF_FOR_ACCOUNT = f"""
+SELECT {_LOAN_COLUMNS} FROM loans
+WHERE account_id = $1 AND status = 'CHARGED_OFF'
+  AND written_off_principal_minor + written_off_fee_minor + written_off_penalty_minor
+      > recovered_principal_minor + recovered_fee_minor + recovered_penalty_minor
+ORDER BY created_at, loan_id
+"""
+
+# A payment's recovery on one charged-off loan: what is recovered moves on (the table's
+# check keeps it within what was written off) and the recovery is recorded.
+# $1 repayment, $2 loan, $3 account, $4-$6 principal, fee, penalty, $7 insurer's part,
+# $8 the reserve's, $9 now.
+RECORD_RECOVERY = """
+WITH loan AS (
+    UPDATE loans
+    SET recovered_principal_minor = recovered_principal_minor + $4,
+        recovered_fee_minor = recovered_fee_minor + $5,
+        recovered_penalty_minor = recovered_penalty_minor + $6
+    WHERE loan_id = $2 AND account_id = $3 AND status = 'CHARGED_OFF'
+    RETURNING loan_id, account_id
+)
+INSERT INTO recoveries (repayment_id, loan_id, account_id, principal_minor, fee_minor, penalty_minor, insurer_minor,
+                        reserve_minor, created_at)
+SELECT $1, loan.loan_id, loan.account_id, $4, $5, $6, $7, $8, $9 FROM loan
+RETURNING loan_id
 """
 
 HAS_ACTIVE_LOANS = "SELECT EXISTS (SELECT 1 FROM loans WHERE account_id = $1 AND status = 'ACTIVE')"
@@ -240,6 +271,21 @@ async def active_for_account(conn: asyncpg.Connection, account_id: UUID) -> list
     """The account's active loans, oldest first, each with its installments."""
     loans = await conn.fetch(SELECT_ACTIVE_FOR_ACCOUNT, account_id)
     return await _with_installments(conn, loans)
+
+
+async def owing_charged_off_for_account(conn: asyncpg.Connection, account_id: UUID) -> list[asyncpg.Record]:
+    """The account's charged-off loans with written-off debt left, oldest first."""
+    return await conn.fetch(SELECT_OWING_CHARGED_OFF_FOR_ACCOUNT, account_id)
+
+
+async def record_recovery(conn: asyncpg.Connection, *, repayment_id: UUID, loan_id: UUID, account_id: UUID,
+                          principal_minor: int, fee_minor: int, penalty_minor: int, insurer_minor: int,
+                          reserve_minor: int, now: datetime) -> None:
+    """Record a recovery on a charged-off loan of the locked account."""
+    recorded = await conn.fetchval(RECORD_RECOVERY, repayment_id, loan_id, account_id, principal_minor, fee_minor,
+                                   penalty_minor, insurer_minor, reserve_minor, now)
+    if recorded is None:
+        raise InvariantViolation(f"loan {loan_id} is not a charged-off loan of account {account_id}")
 
 
 async def account_has_unpaid_loans(conn: asyncpg.Connection, account_id: UUID) -> bool:

@@ -50,8 +50,8 @@ def load_migrations() -> list[Migration]:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise MigrationError(f"migrations must be numbered 0001, 0002, ... without gaps; found {versions}")
+    if len(set(versions)) != len(versions) or (versions and versions[0] != 1):
+        raise MigrationError(f"migrations must be numbered from 0001, each number once; found {versions}")
     return found
 
 
@@ -65,6 +65,9 @@ async def migrate(connection: asyncpg.Connection, migrations: list[Migration] | 
         await connection.execute(_CREATE_TABLE)
         rows = await connection.fetch("SELECT version, name, sha256 FROM schema_migrations")
         applied = {r["version"]: r for r in rows}
+        # Numbers may leave gaps (branches number their migrations apart and are
+        # renumbered when merged), but a migration is never applied after a later one.
+        latest = max(applied, default=0)
         for migration in migrations:
             done = applied.get(migration.version)
             if done is not None:
@@ -72,6 +75,9 @@ async def migrate(connection: asyncpg.Connection, migrations: list[Migration] | 
                     raise MigrationError(
                         f"migration {migration.name} changed after it was applied; add a new migration instead")
                 continue
+            if migration.version < latest:
+                raise MigrationError(f"migration {migration.name} is older than {applied[latest]['name']}, "
+                                     "which is applied already; renumber it after that one")
             async with connection.transaction():
                 await connection.execute(migration.sql)
                 await connection.execute(

@@ -33,8 +33,9 @@ ADD_TO_CREDIT_BALANCE = """
 UPDATE accounts SET credit_balance_minor = credit_balance_minor + $2, updated_at = $3 WHERE account_id = $1
 """
 
-# Repay, read: the account with its version, the request's idempotency record, and the
-# loans in scope with their installments, one row per installment (one row in all when
+# Repay, read: the account with its version and the written-off debt its charged-off
+# loans still owe (a payment that may recover it takes the locked mode), the request's
+# idempotency record, and the loans in scope with their installments, one row per installment (one row in all when
 # there is none); all within the account, a loan of another account is not in scope.
 # $1 account, $2-$4 caller, method, key; by loan, $5 the loan.
 _REPAY_READ = """
@@ -49,12 +50,25 @@ SELECT a.account_id, a.customer_id, a.status, a.risk_grade, a.credit_limit_minor
        l.merchant_id AS loan_merchant_id, l.order_id AS loan_order_id, l.currency AS loan_currency,
        l.start_date AS loan_start_date, l.refunded_minor AS loan_refunded_minor,
        l.created_at AS loan_created_at, l.updated_at AS loan_updated_at, l.provision_minor AS loan_provision_minor,
+       l.written_off_principal_minor AS loan_written_off_principal_minor,
+       l.written_off_fee_minor AS loan_written_off_fee_minor,
+       l.written_off_penalty_minor AS loan_written_off_penalty_minor,
+       l.insurance_claim_minor AS loan_insurance_claim_minor,
+       l.recovered_principal_minor AS loan_recovered_principal_minor,
+       l.recovered_fee_minor AS loan_recovered_fee_minor,
+       l.recovered_penalty_minor AS loan_recovered_penalty_minor,
+       wo.written_off_owed_minor,
        fs.funder_ids, fs.funder_principal_share_bps, fs.funder_fee_share_bps, fs.funder_funded_principal_minor,
        fs.funder_principal_minor, fs.funder_fee_minor, fs.funder_penalty_minor, fs.funder_exposure_stripe,
        i.sequence, i.due_date, i.principal_minor, i.fee_minor, i.principal_paid_minor, i.fee_paid_minor,
        i.penalty_minor, i.penalty_paid_minor, i.fee_waived_minor
 FROM (SELECT 1) AS one
 LEFT JOIN accounts a ON a.account_id = $1
+LEFT JOIN LATERAL (
+    SELECT coalesce(sum(w.written_off_principal_minor + w.written_off_fee_minor + w.written_off_penalty_minor
+                        - w.recovered_principal_minor - w.recovered_fee_minor - w.recovered_penalty_minor), 0)::bigint
+           AS written_off_owed_minor
+    FROM loans w WHERE w.account_id = a.account_id AND w.status = 'CHARGED_OFF') AS wo ON true
 LEFT JOIN idempotency_records r ON r.account_id = $1 AND r.caller = $2 AND r.method = $3
                                 AND r.idempotency_key = $4 AND r.response IS NOT NULL
 LEFT JOIN loans l ON l.account_id = a.account_id AND {loans}
@@ -70,7 +84,9 @@ _FUNDER_FIELDS = ("funder_ids", "funder_principal_share_bps", "funder_fee_share_
                   "funder_principal_minor", "funder_fee_minor", "funder_penalty_minor", "funder_exposure_stripe")
 _LOAN_FIELDS = ("account_id", "authorization_id", "status", "principal_minor", "term_months", "method",
                 "monthly_rate_bps", "apr_bps", "merchant_id", "order_id", "currency", "start_date", "refunded_minor",
-                "created_at", "updated_at", "provision_minor")
+                "created_at", "updated_at", "provision_minor", "written_off_principal_minor", "written_off_fee_minor",
+                "written_off_penalty_minor", "insurance_claim_minor", "recovered_principal_minor",
+                "recovered_fee_minor", "recovered_penalty_minor")
 
 # Repay, write (a Write, see server/core/commands.py): the account's principal and credit
 # balance if its version is unchanged, the installments paid, the loans paid off, the

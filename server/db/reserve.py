@@ -21,11 +21,15 @@ SELECT
                                         AND e.kind = 'RESERVE_RELEASED'), 0)::bigint AS released_minor,
     coalesce(sum(amount_minor) FILTER (WHERE ledger_account = 'RISK_RESERVE' AND amount_minor > 0
                                        AND e.kind = 'LOAN_CHARGED_OFF'), 0)::bigint AS written_off_minor,
-    coalesce(sum(amount_minor) FILTER (WHERE ledger_account = 'INSURANCE_CLAIM_RECEIVABLE'), 0)::bigint
-        AS insurance_claims_minor
+    coalesce(sum(amount_minor) FILTER (WHERE ledger_account = 'INSURANCE_CLAIM_RECEIVABLE'
+                                       AND e.kind = 'LOAN_CHARGED_OFF'), 0)::bigint AS insurance_claims_minor
 FROM postings p JOIN journal_entries e USING (entry_id)
 WHERE ledger_account IN ('RISK_RESERVE', 'PROVISION_EXPENSE', 'INSURANCE_CLAIM_RECEIVABLE')
 """
+
+# What recoveries after charge-off gave back to the reserve, net of the insurer's and the
+# partners' parts (migration 0020_recoveries.sql).
+RECOVERED = "SELECT coalesce(sum(reserve_minor), 0)::bigint FROM recoveries"
 
 OUTSTANDING_PRINCIPAL = "SELECT coalesce(sum(outstanding_principal_minor), 0)::bigint FROM accounts"
 
@@ -40,7 +44,8 @@ async def provision_of(conn: asyncpg.Connection, account_id: UUID, loan_id: UUID
     return await conn.fetchval(PROVISION_OF, account_id, loan_id) or 0
 
 
-async def pool_totals(conn: asyncpg.Connection) -> tuple[asyncpg.Record, int]:
-    """The reserve's totals by kind of movement, and the principal outstanding on all
-    accounts (what the reserve covers)."""
-    return one(await conn.fetchrow(RESERVE_POOL)), await conn.fetchval(OUTSTANDING_PRINCIPAL)
+async def pool_totals(conn: asyncpg.Connection) -> tuple[asyncpg.Record, int, int]:
+    """The reserve's totals by kind of movement, what recoveries gave back to it, and the
+    principal outstanding on all accounts (what the reserve covers)."""
+    return (one(await conn.fetchrow(RESERVE_POOL)), await conn.fetchval(RECOVERED),
+            await conn.fetchval(OUTSTANDING_PRINCIPAL))

@@ -77,6 +77,10 @@ class Owed:
                  Component.PENALTY: "penalty_minor"}[component]
         return replace(self, **{field: getattr(self, field) + delta_minor})
 
+    def added(self, other: Owed) -> Owed:
+        return Owed(self.principal_minor + other.principal_minor, self.fee_minor + other.fee_minor,
+                    self.penalty_minor + other.penalty_minor)
+
     def minus(self, other: Owed) -> Owed:
         return Owed(self.principal_minor - other.principal_minor, self.fee_minor - other.fee_minor,
                     self.penalty_minor - other.penalty_minor)
@@ -147,8 +151,11 @@ class Moved:
     before: Owed
     after: Owed
     parts: tuple[Part, ...]
-    # The insured share of a charge-off claimed for the partner (rule 5).
+    # The insured share of a charge-off claimed for the partner (rule 5), or its part of
+    # the principal and penalties recovered after charge-off (server/domain/recoveries.py).
     recovery_minor: int = 0
+    # Its part of fees recovered after charge-off.
+    recovered_fee_minor: int = 0
 
     def settled_minor(self, component: Component) -> int:
         """What the platform collected for the partner of a component in this event,
@@ -157,7 +164,7 @@ class Moved:
 
     @property
     def changed(self) -> bool:
-        return self.before != self.after or self.recovery_minor != 0
+        return self.before != self.after or self.recovery_minor != 0 or self.recovered_fee_minor != 0
 
 
 def steps_owed(before: Owed, steps: Sequence[Step]) -> Owed:

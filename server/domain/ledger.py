@@ -84,6 +84,7 @@ class EntryKind(enum.StrEnum):
     PAYOUT_REQUESTED = "PAYOUT_REQUESTED"
     PAYOUT_SUCCEEDED = "PAYOUT_SUCCEEDED"
     PAYOUT_FAILED = "PAYOUT_FAILED"
+    RECOVERY_RECEIVED = "RECOVERY_RECEIVED"
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,24 @@ def loan_charged_off(*, principal_minor: int, fee_minor: int, penalty_minor: int
     )
 
 
+def recovery_received(*, source: LedgerAccount, principal_minor: int, fee_minor: int, penalty_minor: int,
+                      insurer_minor: int) -> JournalEntry:
+    """Money (CASH, or the CUSTOMER_CREDIT_BALANCE) paid on a charged-off loan's
+    written-off debt (server/domain/recoveries.py): the principal and penalties go back
+    to the reserve that absorbed them, except the insurer's part of the principal, which
+    lowers the claim; fees, which left the books unearned, are earned now."""
+    if source not in (LedgerAccount.CASH, LedgerAccount.CUSTOMER_CREDIT_BALANCE):
+        raise InvariantViolation(f"a recovery paid from {source}")
+    if not 0 <= insurer_minor <= principal_minor:
+        raise InvariantViolation(f"the insurer's {insurer_minor} of a recovered principal of {principal_minor}")
+    return _entry(
+        EntryKind.RECOVERY_RECEIVED,
+        (source, LedgerAccount.RISK_RESERVE, principal_minor - insurer_minor + penalty_minor),
+        (source, LedgerAccount.INSURANCE_CLAIM_RECEIVABLE, insurer_minor),
+        (source, LedgerAccount.FEE_INCOME, fee_minor),
+    )
+
+
 def reserve_provisioned(amount_minor: int) -> JournalEntry:
     return _entry(EntryKind.RESERVE_PROVISIONED,
                   (LedgerAccount.PROVISION_EXPENSE, LedgerAccount.RISK_RESERVE, amount_minor))
@@ -252,9 +271,12 @@ def partner_shares(kind: EntryKind, moves: list[Moved]) -> JournalEntry | None:
         FORGONE      PARTNER_*_HELD / PARTNER_INCOME_SHARE          waived or cut: never earned
         WRITTEN_OFF  PARTNER_*_HELD / RISK_RESERVE                  its share of the loss is its own
 
-    and a recovery (its share of the insurance claim) moves from the reserve, which
-    took the whole claim, to what the platform owes it: RISK_RESERVE / PARTNER_SETTLEMENT_PAYABLE.
-    Postings are netted per account; None when nothing moved (shares too small to reach a fen)."""
+    and a recovery (its share of the insurance claim, or of principal and penalties
+    recovered after charge-off) moves from the reserve, which took the whole of it, to
+    what the platform owes it: RISK_RESERVE / PARTNER_SETTLEMENT_PAYABLE; its share of
+    fees recovered after charge-off, booked whole as fee income, is
+    PARTNER_INCOME_SHARE / PARTNER_SETTLEMENT_PAYABLE. Postings are netted per account;
+    None when nothing moved (shares too small to reach a fen)."""
     totals: dict[LedgerAccount, int] = {}
 
     def add(account: LedgerAccount, amount: int) -> None:
@@ -265,6 +287,7 @@ def partner_shares(kind: EntryKind, moves: list[Moved]) -> JournalEntry | None:
             add(_AGAINST[p.cause], p.amount_minor)
             add(_HELD[p.component], -p.amount_minor)
         add(LedgerAccount.RISK_RESERVE, moved.recovery_minor)
-        add(LedgerAccount.PARTNER_SETTLEMENT_PAYABLE, -moved.recovery_minor)
+        add(LedgerAccount.PARTNER_INCOME_SHARE, moved.recovered_fee_minor)
+        add(LedgerAccount.PARTNER_SETTLEMENT_PAYABLE, -moved.recovery_minor - moved.recovered_fee_minor)
     postings = tuple(Posting(account, amount) for account, amount in totals.items() if amount)
     return JournalEntry(kind, postings) if postings else None

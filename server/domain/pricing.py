@@ -393,3 +393,28 @@ def _irr(principal: int, payments: list[int], days: Sequence[int]) -> decimal.De
         if abs(step) < _IRR_STEP_TOLERANCE:
             return rate
     raise InvariantViolation(f"IRR did not converge for {principal} against {payments} on days {days}")
+
+
+class MerchantCategory(enum.StrEnum):
+    """What a merchant sells, which sets its settlement fee. GENERAL is every merchant
+    the registry does not name (docs/payments.md, "Merchant settlement")."""
+
+    GENERAL = "GENERAL"
+    EDUCATION = "EDUCATION"
+    TRAVEL = "TRAVEL"
+    ELECTRONICS = "ELECTRONICS"
+
+
+# The merchant fee of the product table: basis points of a merchant-day's captures,
+# kept by the platform when it settles the day. It is the merchant's cost, not the
+# customer's, so the APR ceiling on plans does not see it.
+MERCHANT_FEE_BPS: Mapping[MerchantCategory, int] = {
+    MerchantCategory.GENERAL: 60,
+    MerchantCategory.EDUCATION: 40,
+    MerchantCategory.TRAVEL: 80,
+    MerchantCategory.ELECTRONICS: 120,
+}
+
+
+def merchant_fee_bps(category: MerchantCategory) -> int:
+    return MERCHANT_FEE_BPS[category]

@@ -5,9 +5,17 @@ Waterfall (DESIGN.md section 8), across the loans given, in this order:
   1. overdue installments, oldest due date first: penalty, then fee, then principal;
   2. each loan's current installment (the next one due, today included): penalty, fee,
      principal;
-  3. future principal, nearest due date first; a future installment whose principal is
+  3. debt written off at charge-off (ChargedOff), each loan in the order given (the
+     oldest charge-off first): principal, then penalty, then fee;
+  4. future principal, nearest due date first; a future installment whose principal is
      repaid in full has its unpaid fee waived.
 Whatever is left is unapplied: the caller keeps it as the account's credit balance.
+
+Written-off debt comes after what is due on live loans, which stops their penalties
+and keeps them from a charge-off of their own, and before prepayment, which the
+customer owes no one yet (docs/repayment.md, "Recoveries"). Within a charged-off loan,
+principal and penalties (the loss the reserve, the insurer and the partners absorbed)
+come before fees (which were never earned, so never lost).
 """
 
 from __future__ import annotations
@@ -52,14 +60,48 @@ class Waiver:
 
 
 @dataclass(frozen=True)
+class ChargedOff:
+    """What the customer still owes a charged-off loan: what was written off less what
+    has been recovered, per component."""
+    loan_id: UUID
+    principal_minor: int
+    fee_minor: int
+    penalty_minor: int
+
+    @property
+    def owed_minor(self) -> int:
+        return self.principal_minor + self.fee_minor + self.penalty_minor
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """Money applied to a charged-off loan's written-off debt."""
+    loan_id: UUID
+    component: Component
+    amount_minor: int
+
+
+# The order in which a charged-off loan's debt is recovered (step 3).
+RECOVERY_ORDER = (Component.PRINCIPAL, Component.PENALTY, Component.FEE)
+
+
+@dataclass(frozen=True)
 class Allocated:
     allocations: tuple[Allocation, ...]
     waivers: tuple[Waiver, ...]
     unapplied_minor: int
+    recoveries: tuple[Recovered, ...] = ()
 
     @property
     def applied_minor(self) -> int:
-        return sum(a.amount_minor for a in self.allocations)
+        return sum(a.amount_minor for a in self.allocations) + self.recovered_minor
+
+    @property
+    def recovered_minor(self) -> int:
+        return sum(r.amount_minor for r in self.recoveries)
+
+    def recovered(self, loan_id: UUID, component: Component) -> int:
+        return sum(r.amount_minor for r in self.recoveries if r.loan_id == loan_id and r.component is component)
 
     def total(self, component: Component) -> int:
         return sum(a.amount_minor for a in self.allocations if a.component is component)
@@ -81,8 +123,10 @@ def _principal_owed(i: InstallmentState) -> int:
     return i.principal_minor - i.principal_paid_minor
 
 
-def allocate(loans: Sequence[LoanBalance], amount_minor: int, today: date) -> Allocated:
-    """Where `amount_minor` goes across `loans` (given oldest first) on `today`."""
+def allocate(loans: Sequence[LoanBalance], amount_minor: int, today: date,
+             charged_off: Sequence[ChargedOff] = ()) -> Allocated:
+    """Where `amount_minor` goes across `loans` (given oldest first) and the written-off
+    debt of `charged_off` loans (oldest charge-off first) on `today`."""
     if amount_minor < 0:
         raise InvariantViolation(f"cannot allocate a negative amount {amount_minor}")
     state = {(loan.loan_id, i.sequence): i for loan in loans for i in loan.installments}
@@ -125,7 +169,19 @@ def allocate(loans: Sequence[LoanBalance], amount_minor: int, today: date) -> Al
                                 (Component.PRINCIPAL, _principal_owed)):
             pay(loan_id, sequence, component, owed(state[(loan_id, sequence)]))
 
-    # 3. Future principal, nearest first. A future period whose principal this payment
+    # 3. Written-off debt of charged-off loans.
+    recoveries: list[Recovered] = []
+    for debt in charged_off:
+        if min(debt.principal_minor, debt.fee_minor, debt.penalty_minor) < 0:
+            raise InvariantViolation(f"charged-off loan {debt.loan_id} owes a negative amount: {debt}")
+        for component in RECOVERY_ORDER:
+            paid = min(left, {Component.PRINCIPAL: debt.principal_minor, Component.FEE: debt.fee_minor,
+                              Component.PENALTY: debt.penalty_minor}[component])
+            if paid > 0:
+                left -= paid
+                recoveries.append(Recovered(debt.loan_id, component, paid))
+
+    # 4. Future principal, nearest first. A future period whose principal this payment
     #    repays in full (or that has none left, when the payment reaches it) has its fee
     #    waived; a payment that runs out before a period waives nothing there.
     for _, _, sequence, loan_id in keys(lambda i: i.due_date >= today):
@@ -146,7 +202,7 @@ def allocate(loans: Sequence[LoanBalance], amount_minor: int, today: date) -> Al
             waivers.append(Waiver(loan_id, sequence, _fee_owed(i)))
             state[(loan_id, sequence)] = replace(i, fee_minor=i.fee_paid_minor)
 
-    return Allocated(tuple(allocations), tuple(waivers), left)
+    return Allocated(tuple(allocations), tuple(waivers), left, tuple(recoveries))
 
 
 def payoff_minor(loan: LoanBalance, today: date) -> int:

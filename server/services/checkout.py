@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from credit.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
+from server.core import merchant_settlements
 from server.core.checkout import Authorize, Capture, Checkout, account_of_authorization
 from server.core.loans import account_of_loan
 from server.core.repayments import RefundLoan, Repayments
@@ -103,6 +106,21 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         authorization_id = f.uuid(request.authorization_id, "authorization_id")
         f.done()
         return await self._tx.read(lambda conn: self._authorization(self._checkout.get(conn, authorization_id)))
+
+    async def GetMerchantSettlement(self, request, context) -> checkout_pb2.MerchantSettlement:
+        f = Fields()
+        merchant_id = f.identifier(request.merchant_id, "merchant_id")
+        day = f.day(request.date, "date")
+        if not request.date:
+            f.fail("date", "is required")
+        f.done()
+        # done() refused a missing or malformed date: day is set from here on.
+        when = day or date.min
+
+        async def get(conn):
+            return convert.merchant_settlement(await merchant_settlements.merchant_day(conn, merchant_id, when))
+
+        return await self._tx.read(get)
 
     @staticmethod
     async def _authorization(view_coroutine) -> Authorization:

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from credit.v1 import checkout_pb2, collections_pb2, common_pb2, credit_line_pb2, repayment_pb2, risk_pb2
 from server.core.checkout import Quote
 from server.core.journal import JournalEntryView, JournalPage
+from server.core.merchant_settlements import MerchantDayView
 from server.core.portfolio import PortfolioView, StressView
 from server.core.repayments import PayoffQuote, RepaymentView
 from server.core.risk import DecisionRecordView, ReservePoolView
@@ -27,8 +28,9 @@ from server.domain.losses import ExpectedLoss, Scenario
 from server.domain.money import CURRENCY
 from server.domain.payment_orders import PaymentMethodKind, PaymentMethodStatus, PayoutStatus
 from server.domain.payments import FailureReason
-from server.domain.pricing import Grade, Plan, RepaymentMethod
+from server.domain.pricing import Grade, MerchantCategory, Plan, RepaymentMethod
 from server.domain.quotes import UnavailableReason
+from server.domain.recoveries import WriteOff
 from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
 from server.domain.risk import Decision, Facts, ListKind, ListLevel
 from server.domain.statements import LineKind
@@ -88,6 +90,7 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (PaymentMethodStatus, repayment_pb2.PaymentMethodStatus, "PAYMENT_METHOD_STATUS_"),
     (PayoutStatus, repayment_pb2.PayoutStatus, "PAYOUT_STATUS_"),
     (FailureReason, repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_"),
+    (MerchantCategory, checkout_pb2.MerchantCategory, "MERCHANT_CATEGORY_"),
 )
 PAYMENT_METHOD_KINDS = from_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", PaymentMethodKind)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
@@ -235,6 +238,7 @@ def loan(view: LoanView) -> common_pb2.Loan:
                 penalty_owed_minor=f.stake.penalty_minor)
             for f in view.funding_parts
         ],
+        write_off=write_off(view.write_off) if view.write_off is not None else None,
     )
 
 
@@ -256,7 +260,24 @@ def repayment(view: RepaymentView) -> repayment_pb2.Repayment:
         ],
         account=account(view.account),
         created_at=timestamp(view.created_at),
+        recoveries=[
+            repayment_pb2.Recovery(
+                loan_id=str(r.loan_id), amount_minor=r.amount_minor,
+                component=to_proto_enum(repayment_pb2.AllocationComponent, "ALLOCATION_COMPONENT_", r.component))
+            for r in view.recoveries
+        ],
+        recovered_minor=view.recovered_minor,
     )
+
+
+def write_off(value: WriteOff) -> common_pb2.WriteOff:
+    written_off, recovered = value.written_off, value.recovered
+    return common_pb2.WriteOff(
+        principal_minor=written_off.principal_minor, fee_minor=written_off.fee_minor,
+        penalty_minor=written_off.penalty_minor, written_off_minor=written_off.total_minor,
+        recovered_principal_minor=recovered.principal_minor, recovered_fee_minor=recovered.fee_minor,
+        recovered_penalty_minor=recovered.penalty_minor, recovered_minor=recovered.total_minor,
+        owed_minor=value.owed.total_minor, insurance_claim_minor=value.insurance_claim_minor)
 
 
 def payoff(quote: PayoffQuote) -> repayment_pb2.QuotePayoffResponse:
@@ -316,6 +337,7 @@ def reserve_pool(view: ReservePoolView) -> risk_pb2.ReservePool:
         insurance_claims_minor=view.insurance_claims_minor,
         outstanding_principal_minor=view.outstanding_principal_minor,
         coverage_bps=view.coverage_bps,
+        recovered_minor=view.recovered_minor,
     )
 
 
@@ -387,6 +409,23 @@ def stress_result(view: StressView) -> risk_pb2.StressTestResult:
 
 
 # -- co-lending -------------------------------------------------------------------------------
+
+def merchant_settlement(view: MerchantDayView) -> checkout_pb2.MerchantSettlement:
+    day = view.settlement
+    return checkout_pb2.MerchantSettlement(
+        merchant_id=view.merchant_id,
+        date=view.day.isoformat(),
+        time_zone=SETTLEMENT_TIME_ZONE,
+        category=to_proto_enum(checkout_pb2.MerchantCategory, "MERCHANT_CATEGORY_", day.category),
+        fee_bps=day.fee_bps,
+        captured_minor=day.captured_minor,
+        refunded_minor=day.refunded_minor,
+        fee_minor=day.fee_minor,
+        net_minor=day.day_net_minor,
+        captures=day.captures,
+        refunds=day.refunds,
+    )
+
 
 def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:
     return risk_pb2.PartnerSettlement(

@@ -30,6 +30,7 @@ from server.db import acquire
 from server.db.pool import create_pool
 from server.domain.errors import AlreadyExists, InvalidArgument
 from tests.integration.test_collections import free_port
+from tests.integration.test_recoveries import backfill_matches_the_charge_off
 from tests.integration.test_round_trips import CAPTURE_BUDGET, REPAY_BUDGET, Statements
 from tests.support import Api, buy, field_violations, key, refund, repay
 
@@ -304,6 +305,44 @@ async def test_a_whole_life_capture_repay_refund_penalty_waiver_and_charge_off(a
     claim = (owed_principal * 5_000 + 5_000) // 10_000
     items = await settlement_items(pool, account.account_id)
     assert ("LOAN_CHARGED_OFF", 0, 0, 0, claim * 7_000 // 10_000) in items
+    assert await exposure(pool) == 0
+    await books()
+
+
+async def test_after_charge_off_the_partner_gets_its_share_of_what_is_recovered(api: Api, pool, clock, bot, books):
+    """The partner bore 70 % of the principal lost and got 70 % of the insured half back;
+    of what a payment recovers it gets 70 % of the principal net of the insurer's part,
+    and 50 % of penalties and fees, to its settlement payable."""
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 300_001)
+    clock.set(shanghai(2027, 2, 15) + timedelta(days=180))
+    await bot.run()
+    gone = await api.loan(loan.loan_id)
+    write_off = gone.write_off
+    claim = (300_001 * 5_000 + 5_000) // 10_000
+    assert (write_off.principal_minor, write_off.fee_minor, write_off.insurance_claim_minor) == (300_001, 5_400, claim)
+    before = await balances(pool, account.account_id)
+    await backfill_matches_the_charge_off(pool, loan.loan_id)
+    await books()
+
+    first = await repay(api, account.account_id, 100_000)
+    assert first.recovered_minor == 100_000
+    insurer = claim * 100_000 // 300_001
+    partner = (100_000 - insurer) * 7_000 // 10_000
+    assert (await settlement_items(pool, account.account_id))[-1] == ("RECOVERY_RECEIVED", 0, 0, 0, partner)
+    after = await balances(pool, account.account_id)
+    assert after["PARTNER_SETTLEMENT_PAYABLE"] - before["PARTNER_SETTLEMENT_PAYABLE"] == -partner
+    await books()
+
+    # The rest: in all, the partner gets floor(70 % of the principal the insurer did not
+    # cover) plus half of the penalties and half of the fees.
+    await repay(api, account.account_id, write_off.owed_minor - 100_000)
+    recovered = [r for r in await settlement_items(pool, account.account_id) if r[0] == "RECOVERY_RECEIVED"]
+    assert sum(r[4] for r in recovered) == ((300_001 - claim) * 7_000 // 10_000
+                                            + write_off.penalty_minor * 5_000 // 10_000 + 5_400 * 5_000 // 10_000)
+    done = await balances(pool, account.account_id)
+    assert done["PARTNER_INCOME_SHARE"] - before["PARTNER_INCOME_SHARE"] == 2_700
+    assert parts(await api.loan(loan.loan_id))[PARTNER][3:] == (0, 0, 0)
     assert await exposure(pool) == 0
     await books()
 

@@ -54,6 +54,23 @@ async def test_an_applied_migration_that_changed_is_refused(empty_dsn):
         await conn.close()
 
 
+async def test_numbers_may_leave_gaps_but_a_migration_older_than_one_applied_is_refused(empty_dsn):
+    """Branches number their migrations apart (and are renumbered when merged): a gap is
+    fine, but a migration that would run after a later one already applied is not."""
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        top = migrations[-1].version
+        later = Migration(top + 2, f"{top + 2:04d}_later.sql", "CREATE TABLE later_one (id integer)")
+        assert await migrate(conn, [*migrations, later]) == [m.name for m in migrations] + [later.name]
+        earlier = Migration(top + 1, f"{top + 1:04d}_earlier.sql", "CREATE TABLE earlier_one (id integer)")
+        with pytest.raises(MigrationError, match="older than"):
+            await migrate(conn, [*migrations, earlier, later])
+        assert await conn.fetchval("SELECT to_regclass('earlier_one')") is None
+    finally:
+        await conn.close()
+
+
 def sql_constants() -> dict[str, dict[str, str]]:
     """Every module of server.db found on disk (so a new one cannot be missed), with its
     SQL: the public upper-case string constants. A module without any (the pool, the
@@ -318,7 +335,7 @@ async def test_the_journal_chain_migration_chains_existing_entries_in_the_order_
         await conn.close()
 
 
-async def test_migration_0020_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
+async def test_migration_0022_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
     """On a populated database: attempts made per installment get their installment's
     due date and keep naming it; two loans' attempts of one step on one day both stay,
     and stand for that bill's step; new attempts are one per (account, due date, step)."""
@@ -332,13 +349,13 @@ async def test_migration_0020_dates_existing_attempts_by_their_bill_and_keeps_th
     conn = await asyncpg.connect(empty_dsn)
     try:
         migrations = load_migrations()
-        await migrate(conn, [m for m in migrations if m.version < 20])
+        await migrate(conn, [m for m in migrations if m.version < 22])
         account_id, loans = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
         await conn.execute("SET session_replication_role = replica")
         await conn.execute("""
             INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
                                   contact_phone, locale, time_zone, created_at, updated_at, statement_day)
-            VALUES ($1, 'c-20', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now(), 15)""",
+            VALUES ($1, 'c-22', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now(), 15)""",
                            account_id)
         for loan_id in loans:
             await conn.execute("""

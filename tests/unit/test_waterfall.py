@@ -15,6 +15,8 @@ from server.domain.errors import InvariantViolation
 from server.domain.loans import InstallmentState
 from server.domain.pricing import RepaymentMethod, build_plan
 from server.domain.waterfall import (
+    RECOVERY_ORDER,
+    ChargedOff,
     Component,
     LoanBalance,
     allocate,
@@ -247,3 +249,88 @@ def test_a_payment_that_runs_out_waives_nothing_beyond_where_it_reached():
     # Principal [100000, 50000, 0], fees [900, 900, 900]: one fen must not waive period 3's fee.
     result = allocate([one(installments)], 1, date(2027, 1, 25))
     assert result.waivers == ()
+
+
+# -- step 3: written-off debt of charged-off loans ------------------------------------------
+
+GONE = uuid.UUID(int=99)
+
+
+def test_written_off_debt_comes_after_what_is_due_and_before_early_repayment():
+    """Period 1 overdue, period 2 current, period 3 in the future: the charged-off loan's
+    debt is paid after periods 1 and 2, and only then does period 3's principal get a fen."""
+    installments = list(schedule())
+    debt = ChargedOff(GONE, principal_minor=50_000, fee_minor=600, penalty_minor=900)
+    result = allocate([one(installments)], 101_800 * 2 + 51_500 + 1_000, date(2027, 3, 10), [debt])
+    assert [(a.sequence, a.component, a.amount_minor) for a in result.allocations] == [
+        (1, Component.FEE, 1_800), (1, Component.PRINCIPAL, 100_000),
+        (2, Component.FEE, 1_800), (2, Component.PRINCIPAL, 100_000), (3, Component.PRINCIPAL, 1_000)]
+    assert [(r.loan_id, r.component, r.amount_minor) for r in result.recoveries] == [
+        (GONE, Component.PRINCIPAL, 50_000), (GONE, Component.PENALTY, 900), (GONE, Component.FEE, 600)]
+    assert result.recovered_minor == 51_500
+    assert result.applied_minor == 101_800 * 2 + 51_500 + 1_000
+
+
+def test_a_payment_on_written_off_debt_alone_recovers_principal_first_and_leaves_the_rest():
+    debts = [ChargedOff(uuid.UUID(int=7), 1_000, 10, 20), ChargedOff(uuid.UUID(int=8), 500, 0, 0)]
+    result = allocate([], 1_200, date(2027, 9, 1), debts)
+    assert [(r.loan_id.int, r.component, r.amount_minor) for r in result.recoveries] == [
+        (7, Component.PRINCIPAL, 1_000), (7, Component.PENALTY, 20), (7, Component.FEE, 10),
+        (8, Component.PRINCIPAL, 170)]
+    assert result.unapplied_minor == 0
+    surplus = allocate([], 2_000, date(2027, 9, 1), debts)
+    assert surplus.recovered_minor == 1_530 and surplus.unapplied_minor == 470
+
+
+def test_a_negative_written_off_debt_is_a_bug():
+    with pytest.raises(InvariantViolation):
+        allocate([], 100, date(2027, 9, 1), [ChargedOff(GONE, -1, 0, 0)])
+
+
+@st.composite
+def written_off_debts(draw):
+    return [ChargedOff(uuid.UUID(int=100 + n), draw(st.integers(0, 5_000_000)), draw(st.integers(0, 100_000)),
+                       draw(st.integers(0, 200_000))) for n in range(draw(st.integers(0, 3)))]
+
+
+@given(loans=loans_with_payments(), debts=written_off_debts(), amount=st.integers(0, 40_000_000),
+       today=st.dates(date(2027, 1, 1), date(2028, 3, 1)))
+@settings(max_examples=300)
+def test_written_off_debt_is_recovered_in_its_place_and_never_beyond_what_is_owed(loans, debts, amount, today):
+    result = allocate(loans, amount, today, debts)
+    assert result.applied_minor + result.unapplied_minor == amount
+    owed = {d.loan_id: {Component.PRINCIPAL: d.principal_minor, Component.FEE: d.fee_minor,
+                        Component.PENALTY: d.penalty_minor} for d in debts}
+    for loan_id, by_component in owed.items():
+        for component, amount_owed in by_component.items():
+            assert 0 <= result.recovered(loan_id, component) <= amount_owed
+    state = {(loan.loan_id, i.sequence): i for loan in loans for i in loan.installments}
+    current: dict[uuid.UUID, int] = {}
+    for (loan_id, sequence), i in sorted(state.items(), key=lambda kv: (kv[1].due_date, kv[0][1])):
+        if i.due_date >= today:
+            current.setdefault(loan_id, sequence)
+    due_now = {k for k, i in state.items() if i.due_date < today or current.get(k[0]) == k[1]}
+    if result.recovered_minor:
+        # Everything overdue and current was paid before the written-off debt got a fen.
+        assert all(sum(a.amount_minor for a in result.allocations if (a.loan_id, a.sequence) == k)
+                   == state[k].owed_minor for k in due_now)
+    total_debt = sum(d.owed_minor for d in debts)
+    future_paid = sum(a.amount_minor for a in result.allocations if (a.loan_id, a.sequence) not in due_now)
+    if future_paid:
+        # Early repayment only once every written-off fen is recovered.
+        assert result.recovered_minor == total_debt
+    if result.unapplied_minor:
+        assert result.recovered_minor == total_debt
+    # Within each loan, a later component only once the earlier ones are recovered in full.
+    for debt in debts:
+        reached = [c for c in RECOVERY_ORDER if result.recovered(debt.loan_id, c)]
+        for component in RECOVERY_ORDER[:RECOVERY_ORDER.index(reached[-1])] if reached else ():
+            assert result.recovered(debt.loan_id, component) == owed[debt.loan_id][component]
+
+
+@given(loans=loans_with_payments(), amount=st.integers(0, 30_000_000),
+       today=st.dates(date(2027, 1, 1), date(2028, 3, 1)))
+@settings(max_examples=100)
+def test_without_written_off_debt_the_waterfall_is_as_before(loans, amount, today):
+    assert allocate(loans, amount, today, []) == allocate(loans, amount, today)
+    assert allocate(loans, amount, today).recoveries == ()

@@ -1,0 +1,93 @@
+"""A merchant's settlement day, the rule written down once.
+
+1. A merchant-day is every capture and every refund of the merchant's loans booked in
+   one calendar day of Asia/Shanghai (the partners' settlement day).
+2. The fee is the merchant category's rate (`MERCHANT_FEE_BPS`, the product table) of
+   the day's captures, rounded half-up to the fen once per merchant-day (not per
+   capture). A refund never returns the fee: the merchant paid for the sale it made.
+3. The net is captures less refunds less the fee, plus what the previous settled day
+   carried in (zero or negative).
+4. A positive net is paid to the merchant in one payment; nothing is carried out. A net
+   of zero or less pays nothing and is carried whole into the next day (CARRIED): a
+   refund after a day was settled is taken from a later day, never paid back as a
+   negative payment.
+
+So over any run of days, what was paid plus what is carried out is exactly the sum of
+captures less refunds less fees, to the fen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.domain.errors import InvariantViolation
+from server.domain.money import divide_half_up
+from server.domain.pricing import BPS, MerchantCategory, merchant_fee_bps
+
+
+@dataclass(frozen=True)
+class MerchantDay:
+    """What was booked for a merchant on a settlement day."""
+
+    captured_minor: int
+    refunded_minor: int
+    captures: int
+    refunds: int
+
+
+@dataclass(frozen=True)
+class MerchantSettlement:
+    category: MerchantCategory
+    fee_bps: int
+    captured_minor: int
+    refunded_minor: int
+    fee_minor: int
+    carried_in_minor: int
+    captures: int
+    refunds: int
+
+    @property
+    def day_net_minor(self) -> int:
+        """The day's own net, before what an earlier day carried in."""
+        return self.captured_minor - self.refunded_minor - self.fee_minor
+
+    @property
+    def net_minor(self) -> int:
+        return self.day_net_minor + self.carried_in_minor
+
+    @property
+    def payment_minor(self) -> int:
+        """What the merchant is paid for the day: never negative."""
+        return max(self.net_minor, 0)
+
+    @property
+    def carried_out_minor(self) -> int:
+        """What the next day starts from: zero or negative."""
+        return min(self.net_minor, 0)
+
+
+def merchant_fee_minor(captured_minor: int, fee_bps: int) -> int:
+    """The day's fee: half-up to the fen, once per merchant-day."""
+    return divide_half_up(captured_minor * fee_bps, BPS)
+
+
+def settle(day: MerchantDay, category: MerchantCategory, carried_in_minor: int) -> MerchantSettlement:
+    if day.captured_minor < 0 or day.refunded_minor < 0:
+        raise InvariantViolation(f"a merchant-day's amounts are never negative: {day}")
+    if carried_in_minor > 0:
+        raise InvariantViolation(f"only a negative net is carried, got {carried_in_minor}")
+    fee_bps = merchant_fee_bps(category)
+    return MerchantSettlement(
+        category=category, fee_bps=fee_bps, captured_minor=day.captured_minor, refunded_minor=day.refunded_minor,
+        fee_minor=merchant_fee_minor(day.captured_minor, fee_bps), carried_in_minor=carried_in_minor,
+        captures=day.captures, refunds=day.refunds)
+
+
+def settle_days(days: list[MerchantDay], category: MerchantCategory,
+                carried_in_minor: int = 0) -> list[MerchantSettlement]:
+    """Consecutive days, each starting from what the one before carried out."""
+    settled: list[MerchantSettlement] = []
+    for day in days:
+        settled.append(settle(day, category, carried_in_minor))
+        carried_in_minor = settled[-1].carried_out_minor
+    return settled

@@ -1,0 +1,1 @@
+"""Operators' commands for merchants: `python -m server.merchants` (docs/payments.md)."""

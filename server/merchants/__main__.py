@@ -1,0 +1,82 @@
+"""python -m server.merchants register school-2041 --category EDUCATION
+python -m server.merchants category school-2041
+python -m server.merchants statement --date 2027-02-10 --out var/settlements/merchants [--merchant school-2041]
+
+The merchant registry and merchants' settlement days. A merchant's category sets the
+fee the platform keeps when it settles the merchant's day (MERCHANT_FEE_BPS, the
+product table in server/domain/pricing.py); a merchant never registered is GENERAL.
+
+`statement` writes a day's file per merchant with a capture or refund that day
+(merchant-settlement-MERCHANT-DATE.csv): every capture and refund, the fee, and the
+day's net. It reads the books and changes nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from server.config import command_settings
+from server.core import merchant_settlements
+from server.core.settlements import SETTLEMENT_TIME_ZONE
+from server.db import acquire
+from server.db.pool import create_pool
+from server.domain.errors import CreditError
+from server.domain.pricing import MerchantCategory, merchant_fee_bps
+from server.logging import configure_logging
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server.merchants", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    register = commands.add_parser("register", help="name a merchant's category (again: change it)")
+    register.add_argument("merchant_id")
+    register.add_argument("--category", type=str.upper, choices=[c.value for c in MerchantCategory], required=True)
+    commands.add_parser("category", help="a merchant's category and fee").add_argument("merchant_id")
+    statement = commands.add_parser("statement", help="write a day's merchant settlement files")
+    statement.add_argument("--date", type=date.fromisoformat, required=True,
+                           help=f"the settlement day, YYYY-MM-DD in {SETTLEMENT_TIME_ZONE}")
+    statement.add_argument("--out", type=Path, required=True, help="the folder to write the files in")
+    statement.add_argument("--merchant", help="one merchant (default: every merchant with activity that day)")
+    return parser
+
+
+async def _run(args: argparse.Namespace, database_url: str) -> str:
+    pool = await create_pool(database_url, min_size=1, max_size=1, command_timeout_s=60)
+    try:
+        async with acquire(pool) as conn:
+            if args.command == "register":
+                category = MerchantCategory(args.category)
+                await merchant_settlements.register_merchant(conn, args.merchant_id, category, datetime.now(UTC))
+                return f"registered {args.merchant_id} as {category.value}"
+            if args.command == "category":
+                category = await merchant_settlements.category(conn, args.merchant_id)
+                return f"{args.merchant_id} {category.value} {merchant_fee_bps(category)} bps"
+            merchants = [args.merchant] if args.merchant else await merchant_settlements.merchants_of_day(
+                conn, args.date)
+            lines = []
+            for merchant_id in merchants:
+                path = args.out / merchant_settlements.file_name(merchant_id, args.date)
+                day = (await merchant_settlements.write_csv(conn, merchant_id, args.date, path)).settlement
+                lines.append(f"{path}: captured {day.captured_minor}, refunded {day.refunded_minor}, "
+                             f"fee {day.fee_minor}, net {day.net_minor}")
+            return "\n".join(lines) or "no merchant captured or refunded that day"
+    finally:
+        await pool.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    database_url, log_level = command_settings("of the merchants")
+    configure_logging(log_level)
+    try:
+        print(asyncio.run(_run(args, database_url)))
+    except CreditError as error:
+        sys.exit(f"{args.command}: {error.message}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Merchant-days over real captures and refunds (real gRPC server, real PostgreSQL):
+the totals across customer accounts, the category's fee to the fen, the day boundary
+in Asia/Shanghai, and the day's file."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, date, datetime, timedelta
+
+import grpc
+import pytest
+
+from credit.v1 import checkout_pb2
+from server.core import merchant_settlements
+from server.db import acquire
+from server.domain.errors import InvalidArgument, NotFound
+from server.domain.pricing import MerchantCategory
+from tests.support import Api, buy, field_violations, refund
+
+MERCHANT = "school-2041"
+DAY = date(2027, 1, 15)
+
+
+async def payable_of(pool, loan_ids: list[str]) -> int:
+    """What the ledger owes the merchant for these loans, from their postings."""
+    async with acquire(pool) as conn:
+        return -await conn.fetchval("""
+            SELECT coalesce(sum(p.amount_minor), 0)::bigint FROM postings p
+            JOIN journal_entries e ON e.entry_id = p.entry_id AND e.account_id = p.account_id
+            LEFT JOIN refunds r ON r.refund_id = e.reference_id AND r.account_id = e.account_id
+            WHERE p.ledger_account = 'MERCHANT_PAYABLE'
+              AND coalesce(r.loan_id, e.reference_id) = ANY($1::uuid[])""", loan_ids)
+
+
+async def test_a_day_of_several_customers_nets_captures_refunds_and_the_categorys_fee(
+        api: Api, pool, clock, books, tmp_path):
+    async with acquire(pool) as conn:
+        await merchant_settlements.register_merchant(conn, MERCHANT, MerchantCategory.EDUCATION, clock.now())
+    loans = []
+    for amount in (100_001, 250_000, 37_550):
+        account = await api.open_account(limit_minor=1_000_000)
+        loans.append(await buy(api, account.account_id, amount, merchant_id=MERCHANT))
+    other = await api.open_account(limit_minor=1_000_000)
+    await buy(api, other.account_id, 90_000, merchant_id="shop-7")
+    await refund(api, loans[1].loan_id, 40_000)
+    # 23:59 in Shanghai is still the day; a capture at midnight is the next one's.
+    clock.set(datetime(2027, 1, 15, 15, 59, 59, tzinfo=UTC))
+    late = await buy(api, (await api.open_account(limit_minor=1_000_000)).account_id, 12_345, merchant_id=MERCHANT)
+    clock.set(datetime(2027, 1, 15, 16, 0, tzinfo=UTC))
+    next_day = await buy(api, (await api.open_account(limit_minor=1_000_000)).account_id, 50_000,
+                         merchant_id=MERCHANT)
+
+    async with acquire(pool) as conn:
+        view = await merchant_settlements.merchant_day(conn, MERCHANT, DAY)
+        written = await merchant_settlements.write_csv(
+            conn, MERCHANT, DAY, tmp_path / merchant_settlements.file_name(MERCHANT, DAY))
+        assert await merchant_settlements.merchants_of_day(conn, DAY) == sorted([MERCHANT, "shop-7"])
+        following = await merchant_settlements.merchant_day(conn, MERCHANT, DAY + timedelta(days=1), -100)
+    day = view.settlement
+    captured = 100_001 + 250_000 + 37_550 + 12_345
+    assert (day.category, day.fee_bps) == (MerchantCategory.EDUCATION, 40)
+    assert (day.captured_minor, day.refunded_minor, day.captures, day.refunds) == (captured, 40_000, 4, 1)
+    # 40 bps of 399,896 is 1,599.584: 1,600 fen, half-up once for the day.
+    assert day.fee_minor == 1_600
+    assert day.net_minor == day.payment_minor == captured - 40_000 - 1_600
+    # The ledger agrees: what it owes the merchant for the day's loans is captures less refunds.
+    assert await payable_of(pool, [loan.loan_id for loan in [*loans, late]]) == captured - 40_000
+    assert written == view
+    assert (following.settlement.captured_minor, following.settlement.fee_minor,
+            following.settlement.payment_minor) == (50_000, 200, 50_000 - 200 - 100)
+    assert next_day.principal_minor == 50_000
+
+    with (tmp_path / merchant_settlements.file_name(MERCHANT, DAY)).open(encoding="utf-8") as text:
+        rows = list(csv.DictReader(text))
+    items = [r for r in rows if r["line"] == "ITEM"]
+    assert sorted((r["kind"], int(r["amount_minor"])) for r in items) == sorted(
+        [("CAPTURE", 100_001), ("CAPTURE", 250_000), ("CAPTURE", 37_550), ("CAPTURE", 12_345), ("REFUND", -40_000)])
+    assert {r["loan_id"] for r in items} == {loan.loan_id for loan in [*loans, late]}
+    assert [(r["line"], r["kind"], int(r["amount_minor"])) for r in rows[len(items):]] == [
+        ("FEE", "EDUCATION:40", -1_600), ("CARRIED_IN", "", 0), ("NET", "", captured - 41_600),
+        ("PAYMENT", "", captured - 41_600)]
+    assert sum(int(r["amount_minor"]) for r in rows if r["line"] in ("ITEM", "FEE", "CARRIED_IN")) == day.net_minor
+    assert not list(tmp_path.glob(".*.part"))
+    await books()
+
+
+async def test_a_refund_on_a_later_day_makes_that_day_negative_and_it_is_carried(api: Api, pool, clock, books):
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 200_000, merchant_id="tour-8")
+    clock.advance(timedelta(days=1))
+    await refund(api, loan.loan_id, 150_000)
+    async with acquire(pool) as conn:
+        first = await merchant_settlements.merchant_day(conn, "tour-8", DAY)
+        second = await merchant_settlements.merchant_day(conn, "tour-8", DAY + timedelta(days=1),
+                                                         first.settlement.carried_out_minor)
+    # Unregistered: GENERAL, 60 bps.
+    assert (first.settlement.category, first.settlement.fee_minor, first.settlement.payment_minor) == (
+        MerchantCategory.GENERAL, 1_200, 198_800)
+    assert (second.settlement.captured_minor, second.settlement.refunded_minor, second.settlement.fee_minor) == (
+        0, 150_000, 0)
+    assert (second.settlement.payment_minor, second.settlement.carried_out_minor) == (0, -150_000)
+    await books()
+
+
+async def test_a_day_without_activity_is_not_found_and_a_bad_merchant_id_is_refused(pool):
+    async with acquire(pool) as conn:
+        with pytest.raises(NotFound):
+            await merchant_settlements.merchant_day(conn, "nobody-1", DAY)
+        with pytest.raises(InvalidArgument, match="merchant_id"):
+            await merchant_settlements.merchant_day(conn, "", DAY)
+        await merchant_settlements.register_merchant(conn, "fly-9", MerchantCategory.TRAVEL, datetime.now(UTC))
+        assert await merchant_settlements.category(conn, "fly-9") == MerchantCategory.TRAVEL
+        await merchant_settlements.register_merchant(conn, "fly-9", MerchantCategory.ELECTRONICS, datetime.now(UTC))
+        assert await merchant_settlements.category(conn, "fly-9") == MerchantCategory.ELECTRONICS
+        assert await merchant_settlements.category(conn, "nobody-1") == MerchantCategory.GENERAL
+
+
+async def test_get_merchant_settlement_over_grpc(api: Api, pool, clock):
+    async with acquire(pool) as conn:
+        await merchant_settlements.register_merchant(conn, "trip-3310", MerchantCategory.TRAVEL, clock.now())
+    account = await api.open_account(limit_minor=1_000_000)
+    loan = await buy(api, account.account_id, 123_457, merchant_id="trip-3310")
+    await refund(api, loan.loan_id, 23_457)
+    reply = await api.checkout.GetMerchantSettlement(
+        checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310", date="2027-01-15"), timeout=10)
+    # 80 bps of 123,457 is 987.656: 988 fen.
+    assert (reply.merchant_id, reply.date, reply.time_zone, reply.category, reply.fee_bps) == (
+        "trip-3310", "2027-01-15", "Asia/Shanghai", checkout_pb2.MERCHANT_CATEGORY_TRAVEL, 80)
+    assert (reply.captured_minor, reply.refunded_minor, reply.fee_minor, reply.net_minor, reply.captures,
+            reply.refunds) == (123_457, 23_457, 988, 99_012, 1, 1)
+
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await api.checkout.GetMerchantSettlement(
+            checkout_pb2.GetMerchantSettlementRequest(merchant_id="", date="2027-13-01"), timeout=10)
+    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(field_violations(bad.value)) == ["date", "merchant_id"]
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await api.checkout.GetMerchantSettlement(
+            checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310"), timeout=10)
+    assert field_violations(missing.value) == ["date"]
+    with pytest.raises(grpc.aio.AioRpcError) as quiet:
+        await api.checkout.GetMerchantSettlement(
+            checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310", date="2027-01-16"), timeout=10)
+    assert quiet.value.code() == grpc.StatusCode.NOT_FOUND
