@@ -20,7 +20,15 @@ import asyncpg
 import structlog
 
 from collections_bot import metrics as bot_metrics
-from collections_bot.channels.email import Delivery, EmailChannel, Reminder, SendResult, build_message, yuan
+from collections_bot.channels.email import (
+    Delivery,
+    EmailChannel,
+    Reminder,
+    ReminderLine,
+    SendResult,
+    build_message,
+    yuan,
+)
 from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
@@ -256,9 +264,9 @@ class CollectionsPass:
         context = await self._context(attempt, now, owner)
         if not isinstance(context, ReminderContext):
             return context
-        installment = context.installment
-        facts = Facts(name=context.name, amount=yuan(installment.owed_minor), due_date=installment.due_date,
-                      today=context.today, overdue=installment.due_date < context.today)
+        bill = context.bill
+        facts = Facts(name=context.name, amount=yuan(bill.owed_minor), due_date=bill.due_date,
+                      today=context.today, overdue=bill.due_date < context.today)
         result = await self._voice.call(str(attempt.attempt_id), context.phone, context.locale, facts)
         if result.outcome is None:
             bot_metrics.CHANNEL_FAILURES.labels("voice", "call_failed").inc()
@@ -278,18 +286,20 @@ class CollectionsPass:
 
 
 def _reminder(context: ReminderContext) -> Reminder:
-    installment, loan, penalty = context.installment, context.loan, context.penalty
+    bill, penalty = context.bill, context.penalty
     return Reminder(
         to_address=context.email, name=context.name, locale=context.locale,
         kind=context.template if context.template in KINDS else "overdue",
         message_id=context.attempt.message_id or "", account_id=str(context.attempt.account_id),
-        order_id=loan.order_id, sequence=installment.sequence, term_months=loan.term_months,
-        due_date=installment.due_date.isoformat(), days_past_due=context.days_past_due,
-        principal_minor=installment.principal_minor - installment.principal_paid_minor,
-        fee_minor=installment.fee_minor - installment.fee_paid_minor,
-        penalty_minor=installment.penalty_minor - installment.penalty_paid_minor,
-        owed_minor=installment.owed_minor, apr_bps=loan.apr_bps, grace_days=penalty.grace_days,
-        penalty_rate_bps_per_day=penalty.rate_bps_per_day, penalty_cap_bps=penalty.cap_bps,
+        due_date=bill.due_date.isoformat(), days_past_due=context.days_past_due,
+        principal_minor=bill.principal_minor, fee_minor=bill.fee_minor, penalty_minor=bill.penalty_minor,
+        owed_minor=bill.owed_minor,
+        lines=tuple(ReminderLine(order_id=line.order_id, sequence=line.installment.sequence,
+                                 term_months=line.term_months, principal_minor=line.principal_minor,
+                                 fee_minor=line.fee_minor, penalty_minor=line.penalty_minor,
+                                 owed_minor=line.owed_minor, apr_bps=line.apr_bps) for line in bill.lines),
+        grace_days=penalty.grace_days, penalty_rate_bps_per_day=penalty.rate_bps_per_day,
+        penalty_cap_bps=penalty.cap_bps,
     )
 
 

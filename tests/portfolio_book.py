@@ -18,6 +18,9 @@ system clock, can report on it), Asia/Shanghai, each month:
     tests' snapshots. The bot records the late payers' buckets before they pay.
 
 Every account is in Asia/Shanghai, so "the end of the day" is the same instant for all.
+Every account's statements are on the 1st and its bills fall due 9 days later
+(`STATEMENT_DAY`, `PAYMENT_DUE_DAYS`): a purchase on the 10th falls due on the 10th of
+each following month, a first period of exactly one month.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ TERMS = {"A": (3, 6, 12), "B": (3, 6, 12), "C": (3, 6, 12), "D": (3, 6), "E": (3
 # penalty within 20 days, which keeps the monthly passes' catch-up short; the insured
 # share is 30 %. The server of the book reads the same INSURANCE_SHARE_BPS.
 BOT_SETTINGS = {"PENALTY_CAP_BPS": "100", "INSURANCE_SHARE_BPS": "3000"}
+STATEMENT_DAY = 1
+PAYMENT_DUE_DAYS = 9
+# What the server that the book is built through must be started with.
+SERVER_SETTINGS = {"GRPC_LISTEN_ADDR": "127.0.0.1:0", "AUTH_MODE": "insecure-local",
+                   "INSURANCE_SHARE_BPS": BOT_SETTINGS["INSURANCE_SHARE_BPS"],
+                   "PAYMENT_DUE_DAYS": str(PAYMENT_DUE_DAYS)}
 
 # (month, day) of the one-off events.
 REFUNDS_ON = (2, 20)
@@ -162,7 +171,8 @@ async def build(api: Api, pool: asyncpg.Pool, run_pass: Callable[[], Awaitable[o
     async def open_one(person) -> Customer:
         grade, behaviour, stop, pays, _ = person
         account = await api.open_account(limit_minor=5_000_000,
-                                          grade=common_pb2.RiskGrade.Value(f"RISK_GRADE_{grade}"))
+                                          grade=common_pb2.RiskGrade.Value(f"RISK_GRADE_{grade}"),
+                                          statement_day=STATEMENT_DAY)
         return Customer(UUID(account.account_id), grade, behaviour, stop, pays)
 
     customers: list[Customer] = await _gather([open_one(p) for p in people])
@@ -280,9 +290,7 @@ async def _demo(dsn: str, year: int) -> None:
     clock = FixedClock(at(date(year, 1, 5), 10))
     pool = await create_pool(dsn, min_size=1, max_size=10, command_timeout_s=60)
     controller, _ = start_mail_sink("127.0.0.1", free_port())
-    running = await start_server(Settings.from_env({
-        "GRPC_LISTEN_ADDR": "127.0.0.1:0", "AUTH_MODE": "insecure-local",
-        "INSURANCE_SHARE_BPS": BOT_SETTINGS["INSURANCE_SHARE_BPS"]}), pool, clock)
+    running = await start_server(Settings.from_env(SERVER_SETTINGS), pool, clock)
     bot = build_bot(pool, BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(controller.port),
                                                 **BOT_SETTINGS}), clock)
     try:

@@ -40,6 +40,9 @@ def timestamp(instant) -> Timestamp:
 @dataclass
 class Api:
     channel: grpc.aio.Channel
+    # The statement day of the accounts `open_account` opens unless told; 0 leaves it to
+    # the server (the day the account opens).
+    statement_day: int = 0
 
     def __post_init__(self) -> None:
         self.lines = credit_line_pb2_grpc.CreditLineServiceStub(self.channel)
@@ -51,12 +54,14 @@ class Api:
     async def open_account(self, limit_minor: int = 0, grade: common_pb2.RiskGrade.ValueType = common_pb2.RISK_GRADE_B,
                            time_zone: str = "Asia/Shanghai", locale: str = "zh-CN",
                            email: str = "wang.fang@example.com",
-                           phone: str = "+8613800138000", statement_day: int = 0) -> credit_line_pb2.Account:
+                           phone: str = "+8613800138000",
+                           statement_day: int | None = None) -> credit_line_pb2.Account:
         account = await self.lines.OpenAccount(credit_line_pb2.OpenAccountRequest(
             customer_id="cust-" + key(),
             contact=credit_line_pb2.Contact(name="Wang Fang", email=email,
                                             phone=phone, locale=locale, time_zone=time_zone),
-            statement_day=statement_day, idempotency_key=key()), timeout=10)
+            statement_day=self.statement_day if statement_day is None else statement_day,
+            idempotency_key=key()), timeout=10)
         if limit_minor or grade:
             account = await self.lines.AdjustLimit(credit_line_pb2.AdjustLimitRequest(
                 account_id=account.account_id, credit_limit_minor=limit_minor, reason="test limit",
@@ -175,3 +180,18 @@ async def gateway_payments(gateway: PaymentGateway, idempotency_key: str) -> int
     """How many payments the gateway holds under the key (0 or 1 by its rules)."""
     page = await gateway.list_payments(page_size=100)
     return sum(1 for p in page.payments if p.idempotency_key == idempotency_key)
+
+
+def dated_apr_bps(principal_minor: int, payments_minor: list[int], days: list[int]) -> float:
+    """An independent APR of dated cash flows: 12 r, where r discounts a payment t days
+    after the purchase by (1 + r)^(-12 t / 365), found by bisection on the NPV in floats
+    (written without the code under test)."""
+    def npv(rate: float) -> float:
+        return -principal_minor + sum(a * (1 + rate) ** (-12 * t / 365)
+                                      for a, t in zip(payments_minor, days, strict=True))
+
+    low, high = -0.5, 1.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        low, high = (middle, high) if npv(middle) > 0 else (low, middle)
+    return (low + high) / 2 * 12 * 10_000

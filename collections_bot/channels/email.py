@@ -47,8 +47,23 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class ReminderLine:
+    """One loan's installment on the bill; amounts unpaid, in fen."""
+
+    order_id: str
+    sequence: int
+    term_months: int
+    principal_minor: int
+    fee_minor: int
+    penalty_minor: int
+    owed_minor: int
+    apr_bps: int
+
+
+@dataclass(frozen=True)
 class Reminder:
-    """Everything a reminder says; amounts in fen, formatted here."""
+    """Everything a reminder of one bill says: its total and its lines; amounts in fen,
+    formatted here."""
 
     to_address: str
     name: str
@@ -56,16 +71,13 @@ class Reminder:
     kind: str
     message_id: str
     account_id: str
-    order_id: str
-    sequence: int
-    term_months: int
     due_date: str
     days_past_due: int
     principal_minor: int
     fee_minor: int
     penalty_minor: int
     owed_minor: int
-    apr_bps: int
+    lines: tuple[ReminderLine, ...]
     grace_days: int
     penalty_rate_bps_per_day: int
     penalty_cap_bps: int
@@ -88,10 +100,14 @@ def build_message(reminder: Reminder, *, mail_from: str, domain: str, secret: st
     locale = _locale(reminder.locale)
     link = unsubscribe_url(domain, reminder.account_id, secret)
     context = {
-        "kind": reminder.kind, "name": reminder.name, "order_id": reminder.order_id, "sequence": reminder.sequence,
-        "term_months": reminder.term_months, "due_date": reminder.due_date, "days_past_due": reminder.days_past_due,
-        "amount": yuan(reminder.owed_minor), "principal": yuan(reminder.principal_minor),
-        "fee": yuan(reminder.fee_minor), "penalty": yuan(reminder.penalty_minor), "apr": percent(reminder.apr_bps),
+        "kind": reminder.kind, "name": reminder.name, "due_date": reminder.due_date,
+        "days_past_due": reminder.days_past_due, "amount": yuan(reminder.owed_minor),
+        "principal": yuan(reminder.principal_minor), "fee": yuan(reminder.fee_minor),
+        "penalty": yuan(reminder.penalty_minor),
+        "lines": [{"order_id": line.order_id, "sequence": line.sequence, "term_months": line.term_months,
+                   "amount": yuan(line.owed_minor), "principal": yuan(line.principal_minor),
+                   "fee": yuan(line.fee_minor), "penalty": yuan(line.penalty_minor), "apr": percent(line.apr_bps)}
+                  for line in reminder.lines],
         "grace_days": reminder.grace_days, "penalty_rate": percent(reminder.penalty_rate_bps_per_day),
         "penalty_cap": percent(reminder.penalty_cap_bps), "account_ref": reminder.account_id[:8].upper(),
         "unsubscribe_url": link,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +23,7 @@ from server.core.views import (
     RiskView,
     account_view,
     authorization_view,
+    billing_cycle,
     credit_line,
     hold,
 )
@@ -36,6 +37,7 @@ from server.domain import authorizations as holds
 from server.domain import ledger, quotes, risk
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import Approval, AuthorizationStatus, Decline, DeclineReason
+from server.domain.billing import BillingCycle
 from server.domain.calendar import local_date
 from server.domain.errors import Aborted, AlreadyExists, FailedPrecondition, InvariantViolation, NotFound
 from server.domain.pricing import Grade, Plan, ProductTable, RepaymentMethod, ScheduledInstallment, build_plan
@@ -70,6 +72,14 @@ class Capture:
     amount_minor: int  # 0 captures all
 
 
+def priced_plan(principal_minor: int, term_months: int, method: RepaymentMethod, monthly_rate_bps: int,
+                purchase_date: date, cycle: BillingCycle) -> Plan:
+    """The plan of a purchase on `purchase_date` (the account's local date): its
+    installments fall due on the account's repayment days."""
+    return build_plan(principal_minor, term_months, method, monthly_rate_bps, purchase_date,
+                      cycle.due_dates(purchase_date, term_months))
+
+
 def _line_without_expired_holds(row) -> CreditLine:
     """The account's credit line once its holds that expired by now (`due_expired_minor`
     of the read) no longer hold anything: Authorize's write expires them, and a quote
@@ -97,8 +107,8 @@ class Checkout:
         account = replace(account_view(row, now), line=_line_without_expired_holds(row))
         offered = quotes.offers(account.line, self._products, amount_minor, method, now)
         plans = tuple(
-            build_plan(amount_minor, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,
-                       account.today)
+            priced_plan(amount_minor, offer.product.term_months, offer.product.method, offer.monthly_rate_bps,
+                        account.today, account.billing)
             for offer in offered.offers
         )
         return Quote(plans, account, offered.unavailable_reason, offered.message)
@@ -142,8 +152,8 @@ class Checkout:
             decline_message="" if isinstance(decision, Approval) else decision.message,
             amount_minor=command.amount_minor, captured_minor=0, released_minor=0,
             term_months=command.term_months, method=command.method,
-            plan=(build_plan(command.amount_minor, command.term_months, command.method,
-                             decision.offer.monthly_rate_bps, local_date(now, row["time_zone"]))
+            plan=(priced_plan(command.amount_minor, command.term_months, command.method,
+                              decision.offer.monthly_rate_bps, local_date(now, row["time_zone"]), billing_cycle(row))
                   if isinstance(decision, Approval) else None),
             # A declined authorization held nothing, so it never expires.
             expires_at=now + self._hold_ttl if isinstance(decision, Approval) else None,
@@ -223,7 +233,8 @@ class Checkout:
         min_amount = self._products.min_amount_minor(row["term_months"], method) or 1
         result = holds.capture(hold(row), command.amount_minor, min_amount, now)
         start_date = local_date(now, row["time_zone"])
-        plan = build_plan(result.captured_minor, row["term_months"], method, row["monthly_rate_bps"], start_date)
+        plan = priced_plan(result.captured_minor, row["term_months"], method, row["monthly_rate_bps"], start_date,
+                           billing_cycle(row))
         loan_id = uuid.uuid4()
         provision = reserve.provision_minor(plan.principal_minor, Grade(row["risk_grade"]))
         entries = [(loan_id, ledger.loan_captured(plan.principal_minor, plan.total_fee_minor))]
@@ -265,8 +276,8 @@ class Checkout:
         min_amount = self._products.min_amount_minor(auth["term_months"], RepaymentMethod(auth["method"])) or 1
         result = holds.capture(hold(auth), command.amount_minor, min_amount, now)
         start_date = local_date(now, account["time_zone"])
-        plan = build_plan(result.captured_minor, auth["term_months"], RepaymentMethod(auth["method"]),
-                          auth["monthly_rate_bps"], start_date)
+        plan = priced_plan(result.captured_minor, auth["term_months"], RepaymentMethod(auth["method"]),
+                           auth["monthly_rate_bps"], start_date, billing_cycle(account))
         loan_id = uuid.uuid4()
         await loan_rows.insert(
             conn, loan_id=loan_id, account_id=auth["account_id"], authorization_id=auth["authorization_id"],
@@ -305,7 +316,7 @@ class Checkout:
             await account_rows.add_to_totals(conn, auth["account_id"], held_delta_minor=-auth["amount_minor"],
                                              now=now)
             log.info("hold_voided", authorization_id=str(authorization_id), released_minor=auth["amount_minor"])
-        return authorization_view(auth, self._locked_plan(auth, account["time_zone"]), now)
+        return authorization_view(auth, self._locked_plan(auth, account), now)
 
     async def get(self, conn: asyncpg.Connection, authorization_id: UUID) -> AuthorizationView:
         auth = await authorization_rows.get(conn, authorization_id)
@@ -316,7 +327,7 @@ class Checkout:
         if auth["loan_id"] is not None:
             plan = await self._loan_plan(conn, auth)
         else:
-            plan = self._locked_plan(auth, account["time_zone"])
+            plan = self._locked_plan(auth, account)
         return authorization_view(auth, plan, self._clock.now())
 
     async def expire_due_holds(self, pool: asyncpg.Pool, batch_size: int = 100) -> int:
@@ -356,11 +367,13 @@ class Checkout:
             raise NotFound("authorization_id", str(authorization_id), "authorization")
         return account, one(await authorization_rows.get(conn, authorization_id, lock=True))
 
-    def _locked_plan(self, auth: asyncpg.Record, time_zone: str) -> Plan | None:
+    def _locked_plan(self, auth: asyncpg.Record, account: asyncpg.Record) -> Plan | None:
+        """The plan an authorization locked, dated from the day it was approved."""
         if auth["monthly_rate_bps"] is None:
             return None
-        return build_plan(auth["amount_minor"], auth["term_months"], RepaymentMethod(auth["method"]),
-                          auth["monthly_rate_bps"], local_date(auth["created_at"], time_zone))
+        return priced_plan(auth["amount_minor"], auth["term_months"], RepaymentMethod(auth["method"]),
+                           auth["monthly_rate_bps"], local_date(auth["created_at"], account["time_zone"]),
+                           billing_cycle(account))
 
     async def _loan_plan(self, conn: asyncpg.Connection, auth: asyncpg.Record) -> Plan:
         found = await loan_rows.get(conn, auth["loan_id"])

@@ -19,7 +19,7 @@ from server.clock import Clock
 from server.core import funding as co_lending
 from server.core import promises, reserve
 from server.core.accounts import each_free_account, lock_account
-from server.core.contact_attempts import AttemptPolicy, ContactAttempts
+from server.core.contact_attempts import AttemptPolicy, ContactAttempts, bill_lines
 from server.core.repayments import Repayments
 from server.core.views import LoanView, installment_state, loan_view
 from server.db import accounts as account_rows
@@ -29,6 +29,7 @@ from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
 from server.domain import funding, ledger
 from server.domain.accounts import AccountStatus
+from server.domain.bills import bills
 from server.domain.calendar import latest_local_date, local_date
 from server.domain.cases import Escalation, EscalationReason, PromiseSource
 from server.domain.errors import FailedPrecondition, InvalidArgument, InvariantViolation, NotFound
@@ -319,32 +320,30 @@ class Collections:
         history = [PastContact(r["at"], Channel(r["channel"]), r["outcome"] in REACHED)
                    for r in await rows.recent_contacts(conn, account_id, now - timedelta(days=8))]
 
-        for loan in loans:
-            for i in loan.installments:
-                if i.owed_minor == 0:
-                    continue
-                mine = {code: a for (loan_id, seq, code), a in attempts.items()
-                        if loan_id == loan.loan_id and seq == i.sequence}
-                taken = {code for code, a in mine.items() if a.status is not AttemptStatus.DEFERRED}
-                plan = plan_steps(steps, i.due_date, today, taken)
-                for step in plan.superseded:
-                    if await self.attempts.plan(conn, account_id, loan.loan_id, i.sequence, i.due_date, step,
-                                                AttemptStatus.SKIPPED, Reason.SUPERSEDED, mine.get(step.code), now):
-                        review.planned[AttemptStatus.SKIPPED] += 1
-                facts = ContactFacts(owed_minor=i.owed_minor, promise_active=promise_active, email_opt_out=email_out,
-                                     voice_opt_out=voice_out, phone_blocked=phone_blocked, has_email=bool(email),
-                                     has_phone=bool(phone))
-                for step in plan.run:
-                    held = hold_back(step.channel, facts, now, zone, self.attempts.policy.rules, channels=channels,
-                                     history=history)
-                    status, reason = held if held is not None else (AttemptStatus.PENDING, None)
-                    if await self.attempts.plan(conn, account_id, loan.loan_id, i.sequence, i.due_date, step,
-                                                status, reason, mine.get(step.code), now):
-                        review.planned[status] += 1
-                        if status is AttemptStatus.PENDING:
-                            history.append(PastContact(now, step.channel))
-                            if step.escalates:
-                                await rows.escalate(conn, account_id, Escalation.by_step(step.code).stored(), now)
+        # One reminder schedule per bill: the steps of each due date with something
+        # unpaid, whatever the number of loans on it.
+        for due_date, bill in bills(bill_lines(loans)).items():
+            mine = {code: a for (day, code), a in attempts.items() if day == due_date}
+            taken = {code for code, a in mine.items() if a.status is not AttemptStatus.DEFERRED}
+            plan = plan_steps(steps, due_date, today, taken)
+            for step in plan.superseded:
+                if await self.attempts.plan(conn, account_id, due_date, step, AttemptStatus.SKIPPED,
+                                            Reason.SUPERSEDED, mine.get(step.code), now):
+                    review.planned[AttemptStatus.SKIPPED] += 1
+            facts = ContactFacts(owed_minor=bill.owed_minor, promise_active=promise_active, email_opt_out=email_out,
+                                 voice_opt_out=voice_out, phone_blocked=phone_blocked, has_email=bool(email),
+                                 has_phone=bool(phone))
+            for step in plan.run:
+                held = hold_back(step.channel, facts, now, zone, self.attempts.policy.rules, channels=channels,
+                                 history=history)
+                status, reason = held if held is not None else (AttemptStatus.PENDING, None)
+                if await self.attempts.plan(conn, account_id, due_date, step, status, reason, mine.get(step.code),
+                                            now):
+                    review.planned[status] += 1
+                    if status is AttemptStatus.PENDING:
+                        history.append(PastContact(now, step.channel))
+                        if step.escalates:
+                            await rows.escalate(conn, account_id, Escalation.by_step(step.code).stored(), now)
 
     # -- what the CollectionsService reads and changes -------------------------------------
 

@@ -28,10 +28,10 @@ from server.db import accounts as account_rows
 from server.db import acquire
 from server.db import collections as rows
 from server.db import loans as loan_rows
+from server.domain.bills import Bill, BillLine, bills
 from server.domain.calendar import local_date
 from server.domain.cases import Escalation, EscalationReason, PromiseSource
 from server.domain.errors import NotFound
-from server.domain.loans import InstallmentState, LoanStatus
 from server.domain.penalties import PenaltyPolicy
 from server.domain.reminders import (
     Attempt,
@@ -57,15 +57,15 @@ ESCALATING_OUTCOMES = {Outcome.DISPUTE: Escalation(EscalationReason.DISPUTE),
                        Outcome.REQUEST_AGENT: Escalation(EscalationReason.AGENT_REQUESTED)}
 
 
-def message_id(loan_id: UUID, sequence: int, step_code: str, domain: str) -> str:
-    """Stable per (installment, step): a resend after a crash carries the same id."""
-    return f"<reminder.{loan_id}.{sequence}.{step_code}@{domain}>"
+def message_id(account_id: UUID, due_date: date, step_code: str, domain: str) -> str:
+    """Stable per (bill, step): a resend after a crash carries the same id."""
+    return f"<reminder.{account_id}.{due_date.isoformat()}.{step_code}@{domain}>"
 
 
 def attempt_of(row: asyncpg.Record) -> Attempt:
     return Attempt(
         attempt_id=row["attempt_id"], account_id=row["account_id"], loan_id=row["loan_id"],
-        sequence=row["sequence"], step_code=row["step_code"], channel=Channel(row["channel"]),
+        sequence=row["sequence"], due_date=row["due_date"], step_code=row["step_code"], channel=Channel(row["channel"]),
         status=AttemptStatus(row["status"]), reason=Reason(row["reason"]) if row["reason"] else None,
         outcome=Outcome(row["outcome"]) if row["outcome"] else None, tries=row["tries"],
         planned_for=row["planned_for"], message_id=row["message_id"], next_try_at=row["next_try_at"],
@@ -109,7 +109,8 @@ def masked_smtp(detail: dict) -> dict:
 
 @dataclass(frozen=True)
 class ReminderContext:
-    """Everything a bot needs to contact a customer about one claimed attempt."""
+    """Everything a bot needs to contact a customer about one claimed attempt: the bill
+    it is for, with its total and its lines."""
 
     attempt: Attempt
     name: str
@@ -119,13 +120,18 @@ class ReminderContext:
     time_zone: str
     today: date
     template: str
-    loan: LoanView
-    installment: InstallmentState
+    bill: Bill
     penalty: PenaltyPolicy
 
     @property
     def days_past_due(self) -> int:
-        return max(0, (self.today - self.installment.due_date).days)
+        return self.bill.days_past_due(self.today)
+
+
+def bill_lines(loans: Sequence[LoanView]) -> list[BillLine]:
+    """Every installment of these loans as a line of its bill."""
+    return [BillLine(loan.loan_id, loan.order_id, loan.term_months, loan.apr_bps, installment)
+            for loan in loans for installment in loan.installments]
 
 
 @dataclass(frozen=True)
@@ -146,13 +152,18 @@ class ContactAttempts:
 
     # -- planning, inside a review's transaction on the locked account -------------------
 
-    async def of_account(self, conn: asyncpg.Connection, account_id: UUID) -> dict[tuple[UUID, int, str], Attempt]:
-        return {(a.loan_id, a.sequence, a.step_code): a
-                for a in map(attempt_of, await rows.attempts_of_account(conn, account_id))}
+    async def of_account(self, conn: asyncpg.Connection, account_id: UUID) -> dict[tuple[date, str], Attempt]:
+        """The account's attempts by (due date, step). An attempt per installment made
+        before reminders were per bill stands for its bill's step; where two loans' made
+        one each, the bill's own attempt, else the first made, stands for it."""
+        found: dict[tuple[date, str], Attempt] = {}
+        for attempt in sorted(map(attempt_of, await rows.attempts_of_account(conn, account_id)),
+                              key=lambda a: (a.loan_id is not None, a.created_at, str(a.attempt_id))):
+            found.setdefault((attempt.due_date, attempt.step_code), attempt)
+        return found
 
-    async def plan(self, conn: asyncpg.Connection, account_id: UUID, loan_id: UUID, sequence: int, due_date: date,
-                   step: Step, status: AttemptStatus, reason: Reason | None, existing: Attempt | None,
-                   now: datetime) -> bool:
+    async def plan(self, conn: asyncpg.Connection, account_id: UUID, due_date: date, step: Step,
+                   status: AttemptStatus, reason: Reason | None, existing: Attempt | None, now: datetime) -> bool:
         """Record what a review decided for a step: a new attempt, or a DEFERRED one moved
         on. True when something changed."""
         if status not in (AttemptStatus.PENDING, AttemptStatus.DEFERRED, AttemptStatus.SUPPRESSED,
@@ -164,13 +175,12 @@ class ContactAttempts:
                                               reason=reason.value if reason else None)
                 return True
             return False
-        await rows.insert_attempt(
-            conn, attempt_id=uuid.uuid4(), account_id=account_id, loan_id=loan_id, sequence=sequence,
-            step_code=step.code, channel=step.channel.value, status=status.value,
-            reason=reason.value if reason else None,
-            message_id=message_id(loan_id, sequence, step.code, self.policy.mail_domain),
+        inserted = await rows.insert_attempt(
+            conn, attempt_id=uuid.uuid4(), account_id=account_id, due_date=due_date, step_code=step.code,
+            channel=step.channel.value, status=status.value, reason=reason.value if reason else None,
+            message_id=message_id(account_id, due_date, step.code, self.policy.mail_domain),
             planned_for=due_date + timedelta(days=step.offset_days), now=now)
-        return True
+        return inserted is not None
 
     # -- a bot's side: claim, check, report ----------------------------------------------
 
@@ -202,22 +212,22 @@ class ContactAttempts:
         SKIPPED); or None when the lease was lost meanwhile (nothing recorded)."""
         async with acquire(pool) as conn:
             account = await account_rows.get(conn, attempt.account_id)
-            found = await loan_rows.get(conn, attempt.loan_id)
-            if account is None or found is None:
-                raise NotFound("attempt_id", str(attempt.attempt_id), "account or loan of the attempt")
+            if account is None:
+                raise NotFound("attempt_id", str(attempt.attempt_id), "account of the attempt")
             zone = account["time_zone"]
-            loan = loan_view(found[0], found[1], zone, now)
-            installment = next(i for i in loan.installments if i.sequence == attempt.sequence)
+            loans = [loan_view(loan, installments, zone, now)
+                     for loan, installments in await loan_rows.active_for_account(conn, attempt.account_id)]
+            bill = bills(bill_lines(loans)).get(attempt.due_date, Bill(attempt.due_date, ()))
             email_out, voice_out, phone_blocked = await rows.preferences(conn, attempt.account_id)
             name, email, phone = account_rows.contact(account)
             facts = ContactFacts(
-                owed_minor=installment.owed_minor if loan.status is LoanStatus.ACTIVE else 0,
+                owed_minor=bill.owed_minor,
                 promise_active=await rows.active_promise(conn, attempt.account_id) is not None,
                 email_opt_out=email_out, voice_opt_out=voice_out, phone_blocked=phone_blocked,
                 has_email=bool(email), has_phone=bool(phone))
             today = local_date(now, zone)
             strategy = await self.strategy(conn)
-            superseded = {s.code for s in plan_steps(strategy, installment.due_date, today, set()).superseded}
+            superseded = {s.code for s in plan_steps(strategy, bill.due_date, today, set()).superseded}
             held = (AttemptStatus.SKIPPED, Reason.SUPERSEDED) if attempt.step_code in superseded else hold_back(
                 attempt.channel, facts, now, zone, self.policy.rules, channels=channels, history=None)
             if held is not None:
@@ -228,8 +238,8 @@ class ContactAttempts:
                 return status
             template = next((s.template for s in strategy if s.code == attempt.step_code), "overdue")
         return ReminderContext(attempt=attempt, name=name, email=email, phone=phone, locale=account["locale"],
-                               time_zone=zone, today=today, template=template, loan=loan,
-                               installment=installment, penalty=self.policy.penalty)
+                               time_zone=zone, today=today, template=template, bill=bill,
+                               penalty=self.policy.penalty)
 
     async def mark_sent(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime, outcome: Outcome,
                         detail: dict) -> bool:
@@ -276,7 +286,7 @@ class ContactAttempts:
             if outcome is Outcome.PROMISE_TO_PAY and promised_date is not None:
                 if await rows.active_promise(conn, account_id) is None:
                     await promises.open_promise(conn, account_id, promised_date,
-                                                max(1, context.installment.owed_minor), PromiseSource.VOICE, now)
+                                                max(1, context.bill.owed_minor), PromiseSource.VOICE, now)
             elif outcome is Outcome.CLAIMS_PAID:
                 await rows.flag_payment_check(conn, account_id, now)
                 await rows.event(conn, account_id, "CLAIMS_PAID", {}, now)

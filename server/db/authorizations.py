@@ -60,7 +60,7 @@ SELECT coalesce(sum(amount_minor), 0)::bigint FROM authorizations
 WHERE account_id = $1 AND status = 'PENDING'
 """
 
-# Authorize, read: the account with its version, the request's idempotency record, the
+# Authorize, read: the account with its version and billing cycle, the request's idempotency record, the
 # account's holds past expiry (booked by this authorization), the account's own live
 # authorization of the order if any, and (with risk checks on) the risk facts. One row
 # even when the account does not exist. Every table is read within the account, but
@@ -71,6 +71,7 @@ WHERE account_id = $1 AND status = 'PENDING'
 _AUTHORIZE_READ = """
 SELECT a.account_id, a.status, a.risk_grade, a.credit_limit_minor, a.temporary_limit_minor,
        a.temporary_limit_expires_at, a.held_minor, a.outstanding_principal_minor, a.time_zone, a.version,
+       a.statement_day, a.payment_due_days,
        r.request_sha256 AS replay_sha256, r.response AS replay_response,
        (SELECT coalesce(sum(h.amount_minor), 0)::bigint FROM authorizations h
         WHERE h.account_id = $1 AND h.status = 'PENDING' AND h.expires_at <= $4) AS due_expired_minor,

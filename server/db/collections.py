@@ -162,17 +162,18 @@ SELECT step_code, offset_days, channel, template, escalates FROM reminder_steps 
 
 
 _ATTEMPT_COLUMNS = """
-    attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason, tries, next_try_at, lease_until,
-    lease_owner, message_id, outcome, detail, planned_for, created_at, updated_at
+    attempt_id, account_id, loan_id, sequence, due_date, step_code, channel, status, reason, tries, next_try_at,
+    lease_until, lease_owner, message_id, outcome, detail, planned_for, created_at, updated_at
 """
 
 SELECT_ATTEMPTS_OF_ACCOUNT = f"SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts WHERE account_id = $1"
 
+# One attempt per (account, due date, step): the bill's, naming no loan.
 INSERT_ATTEMPT = f"""
-INSERT INTO contact_attempts (attempt_id, account_id, loan_id, sequence, step_code, channel, status, reason,
+INSERT INTO contact_attempts (attempt_id, account_id, due_date, step_code, channel, status, reason,
                               message_id, planned_for, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11, $10, $10)
-ON CONFLICT (loan_id, sequence, step_code, account_id) DO NOTHING
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)
+ON CONFLICT (account_id, due_date, step_code) WHERE loan_id IS NULL DO NOTHING
 RETURNING {_ATTEMPT_COLUMNS}
 """
 
@@ -349,11 +350,12 @@ async def attempts_of_account(conn: asyncpg.Connection, account_id: UUID) -> lis
     return await conn.fetch(SELECT_ATTEMPTS_OF_ACCOUNT, account_id)
 
 
-async def insert_attempt(conn: asyncpg.Connection, *, attempt_id: UUID, account_id: UUID, loan_id: UUID,
-                         sequence: int, step_code: str, channel: str, status: str, reason: str | None,
-                         message_id: str | None, planned_for: date, now: datetime) -> asyncpg.Record | None:
-    return await conn.fetchrow(INSERT_ATTEMPT, attempt_id, account_id, loan_id, sequence, step_code, channel,
-                               status, reason, message_id, now, planned_for)
+async def insert_attempt(conn: asyncpg.Connection, *, attempt_id: UUID, account_id: UUID, due_date: date,
+                         step_code: str, channel: str, status: str, reason: str | None, message_id: str | None,
+                         planned_for: date, now: datetime) -> asyncpg.Record | None:
+    """The new attempt of a bill's step; None when the bill has one for the step already."""
+    return await conn.fetchrow(INSERT_ATTEMPT, attempt_id, account_id, due_date, step_code, channel, status, reason,
+                               message_id, now, planned_for)
 
 
 async def set_attempt_status(conn: asyncpg.Connection, attempt_id: UUID, status: str, now: datetime, *,

@@ -130,7 +130,7 @@ WHERE loan_id = $1 AND account_id = $5
 """
 SELECT_INSTALLMENTS = f"SELECT {_INSTALLMENT_COLUMNS} FROM installments WHERE loan_id = $1 ORDER BY sequence"
 
-# Capture, read: the authorization, its account with the version, and the request's
+# Capture, read: the authorization, its account with the version and billing cycle, and the request's
 # idempotency record in that account's bucket. One row even when the authorization does
 # not exist. The request names only the authorization: its account is found here.
 # $1 authorization, $2-$4 caller, method, key.
@@ -140,6 +140,7 @@ SELECT au.authorization_id, au.account_id, au.merchant_id, au.order_id, au.statu
        au.monthly_rate_bps, au.risk_decision, au.risk_score, au.risk_reasons, au.loan_id, au.expires_at,
        au.created_at,
        a.status AS account_status, a.risk_grade, a.currency, a.time_zone, a.credit_balance_minor, a.version,
+       a.statement_day, a.payment_due_days,
        a.journal_length, a.journal_head_sha256,
        r.request_sha256 AS replay_sha256, r.response AS replay_response
 FROM (SELECT 1) AS one

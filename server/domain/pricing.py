@@ -1,10 +1,34 @@
 """Installment pricing: the product table, exact schedules and the APR disclosure.
 
-A plan is priced by (term, method, grade). Schedules are built in integer fen with
-half-up rounding per line item; the last period absorbs every remainder so that the
-parts always sum to the totals. The APR is the monthly internal rate of return of the
-customer's cash flows (principal received now, each installment paid k months later),
-times 12, solved with 50-digit decimals and rounded half-up to a basis point.
+A plan is priced by (term, method, grade) and dated by the account's billing cycle
+(server/domain/billing.py): every installment falls due on a repayment day, so the
+first period runs from the purchase date to the first repayment day and may be shorter
+or longer than a month. Schedules are built in integer fen with half-up rounding per
+line item; the last period absorbs every remainder so that the parts always sum to the
+totals.
+
+The first period's fee, written once:
+
+1. The reference month of a plan is the calendar month that ends on its first due
+   date: the days from that date less one month (server/domain/calendar.add_months)
+   to it, 28 to 31.
+2. FLAT_FEE: periods 2..n each charge the original principal times the monthly rate;
+   period 1 charges that times (days of period 1) / (days of the reference month).
+   Each line is rounded half-up once, in integers.
+3. DECLINING_BALANCE: the principal parts are the level-payment (annuity) schedule's;
+   period k's interest is its opening balance times the monthly rate, and period 1's
+   is that times the same ratio of days. Each line is rounded half-up once.
+4. A first period of exactly one calendar month costs exactly one month; a free plan
+   (rate 0) stays free whatever its dates.
+
+The APR is the annualized internal rate of return of the dated cash flows: the
+principal received on the purchase date, each installment paid on its due date. Time
+is counted in actual days over a 365-day year; the rate is the monthly-equivalent rate
+r that discounts a payment t days later by (1 + r)^(-12 t / 365), times 12 (so a plan
+whose periods were all 365/12 days long would get its monthly IRR times 12). It is
+solved as the daily rate d of NPV(d) = -P + sum(A_k (1 + d)^(-t_k)), which has
+integer exponents, then r = (1 + d)^(365 / 12) - 1; 40-digit decimals decide any
+rounding near a half basis point, and the result is rounded half-up to a basis point.
 """
 
 from __future__ import annotations
@@ -13,10 +37,11 @@ import decimal
 import enum
 import functools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from server.domain.billing import MAX_PAYMENT_DUE_DAYS, MIN_PAYMENT_DUE_DAYS
 from server.domain.calendar import add_months
 from server.domain.errors import InvariantViolation
 from server.domain.money import divide_half_up
@@ -24,6 +49,8 @@ from server.domain.money import divide_half_up
 TERMS_MONTHS = (1, 3, 6, 12, 24)
 DEFAULT_MAX_APR_BPS = 2400
 BPS = 10_000
+DAYS_PER_YEAR = 365
+MONTHS_PER_YEAR = 12
 
 
 class RepaymentMethod(enum.StrEnum):
@@ -126,20 +153,45 @@ class ProductTable:
         return None if product is None else product.min_amount_minor
 
     def check_cost_ceiling(self, max_apr_bps: int) -> None:
-        """Refuse a table that prices any plan above the ceiling. The APR of a plan moves
-        with the amount only through rounding, so each row is priced at its minimum, at
-        ten and a thousand times it, and at one million yuan."""
-        start = date(2026, 1, 31)
+        """Refuse a table that prices any plan above the ceiling, whatever the purchase
+        date and billing cycle. The APR of a plan moves with the amount only through
+        rounding, so each row is priced at its minimum, at ten and a thousand times it,
+        and at one million yuan; and on every first period of `ceiling_first_periods`."""
         for product in self:
             for grade, rate in product.rate_bps_by_grade.items():
                 for amount in {product.min_amount_minor, product.min_amount_minor * 10,
                                product.min_amount_minor * 1_000, 100_000_000}:
-                    plan = build_plan(amount, product.term_months, product.method, rate, start)
-                    if plan.apr_bps > max_apr_bps:
-                        raise ValueError(
-                            f"product table: {product.term_months} months {product.method} grade {grade} "
-                            f"prices {amount} fen at {plan.apr_bps} bps APR, above the ceiling of {max_apr_bps}"
-                        )
+                    for days in ceiling_first_periods(product.term_months):
+                        parts = _parts(amount, product.term_months, product.method, rate,
+                                       (days[0], SHORTEST_MONTH_DAYS))
+                        # Not through the cache: these plans are never quoted, and
+                        # thousands of them would push out the ones that are.
+                        priced = apr_bps(amount, [p + f for p, f in parts], days, cached=False)
+                        if priced > max_apr_bps:
+                            raise ValueError(
+                                f"product table: {product.term_months} months {product.method} grade {grade} "
+                                f"prices {amount} fen with a first period of {days[0]} days at {priced} bps "
+                                f"APR, above the ceiling of {max_apr_bps}")
+
+
+SHORTEST_MONTH_DAYS = 28
+LONGEST_MONTH_DAYS = 31
+
+
+def ceiling_first_periods(term_months: int) -> list[tuple[int, ...]]:
+    """Day counts of the payments of a plan that costs at least as much as any real one.
+
+    A first period runs from a purchase to the first repayment day: at least one day
+    to the statement and MIN_PAYMENT_DUE_DAYS after it, at most a 31-day month and
+    MAX_PAYMENT_DUE_DAYS. Every later period is a whole month between statements, at
+    least 28 days. For one first period, the real plans of every calendar cost at most
+    the plan whose reference month and later periods all have 28 days: a shorter
+    reference month only raises the first fee, and paying the same amounts earlier
+    only raises the rate. So each first period is taken with 28-day periods after it."""
+    shortest = 1 + MIN_PAYMENT_DUE_DAYS
+    longest = LONGEST_MONTH_DAYS + MAX_PAYMENT_DUE_DAYS
+    return [tuple(first + SHORTEST_MONTH_DAYS * k for k in range(term_months))
+            for first in range(shortest, longest + 1)]
 
 
 def _rows(term, method, min_amount_minor, a, b, c, d, e) -> Product:
@@ -165,19 +217,25 @@ DEFAULT_PRODUCT_TABLE = ProductTable([
 ])
 
 
-def build_plan(principal_minor: int, term_months: int, method: RepaymentMethod,
-               monthly_rate_bps: int, start_date: date) -> Plan:
+def build_plan(principal_minor: int, term_months: int, method: RepaymentMethod, monthly_rate_bps: int,
+               purchase_date: date, due_dates: Sequence[date]) -> Plan:
+    """The plan of a loan bought on `purchase_date` whose installments fall due on
+    `due_dates` (one per period, increasing, the first after the purchase date): the
+    billing cycle's repayment days for a new loan (BillingCycle.due_dates)."""
     if principal_minor < 1:
         raise InvariantViolation(f"a plan needs a positive principal, got {principal_minor}")
     if term_months < 1:
         raise InvariantViolation(f"a plan needs at least one period, got {term_months}")
-    if method is RepaymentMethod.FLAT_FEE or monthly_rate_bps == 0:
-        parts = _flat_fee_parts(principal_minor, term_months, monthly_rate_bps)
-    else:
-        parts = _declining_balance_parts(principal_minor, term_months, monthly_rate_bps)
+    if len(due_dates) != term_months:
+        raise InvariantViolation(f"a plan of {term_months} periods needs as many due dates, got {len(due_dates)}")
+    days = tuple((due - purchase_date).days for due in due_dates)
+    if days[0] < 1 or any(later <= earlier for earlier, later in zip(days, days[1:], strict=False)):
+        raise InvariantViolation(f"due dates {due_dates} must increase and follow the purchase on {purchase_date}")
+    first_days = (days[0], (due_dates[0] - add_months(due_dates[0], -1)).days)
+    parts = _parts(principal_minor, term_months, method, monthly_rate_bps, first_days)
     installments = tuple(
-        ScheduledInstallment(k, add_months(start_date, k), principal, fee)
-        for k, (principal, fee) in enumerate(parts, start=1)
+        ScheduledInstallment(k, due, principal, fee)
+        for k, (due, (principal, fee)) in enumerate(zip(due_dates, parts, strict=True), start=1)
     )
     if sum(i.principal_minor for i in installments) != principal_minor:
         raise InvariantViolation("schedule principal does not sum to the loan's principal")
@@ -185,25 +243,41 @@ def build_plan(principal_minor: int, term_months: int, method: RepaymentMethod,
         term_months=term_months,
         method=method,
         monthly_rate_bps=monthly_rate_bps,
-        apr_bps=apr_bps(principal_minor, [i.amount_minor for i in installments]),
+        apr_bps=apr_bps(principal_minor, [i.amount_minor for i in installments], days),
         principal_minor=principal_minor,
         installments=installments,
     )
 
 
-def _flat_fee_parts(principal: int, n: int, rate_bps: int) -> list[tuple[int, int]]:
+def _parts(principal: int, n: int, method: RepaymentMethod, rate_bps: int,
+           first_days: tuple[int, int]) -> list[tuple[int, int]]:
+    """(principal, fee) of each period; `first_days` is (days of the first period, days
+    of the reference month)."""
+    if method is RepaymentMethod.FLAT_FEE or rate_bps == 0:
+        return _flat_fee_parts(principal, n, rate_bps, first_days)
+    return _declining_balance_parts(principal, n, rate_bps, first_days)
+
+
+def _flat_fee_parts(principal: int, n: int, rate_bps: int,
+                    first_days: tuple[int, int]) -> list[tuple[int, int]]:
     # The Baitiao way: equal principal, and each period's fee is the original principal
-    # times the monthly rate, rounded half-up once per line.
+    # times the monthly rate, rounded half-up once per line; the first period's by its
+    # days over the reference month's (`first_days`: (days, reference days)).
+    days, month_days = first_days
     base = principal // n
     fee = divide_half_up(principal * rate_bps, BPS)
-    parts = [(base, fee)] * (n - 1)
-    parts.append((principal - base * (n - 1), fee))
+    parts = [(base, divide_half_up(principal * rate_bps * days, BPS * month_days))]
+    parts += [(base, fee)] * (n - 1)
+    parts[-1] = (principal - base * (n - 1), parts[-1][1])
     return parts
 
 
-def _declining_balance_parts(principal: int, n: int, rate_bps: int) -> list[tuple[int, int]]:
+def _declining_balance_parts(principal: int, n: int, rate_bps: int,
+                             first_days: tuple[int, int]) -> list[tuple[int, int]]:
     # The level payment P r / (1 - (1 + r)^-n) with r = rate_bps / BPS, as one ratio of
-    # integers: P b (BPS + b)^n / (BPS ((BPS + b)^n - BPS^n)), rounded half-up.
+    # integers: P b (BPS + b)^n / (BPS ((BPS + b)^n - BPS^n)), rounded half-up. The
+    # principal parts are the annuity's; only the first period's interest is by days.
+    days, month_days = first_days
     growth = (BPS + rate_bps) ** n
     payment = divide_half_up(principal * rate_bps * growth, BPS * (growth - BPS ** n))
     parts = []
@@ -214,6 +288,8 @@ def _declining_balance_parts(principal: int, n: int, rate_bps: int) -> list[tupl
             principal_part = balance
         else:
             principal_part = min(max(payment - interest, 0), balance)
+        if k == 1:
+            interest = divide_half_up(balance * rate_bps * days, BPS * month_days)
         parts.append((principal_part, interest))
         balance -= principal_part
     return parts
@@ -224,30 +300,36 @@ _IRR_STEP_TOLERANCE = decimal.Decimal("1e-24")
 _IRR_MAX_STEPS = 100
 
 
-def apr_bps(principal_minor: int, payments_minor: list[int]) -> int:
-    """Monthly IRR of receiving `principal_minor` now and paying `payments_minor[k-1]`
-    at month k, times 12, in basis points rounded half-up."""
+def apr_bps(principal_minor: int, payments_minor: Sequence[int], days: Sequence[int], *, cached: bool = True) -> int:
+    """The APR of receiving `principal_minor` on day 0 and paying `payments_minor[k]` on
+    day `days[k]` (see the module docstring), in basis points rounded half-up."""
     if principal_minor <= 0 or not payments_minor or any(p < 0 for p in payments_minor):
         raise InvariantViolation("apr_bps needs a positive principal and non-negative payments")
+    if len(days) != len(payments_minor) or any(t < 1 for t in days):
+        raise InvariantViolation("apr_bps needs one day count of at least 1 per payment")
     total = sum(payments_minor)
     if total == principal_minor:
         return 0
     if total < principal_minor:
         raise InvariantViolation("payments below the principal have a negative rate; no plan prices so")
-    return _apr_bps(principal_minor, tuple(payments_minor))
+    solve = _apr_bps if cached else _apr_bps.__wrapped__
+    return solve(principal_minor, tuple(payments_minor), tuple(days))
 
 
 # A plan is priced at quote, at authorization and at capture, usually for the same
-# amount; the solve is pure, so repeats are served from memory.
+# amount on the same day; the solve is pure, so repeats are served from memory. The key
+# holds day counts from the purchase, not dates: every account whose repayment days sit
+# the same number of days after its purchases shares an entry.
 @functools.lru_cache(maxsize=8192)
-def _apr_bps(principal_minor: int, payments_minor: tuple[int, ...]) -> int:
+def _apr_bps(principal_minor: int, payments_minor: tuple[int, ...], days: tuple[int, ...]) -> int:
     # The float solve is within about 1e-10 bps of the root. Unless that lands near a
     # rounding boundary (a half basis point), its rounding is the exact one; otherwise
     # the 40-digit solve decides.
-    annual_bps = _irr_estimate(principal_minor, list(payments_minor)) * 12 * BPS
+    daily = _irr_estimate(principal_minor, list(payments_minor), days)
+    annual_bps = math.expm1(math.log1p(daily) * DAYS_PER_YEAR / MONTHS_PER_YEAR) * MONTHS_PER_YEAR * BPS
     if abs(annual_bps - math.floor(annual_bps) - 0.5) > _APR_FLOAT_MARGIN_BPS:
         return math.floor(annual_bps + 0.5)
-    return _apr_bps_exact(principal_minor, payments_minor)
+    return _apr_bps_exact(principal_minor, payments_minor, days)
 
 
 # How far from a half basis point the float solve must land to be trusted: ten thousand
@@ -255,36 +337,37 @@ def _apr_bps(principal_minor: int, payments_minor: tuple[int, ...]) -> int:
 _APR_FLOAT_MARGIN_BPS = 1e-6
 
 
-def _apr_bps_exact(principal_minor: int, payments_minor: tuple[int, ...]) -> int:
-    monthly = _irr(principal_minor, list(payments_minor))
-    annual_bps = _IRR_CONTEXT.multiply(monthly, 12 * BPS)
-    return int(annual_bps.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP, context=_IRR_CONTEXT))
+def _apr_bps_exact(principal_minor: int, payments_minor: tuple[int, ...], days: tuple[int, ...]) -> int:
+    ctx = _IRR_CONTEXT
+    daily = _irr(principal_minor, list(payments_minor), days)
+    exponent = ctx.divide(DAYS_PER_YEAR, MONTHS_PER_YEAR)
+    monthly = ctx.subtract(ctx.power(ctx.add(1, daily), exponent), 1)
+    annual_bps = ctx.multiply(monthly, MONTHS_PER_YEAR * BPS)
+    return int(annual_bps.quantize(decimal.Decimal(1), rounding=decimal.ROUND_HALF_UP, context=ctx))
 
 
-def _irr_estimate(principal: int, payments: list[int]) -> float:
+def _irr_estimate(principal: int, payments: list[int], days: Sequence[int]) -> float:
     """Newton's method for the same root in floating point: a starting point only."""
     rate = 0.0
     for _ in range(_IRR_MAX_STEPS):
-        discount = 1.0 / (1.0 + rate)
-        factor = 1.0
+        log_growth = math.log1p(rate)
         value = -float(principal)
         slope = 0.0
-        for k, amount in enumerate(payments, start=1):
-            factor *= discount
-            term = amount * factor
+        for t, amount in zip(days, payments, strict=True):
+            term = amount * math.exp(-t * log_growth)
             value += term
-            slope -= k * term * discount
+            slope -= t * term / (1.0 + rate)
         step = value / slope
         rate -= step
-        if abs(step) < 1e-15:
+        if abs(step) < 1e-17:
             break
     return rate if math.isfinite(rate) and rate > -1.0 else 0.0
 
 
-def _irr(principal: int, payments: list[int]) -> decimal.Decimal:
-    """The root of NPV(r) = -principal + sum(payment_k / (1 + r)^k).
+def _irr(principal: int, payments: list[int], days: Sequence[int]) -> decimal.Decimal:
+    """The daily rate d, root of NPV(d) = -principal + sum(payment_k / (1 + d)^t_k).
 
-    NPV is strictly decreasing and convex in r (every payment comes after the
+    NPV is strictly decreasing and convex in d (every payment comes after the
     principal), and NPV(0) > 0 when the payments exceed the principal. Newton's method
     started at 0 therefore climbs monotonically to the unique root without overshooting,
     converging quadratically; 40 significant digits leave the result exact far beyond a
@@ -296,22 +379,20 @@ def _irr(principal: int, payments: list[int]) -> decimal.Decimal:
     # 1e-15 of the root, and from there two Decimal steps reach the tolerance. A start
     # past the root is harmless: on a convex decreasing curve the first step lands left
     # of the root, and the climb resumes from there.
-    rate = decimal.Decimal(_irr_estimate(principal, payments))
+    rate = decimal.Decimal(_irr_estimate(principal, payments, days))
     for _ in range(_IRR_MAX_STEPS):
         discount = ctx.divide(1, ctx.add(1, rate))
-        factor = decimal.Decimal(1)
         value = -principal_d
         slope = decimal.Decimal(0)
-        for k, amount in enumerate(cash, start=1):
-            factor = ctx.multiply(factor, discount)
-            term = ctx.multiply(amount, factor)
+        for t, amount in zip(days, cash, strict=True):
+            term = ctx.multiply(amount, ctx.power(discount, t))
             value = ctx.add(value, term)
-            slope = ctx.subtract(slope, ctx.multiply(ctx.multiply(k, term), discount))
+            slope = ctx.subtract(slope, ctx.multiply(ctx.multiply(t, term), discount))
         step = ctx.divide(value, slope)
         rate = ctx.subtract(rate, step)
         if abs(step) < _IRR_STEP_TOLERANCE:
             return rate
-    raise InvariantViolation(f"IRR did not converge for {principal} against {payments}")
+    raise InvariantViolation(f"IRR did not converge for {principal} against {payments} on days {days}")
 
 
 class MerchantCategory(enum.StrEnum):

@@ -1,4 +1,4 @@
-"""Reminder strategy and contact rules: which step runs for an installment now, whether
+"""Reminder strategy and contact rules: which step runs for a bill now, whether
 the customer may be contacted on a channel now, and what a failed send leads to. The
 names of a contact attempt's life (status, channel, reason, outcome) live here and only
 here; the database, the bot and the API speak these enums."""
@@ -41,7 +41,7 @@ FINAL_STATUSES = frozenset({AttemptStatus.SENT, AttemptStatus.FAILED, AttemptSta
 class Reason(enum.StrEnum):
     """Why an attempt was suppressed, deferred, skipped, retried or failed."""
 
-    # Suppressed: the customer must not be contacted about this installment on this channel.
+    # Suppressed: the customer must not be contacted about this bill on this channel.
     PAID = "PAID"
     PROMISE_ACTIVE = "PROMISE_ACTIVE"
     OPTED_OUT = "OPTED_OUT"
@@ -51,7 +51,7 @@ class Reason(enum.StrEnum):
     CHANNEL_UNAVAILABLE = "CHANNEL_UNAVAILABLE"
     OUTSIDE_CONTACT_WINDOW = "OUTSIDE_CONTACT_WINDOW"
     FREQUENCY_CAP = "FREQUENCY_CAP"
-    # Skipped: a later step of the same installment is due.
+    # Skipped: a later step of the same bill is due.
     SUPERSEDED = "SUPERSEDED"
     # Sending failed: tried again later (PENDING) or given up (FAILED).
     SMTP_TEMPORARY = "SMTP_TEMPORARY"
@@ -163,7 +163,7 @@ def within_caps(channel: Channel, now: datetime, time_zone: str, history: Sequen
 
 @dataclass(frozen=True)
 class ContactFacts:
-    """What decides whether a customer may be contacted about one installment now."""
+    """What decides whether a customer may be contacted about one bill now."""
 
     owed_minor: int
     promise_active: bool
@@ -254,12 +254,15 @@ def after_failure(channel: Channel, tries: int, permanent: bool, now: datetime, 
 
 @dataclass(frozen=True)
 class Attempt:
-    """One reminder step taken for one installment."""
+    """One reminder step taken for one bill: the account's installments due on
+    `due_date`. Attempts made before reminders were per bill name the installment they
+    were for (`loan_id`, `sequence`); new ones name none."""
 
     attempt_id: UUID
     account_id: UUID
-    loan_id: UUID
-    sequence: int
+    loan_id: UUID | None
+    sequence: int | None
+    due_date: date
     step_code: str
     channel: Channel
     status: AttemptStatus

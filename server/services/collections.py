@@ -73,8 +73,9 @@ def attempt(found: Attempt, *, whole: bool = False) -> collections_pb2.ContactAt
     transcript and its failed calls)."""
     detail = found.detail
     message = collections_pb2.ContactAttempt(
-        attempt_id=str(found.attempt_id), account_id=str(found.account_id), loan_id=str(found.loan_id),
-        sequence=found.sequence, step_code=found.step_code,
+        attempt_id=str(found.attempt_id), account_id=str(found.account_id),
+        loan_id=str(found.loan_id) if found.loan_id else "", sequence=found.sequence or 0,
+        due_date=found.due_date.isoformat(), step_code=found.step_code,
         channel=convert.to_proto_enum(collections_pb2.ContactChannel, "CONTACT_CHANNEL_", found.channel),
         status=convert.to_proto_enum(collections_pb2.ContactAttemptStatus, "CONTACT_ATTEMPT_STATUS_", found.status),
         reason=convert.to_proto_enum(collections_pb2.ContactAttemptReason, "CONTACT_ATTEMPT_REASON_", found.reason),

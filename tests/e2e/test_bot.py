@@ -91,7 +91,7 @@ async def test_two_bots_at_once_book_each_penalty_day_and_send_each_step_once(ap
     assert {r["loan_id"]: r["days"] for r in per_loan} == {loan_id: 4 for loan_id in ours}
     ids = collections.Counter(m["Message-ID"].strip() for m in sink.messages)
     assert ids and max(ids.values()) == 1, "a reminder step was sent twice"
-    expected = {f"<reminder.{loan.loan_id}.1.D+7_EMAIL@credit.example>" for loan in loans}
+    expected = {f"<reminder.{loan.account_id}.{due.isoformat()}.D+7_EMAIL@credit.example>" for loan in loans}
     assert expected <= set(ids)
 
     # Running again at the same time changes nothing.
@@ -123,12 +123,12 @@ async def test_a_bot_killed_mid_pass_loses_nothing_and_repeats_nothing_committed
     assert after["violations"] == [] and after["mismatched_penalties"] == 0
     ids = collections.Counter(m["Message-ID"].strip() for m in sink.messages)
     # What was marked SENT before the kill was not sent again.
-    ours = {loan.loan_id for loan in loans}
+    ours = {loan.account_id for loan in loans}
     sent_before = {m for m in before["sent"] if m.split(".")[1] in ours}
     assert sent_before, "the kill should come after some reminders were sent"
     assert all(ids[message_id] == 1 for message_id in sent_before)
     # And every loan got its D+1 reminder in the end.
-    assert {f"<reminder.{loan.loan_id}.1.D+1_EMAIL@credit.example>" for loan in loans} <= set(ids)
+    assert {f"<reminder.{loan.account_id}.{due.isoformat()}.D+1_EMAIL@credit.example>" for loan in loans} <= set(ids)
 
 
 def test_the_daemon_stops_cleanly_on_sigterm_within_its_bound(server, smtp):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import asyncpg
 import grpc
@@ -49,11 +49,11 @@ async def plan_reminders(database_url: str, loans) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         for loan in loans:
+            due_date = date.fromisoformat(loan.installments[0].due_date)
             await rows.insert_attempt(
-                conn, attempt_id=uuid.uuid4(), account_id=uuid.UUID(loan.account_id),
-                loan_id=uuid.UUID(loan.loan_id), sequence=1, step_code="D-3_EMAIL", channel="EMAIL",
-                status="PENDING", reason=None,
-                message_id=message_id(uuid.UUID(loan.loan_id), 1, "D-3_EMAIL", "credit.example"),
+                conn, attempt_id=uuid.uuid4(), account_id=uuid.UUID(loan.account_id), due_date=due_date,
+                step_code="D-3_EMAIL", channel="EMAIL", status="PENDING", reason=None,
+                message_id=message_id(uuid.UUID(loan.account_id), due_date, "D-3_EMAIL", "credit.example"),
                 planned_for=now.date(), now=now)
     finally:
         await conn.close()
@@ -112,7 +112,8 @@ async def test_two_daemons_and_a_slow_smtp_server_send_each_reminder_once(db_dsn
 
     assert await statuses(db_dsn) == {"SENT": REMINDERS}
     received = collections.Counter(m["Message-ID"].strip() for m in sink.messages)
-    expected = {f"<reminder.{loan.loan_id}.1.D-3_EMAIL@credit.example>" for loan in loans}
+    expected = {f"<reminder.{loan.account_id}.{loan.installments[0].due_date}.D-3_EMAIL@credit.example>"
+                for loan in loans}
     assert set(received) == expected
     assert [n for n in received.values() if n > 1] == [], "a reminder was sent more than once"
     # Renewed leases are never lost while sending.

@@ -18,6 +18,18 @@ from server.payments.gateway import PaymentGateway
 from tests.support import GATEWAY_DELAY_S, Api
 
 START = datetime(2027, 1, 15, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
+# The billing cycle of the tests' accounts unless a test chooses: statements on the 1st,
+# bills due 14 days later. A purchase on 15 January is first billed on 1 February and
+# falls due on the 15th of each month, a first period of exactly one month.
+STATEMENT_DAY = 1
+PAYMENT_DUE_DAYS = 14
+
+
+@pytest.fixture
+def billing_cycle() -> tuple[int, int | None]:
+    """(statement day of the accounts `api` opens, the server's PAYMENT_DUE_DAYS); a
+    module overrides it with (0, None) to keep the server's defaults."""
+    return STATEMENT_DAY, PAYMENT_DUE_DAYS
 
 
 @pytest.fixture
@@ -26,9 +38,11 @@ def clock() -> FixedClock:
 
 
 @pytest.fixture
-def settings() -> Settings:
+def settings(billing_cycle) -> Settings:
+    _, payment_due_days = billing_cycle
     return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "HOLD_TTL_S": "1800", "LOG_LEVEL": "warning",
-                              "AUTH_MODE": "insecure-local"})
+                              "AUTH_MODE": "insecure-local",
+                              **({"PAYMENT_DUE_DAYS": str(payment_due_days)} if payment_due_days else {})})
 
 
 @pytest.fixture
@@ -46,9 +60,9 @@ async def running(settings, pool, clock):
 
 
 @pytest.fixture
-async def api(running):
+async def api(running, billing_cycle):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        yield Api(channel)
+        yield Api(channel, statement_day=billing_cycle[0])
 
 
 @pytest.fixture

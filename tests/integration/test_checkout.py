@@ -42,6 +42,8 @@ async def test_authorize_holds_and_capture_creates_the_loan_of_the_quoted_plan(a
     assert (loan.principal_minor, loan.term_months, loan.apr_bps) == (129_900, 6, quoted.apr_bps)
     assert [(i.principal_minor, i.fee_minor) for i in loan.installments] == [
         (i.principal_minor, i.fee_minor) for i in quoted.installments]
+    # Bought on 15 Jan: first billed on the statement of 1 Feb, due 14 days later; then on
+    # each month's repayment day.
     assert [i.due_date for i in loan.installments][:2] == ["2027-02-15", "2027-03-15"]
     assert all(i.status == common_pb2.INSTALLMENT_STATUS_SCHEDULED for i in loan.installments)
     assert loan.outstanding_principal_minor == 129_900

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import asyncpg
@@ -25,7 +26,7 @@ from credit.v1 import collections_pb2, common_pb2
 from server.db import collections as collection_rows
 from server.db import one
 from server.domain.cases import PromiseSource
-from tests.support import buy, key, repay
+from tests.support import buy, dated_apr_bps, key, repay
 
 
 def shanghai(month, day, hour=10, year=2027):
@@ -86,7 +87,7 @@ async def test_an_overdue_loan_gets_exactly_the_strategys_emails(api, bot, clock
         await run(bot, clock, shanghai(2, day))
     sent = {m["Message-ID"].strip(): m for m in sink.messages}
     steps = ["D-3_EMAIL", "D-1_EMAIL", "D+1_EMAIL", "D+7_EMAIL"]
-    assert list(sent) == [f"<reminder.{loan.loan_id}.1.{step}@credit.example>" for step in steps]
+    assert list(sent) == [f"<reminder.{loan.account_id}.2027-02-15.{step}@credit.example>" for step in steps]
     assert len(sink.messages) == 4
 
     upcoming, overdue = sink.messages[0], sink.messages[3]
@@ -98,7 +99,8 @@ async def test_an_overdue_loan_gets_exactly_the_strategys_emails(api, bot, clock
     text = upcoming.get_body(("plain",)).get_content()
     html = upcoming.get_body(("html",)).get_content()
     for part in (text, html):
-        assert "¥1,018.00" in part and "年化利率为 10.77%" in part
+        # 0.6 % a month paid on days 31, 59 and 90 (February is short): 10.92 % a year.
+        assert "¥1,018.00" in part and "年化利率" in part and "10.92%" in part
         assert "还款方式" in part
     # Three penalty days (02-19, 20, 21) of 0.51 by the D+7 email on 02-22.
     assert overdue["Subject"] == "您的分期账单 ¥1,019.53 已逾期 7 天"
@@ -120,16 +122,16 @@ async def test_english_reminders_for_an_english_customer(api, bot, clock, smtp):
     account = await api.open_account(limit_minor=1_000_000, locale="en")
     await buy(api, account.account_id, 300_000)
     await run(bot, clock, shanghai(2, 16))
-    assert [m["Subject"] for m in sink.messages] == ["Your installment of CNY 1,018.00 is 1 day overdue"]
+    assert [m["Subject"] for m in sink.messages] == ["Your bill of CNY 1,018.00 is 1 day overdue"]
     body = sink.messages[0].get_body(("plain",)).get_content()
-    assert "How to pay" in body and "annual percentage rate is 10.77 %" in body
+    assert "How to pay" in body and "APR 10.92 %" in body
 
 
 async def test_after_downtime_only_the_latest_due_step_runs(bot, clock, loan, smtp, pool):
     sink, _ = smtp
     await run(bot, clock, shanghai(2, 23))
     assert [m["Message-ID"].strip() for m in sink.messages] == [
-        f"<reminder.{loan.loan_id}.1.D+7_EMAIL@credit.example>"]
+        f"<reminder.{loan.account_id}.2027-02-15.D+7_EMAIL@credit.example>"]
     skipped = {r["step_code"] for r in await attempts(pool, loan.account_id) if r["status"] == "SKIPPED"}
     assert skipped == {"D-3_EMAIL", "D-1_EMAIL", "D0_VOICE", "D+1_EMAIL", "D+3_VOICE"}
 
@@ -174,8 +176,9 @@ async def test_a_bot_that_lost_its_lease_can_neither_renew_nor_record(loan, cloc
     first, second = uuid.uuid4(), uuid.uuid4()
     async with pool.acquire() as conn:
         attempt = one(await collection_rows.insert_attempt(
-            conn, attempt_id=uuid.uuid4(), account_id=uuid.UUID(loan.account_id), loan_id=uuid.UUID(loan.loan_id),
-            sequence=1, step_code="D-3_EMAIL", channel="EMAIL", status="PENDING", reason=None,
+            conn, attempt_id=uuid.uuid4(), account_id=uuid.UUID(loan.account_id),
+            due_date=date.fromisoformat(loan.installments[0].due_date), step_code="D-3_EMAIL", channel="EMAIL",
+            status="PENDING", reason=None,
             message_id="<lease-test@credit.example>", planned_for=now.date(), now=now))
         attempt_id = attempt["attempt_id"]
 
@@ -304,7 +307,7 @@ async def test_a_promise_suspends_reminders_and_a_broken_one_escalates(api, bot,
     assert not case.HasField("active_promise")
     await run(bot, clock, shanghai(2, 22))
     assert [m["Message-ID"].strip() for m in sink.messages] == [
-        f"<reminder.{loan.loan_id}.1.D+7_EMAIL@credit.example>"]
+        f"<reminder.{loan.account_id}.2027-02-15.D+7_EMAIL@credit.example>"]
     await books()
 
 
@@ -649,18 +652,19 @@ async def test_attempts_list_in_step_order_whatever_order_they_were_planned_in(a
     from server.domain.reminders import AttemptStatus, Channel, Step
 
     attempts = bot._collections.attempts
-    account_id, loan_id = uuid.UUID(loan.account_id), uuid.UUID(loan.loan_id)
+    account_id = uuid.UUID(loan.account_id)
     due = date(2027, 2, 15)
     steps = [Step("D+7_EMAIL", 7, Channel.EMAIL, "overdue"), Step("D0_VOICE", 0, Channel.VOICE, "due_today"),
              Step("D-3_EMAIL", -3, Channel.EMAIL, "upcoming")]
     async with pool.acquire() as conn:
         for minute, step in enumerate(steps):
-            assert await attempts.plan(conn, account_id, loan_id, 1, due, step, AttemptStatus.PENDING, None, None,
+            assert await attempts.plan(conn, account_id, due, step, AttemptStatus.PENDING, None, None,
                                        clock.now() + timedelta(minutes=minute))
     listed = await api.collections.ListContactAttempts(collections_pb2.ListContactAttemptsRequest(
         account_id=loan.account_id))
     assert [(a.planned_for, a.step_code) for a in listed.attempts] == [
         ("2027-02-12", "D-3_EMAIL"), ("2027-02-15", "D0_VOICE"), ("2027-02-22", "D+7_EMAIL")]
+    assert {(a.due_date, a.loan_id, a.sequence) for a in listed.attempts} == {("2027-02-15", "", 0)}
 
 
 async def test_a_calls_promise_waits_for_one_recorded_meanwhile_and_never_collides(bot, clock, loan, pool, db_dsn):
@@ -699,3 +703,103 @@ async def test_a_calls_promise_waits_for_one_recorded_meanwhile_and_never_collid
         assert await conn.fetchval("SELECT count(*) FROM promises WHERE account_id = $1", account_id) == 1
         assert await conn.fetchval("SELECT status FROM contact_attempts WHERE attempt_id = $1",
                                    call.attempt_id) == "SENT"
+
+
+# -- one bill a month: every loan of an account on one bill, one set of reminders ---------
+
+async def test_three_loans_bought_on_different_days_make_one_bill_a_month(api, bot, clock, smtp, pool, books):
+    """Statement day 5, bills due 14 days later (the tests' PAYMENT_DUE_DAYS): purchases
+    on 3 Jan, 17 Jan and 2 Feb are billed on 5 Jan, 5 Feb and 5 Feb, so their
+    installments fall due on the 19th of each month together."""
+    sink, _ = smtp
+    clock.set(shanghai(1, 2))
+    account = await api.open_account(limit_minor=2_000_000, statement_day=5)
+    loans = []
+    for month, day, amount in ((1, 3, 300_000), (1, 17, 450_000), (2, 2, 120_000)):
+        clock.set(shanghai(month, day))
+        loans.append(await buy(api, account.account_id, amount))
+        if day == 17:
+            # The first loan's January bill is paid the day before it falls due.
+            clock.set(shanghai(1, 18))
+            await repay(api, account.account_id, 100_000 + 929)
+    assert [[i.due_date for i in loan.installments] for loan in loans] == [
+        ["2027-01-19", "2027-02-19", "2027-03-19"],
+        ["2027-02-19", "2027-03-19", "2027-04-19"],
+        ["2027-02-19", "2027-03-19", "2027-04-19"]]
+
+    # Each APR is the IRR of its own dated cash flows, as an independent solver finds it.
+    purchases = [date(2027, 1, 3), date(2027, 1, 17), date(2027, 2, 2)]
+    for loan, bought in zip(loans, purchases, strict=True):
+        payments = [i.principal_minor + i.fee_minor for i in loan.installments]
+        days = [(date.fromisoformat(i.due_date) - bought).days for i in loan.installments]
+        assert abs(loan.apr_bps - dated_apr_bps(loan.principal_minor, payments, days)) <= 1
+    # The first fees are by days: 16 of 31 (3 Jan to 19 Jan, reference month 19 Dec to
+    # 19 Jan), 33 of 31 and 17 of 31; the later ones a whole month's 0.6 %.
+    assert [loan.installments[0].fee_minor for loan in loans] == [929, 2_874, 395]
+    assert [loan.installments[1].fee_minor for loan in loans] == [1_800, 2_700, 720]
+
+    # The February bill goes unpaid.
+    for day in range(14, 24):
+        await run(bot, clock, shanghai(2, day))
+
+    async with pool.acquire() as conn:
+        records = await conn.fetch(
+            "SELECT due_date, step_code, loan_id, status FROM contact_attempts WHERE account_id = $1",
+            uuid.UUID(account.account_id))
+    per_step = Counter((r["due_date"], r["step_code"]) for r in records)
+    assert {due for due, _ in per_step} == {date(2027, 2, 19)}, "the paid January bill needs no reminder"
+    assert set(per_step.values()) == {1}, "a step was taken more than once for one bill"
+    assert {code for _, code in per_step} == {"D-3_EMAIL", "D-1_EMAIL", "D0_VOICE", "D+1_EMAIL", "D+3_VOICE"}
+    assert all(r["loan_id"] is None for r in records)
+
+    ids = [m["Message-ID"].strip() for m in sink.messages]
+    assert ids == [f"<reminder.{account.account_id}.2027-02-19.{step}@credit.example>"
+                   for step in ("D-3_EMAIL", "D-1_EMAIL", "D+1_EMAIL")]
+    bill_minor = sum(loan.installments[k].principal_minor + loan.installments[k].fee_minor
+                     for loan, k in ((loans[0], 1), (loans[1], 0), (loans[2], 0)))
+    upcoming = sink.messages[0]
+    assert upcoming["Subject"] == f"您的分期账单 ¥{bill_minor // 100:,}.{bill_minor % 100:02d} 将于 2027-02-19 到期"
+    text = upcoming.get_body(("plain",)).get_content()
+    for loan, k in ((loans[0], 2), (loans[1], 1), (loans[2], 1)):
+        assert f"订单 {loan.order_id} 第 {k}/3 期" in text
+    await books()
+
+
+async def test_a_partly_paid_bill_stays_past_due_until_all_of_it_is_paid(api, bot, clock, smtp, pool, books):
+    """Two loans on one bill; a payment after the due date that covers one of them. The
+    older loan's installment is paid first (the waterfall, oldest loan first on a due
+    date); the bill stays past due from its due date, the rest bears penalties, and the
+    next reminder asks for what is left."""
+    sink, _ = smtp
+    clock.set(shanghai(1, 2))
+    account = await api.open_account(limit_minor=2_000_000, statement_day=5)
+    clock.set(shanghai(1, 10))
+    first = await buy(api, account.account_id, 300_000)
+    clock.set(shanghai(1, 20))
+    second = await buy(api, account.account_id, 300_000)
+    assert first.installments[0].due_date == second.installments[0].due_date == "2027-02-19"
+
+    clock.set(shanghai(2, 21))
+    await repay(api, account.account_id, first.installments[0].principal_minor + first.installments[0].fee_minor)
+    case = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=account.account_id), timeout=10)
+    assert case.days_past_due == 2
+    left = second.installments[0].principal_minor + second.installments[0].fee_minor
+    assert case.overdue_minor == left
+
+    for day in range(21, 28):
+        await run(bot, clock, shanghai(2, day))
+    case = await api.collections.GetCase(collections_pb2.GetCaseRequest(account_id=account.account_id), timeout=10)
+    assert case.days_past_due == 8
+    # Grace ends after 22 Feb: 23 to 26 Feb bear 5 bps a day on the unpaid second loan.
+    assert await penalties(pool, second.loan_id) == [(date(2027, 2, d), divide(left * 5)) for d in range(23, 27)]
+    assert await penalties(pool, first.loan_id) == []
+    # The week-late email (26 Feb) asks for the second loan's installment only.
+    reminder = next(m for m in sink.messages if "D+7_EMAIL" in m["Message-ID"])
+    text = reminder.get_body(("plain",)).get_content()
+    assert f"订单 {second.order_id} 第 1/3 期" in text and f"订单 {first.order_id}" not in text
+    await books()
+
+
+def divide(numerator: int) -> int:
+    """A daily penalty: numerator / 10,000 half-up, at least 1 fen."""
+    return max(1, (2 * numerator + 10_000) // 20_000)

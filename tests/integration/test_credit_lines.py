@@ -163,9 +163,10 @@ async def test_an_account_id_is_derived_from_its_customer_and_a_retry_gets_the_s
 
 
 async def test_the_statement_day_defaults_to_the_opening_day_and_can_be_chosen(api, clock):
-    # The clock's start is 10:00 on 15 January in Shanghai.
-    default = await api.open_account(limit_minor=0, grade=0)
-    assert (default.statement_day, default.payment_due_days) == (15, 20)
+    # The clock's start is 10:00 on 15 January in Shanghai; the tests' server sets
+    # PAYMENT_DUE_DAYS to 14.
+    default = await api.open_account(limit_minor=0, grade=0, statement_day=0)
+    assert (default.statement_day, default.payment_due_days) == (15, 14)
     # Its first statement closes the month that its opening day begins.
     assert default.next_statement_date == "2027-02-15"
     chosen = await api.open_account(limit_minor=0, grade=0, statement_day=3)

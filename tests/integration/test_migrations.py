@@ -333,3 +333,66 @@ async def test_the_journal_chain_migration_chains_existing_entries_in_the_order_
             assert await invariants.chain_breaks(conn) == []
     finally:
         await conn.close()
+
+
+async def test_migration_0022_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
+    """On a populated database: attempts made per installment get their installment's
+    due date and keep naming it; two loans' attempts of one step on one day both stay,
+    and stand for that bill's step; new attempts are one per (account, due date, step)."""
+    from datetime import UTC, date, datetime
+
+    from server.core.contact_attempts import AttemptPolicy, ContactAttempts
+    from server.db import collections as collection_rows
+    from server.domain.penalties import PenaltyPolicy
+    from server.domain.reminders import EMAIL_RETRY, VOICE_RETRY, ContactRules
+
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        await migrate(conn, [m for m in migrations if m.version < 22])
+        account_id, loans = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
+        await conn.execute("SET session_replication_role = replica")
+        await conn.execute("""
+            INSERT INTO accounts (account_id, customer_id, status, risk_grade, contact_name, contact_email,
+                                  contact_phone, locale, time_zone, created_at, updated_at, statement_day)
+            VALUES ($1, 'c-22', 'ACTIVE', 'C', 'n', 'e', 'p', 'en', 'Asia/Shanghai', now(), now(), 15)""",
+                           account_id)
+        for loan_id in loans:
+            await conn.execute("""
+                INSERT INTO loans (loan_id, account_id, authorization_id, status, principal_minor, term_months,
+                                   method, monthly_rate_bps, apr_bps, merchant_id, order_id, currency, start_date,
+                                   created_at, updated_at)
+                VALUES ($1, $2, gen_random_uuid(), 'ACTIVE', 300000, 3, 'FLAT_FEE', 60, 1077, 'm', $3, 'CNY',
+                        '2027-01-15', now(), now())""", loan_id, account_id, str(loan_id))
+            for sequence, due in ((1, "2027-02-15"), (2, "2027-03-15")):
+                await conn.execute("""
+                    INSERT INTO installments (loan_id, sequence, account_id, due_date, principal_minor, fee_minor)
+                    VALUES ($1, $2, $3, $4::text::date, 100000, 1800)""", loan_id, sequence, account_id, due)
+            await conn.execute("""
+                INSERT INTO contact_attempts (attempt_id, account_id, loan_id, sequence, step_code, channel, status,
+                                              message_id, planned_for, created_at, updated_at)
+                VALUES (gen_random_uuid(), $1, $2, 1, 'D-3_EMAIL', 'EMAIL', 'SENT', $3, '2027-02-12', now(), now())""",
+                               account_id, loan_id, f"<reminder.{loan_id}.1.D-3_EMAIL@credit.example>")
+        await conn.execute("SET session_replication_role = DEFAULT")
+        await migrate(conn, migrations)
+
+        stored = await conn.fetch("SELECT loan_id, sequence, due_date, message_id FROM contact_attempts")
+        assert {(r["loan_id"], r["sequence"], r["due_date"]) for r in stored} == {
+            (loan_id, 1, date(2027, 2, 15)) for loan_id in loans}
+        attempts = ContactAttempts(AttemptPolicy(ContactRules(), EMAIL_RETRY, VOICE_RETRY, PenaltyPolicy(),
+                                                 "credit.example"))
+        assert set(await attempts.of_account(conn, account_id)) == {(date(2027, 2, 15), "D-3_EMAIL")}
+
+        now = datetime.now(UTC)
+
+        async def per_bill(due: date):
+            return await collection_rows.insert_attempt(
+                conn, attempt_id=uuid.uuid4(), account_id=account_id, due_date=due, step_code="D-3_EMAIL",
+                channel="EMAIL", status="PENDING", reason=None, message_id=None, planned_for=due, now=now)
+
+        assert await per_bill(date(2027, 3, 15)) is not None
+        assert await per_bill(date(2027, 3, 15)) is None  # one per (account, due date, step)
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE contact_attempts SET sequence = NULL WHERE loan_id IS NOT NULL")
+    finally:
+        await conn.close()

@@ -42,10 +42,14 @@ TIMEOUT_MS = 400
 
 
 @pytest.fixture
-def settings(gateway_port) -> Settings:
+def settings(gateway_port, billing_cycle) -> Settings:
+    # The tests' billing cycle (tests/integration/conftest.py): a purchase on the clock's
+    # start falls due a whole month later, so its first fee is a whole month's.
+    _, payment_due_days = billing_cycle
     return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "LOG_LEVEL": "warning",
                               "AUTH_MODE": "insecure-local", "PAYMENT_GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
-                              "PAYMENT_GATEWAY_TIMEOUT_MS": str(TIMEOUT_MS)})
+                              "PAYMENT_GATEWAY_TIMEOUT_MS": str(TIMEOUT_MS),
+                              "PAYMENT_DUE_DAYS": str(payment_due_days)})
 
 
 @pytest.fixture

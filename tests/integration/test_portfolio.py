@@ -46,7 +46,17 @@ from server.risk import report as report_command
 from server.risk import stress as stress_command
 from server.services import convert
 from tests.conftest import create_database, drop_database, with_database
-from tests.portfolio_book import BOT_SETTINGS, LAST_MONTH, YEAR, Script, at, build, free_port, month_end
+from tests.portfolio_book import (
+    BOT_SETTINGS,
+    LAST_MONTH,
+    SERVER_SETTINGS,
+    YEAR,
+    Script,
+    at,
+    build,
+    free_port,
+    month_end,
+)
 from tests.support import Api, field_violations
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(300)]
@@ -104,8 +114,7 @@ async def world(pg_admin_dsn, template_dsn):
     pool = await create_pool(dsn, min_size=1, max_size=12, command_timeout_s=60)
     clock = FixedClock(at(date(YEAR, 1, 5), 10))
     controller, _ = start_mail_sink("127.0.0.1", free_port())
-    settings = Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "AUTH_MODE": "insecure-local",
-                                  "LOG_LEVEL": "warning", "INSURANCE_SHARE_BPS": str(INSURANCE_SHARE_BPS)})
+    settings = Settings.from_env({**SERVER_SETTINGS, "LOG_LEVEL": "warning"})
     running = await start_server(settings, pool, clock)
     bot = build_bot(pool, BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(controller.port),
                                                 **BOT_SETTINGS}), clock)

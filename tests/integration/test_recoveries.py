@@ -172,17 +172,19 @@ async def test_written_off_debt_is_paid_after_what_is_due_on_live_loans_and_befo
     first = await buy(api, account.account_id, 300_000)
     clock.set(shanghai(7, 20))
     second = await buy(api, account.account_id, 300_000)
-    # The second loan's first period (101,800) is due 2027-08-20: current on the day of
-    # the first loan's charge-off.
+    # The second loan's first period is due with the account's bill on 2027-08-15 (the
+    # tests' cycle): 1,000.00 and a fee for 26 days of a 31-day month, 15.10; current on
+    # the day of the first loan's charge-off.
+    assert (second.installments[0].due_date, second.installments[0].fee_minor) == ("2027-08-15", 1_510)
     clock.set(CHARGE_OFF_DAY)
     await bot.run()
     gone = await api.loan(first.loan_id)
     assert gone.status == common_pb2.LOAN_STATUS_CHARGED_OFF
     assert (await api.loan(second.loan_id)).status == common_pb2.LOAN_STATUS_ACTIVE
     await books()
-    paid = await repay(api, account.account_id, 101_800 + gone.write_off.owed_minor + 1_000)
+    paid = await repay(api, account.account_id, 101_510 + gone.write_off.owed_minor + 1_000)
     assert [(a.loan_id, a.sequence, a.component, a.amount_minor) for a in paid.allocations] == [
-        (second.loan_id, 1, FEE, 1_800), (second.loan_id, 1, PRINCIPAL, 100_000),
+        (second.loan_id, 1, FEE, 1_510), (second.loan_id, 1, PRINCIPAL, 100_000),
         (second.loan_id, 2, PRINCIPAL, 1_000)]
     assert paid.recovered_minor == gone.write_off.owed_minor and paid.unapplied_minor == 0
     await books()

@@ -104,14 +104,17 @@ async def test_overpaying_everything_keeps_a_credit_balance_used_by_the_next_pur
     await books()
 
     second = await buy(api, loan.account_id, 300_000)
-    # The credit goes into the new loan's current period: its 18.00 fee, then 964.00
-    # of its principal.
+    # Bought on 20 Jan, it falls due on 15 Feb with the first loan's bill: a first
+    # period of 26 days against a 31-day reference month, so a fee of 1,800 x 26 / 31 =
+    # 15.10. The credit goes into the new loan's current period: its 15.10 fee, then
+    # 966.90 of its principal.
+    assert second.installments[0].fee_minor == 1_510
     assert second.installments[0].paid_minor == 98_200
-    assert second.installments[0].owed_minor == 101_800 - 98_200
+    assert second.installments[0].owed_minor == 101_510 - 98_200
     assert second.installments[0].status == common_pb2.INSTALLMENT_STATUS_PARTIALLY_PAID
     account = await api.account(loan.account_id)
     assert account.credit_balance_minor == 0
-    assert account.outstanding_principal_minor == 300_000 - (98_200 - 1_800)
+    assert account.outstanding_principal_minor == 300_000 - (98_200 - 1_510)
     await books()
 
 

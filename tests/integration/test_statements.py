@@ -36,6 +36,13 @@ def bot_settings(port: int) -> BotSettings:
 
 
 @pytest.fixture
+def billing_cycle() -> tuple[int, int | None]:
+    """Statements are shown on the server's default cycle: the statement day the account
+    opened on (15 January, the clock's start) and 20 due days."""
+    return 0, None
+
+
+@pytest.fixture
 def passes(pool, clock, smtp):
     """The collections pass and the statement pass, as the daemon runs them."""
     _, port = smtp
@@ -166,20 +173,24 @@ async def test_a_month_of_loans_repayments_refunds_and_penalties_is_stated_and_t
     fee_refunded = second.total_fee_minor - (await api.loan(second.loan_id)).total_fee_minor
     assert february["refunds_minor"] == -refunded[4]["amount_minor"] == 20_000 + fee_refunded
     assert february["closing_minor"] == await owed_by_loans(api, account.account_id)
-    # The bill: the first installments, due 02-15 and 02-20, less what was paid early.
+    # The bill: both loans' first installments, due together on the statement's payment
+    # due date (one bill a month), less what was paid early.
     due = await _due(pool, account.account_id, date(2027, 2, 15))
-    assert [(d["order_id"], d["sequence"]) for d in due] == [("order-tv", 1), ("order-phone", 1)]
+    assert [(d["order_id"], d["sequence"]) for d in due] == [("order-phone", 1), ("order-tv", 1)]
+    assert {d["due_date"] for d in due} == {february["payment_due_date"]}
     assert february["amount_due_minor"] == sum(d["owed_minor"] for d in due)
 
-    # A month later: penalties on the unpaid first installment, one waived, a payment.
+    # A month later: penalties on the unpaid first installments (due 7 March, grace to
+    # the 10th), one waived, a payment.
     for day in range(16, 29):
         await run(passes, clock, shanghai(2, day))
-    clock.set(shanghai(2, 28, 12))
+    for day in range(1, 15):
+        await run(passes, clock, shanghai(3, day))
+    clock.set(shanghai(3, 14, 12))
     await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
         loan_id=first.loan_id, sequence=1, amount_minor=51, reason="goodwill", idempotency_key=key()))
     await repay(api, account.account_id, 200_000)
-    for day in range(1, 16):
-        await run(passes, clock, shanghai(3, day))
+    await run(passes, clock, shanghai(3, 15))
     february_again, march = await statements(pool, account.account_id)
     assert february_again == february
     assert march["opening_minor"] == february["closing_minor"]
@@ -353,8 +364,11 @@ async def test_the_statement_email_in_both_languages_with_a_4xx_retried(api, pas
     by_id = {m["Message-ID"].strip(): m for m in sink.messages}
     zh = by_id[f"<statement.{chinese.account_id}.2027-02-15@credit.example>"]
     en = by_id[f"<statement.{english.account_id}.2027-02-15@credit.example>"]
-    assert zh["Subject"] == "您 2027-02-15 的账单：应还 ¥1,018.00，最后还款日 2027-03-07"
-    assert en["Subject"] == "Your statement of 2027-02-15: CNY 1,018.00 due by 2027-03-07"
+    # Bought on the statement day, first billed a month later and due 20 days after: a
+    # first period of 51 days against a 28-day reference month (7 Feb to 7 Mar), so a
+    # first fee of 1,800 x 51 / 28 = 3,278.57 fen.
+    assert zh["Subject"] == "您 2027-02-15 的账单：应还 ¥1,032.79，最后还款日 2027-03-07"
+    assert en["Subject"] == "Your statement of 2027-02-15: CNY 1,032.79 due by 2027-03-07"
     assert "List-Unsubscribe" not in zh
     for message, account, words in (
             (zh, chinese, ("期初余额", "消费", "期末余额", "3 期，年化利率", "最后还款日")),
@@ -363,7 +377,7 @@ async def test_the_statement_email_in_both_languages_with_a_4xx_retried(api, pas
         html = message.get_body(("html",)).get_content()
         for part in (text, html):
             assert all(word in part for word in words), part
-            assert "3,054.00" in part and "1,018.00" in part and f"order-{account.account_id[:6]}" in part
+            assert "3,068.79" in part and "1,032.79" in part and f"order-{account.account_id[:6]}" in part
     async with pool.acquire() as conn:
         tries = {r["account_id"]: (r["status"], r["tries"]) for r in await conn.fetch(
             "SELECT account_id, status, tries FROM statement_deliveries")}
@@ -414,7 +428,7 @@ async def test_get_and_list_statements(api, passes, clock):
     assert [line.kind for line in got.lines] == [repayment_pb2.STATEMENT_LINE_KIND_PURCHASE,
                                                  repayment_pb2.STATEMENT_LINE_KIND_FEE]
     assert got.lines[0].order_id == "order-1" and got.lines[0].apr_bps == loan.apr_bps
-    assert [(i.sequence, i.due_date, i.owed_minor) for i in got.installments] == [(1, "2027-02-15", 101_800)]
+    assert [(i.sequence, i.due_date, i.owed_minor) for i in got.installments] == [(1, "2027-03-07", 103_279)]
     exact = await api.repayment.GetStatement(repayment_pb2.GetStatementRequest(account_id=account.account_id,
                                                                                period="2027-02-15"))
     assert exact == got

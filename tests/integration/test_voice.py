@@ -149,19 +149,37 @@ async def test_no_call_outside_the_window_in_the_customers_zone(api, voice_bot, 
     assert simulator.calls["+8613900000002"] == 1
 
 
-async def test_one_call_a_day_per_customer_across_loans(api, voice_bot, clock, pool, gateway):
+async def test_two_loans_on_one_bill_get_one_call_per_step(api, voice_bot, clock, pool, gateway):
     simulator, _ = gateway
     account = await api.open_account(limit_minor=2_000_000, phone="+8613900000005")
     await buy(api, account.account_id, 300_000)
     await buy(api, account.account_id, 300_000)
     await run(voice_bot, clock, shanghai(2, 15))
     assert simulator.calls["+8613900000005"] == 1
-    statuses = sorted((c["status"], c["reason"]) for c in await calls(pool, account.account_id))
-    assert statuses == [("DEFERRED", "FREQUENCY_CAP"), ("SENT", None)]
+    assert [(c["step_code"], c["status"]) for c in await calls(pool, account.account_id)] == [("D0_VOICE", "SENT")]
     await run(voice_bot, clock, shanghai(2, 18))  # D+3: again one call for the two loans
     assert simulator.calls["+8613900000005"] == 2
-    await run(voice_bot, clock, shanghai(2, 19))  # the next day the deferred one goes
-    assert simulator.calls["+8613900000005"] == 3
+
+
+async def test_one_call_a_day_per_customer_across_bills(api, voice_bot, clock, pool, gateway):
+    """A strategy that calls 28 days after a due date meets the next bill's due-date
+    call on 15 March: one call that day, for the older bill; the newer bill's call waits
+    and, the next day, gives way to its D+1 email."""
+    simulator, _ = gateway
+    async with pool.acquire() as conn:
+        await conn.execute("INSERT INTO reminder_steps (step_code, offset_days, channel, template, escalates) "
+                           "VALUES ('D+28_VOICE', 28, 'VOICE', 'overdue', false)")
+    account = await api.open_account(limit_minor=2_000_000, phone="+8613900000005")
+    await buy(api, account.account_id, 300_000)
+    await run(voice_bot, clock, shanghai(3, 15))
+    assert simulator.calls["+8613900000005"] == 1
+    due = {(c["step_code"], c["status"], c["reason"]) for c in await calls(pool, account.account_id)
+           if c["status"] != "SKIPPED"}
+    assert due == {("D+28_VOICE", "SENT", None), ("D0_VOICE", "DEFERRED", "FREQUENCY_CAP")}
+    await run(voice_bot, clock, shanghai(3, 16))
+    assert simulator.calls["+8613900000005"] == 1
+    assert {(c["step_code"], c["status"], c["reason"]) for c in await calls(pool, account.account_id)
+            if c["step_code"] == "D0_VOICE"} == {("D0_VOICE", "SKIPPED", "SUPERSEDED")}
 
 
 async def test_no_call_within_seven_days_after_a_call_that_reached_the_customer(api, voice_bot, clock, pool,

@@ -177,7 +177,8 @@ def test_an_attempt_stored_in_clear_reads_masked():
     from server.domain.reminders import Attempt
 
     stored = Attempt(
-        attempt_id=uuid.uuid4(), account_id=uuid.uuid4(), loan_id=uuid.uuid4(), sequence=1, step_code="D0_VOICE",
+        attempt_id=uuid.uuid4(), account_id=uuid.uuid4(), loan_id=uuid.uuid4(), sequence=1,
+        due_date=date(2027, 2, 15), step_code="D0_VOICE",
         channel=Channel.VOICE, status=AttemptStatus.SENT, reason=None, outcome=Outcome.NO_ANSWER, tries=2,
         planned_for=date(2027, 2, 15), message_id=None, next_try_at=None, created_at=NOW, updated_at=NOW,
         detail={"smtp": "550 5.1.1 <wang.fang@example.com>: no such user",

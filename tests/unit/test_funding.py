@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.domain import funding, ledger, waterfall
+from server.domain.calendar import add_months
 from server.domain.errors import InvariantViolation
 from server.domain.funding import (
     PLATFORM,
@@ -153,7 +154,8 @@ class Book:
     """One co-funded loan, its schedule and each funder's stake as booked."""
 
     def __init__(self, principal: int, term: int, shares: Shares) -> None:
-        plan = build_plan(principal, term, RepaymentMethod.FLAT_FEE, 60, START)
+        plan = build_plan(principal, term, RepaymentMethod.FLAT_FEE, 60, START,
+                          tuple(add_months(START, k) for k in range(1, term + 1)))
         self.installments = tuple(InstallmentState(i.sequence, i.due_date, i.principal_minor, i.fee_minor)
                                   for i in plan.installments)
         self.shares = shares

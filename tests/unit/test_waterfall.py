@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.domain.calendar import add_months
 from server.domain.errors import InvariantViolation
 from server.domain.loans import InstallmentState
 from server.domain.pricing import RepaymentMethod, build_plan
@@ -30,7 +31,7 @@ LOAN = uuid.UUID(int=1)
 
 
 def schedule(principal=300_000, term=3, rate=60, method=RepaymentMethod.FLAT_FEE, start=START):
-    plan = build_plan(principal, term, method, rate, start)
+    plan = build_plan(principal, term, method, rate, start, tuple(add_months(start, k) for k in range(1, term + 1)))
     return tuple(InstallmentState(i.sequence, i.due_date, i.principal_minor, i.fee_minor) for i in plan.installments)
 
 
