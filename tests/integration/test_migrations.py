@@ -335,7 +335,8 @@ async def test_the_journal_chain_migration_chains_existing_entries_in_the_order_
         await conn.close()
 
 
-async def test_migration_0022_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(empty_dsn):
+async def test_the_reminders_per_bill_migration_dates_existing_attempts_by_their_bill_and_keeps_them_as_taken(
+        empty_dsn):
     """On a populated database: attempts made per installment get their installment's
     due date and keep naming it; two loans' attempts of one step on one day both stay,
     and stand for that bill's step; new attempts are one per (account, due date, step)."""
@@ -349,7 +350,8 @@ async def test_migration_0022_dates_existing_attempts_by_their_bill_and_keeps_th
     conn = await asyncpg.connect(empty_dsn)
     try:
         migrations = load_migrations()
-        await migrate(conn, [m for m in migrations if m.version < 22])
+        per_bill = next(m.version for m in migrations if m.name.endswith("_reminders_per_bill.sql"))
+        await migrate(conn, [m for m in migrations if m.version < per_bill])
         account_id, loans = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
         await conn.execute("SET session_replication_role = replica")
         await conn.execute("""
