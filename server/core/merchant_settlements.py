@@ -14,7 +14,6 @@ chain)."""
 
 from __future__ import annotations
 
-import enum
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -31,7 +30,7 @@ from server.db import merchants as merchant_rows
 from server.domain.calendar import local_date
 from server.domain.errors import FieldViolation, InvalidArgument, InvariantViolation, NotFound
 from server.domain.ledger import merchant_day_settled
-from server.domain.merchant_settlement import MerchantDay, MerchantSettlement, settle
+from server.domain.merchant_settlement import MerchantDay, MerchantSettlement, SettlementStatus, settle
 from server.domain.pricing import MerchantCategory
 
 log = structlog.get_logger(__name__)
@@ -45,16 +44,6 @@ MAX_MERCHANT_ID_LENGTH = 128
 
 FIELDS = ("date", "merchant_id", "line", "kind", "loan_id", "account_id", "reference_id", "created_at",
           "amount_minor")
-
-
-class SettlementStatus(enum.StrEnum):
-    """A settled merchant-day: CARRIED (net zero or less, nothing to pay), or a payment
-    of the net REQUESTED, then PAID or FAILED."""
-
-    CARRIED = "CARRIED"
-    REQUESTED = "REQUESTED"
-    PAID = "PAID"
-    FAILED = "FAILED"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from credit.v1 import checkout_pb2
 from server.core import merchant_settlements
 from server.db import acquire
 from server.domain.errors import InvalidArgument, NotFound
+from server.domain.merchant_settlement import SettlementStatus
 from server.domain.pricing import MerchantCategory
 from tests.support import Api, buy, field_violations, refund
 
@@ -130,6 +131,15 @@ async def test_get_merchant_settlement_over_grpc(api: Api, pool, clock):
         "trip-3310", "2027-01-15", "Asia/Shanghai", checkout_pb2.MERCHANT_CATEGORY_TRAVEL, 80)
     assert (reply.captured_minor, reply.refunded_minor, reply.fee_minor, reply.net_minor, reply.captures,
             reply.refunds) == (123_457, 23_457, 988, 99_012, 1, 1)
+    assert (reply.status, reply.carried_in_minor, reply.paid_minor, reply.payment_order_id) == (
+        checkout_pb2.MERCHANT_SETTLEMENT_STATUS_UNSPECIFIED, 0, 0, "")
+    clock.advance(timedelta(days=1))
+    [settled] = await merchant_settlements.settle_closed_days(pool, clock)
+    reply = await api.checkout.GetMerchantSettlement(
+        checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310", date="2027-01-15"), timeout=10)
+    assert settled.settled is not None
+    assert (reply.status, reply.net_minor, reply.carried_in_minor, reply.paid_minor, reply.payment_order_id) == (
+        checkout_pb2.MERCHANT_SETTLEMENT_STATUS_REQUESTED, 99_012, 0, 0, str(settled.settled.payment_order_id))
 
     with pytest.raises(grpc.aio.AioRpcError) as bad:
         await api.checkout.GetMerchantSettlement(
@@ -187,7 +197,7 @@ async def test_settling_a_closed_day_books_each_accounts_part_out_of_merchant_pa
     # 40 bps of 399,896 is 1,599.584: 1,600 fen.
     assert (day.captured_minor, day.refunded_minor, day.fee_minor, day.carried_in_minor, day.net_minor) == (
         captured, 40_000, 1_600, 0, captured - 40_000 - 1_600)
-    assert row is not None and row.status is merchant_settlements.SettlementStatus.REQUESTED
+    assert row is not None and row.status is SettlementStatus.REQUESTED
     assert row.payment_order_id is not None and row.paid_minor == 0
     # Each account's part, captures less refunds there, left MERCHANT_PAYABLE for the
     # clearing account: nothing is owed for the day in any account any more.
@@ -222,15 +232,14 @@ async def test_closed_days_settle_oldest_first_each_carrying_a_negative_net_into
     clock.advance(timedelta(days=1))
 
     settled = await merchant_settlements.settle_closed_days(pool, clock, tmp_path)
-    status = merchant_settlements.SettlementStatus
     # GENERAL, 60 bps: 1,200 and 600 fen. The refund's day is -150,000, carried; the
     # next day's -50,600 too; the last pays 100,000 - 600 - 50,600.
     assert [(v.day, v.settlement.carried_in_minor, v.settlement.net_minor, v.settled and v.settled.status)
             for v in settled] == [
-        (DAY, 0, 198_800, status.REQUESTED),
-        (DAY + timedelta(days=1), 0, -150_000, status.CARRIED),
-        (DAY + timedelta(days=2), -150_000, -50_600, status.CARRIED),
-        (DAY + timedelta(days=3), -50_600, 48_800, status.REQUESTED)]
+        (DAY, 0, 198_800, SettlementStatus.REQUESTED),
+        (DAY + timedelta(days=1), 0, -150_000, SettlementStatus.CARRIED),
+        (DAY + timedelta(days=2), -150_000, -50_600, SettlementStatus.CARRIED),
+        (DAY + timedelta(days=3), -50_600, 48_800, SettlementStatus.REQUESTED)]
     assert [v.settled and v.settled.payment_order_id is None for v in settled] == [False, True, True, False]
     assert await merchant_payable_of(pool, [account]) == 0
     with (tmp_path / merchant_settlements.file_name("tour-18", DAY + timedelta(days=3))).open(
