@@ -22,7 +22,6 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from server.clock import Clock
 from server.core.settlements import CATCH_UP_DAYS, SETTLEMENT_TIME_ZONE, csv_file, day_bounds
 from server.db import acquire
 from server.db import ledger as ledger_rows
@@ -183,13 +182,13 @@ async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now:
     return MerchantDayView(merchant_id, day, result, settled)
 
 
-async def settle_closed_days(pool: asyncpg.Pool, clock: Clock, folder: Path | None = None,
+async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | None = None,
                              limit: int = SETTLE_BATCH_SIZE) -> list[MerchantDayView]:
-    """Settle every merchant-day of the last CATCH_UP_DAYS closed days (before today in
-    the settlement zone) not settled yet, oldest day first so that each day starts from
+    """Settle every merchant-day of the last CATCH_UP_DAYS closed days (before the day of
+    `now` in the settlement zone) not settled yet, booked at `now`, oldest day first so that each day starts from
     what the one before carried out; each in a transaction of its own. With `folder`,
     write each day settled here its file there (with what it carried in)."""
-    today = local_date(clock.now(), SETTLEMENT_TIME_ZONE)
+    today = local_date(now, SETTLEMENT_TIME_ZONE)
     settled: list[MerchantDayView] = []
     async with acquire(pool) as conn:
         for back in range(CATCH_UP_DAYS, 0, -1):
@@ -197,7 +196,7 @@ async def settle_closed_days(pool: asyncpg.Pool, clock: Clock, folder: Path | No
             start, end = day_bounds(day)
             for merchant_id in await merchant_rows.merchants_to_settle(conn, start, end, day, limit):
                 async with conn.transaction(isolation="read_committed"):
-                    view = await settle_day(conn, merchant_id, day, clock.now())
+                    view = await settle_day(conn, merchant_id, day, now)
                 if view is None:
                     continue
                 settled.append(view)

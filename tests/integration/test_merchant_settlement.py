@@ -12,12 +12,16 @@ from datetime import UTC, date, datetime, timedelta
 import grpc
 import pytest
 
+from collections_bot.__main__ import build
+from collections_bot.config import BotSettings
+from collections_bot.mail_sink import start as start_mail_sink
 from credit.v1 import checkout_pb2
 from server.core import merchant_settlements
 from server.db import acquire
 from server.domain.errors import InvalidArgument, NotFound
 from server.domain.merchant_settlement import SettlementStatus
 from server.domain.pricing import MerchantCategory
+from tests.integration.test_collections import free_port
 from tests.support import Api, buy, field_violations, refund
 
 MERCHANT = "school-2041"
@@ -134,7 +138,7 @@ async def test_get_merchant_settlement_over_grpc(api: Api, pool, clock):
     assert (reply.status, reply.carried_in_minor, reply.paid_minor, reply.payment_order_id) == (
         checkout_pb2.MERCHANT_SETTLEMENT_STATUS_UNSPECIFIED, 0, 0, "")
     clock.advance(timedelta(days=1))
-    [settled] = await merchant_settlements.settle_closed_days(pool, clock)
+    [settled] = await merchant_settlements.settle_closed_days(pool, clock.now())
     reply = await api.checkout.GetMerchantSettlement(
         checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310", date="2027-01-15"), timeout=10)
     assert settled.settled is not None
@@ -187,9 +191,9 @@ async def test_settling_a_closed_day_books_each_accounts_part_out_of_merchant_pa
     await refund(api, loans[1].loan_id, 40_000)
     async with acquire(pool) as conn:
         # Today is not closed: nothing settles.
-        assert await merchant_settlements.settle_closed_days(pool, clock, tmp_path) == []
+        assert await merchant_settlements.settle_closed_days(pool, clock.now(), tmp_path) == []
     clock.advance(timedelta(days=1))
-    settled = await merchant_settlements.settle_closed_days(pool, clock, tmp_path)
+    settled = await merchant_settlements.settle_closed_days(pool, clock.now(), tmp_path)
 
     assert [(v.merchant_id, v.day) for v in settled] == [("campus-51", DAY)]
     day, row = settled[0].settlement, settled[0].settled
@@ -207,7 +211,7 @@ async def test_settling_a_closed_day_books_each_accounts_part_out_of_merchant_pa
         (accounts[2], "MERCHANT_PAYABLE", 37_550), (accounts[2], "MERCHANT_SETTLEMENT_IN_FLIGHT", -37_550)])
     assert await merchant_payable_of(pool, accounts) == 0
     # Settled once: a second run finds nothing to do.
-    assert await merchant_settlements.settle_closed_days(pool, clock, tmp_path) == []
+    assert await merchant_settlements.settle_closed_days(pool, clock.now(), tmp_path) == []
     assert len(await settled_entries(pool, row.settlement_id)) == 6
     async with acquire(pool) as conn:
         again = await merchant_settlements.settled_day(conn, "campus-51", DAY)
@@ -231,7 +235,7 @@ async def test_closed_days_settle_oldest_first_each_carrying_a_negative_net_into
     await buy(api, account, 100_000, merchant_id="tour-18")
     clock.advance(timedelta(days=1))
 
-    settled = await merchant_settlements.settle_closed_days(pool, clock, tmp_path)
+    settled = await merchant_settlements.settle_closed_days(pool, clock.now(), tmp_path)
     # GENERAL, 60 bps: 1,200 and 600 fen. The refund's day is -150,000, carried; the
     # next day's -50,600 too; the last pays 100,000 - 600 - 50,600.
     assert [(v.day, v.settlement.carried_in_minor, v.settlement.net_minor, v.settled and v.settled.status)
@@ -256,8 +260,8 @@ async def test_two_concurrent_runs_settle_each_day_once(api: Api, pool, clock, b
         await buy(api, account_id, 20_000 + n, merchant_id="shop-302")
     clock.advance(timedelta(days=1))
 
-    first, second = await asyncio.gather(merchant_settlements.settle_closed_days(pool, clock),
-                                         merchant_settlements.settle_closed_days(pool, clock))
+    first, second = await asyncio.gather(merchant_settlements.settle_closed_days(pool, clock.now()),
+                                         merchant_settlements.settle_closed_days(pool, clock.now()))
     assert sorted(v.merchant_id for v in [*first, *second]) == ["shop-301", "shop-302"]
     for view in [*first, *second]:
         assert view.settled is not None
@@ -286,3 +290,21 @@ async def test_the_invariants_find_a_settled_day_whose_payable_was_not_booked_ou
     assert sorted((v.rule, v.found, v.expected) for v in violations) == [
         ("a settled merchant-day moved its captures less refunds out of MERCHANT_PAYABLE", 0, 80_000),
         ("every settled merchant-day's MERCHANT_PAYABLE is zero", -80_000, 0)]
+
+
+async def test_the_bots_pass_settles_each_closed_day_once_and_writes_its_file(api: Api, pool, clock, tmp_path):
+    port = free_port()
+    controller, _ = start_mail_sink("127.0.0.1", port)
+    try:
+        bot = build(pool, BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port),
+                                                "SETTLEMENT_DIR": str(tmp_path)}), clock)
+        account = (await api.open_account(limit_minor=1_000_000)).account_id
+        await buy(api, account, 64_000, merchant_id="shop-91")
+        assert (await bot.run()).merchant_days_settled == 0
+        clock.advance(timedelta(days=1))
+        assert (await bot.run()).merchant_days_settled == 1
+        assert (await bot.run()).merchant_days_settled == 0
+    finally:
+        controller.stop()
+    assert [p.name for p in (tmp_path / "merchants").iterdir()] == [merchant_settlements.file_name("shop-91", DAY)]
+    assert await merchant_payable_of(pool, [account]) == 0
