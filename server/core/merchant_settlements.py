@@ -53,12 +53,11 @@ class SettledDay:
     status: SettlementStatus
     payment_order_id: uuid.UUID | None
     paid_minor: int
-    gateway_payment_id: str | None
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> SettledDay:
         return cls(row["settlement_id"], SettlementStatus(row["status"]), row["payment_order_id"],
-                   row["paid_minor"], row["gateway_payment_id"])
+                   row["paid_minor"])
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,9 @@ async def merchant_day(conn: asyncpg.Connection, merchant_id: str, day: date,
     """The merchant-day settled by the rule; NotFound when the merchant captured and
     refunded nothing that day."""
     _check_merchant_id(merchant_id)
+    if day >= date.max:
+        # Its end, the next midnight, is past the last date there is.
+        raise InvalidArgument([FieldViolation("date", f"must be before {date.max.isoformat()}")])
     start, end = day_bounds(day)
     totals = await merchant_rows.day_totals(conn, merchant_id, start, end)
     if not totals["captures"] and not totals["refunds"]:
@@ -185,9 +187,10 @@ async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now:
 async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | None = None,
                              limit: int = SETTLE_BATCH_SIZE) -> list[MerchantDayView]:
     """Settle every merchant-day of the last CATCH_UP_DAYS closed days (before the day of
-    `now` in the settlement zone) not settled yet, booked at `now`, oldest day first so that each day starts from
-    what the one before carried out; each in a transaction of its own. With `folder`,
-    write each day settled here its file there (with what it carried in)."""
+    `now` in the settlement zone) not settled yet, booked at `now`, oldest day first so
+    that each day starts from what the one before carried out; each in a transaction of
+    its own. With `folder`, write the file of each day settled here there (with what it
+    carried in)."""
     today = local_date(now, SETTLEMENT_TIME_ZONE)
     settled: list[MerchantDayView] = []
     async with acquire(pool) as conn:

@@ -115,6 +115,8 @@ async def test_a_day_without_activity_is_not_found_and_a_bad_merchant_id_is_refu
             await merchant_settlements.merchant_day(conn, "nobody-1", DAY)
         with pytest.raises(InvalidArgument, match="merchant_id"):
             await merchant_settlements.merchant_day(conn, "", DAY)
+        with pytest.raises(InvalidArgument, match="date"):
+            await merchant_settlements.settled_day(conn, "nobody-1", date.max)
         await merchant_settlements.register_merchant(conn, "fly-9", MerchantCategory.TRAVEL, datetime.now(UTC))
         assert await merchant_settlements.category(conn, "fly-9") == MerchantCategory.TRAVEL
         await merchant_settlements.register_merchant(conn, "fly-9", MerchantCategory.ELECTRONICS, datetime.now(UTC))
