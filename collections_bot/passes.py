@@ -33,7 +33,7 @@ from collections_bot.config import BotSettings
 from collections_bot.voice.channel import VoiceChannel
 from collections_bot.voice.dialogue import Facts
 from server.clock import Clock
-from server.core import settlements
+from server.core import merchant_settlements, settlements
 from server.core.collections import Collections, Reviews
 from server.core.contact_attempts import ContactAttempts, ReminderContext
 from server.core.limits import review_limits
@@ -49,6 +49,10 @@ KINDS = {"upcoming", "due_today", "overdue", "final"}
 CLAIM_SIZE_MAX = 10
 
 
+# The merchants' daily files, under the settlement folder.
+MERCHANT_DIR = "merchants"
+
+
 @dataclass
 class PassReport(Reviews):
     """What the pass's reviews did, and what its deliveries did."""
@@ -57,6 +61,7 @@ class PassReport(Reviews):
     lease_lost: int = 0
     limit_review: dict = field(default_factory=dict)
     settlement_files: int = 0
+    merchant_days_settled: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,10 +207,15 @@ class CollectionsPass:
             report.limit_review = dict((await review_limits(self._pool, now)).actions)
         if self._settings.settlement_dir is not None:
             report.settlement_files = await settlements.write_due_files(self._pool, self._settings.settlement_dir, now)
+        # Each closed merchant-day settles once (a pass run again, or another replica,
+        # finds it settled), and its file is written by the run that settled it.
+        merchant_dir = self._settings.settlement_dir / MERCHANT_DIR if self._settings.settlement_dir else None
+        report.merchant_days_settled = len(await merchant_settlements.settle_closed_days(self._pool, now,
+                                                                                         merchant_dir))
         log.info("pass_finished", as_of=now.isoformat(), reviewed=report.reviewed, busy=report.busy,
                  failed=report.failed, penalty_days=report.penalty_days, penalty_minor=report.penalty_minor,
                  charged_off=report.charged_off, planned=dict(report.planned), delivered=dict(report.delivered),
-                 lease_lost=report.lease_lost)
+                 lease_lost=report.lease_lost, merchant_days_settled=report.merchant_days_settled)
         return report
 
     def _attempts_of(self, channel: Channel) -> Leased:

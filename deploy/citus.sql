@@ -82,6 +82,9 @@ SELECT create_distributed_table('statement_deliveries', 'account_id', colocate_w
 SELECT create_distributed_table('payment_methods', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('payment_orders', 'account_id', colocate_with => 'accounts');
 SELECT create_distributed_table('recoveries', 'account_id', colocate_with => 'accounts');
+-- A merchant's settled days have no customer account: distributed by merchant, in a
+-- co-location group of their own (docs/scaling.md).
+SELECT create_distributed_table('merchant_settlements', 'merchant_id', colocate_with => 'none');
 
 -- The function a one-statement write raises its conflict with runs where the statement
 -- runs, on the worker that holds the account's shard.

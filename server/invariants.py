@@ -28,6 +28,11 @@ from server.domain import journal
 from server.domain.payments import PaymentKind, PaymentStatus
 from server.payments.gateway import PaymentGateway
 
+# A settled merchant-day's bounds: midnight to midnight in the settlement zone
+# (server/core/settlements.py, SETTLEMENT_TIME_ZONE).
+_DAY_START = "(s.settlement_date::timestamp AT TIME ZONE 'Asia/Shanghai')"
+_DAY_END = "((s.settlement_date + 1)::timestamp AT TIME ZONE 'Asia/Shanghai')"
+
 
 def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> str:
     """Accounts whose ledger balance in `ledger_account` differs from what the active
@@ -46,14 +51,14 @@ def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> st
 
 
 def _ledger_balance_is(ledger_account: str, expected_expression: str) -> str:
-    """Accounts whose ledger balance in `ledger_account` differs from an expression
-    over the accounts row (`a`)."""
+    """Accounts whose ledger balance in `ledger_account` (or, given "A', 'B", the sum of
+    several) differs from an expression over the accounts row (`a`)."""
     return f"""
         SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
                ({expected_expression})::bigint AS expected
         FROM accounts a
         LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
-                   WHERE ledger_account = '{ledger_account}' GROUP BY account_id) p USING (account_id)
+                   WHERE ledger_account IN ('{ledger_account}') GROUP BY account_id) p USING (account_id)
         WHERE coalesce(p.balance, 0) <> ({expected_expression})
     """
 
@@ -263,9 +268,11 @@ CHECKS: dict[str, str] = {
              USING (loan_id)
         WHERE coalesce(r.total, 0) <> l.refunded_minor
     """,
+    # A settled day's part moves on to MERCHANT_SETTLEMENT_IN_FLIGHT, still owed.
     "merchants are owed the principal captured less refunds":
-        _ledger_balance_is("MERCHANT_PAYABLE", """-(SELECT coalesce(sum(l.principal_minor - l.refunded_minor), 0)
-                                                  FROM loans l WHERE l.account_id = a.account_id)"""),
+        _ledger_balance_is("MERCHANT_PAYABLE', 'MERCHANT_SETTLEMENT_IN_FLIGHT",
+                           """-(SELECT coalesce(sum(l.principal_minor - l.refunded_minor), 0)
+                                FROM loans l WHERE l.account_id = a.account_id)"""),
     "no credit balance sits beside an active loan that owes something": """
         SELECT a.account_id::text AS subject, a.credit_balance_minor AS found, 0::bigint AS expected
         FROM accounts a
@@ -344,6 +351,39 @@ CHECKS: dict[str, str] = {
         LEFT JOIN (SELECT funder_id AS partner_id, sum(principal_minor) AS owed FROM loan_funding GROUP BY 1) f
              USING (partner_id)
         WHERE coalesce(x.exposure, 0) <> coalesce(f.owed, 0)
+    """,
+    # Merchant settlement (docs/payments.md): a settled day owes the merchant nothing more
+    # in any customer account, and what left MERCHANT_PAYABLE is the day's figures.
+    "every settled merchant-day's MERCHANT_PAYABLE is zero": f"""
+        SELECT subject, found, 0::bigint AS expected FROM (
+            SELECT s.merchant_id || ' ' || s.settlement_date::text AS subject,
+                   (SELECT coalesce(sum(p.amount_minor), 0) FROM postings p
+                    JOIN journal_entries e ON e.account_id = p.account_id AND e.entry_id = p.entry_id
+                    WHERE p.ledger_account = 'MERCHANT_PAYABLE' AND (
+                        (e.kind = 'LOAN_CAPTURED' AND (e.account_id, e.reference_id) IN (
+                            SELECT l.account_id, l.loan_id FROM loans l
+                            WHERE l.merchant_id = s.merchant_id AND l.created_at >= {_DAY_START}
+                              AND l.created_at < {_DAY_END}))
+                        OR (e.kind = 'LOAN_REFUNDED' AND (e.account_id, e.reference_id) IN (
+                            SELECT r.account_id, r.refund_id FROM refunds r
+                            JOIN loans l ON l.loan_id = r.loan_id AND l.account_id = r.account_id
+                            WHERE l.merchant_id = s.merchant_id AND r.created_at >= {_DAY_START}
+                              AND r.created_at < {_DAY_END}))
+                        OR (e.kind = 'MERCHANT_DAY_SETTLED' AND e.reference_id = s.settlement_id))
+                   )::bigint AS found
+            FROM merchant_settlements s) t
+        WHERE found <> 0
+    """,
+    "a settled merchant-day moved its captures less refunds out of MERCHANT_PAYABLE": """
+        SELECT s.merchant_id || ' ' || s.settlement_date::text AS subject,
+               coalesce(m.moved, 0)::bigint AS found, (s.captured_minor - s.refunded_minor)::bigint AS expected
+        FROM merchant_settlements s
+        LEFT JOIN (SELECT e.reference_id, sum(p.amount_minor) AS moved
+                   FROM journal_entries e
+                   JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
+                   WHERE e.kind = 'MERCHANT_DAY_SETTLED' AND p.ledger_account = 'MERCHANT_PAYABLE'
+                   GROUP BY 1) m ON m.reference_id = s.settlement_id
+        WHERE coalesce(m.moved, 0) <> s.captured_minor - s.refunded_minor
     """,
     # Two rules that one database enforces with unique indexes across accounts, and a
     # database sharded by account only within each account (docs/scaling.md): checked

@@ -1,7 +1,16 @@
 """Merchants' settlement days: the merchant registry, what a merchant-day captured and
 refunded across every customer account, the fee the merchant's category gives it, and
-the day's file (CSV). The rule is server/domain/merchant_settlement.py; the day is the
-partners' settlement day (Asia/Shanghai, server/core/settlements.py)."""
+the day's file (CSV), and the settling of a closed day. The rule is
+server/domain/merchant_settlement.py; the day is the partners' settlement day
+(Asia/Shanghai, server/core/settlements.py).
+
+Settling a merchant-day is one transaction: it reads the day's figures and what the
+merchant's previous settled day carried out, records the day in `merchant_settlements`
+(its key, (merchant, day), is what settles a day once across bot replicas: a second
+insert waits for the first transaction and then finds the row), and posts in each
+customer account involved the entry that moves the account's part of the day out of
+MERCHANT_PAYABLE, through the ledger's posting function (each a link of that account's
+chain)."""
 
 from __future__ import annotations
 
@@ -13,16 +22,22 @@ from pathlib import Path
 import asyncpg
 import structlog
 
-from server.core.settlements import csv_file, day_bounds
+from server.core.settlements import CATCH_UP_DAYS, SETTLEMENT_TIME_ZONE, csv_file, day_bounds
+from server.db import acquire
+from server.db import ledger as ledger_rows
 from server.db import merchants as merchant_rows
-from server.domain.errors import FieldViolation, InvalidArgument, NotFound
-from server.domain.merchant_settlement import MerchantDay, MerchantSettlement, settle
+from server.domain.calendar import local_date
+from server.domain.errors import FieldViolation, InvalidArgument, InvariantViolation, NotFound
+from server.domain.ledger import merchant_day_settled
+from server.domain.merchant_settlement import MerchantDay, MerchantSettlement, SettlementStatus, settle
 from server.domain.pricing import MerchantCategory
 
 log = structlog.get_logger(__name__)
 
 # Rows read per statement when a file is written.
 PAGE_SIZE = 1_000
+# Merchants settled per day and run: the rest are left to the next run.
+SETTLE_BATCH_SIZE = 1_000
 # As Authorize takes it (server/services/fields.py, MAX_ID_LENGTH).
 MAX_MERCHANT_ID_LENGTH = 128
 
@@ -31,10 +46,27 @@ FIELDS = ("date", "merchant_id", "line", "kind", "loan_id", "account_id", "refer
 
 
 @dataclass(frozen=True)
+class SettledDay:
+    """What was recorded when the day settled."""
+
+    settlement_id: uuid.UUID
+    status: SettlementStatus
+    payment_order_id: uuid.UUID | None
+    paid_minor: int
+
+    @classmethod
+    def of(cls, row: asyncpg.Record) -> SettledDay:
+        return cls(row["settlement_id"], SettlementStatus(row["status"]), row["payment_order_id"],
+                   row["paid_minor"])
+
+
+@dataclass(frozen=True)
 class MerchantDayView:
     merchant_id: str
     day: date
     settlement: MerchantSettlement
+    # None while the day is not settled.
+    settled: SettledDay | None = None
 
 
 def _check_merchant_id(merchant_id: str) -> None:
@@ -63,6 +95,9 @@ async def merchant_day(conn: asyncpg.Connection, merchant_id: str, day: date,
     """The merchant-day settled by the rule; NotFound when the merchant captured and
     refunded nothing that day."""
     _check_merchant_id(merchant_id)
+    if day >= date.max:
+        # Its end, the next midnight, is past the last date there is.
+        raise InvalidArgument([FieldViolation("date", f"must be before {date.max.isoformat()}")])
     start, end = day_bounds(day)
     totals = await merchant_rows.day_totals(conn, merchant_id, start, end)
     if not totals["captures"] and not totals["refunds"]:
@@ -107,3 +142,69 @@ async def merchants_of_day(conn: asyncpg.Connection, day: date) -> list[str]:
     """Every merchant with a capture or a refund on the day."""
     start, end = day_bounds(day)
     return await merchant_rows.merchants_of_day(conn, start, end)
+
+
+async def settled_day(conn: asyncpg.Connection, merchant_id: str, day: date) -> MerchantDayView:
+    """The merchant-day as it stands: once settled, with what it carried in and its
+    status; before, with nothing carried in."""
+    row = await merchant_rows.settlement(conn, merchant_id, day)
+    if row is None:
+        return await merchant_day(conn, merchant_id, day)
+    view = await merchant_day(conn, merchant_id, day, row["carried_in_minor"])
+    return MerchantDayView(merchant_id, day, view.settlement, SettledDay.of(row))
+
+
+async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now: datetime) -> MerchantDayView | None:
+    """Settle a closed merchant-day in the caller's transaction; None when it was settled
+    already. The caller commits, and only then may the payment be asked for."""
+    carried_in_minor = await merchant_rows.carried_out_before(conn, merchant_id, day)
+    view = await merchant_day(conn, merchant_id, day, carried_in_minor)
+    result = view.settlement
+    start, end = day_bounds(day)
+    parts = await merchant_rows.day_payable_by_account(conn, merchant_id, start, end)
+    if sum(amount for _, amount in parts) != result.captured_minor - result.refunded_minor:
+        raise InvariantViolation(f"merchant {merchant_id} on {day}: accounts' parts {parts} do not add up to "
+                                 f"{result.captured_minor} - {result.refunded_minor}")
+    status = SettlementStatus.REQUESTED if result.payment_minor > 0 else SettlementStatus.CARRIED
+    row = await merchant_rows.insert_settlement(
+        conn, merchant_id, day, uuid.uuid4(), result.category.value, result.fee_bps, result.captured_minor,
+        result.refunded_minor, result.fee_minor, result.carried_in_minor, result.net_minor, status.value,
+        uuid.uuid4() if status is SettlementStatus.REQUESTED else None, now)
+    if row is None:
+        log.info("merchant_day_already_settled", merchant_id=merchant_id, day=day.isoformat())
+        return None
+    settled = SettledDay.of(row)
+    # In account order, each account's row locked by its posting: no two settlements of
+    # different merchants wait on each other in a cycle.
+    for account_id, payable_minor in parts:
+        if payable_minor:
+            await ledger_rows.post(conn, account_id, settled.settlement_id, merchant_day_settled(payable_minor), now)
+    log.info("merchant_day_settled", merchant_id=merchant_id, day=day.isoformat(), status=status.value,
+             net_minor=result.net_minor, carried_in_minor=result.carried_in_minor, accounts=len(parts))
+    return MerchantDayView(merchant_id, day, result, settled)
+
+
+async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | None = None,
+                             limit: int = SETTLE_BATCH_SIZE) -> list[MerchantDayView]:
+    """Settle every merchant-day of the last CATCH_UP_DAYS closed days (before the day of
+    `now` in the settlement zone) not settled yet, booked at `now`, oldest day first so
+    that each day starts from what the one before carried out; each in a transaction of
+    its own. With `folder`, write the file of each day settled here there (with what it
+    carried in)."""
+    today = local_date(now, SETTLEMENT_TIME_ZONE)
+    settled: list[MerchantDayView] = []
+    async with acquire(pool) as conn:
+        for back in range(CATCH_UP_DAYS, 0, -1):
+            day = today - timedelta(days=back)
+            start, end = day_bounds(day)
+            for merchant_id in await merchant_rows.merchants_to_settle(conn, start, end, day, limit):
+                async with conn.transaction(isolation="read_committed"):
+                    view = await settle_day(conn, merchant_id, day, now)
+                if view is None:
+                    continue
+                settled.append(view)
+                if folder is not None:
+                    path = folder / file_name(merchant_id, day)
+                    if not path.exists():
+                        await write_csv(conn, merchant_id, day, path, view.settlement.carried_in_minor)
+    return settled

@@ -32,6 +32,11 @@ Payouts through the payment gateway (server/domain/payment_orders.py):
 
     PAYOUTS_IN_FLIGHT        liability: credit balance asked to be paid out, result not known yet
 
+Merchant settlement (server/core/merchant_settlements.py):
+
+    MERCHANT_SETTLEMENT_IN_FLIGHT  liability: an account's part of a settled merchant-day,
+                             moved out of MERCHANT_PAYABLE when the day settles
+
 Fees are receivable from capture, against UNEARNED_FEE_INCOME; when paid they become
 FEE_INCOME; when waived or refunded the receivable and the unearned income both go.
 """
@@ -67,6 +72,7 @@ class LedgerAccount(enum.StrEnum):
     PARTNER_INCOME_SHARE = "PARTNER_INCOME_SHARE"
     PARTNER_SETTLEMENT_PAYABLE = "PARTNER_SETTLEMENT_PAYABLE"
     PAYOUTS_IN_FLIGHT = "PAYOUTS_IN_FLIGHT"
+    MERCHANT_SETTLEMENT_IN_FLIGHT = "MERCHANT_SETTLEMENT_IN_FLIGHT"
 
 
 class EntryKind(enum.StrEnum):
@@ -85,6 +91,7 @@ class EntryKind(enum.StrEnum):
     PAYOUT_SUCCEEDED = "PAYOUT_SUCCEEDED"
     PAYOUT_FAILED = "PAYOUT_FAILED"
     RECOVERY_RECEIVED = "RECOVERY_RECEIVED"
+    MERCHANT_DAY_SETTLED = "MERCHANT_DAY_SETTLED"
 
 
 @dataclass(frozen=True)
@@ -291,3 +298,14 @@ def partner_shares(kind: EntryKind, moves: list[Moved]) -> JournalEntry | None:
         add(LedgerAccount.PARTNER_SETTLEMENT_PAYABLE, -moved.recovery_minor - moved.recovered_fee_minor)
     postings = tuple(Posting(account, amount) for account, amount in totals.items() if amount)
     return JournalEntry(kind, postings) if postings else None
+
+
+def merchant_day_settled(payable_minor: int) -> JournalEntry:
+    """An account's part of a settled merchant-day (its captures less its refunds of
+    that day, negative when the refunds were more) leaves MERCHANT_PAYABLE for
+    MERCHANT_SETTLEMENT_IN_FLIGHT, so the day owes the merchant nothing more there."""
+    if payable_minor >= 0:
+        return _entry(EntryKind.MERCHANT_DAY_SETTLED,
+                      (LedgerAccount.MERCHANT_PAYABLE, LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, payable_minor))
+    return _entry(EntryKind.MERCHANT_DAY_SETTLED,
+                  (LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, LedgerAccount.MERCHANT_PAYABLE, -payable_minor))

@@ -18,11 +18,22 @@ captures less refunds less fees, to the fen.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from server.domain.errors import InvariantViolation
 from server.domain.money import divide_half_up
 from server.domain.pricing import BPS, MerchantCategory, merchant_fee_bps
+
+
+class SettlementStatus(enum.StrEnum):
+    """A settled merchant-day: CARRIED (net zero or less, nothing to pay), or a payment
+    of the net REQUESTED, then PAID or FAILED."""
+
+    CARRIED = "CARRIED"
+    REQUESTED = "REQUESTED"
+    PAID = "PAID"
+    FAILED = "FAILED"
 
 
 @dataclass(frozen=True)

@@ -118,7 +118,7 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
         when = day or date.min
 
         async def get(conn):
-            return convert.merchant_settlement(await merchant_settlements.merchant_day(conn, merchant_id, when))
+            return convert.merchant_settlement(await merchant_settlements.settled_day(conn, merchant_id, when))
 
         return await self._tx.read(get)
 

@@ -25,6 +25,7 @@ from server.domain.cases import EscalationReason, PromiseSource
 from server.domain.ledger import EntryKind, LedgerAccount
 from server.domain.loans import Bucket, InstallmentStatus, LoanStatus
 from server.domain.losses import ExpectedLoss, Scenario
+from server.domain.merchant_settlement import SettlementStatus
 from server.domain.money import CURRENCY
 from server.domain.payment_orders import PaymentMethodKind, PaymentMethodStatus, PayoutStatus
 from server.domain.payments import FailureReason
@@ -91,6 +92,7 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (PayoutStatus, repayment_pb2.PayoutStatus, "PAYOUT_STATUS_"),
     (FailureReason, repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_"),
     (MerchantCategory, checkout_pb2.MerchantCategory, "MERCHANT_CATEGORY_"),
+    (SettlementStatus, checkout_pb2.MerchantSettlementStatus, "MERCHANT_SETTLEMENT_STATUS_"),
 )
 PAYMENT_METHOD_KINDS = from_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", PaymentMethodKind)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
@@ -425,6 +427,11 @@ def merchant_settlement(view: MerchantDayView) -> checkout_pb2.MerchantSettlemen
         net_minor=day.day_net_minor,
         captures=day.captures,
         refunds=day.refunds,
+        status=to_proto_enum(checkout_pb2.MerchantSettlementStatus, "MERCHANT_SETTLEMENT_STATUS_",
+                             view.settled.status if view.settled else None),
+        carried_in_minor=day.carried_in_minor,
+        paid_minor=view.settled.paid_minor if view.settled else 0,
+        payment_order_id=str(view.settled.payment_order_id or "") if view.settled else "",
     )
 
 

@@ -422,6 +422,12 @@ $$;
 """
 
 
+# Tables that have no customer account, distributed by a key of their own in a
+# co-location group of their own: (column, colocate_with). A merchant's settled days
+# (docs/scaling.md, "Merchant settlement").
+BY_OTHER_KEY = {"merchant_settlements": ("merchant_id", "none")}
+
+
 async def _citus_problems(conn: asyncpg.Connection) -> list[str]:
     """What Citus would refuse in the layout the stand-ins recorded, and what the layout
     leaves out."""
@@ -438,7 +444,10 @@ async def _citus_problems(conn: asyncpg.Connection) -> list[str]:
     for name, row in layout.items():
         if name in account_tables and row["kind"] != "distributed":
             problems.append(f"{name} carries account_id but is not distributed by it")
-        if row["kind"] == "distributed":
+        if row["kind"] == "distributed" and name in BY_OTHER_KEY:
+            if (row["column_name"], row["colocate_with"]) != BY_OTHER_KEY[name]:
+                problems.append(f"{name} is distributed by {row['column_name']} with {row['colocate_with']}")
+        elif row["kind"] == "distributed":
             if row["column_name"] != "account_id":
                 problems.append(f"{name} is distributed by {row['column_name']}")
             wanted = "default" if name == "accounts" else "accounts"

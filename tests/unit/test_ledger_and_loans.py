@@ -75,3 +75,12 @@ def test_a_refund_ends_periods_cancelled_not_paid():
     assert InstallmentState(2, due, 0, 300).status(date(2027, 1, 20), LoanStatus.ACTIVE) == "SCHEDULED"
     assert InstallmentState(2, due, 0, 300, 0, 300).status(date(2027, 1, 20), LoanStatus.ACTIVE) == "PAID"
     assert paid.status(date(2027, 3, 1), LoanStatus.PAID_OFF) == "PAID"
+
+
+@given(st.integers(min_value=-10**12, max_value=10**12).filter(bool))
+def test_a_settled_merchant_days_part_leaves_merchant_payable_whichever_its_sign(payable_minor):
+    entry = ledger.merchant_day_settled(payable_minor)
+    moved = {p.ledger_account: p.amount_minor for p in entry.postings}
+    assert entry.kind is EntryKind.MERCHANT_DAY_SETTLED
+    assert moved == {LedgerAccount.MERCHANT_PAYABLE: payable_minor,
+                     LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT: -payable_minor}
