@@ -350,8 +350,8 @@ async def test_the_reminders_per_bill_migration_dates_existing_attempts_by_their
     conn = await asyncpg.connect(empty_dsn)
     try:
         migrations = load_migrations()
-        per_bill = next(m.version for m in migrations if m.name.endswith("_reminders_per_bill.sql"))
-        await migrate(conn, [m for m in migrations if m.version < per_bill])
+        version = next(m.version for m in migrations if m.name.endswith("_reminders_per_bill.sql"))
+        await migrate(conn, [m for m in migrations if m.version < version])
         account_id, loans = uuid.uuid4(), [uuid.uuid4(), uuid.uuid4()]
         await conn.execute("SET session_replication_role = replica")
         await conn.execute("""
