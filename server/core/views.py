@@ -72,8 +72,7 @@ class AccountView:
         dated on or before the day the account opened (its first statement closes the
         period that the opening day begins)."""
         opened_on = local_date(self.created_at, self.time_zone)
-        return max(self.billing.statement_date_after(self.today - timedelta(days=1)),
-                   self.billing.statement_date_after(opened_on))
+        return self.billing.statement_date_after(max(opened_on, self.today - timedelta(days=1)))
 
 
 # A row as read, or a dict of its columns: a row as a write about to be booked leaves it.

@@ -18,20 +18,16 @@ bot writes the same files each pass when SETTLEMENT_DIR is set."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from server.config import command_settings
+import asyncpg
+
+from server import operator_command
 from server.core import funding as co_lending
 from server.core import settlements
-from server.db import acquire
-from server.db.pool import create_pool
-from server.domain.errors import CreditError
-from server.logging import configure_logging
 
 DEFAULT_STRIPES = 8
 
@@ -101,52 +97,42 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-async def _run(args: argparse.Namespace, database_url: str) -> str:
+async def _run(args: argparse.Namespace, conn: asyncpg.Connection) -> str:
     now = datetime.now(UTC)
-    pool = await create_pool(database_url, min_size=1, max_size=1, command_timeout_s=60)
-    try:
-        async with acquire(pool) as conn:
-            if args.command == "add":
-                await co_lending.add_partner(
-                    conn, partner_id=args.partner_id, name=args.name, principal_share_bps=args.principal_share_bps,
-                    fee_share_bps=args.fee_share_bps, max_exposure_minor=args.max_exposure_minor,
-                    grades=args.grades, terms=args.terms, exposure_stripes=args.exposure_stripes, now=now)
-                return f"added {args.partner_id}"
-            if args.command == "list":
-                rows = [_row(v) for v in await co_lending.list_partners(conn)]
-                return json.dumps(rows, indent=2) if args.format == "json" else _table(rows)
-            if args.command == "settle":
-                partners = [args.partner] if args.partner else [
-                    v.partner.partner_id for v in await co_lending.list_partners(conn)]
-                lines = []
-                for partner_id in partners:
-                    path = args.out / settlements.file_name(partner_id, args.date)
-                    result = await settlements.write_csv(conn, partner_id, args.date, path)
-                    lines.append(f"{path}: collected {result.collected_minor}, funded "
-                                 f"{result.funded_principal_minor}, net transfer {result.net_transfer_minor}")
-                return "\n".join(lines) or "no partners"
-            if args.command in ("deactivate", "activate"):
-                await co_lending.update_partner(conn, args.partner_id, now, active=args.command == "activate")
-                return f"{args.command}d {args.partner_id}"
-            changes = {name: getattr(args, name) for name in (
-                "name", "principal_share_bps", "fee_share_bps", "max_exposure_minor", "grades", "terms")
-                if getattr(args, name) is not None}
-            if not changes:
-                raise SystemExit("update: give at least one setting to change")
-            await co_lending.update_partner(conn, args.partner_id, now, **changes)
-            return f"updated {args.partner_id}"
-    finally:
-        await pool.close()
+    if args.command == "add":
+        await co_lending.add_partner(
+            conn, partner_id=args.partner_id, name=args.name, principal_share_bps=args.principal_share_bps,
+            fee_share_bps=args.fee_share_bps, max_exposure_minor=args.max_exposure_minor,
+            grades=args.grades, terms=args.terms, exposure_stripes=args.exposure_stripes, now=now)
+        return f"added {args.partner_id}"
+    if args.command == "list":
+        rows = [_row(v) for v in await co_lending.list_partners(conn)]
+        return json.dumps(rows, indent=2) if args.format == "json" else _table(rows)
+    if args.command == "settle":
+        partners = [args.partner] if args.partner else [
+            v.partner.partner_id for v in await co_lending.list_partners(conn)]
+        lines = []
+        for partner_id in partners:
+            path = args.out / settlements.file_name(partner_id, args.date)
+            result = await settlements.write_csv(conn, partner_id, args.date, path)
+            lines.append(f"{path}: collected {result.collected_minor}, funded "
+                         f"{result.funded_principal_minor}, net transfer {result.net_transfer_minor}")
+        return "\n".join(lines) or "no partners"
+    if args.command in ("deactivate", "activate"):
+        await co_lending.update_partner(conn, args.partner_id, now, active=args.command == "activate")
+        return f"{args.command}d {args.partner_id}"
+    changes = {name: getattr(args, name) for name in (
+        "name", "principal_share_bps", "fee_share_bps", "max_exposure_minor", "grades", "terms")
+        if getattr(args, name) is not None}
+    if not changes:
+        raise SystemExit("update: give at least one setting to change")
+    await co_lending.update_partner(conn, args.partner_id, now, **changes)
+    return f"updated {args.partner_id}"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    database_url, log_level = command_settings("of the funding partners")
-    configure_logging(log_level)
-    try:
-        print(asyncio.run(_run(args, database_url)))
-    except CreditError as error:
-        sys.exit(f"{args.command}: {error.message}")
+    operator_command.run(args, "of the funding partners", lambda conn: _run(args, conn))
 
 
 if __name__ == "__main__":

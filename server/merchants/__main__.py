@@ -13,19 +13,15 @@ day's net. It reads the books and changes nothing."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from server.config import command_settings
+import asyncpg
+
+from server import operator_command
 from server.core import merchant_settlements
 from server.core.settlements import SETTLEMENT_TIME_ZONE
-from server.db import acquire
-from server.db.pool import create_pool
-from server.domain.errors import CreditError
 from server.domain.pricing import MerchantCategory, merchant_fee_bps
-from server.logging import configure_logging
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,38 +40,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(args: argparse.Namespace, database_url: str) -> str:
-    pool = await create_pool(database_url, min_size=1, max_size=1, command_timeout_s=60)
-    try:
-        async with acquire(pool) as conn:
-            if args.command == "register":
-                category = MerchantCategory(args.category)
-                await merchant_settlements.register_merchant(conn, args.merchant_id, category, datetime.now(UTC))
-                return f"registered {args.merchant_id} as {category.value}"
-            if args.command == "category":
-                category = await merchant_settlements.category(conn, args.merchant_id)
-                return f"{args.merchant_id} {category.value} {merchant_fee_bps(category)} bps"
-            merchants = [args.merchant] if args.merchant else await merchant_settlements.merchants_of_day(
-                conn, args.date)
-            lines = []
-            for merchant_id in merchants:
-                path = args.out / merchant_settlements.file_name(merchant_id, args.date)
-                day = (await merchant_settlements.write_csv(conn, merchant_id, args.date, path)).settlement
-                lines.append(f"{path}: captured {day.captured_minor}, refunded {day.refunded_minor}, "
-                             f"fee {day.fee_minor}, net {day.net_minor}")
-            return "\n".join(lines) or "no merchant captured or refunded that day"
-    finally:
-        await pool.close()
+async def _run(args: argparse.Namespace, conn: asyncpg.Connection) -> str:
+    if args.command == "register":
+        category = MerchantCategory(args.category)
+        await merchant_settlements.register_merchant(conn, args.merchant_id, category, datetime.now(UTC))
+        return f"registered {args.merchant_id} as {category.value}"
+    if args.command == "category":
+        category = await merchant_settlements.category(conn, args.merchant_id)
+        return f"{args.merchant_id} {category.value} {merchant_fee_bps(category)} bps"
+    merchants = [args.merchant] if args.merchant else await merchant_settlements.merchants_of_day(conn, args.date)
+    lines = []
+    for merchant_id in merchants:
+        path = args.out / merchant_settlements.file_name(merchant_id, args.date)
+        day = (await merchant_settlements.write_csv(conn, merchant_id, args.date, path)).settlement
+        lines.append(f"{path}: captured {day.captured_minor}, refunded {day.refunded_minor}, "
+                     f"fee {day.fee_minor}, net {day.net_minor}")
+    return "\n".join(lines) or "no merchant captured or refunded that day"
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    database_url, log_level = command_settings("of the merchants")
-    configure_logging(log_level)
-    try:
-        print(asyncio.run(_run(args, database_url)))
-    except CreditError as error:
-        sys.exit(f"{args.command}: {error.message}")
+    operator_command.run(args, "of the merchants", lambda conn: _run(args, conn))
 
 
 if __name__ == "__main__":
