@@ -30,6 +30,6 @@ BOT_DB_ERRORS = Counter("credit_db_errors", "Database failures that ended a pass
 
 PAYMENT_RESULTS = Counter("credit_bot_payment_results", "Payment results the payments task handled, by source "
                           "(event: the gateway's stream; lookup: a sweep's look-up by key; debit: the answer to an "
-                          "auto-debit) and what applying "
+                          "auto-debit; merchant: paying or looking up a settled merchant-day) and what applying "
                           "did (completed, already_final, not_final, unknown_order, mismatch, ...).",
                           ("source", "outcome"), registry=BOT)

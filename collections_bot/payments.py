@@ -12,6 +12,9 @@ them did not learn (docs/payments.md, "Reconciliation").
   repeat the same payment). Each claimed order is leased through its submitted_at, so
   replicas do not ask about the same order at once; if they did, nothing would move
   twice either.
+- The same sweep pays settled merchant-days: a day REQUESTED and never asked for (the
+  pass that settled it has no gateway) is asked for, with its key; one asked about
+  before and still REQUESTED is looked up like an order.
 - `debit` writes the auto-debit orders due now (one per account, due date and try,
   committed before any call) and asks the gateway for each; its answer is applied like
   any other result, and an order whose answer is lost is the sweep's.
@@ -76,7 +79,35 @@ class PaymentsTask:
         return done
 
     async def sweep(self) -> Counter:
-        """Settle what can be settled of the orders due for a look; what each look did."""
+        """Settle what can be settled of the orders due for a look, then of the
+        merchant-days to pay or to look up; what each did."""
+        done = await self._sweep_orders()
+        done.update(await self._sweep_merchant_days())
+        return done
+
+    async def _sweep_merchant_days(self) -> Counter:
+        done: Counter = Counter()
+        merchants = self._orders.merchants
+        while sum(done.values()) < self._max_orders:
+            claimed = await merchants.claim_due(self._pool, self._after, SWEEP_BATCH)
+            if not claimed:
+                break
+            for payment in claimed:
+                try:
+                    applied = await merchants.settle(self._pool, payment)
+                except GatewayError as error:
+                    log.warning("merchant_payment_lookup_failed", payment_order_id=str(payment.payment_order_id),
+                                merchant_id=payment.merchant_id, error=str(error))
+                    bot_metrics.PAYMENT_RESULTS.labels("merchant", "gateway_unavailable").inc()
+                    done["merchant_gateway_unavailable"] += 1
+                    continue
+                bot_metrics.PAYMENT_RESULTS.labels("merchant", applied.value).inc()
+                done[f"merchant_{applied.value}"] += 1
+        if done:
+            log.info("merchant_payments_finished", **done)
+        return done
+
+    async def _sweep_orders(self) -> Counter:
         done: Counter = Counter()
         while sum(done.values()) < self._max_orders:
             claimed = await self._orders.claim_due(self._pool, self._after, SWEEP_BATCH)

@@ -132,12 +132,22 @@ CHECKS: dict[str, str] = {
         _ledger_matches_schedules("UNEARNED_FEE_INCOME", "i.fee_paid_minor - i.fee_minor"),
     "the customer credit balance equals the ledger's":
         _ledger_balance_is("CUSTOMER_CREDIT_BALANCE", "-a.credit_balance_minor"),
-    "cash equals the money customers paid in less the payouts made":
-        _ledger_balance_is("CASH", """(SELECT coalesce(sum(r.amount_minor), 0) FROM repayments r
-                                       WHERE r.account_id = a.account_id AND r.channel <> 'CREDIT_BALANCE')
-                                    - (SELECT coalesce(sum(o.amount_minor), 0) FROM payment_orders o
-                                       WHERE o.account_id = a.account_id AND o.kind = 'PAYOUT'
-                                         AND o.status = 'SUCCEEDED')"""),
+    # Merchant payments move cash too, each account its part: they are checked against
+    # the days they paid below.
+    "cash equals the money customers paid in less the payouts made": """
+        SELECT a.account_id::text AS subject, coalesce(c.balance, 0)::bigint AS found, x.expected::bigint
+        FROM accounts a
+        LEFT JOIN (SELECT p.account_id, sum(p.amount_minor) AS balance FROM postings p
+                   JOIN journal_entries e ON e.account_id = p.account_id AND e.entry_id = p.entry_id
+                   WHERE p.ledger_account = 'CASH' AND e.kind <> 'MERCHANT_PAID' GROUP BY 1) c USING (account_id)
+        CROSS JOIN LATERAL (
+            SELECT (SELECT coalesce(sum(r.amount_minor), 0) FROM repayments r
+                    WHERE r.account_id = a.account_id AND r.channel <> 'CREDIT_BALANCE')
+                 - (SELECT coalesce(sum(o.amount_minor), 0) FROM payment_orders o
+                    WHERE o.account_id = a.account_id AND o.kind = 'PAYOUT' AND o.status = 'SUCCEEDED')
+                   AS expected) x
+        WHERE coalesce(c.balance, 0) <> x.expected
+    """,
     "payouts in flight in the ledger are the REQUESTED payout orders":
         _ledger_balance_sums("PAYOUTS_IN_FLIGHT", "payment_orders", "-t.amount_minor",
                              "t.kind = 'PAYOUT' AND t.status = 'REQUESTED'"),
@@ -268,11 +278,21 @@ CHECKS: dict[str, str] = {
              USING (loan_id)
         WHERE coalesce(r.total, 0) <> l.refunded_minor
     """,
-    # A settled day's part moves on to MERCHANT_SETTLEMENT_IN_FLIGHT, still owed.
-    "merchants are owed the principal captured less refunds":
-        _ledger_balance_is("MERCHANT_PAYABLE', 'MERCHANT_SETTLEMENT_IN_FLIGHT",
-                           """-(SELECT coalesce(sum(l.principal_minor - l.refunded_minor), 0)
-                                FROM loans l WHERE l.account_id = a.account_id)"""),
+    # A settled day's part moves on to MERCHANT_SETTLEMENT_IN_FLIGHT, still owed, less the
+    # account's share of the fee (MERCHANT_FEE_INCOME); a payment moves it on as cash.
+    "merchants are owed, were paid and paid fees the principal captured less refunds": """
+        SELECT a.account_id::text AS subject, coalesce(m.balance, 0)::bigint AS found, x.expected::bigint
+        FROM accounts a
+        LEFT JOIN (SELECT p.account_id, sum(p.amount_minor) AS balance FROM postings p
+                   JOIN journal_entries e ON e.account_id = p.account_id AND e.entry_id = p.entry_id
+                   WHERE p.ledger_account IN ('MERCHANT_PAYABLE', 'MERCHANT_SETTLEMENT_IN_FLIGHT',
+                                              'MERCHANT_FEE_INCOME')
+                      OR (p.ledger_account = 'CASH' AND e.kind = 'MERCHANT_PAID')
+                   GROUP BY 1) m USING (account_id)
+        CROSS JOIN LATERAL (SELECT -coalesce(sum(l.principal_minor - l.refunded_minor), 0) AS expected
+                            FROM loans l WHERE l.account_id = a.account_id) x
+        WHERE coalesce(m.balance, 0) <> x.expected
+    """,
     "no credit balance sits beside an active loan that owes something": """
         SELECT a.account_id::text AS subject, a.credit_balance_minor AS found, 0::bigint AS expected
         FROM accounts a
@@ -385,6 +405,65 @@ CHECKS: dict[str, str] = {
                    GROUP BY 1) m ON m.reference_id = s.settlement_id
         WHERE coalesce(m.moved, 0) <> s.captured_minor - s.refunded_minor
     """,
+    "a settled merchant-day earned its fee and put the rest in flight": """
+        SELECT s.merchant_id || ' ' || s.settlement_date::text || ' ' || c.part AS subject,
+               c.found::bigint, c.expected::bigint
+        FROM merchant_settlements s
+        LEFT JOIN (SELECT e.reference_id,
+                          sum(p.amount_minor) FILTER (WHERE p.ledger_account = 'MERCHANT_FEE_INCOME') AS fee,
+                          sum(p.amount_minor) FILTER (WHERE p.ledger_account = 'MERCHANT_SETTLEMENT_IN_FLIGHT')
+                              AS in_flight
+                   FROM journal_entries e
+                   JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
+                   WHERE e.kind = 'MERCHANT_DAY_SETTLED' GROUP BY 1) m ON m.reference_id = s.settlement_id
+        CROSS JOIN LATERAL (VALUES
+            ('fee', coalesce(m.fee, 0), -s.fee_minor),
+            ('in flight', coalesce(m.in_flight, 0), -(s.captured_minor - s.refunded_minor - s.fee_minor)))
+            AS c (part, found, expected)
+        WHERE c.found <> c.expected
+    """,
+    # Each merchant payment completes once: a PAID day's payment is booked, as cash out
+    # of flight, for exactly what the day paid; no other day's, and no earlier failed
+    # key's, moves anything.
+    "each merchant-day's payment is booked once, for what it paid": """
+        SELECT s.merchant_id || ' ' || s.settlement_date::text || ' (' || s.status || ')' AS subject,
+               coalesce(c.cash, 0)::bigint AS found, (-s.paid_minor)::bigint AS expected
+        FROM merchant_settlements s
+        LEFT JOIN (SELECT e.reference_id, sum(p.amount_minor) AS cash FROM journal_entries e
+                   JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
+                   WHERE e.kind = 'MERCHANT_PAID' AND p.ledger_account = 'CASH' GROUP BY 1) c
+             ON c.reference_id = s.payment_order_id
+        WHERE coalesce(c.cash, 0) <> -s.paid_minor
+    """,
+    "a merchant payment is booked in an account at most once": """
+        SELECT e.account_id::text || ' ' || e.reference_id::text AS subject, count(*)::bigint AS found,
+               1::bigint AS expected
+        FROM journal_entries e WHERE e.kind = 'MERCHANT_PAID'
+        GROUP BY e.account_id, e.reference_id HAVING count(*) > 1
+    """,
+    "every merchant payment booked is a paid day's": """
+        SELECT e.reference_id::text AS subject, count(*)::bigint AS found, 0::bigint AS expected
+        FROM journal_entries e
+        WHERE e.kind = 'MERCHANT_PAID' AND NOT EXISTS (
+            SELECT 1 FROM merchant_settlements s WHERE s.payment_order_id = e.reference_id AND s.status = 'PAID')
+        GROUP BY e.reference_id
+    """,
+    # What is in flight for a merchant is what it is still owed: every settled day's net
+    # of what it carried in, less what was paid (a CARRIED day's net is still owed, or
+    # owing, until a later day pays it).
+    "what is in flight for a merchant is what it is still owed": """
+        SELECT d.merchant_id AS subject, coalesce(f.in_flight, 0)::bigint AS found, (-d.owed)::bigint AS expected
+        FROM (SELECT merchant_id, sum(net_minor - carried_in_minor - paid_minor) AS owed
+              FROM merchant_settlements GROUP BY 1) d
+        LEFT JOIN (SELECT s.merchant_id, sum(p.amount_minor) AS in_flight
+                   FROM merchant_settlements s
+                   JOIN journal_entries e ON e.reference_id IN (s.settlement_id, s.payment_order_id)
+                   JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
+                   WHERE e.kind IN ('MERCHANT_DAY_SETTLED', 'MERCHANT_PAID')
+                     AND p.ledger_account = 'MERCHANT_SETTLEMENT_IN_FLIGHT'
+                   GROUP BY 1) f USING (merchant_id)
+        WHERE coalesce(f.in_flight, 0) <> -d.owed
+    """,
     # Two rules that one database enforces with unique indexes across accounts, and a
     # database sharded by account only within each account (docs/scaling.md): checked
     # here across all of them.
@@ -401,7 +480,8 @@ CHECKS: dict[str, str] = {
 
 
 # Every payment order with the cash its entries moved (debits positive), and the time of
-# the snapshot they were read in.
+# the snapshot they were read in; a merchant-day's payment (its current key, and the
+# keys of its failed payments) is an order too, its cash booked across accounts.
 _ORDERS_WITH_CASH = """
     SELECT o.order_id::text AS order_id, o.kind, o.status, o.amount_minor,
            coalesce(c.cash, 0)::bigint AS cash_minor
@@ -410,6 +490,18 @@ _ORDERS_WITH_CASH = """
                FROM journal_entries e JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
                WHERE p.ledger_account = 'CASH' GROUP BY 1, 2) c
          ON c.account_id = o.account_id AND c.reference_id = o.order_id
+    UNION ALL
+    SELECT k.order_id::text, 'MERCHANT',
+           CASE WHEN k.order_id <> s.payment_order_id THEN 'FAILED'
+                WHEN s.status = 'PAID' THEN 'SUCCEEDED' ELSE s.status END,
+           s.net_minor, coalesce(c.cash, 0)::bigint
+    FROM merchant_settlements s
+    CROSS JOIN LATERAL unnest(s.failed_payment_order_ids || s.payment_order_id) AS k (order_id)
+    LEFT JOIN (SELECT e.reference_id, sum(p.amount_minor) AS cash
+               FROM journal_entries e JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
+               WHERE p.ledger_account = 'CASH' AND e.kind = 'MERCHANT_PAID' GROUP BY 1) c
+         ON c.reference_id = k.order_id
+    WHERE k.order_id IS NOT NULL
 """
 GATEWAY_RULE = "the cash of payment orders in the ledger is the gateway's SUCCEEDED payments"
 # Which way each kind of payment moves our cash.

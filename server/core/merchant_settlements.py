@@ -29,7 +29,14 @@ from server.db import merchants as merchant_rows
 from server.domain.calendar import local_date
 from server.domain.errors import FieldViolation, InvalidArgument, InvariantViolation, NotFound
 from server.domain.ledger import merchant_day_settled
-from server.domain.merchant_settlement import MerchantDay, MerchantSettlement, SettlementStatus, settle
+from server.domain.merchant_settlement import (
+    MerchantDay,
+    MerchantSettlement,
+    SettlementStatus,
+    fee_shares,
+    settle,
+)
+from server.domain.payments import FailureReason
 from server.domain.pricing import MerchantCategory
 
 log = structlog.get_logger(__name__)
@@ -53,11 +60,19 @@ class SettledDay:
     status: SettlementStatus
     payment_order_id: uuid.UUID | None
     paid_minor: int
+    # The payment, when the day pays something: where to, how many were asked, and its
+    # final result.
+    payee_id: str | None = None
+    payment_attempts: int = 0
+    gateway_payment_id: str | None = None
+    failure_reason: FailureReason | None = None
+    completed_at: datetime | None = None
 
     @classmethod
     def of(cls, row: asyncpg.Record) -> SettledDay:
         return cls(row["settlement_id"], SettlementStatus(row["status"]), row["payment_order_id"],
-                   row["paid_minor"])
+                   row["paid_minor"], row["payee_id"], row["payment_attempts"], row["gateway_payment_id"],
+                   FailureReason(row["failure_reason"]) if row["failure_reason"] else None, row["completed_at"])
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,21 @@ async def register_merchant(conn: asyncpg.Connection, merchant_id: str, category
     _check_merchant_id(merchant_id)
     await merchant_rows.register(conn, merchant_id, category.value, now)
     log.info("merchant_registered", merchant_id=merchant_id, category=category.value)
+
+
+async def set_payee(conn: asyncpg.Connection, merchant_id: str, payee_id: str, now: datetime) -> None:
+    """Name where a registered merchant is paid at the gateway (by default its own id):
+    the payments asked from then on go there."""
+    _check_merchant_id(merchant_id)
+    if not 1 <= len(payee_id) <= MAX_MERCHANT_ID_LENGTH:
+        raise InvalidArgument([FieldViolation("payee_id", f"1 to {MAX_MERCHANT_ID_LENGTH} characters")])
+    if await merchant_rows.set_payee(conn, merchant_id, payee_id, now) is None:
+        raise NotFound("merchant_id", merchant_id, "registered merchant")
+    log.info("merchant_payee_set", merchant_id=merchant_id, payee_id=payee_id)
+
+
+async def payee(conn: asyncpg.Connection, merchant_id: str) -> str:
+    return await merchant_rows.payee(conn, merchant_id)
 
 
 async def category(conn: asyncpg.Connection, merchant_id: str) -> MerchantCategory:
@@ -156,29 +186,40 @@ async def settled_day(conn: asyncpg.Connection, merchant_id: str, day: date) -> 
 
 async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now: datetime) -> MerchantDayView | None:
     """Settle a closed merchant-day in the caller's transaction; None when it was settled
-    already. The caller commits, and only then may the payment be asked for."""
+    already, or when a later day of the merchant was (a day settles only after the days
+    before it, since it starts from what they carried out). The caller commits, and only
+    then may the payment be asked for."""
+    await merchant_rows.lock_merchant(conn, merchant_id)
+    if await merchant_rows.later_day_settled(conn, merchant_id, day):
+        log.warning("merchant_day_left_open", merchant_id=merchant_id, day=day.isoformat(),
+                    reason="a later day is settled")
+        return None
     carried_in_minor = await merchant_rows.carried_out_before(conn, merchant_id, day)
     view = await merchant_day(conn, merchant_id, day, carried_in_minor)
     result = view.settlement
     start, end = day_bounds(day)
     parts = await merchant_rows.day_payable_by_account(conn, merchant_id, start, end)
-    if sum(amount for _, amount in parts) != result.captured_minor - result.refunded_minor:
+    if (sum(p["payable_minor"] for p in parts) != result.captured_minor - result.refunded_minor
+            or sum(p["captured_minor"] for p in parts) != result.captured_minor):
         raise InvariantViolation(f"merchant {merchant_id} on {day}: accounts' parts {parts} do not add up to "
                                  f"{result.captured_minor} - {result.refunded_minor}")
+    fees = fee_shares(result.fee_minor, [p["captured_minor"] for p in parts])
     status = SettlementStatus.REQUESTED if result.payment_minor > 0 else SettlementStatus.CARRIED
+    paying = status is SettlementStatus.REQUESTED
     row = await merchant_rows.insert_settlement(
         conn, merchant_id, day, uuid.uuid4(), result.category.value, result.fee_bps, result.captured_minor,
         result.refunded_minor, result.fee_minor, result.carried_in_minor, result.net_minor, status.value,
-        uuid.uuid4() if status is SettlementStatus.REQUESTED else None, now)
+        uuid.uuid4() if paying else None, await merchant_rows.payee(conn, merchant_id) if paying else None, now)
     if row is None:
         log.info("merchant_day_already_settled", merchant_id=merchant_id, day=day.isoformat())
         return None
     settled = SettledDay.of(row)
     # In account order, each account's row locked by its posting: no two settlements of
     # different merchants wait on each other in a cycle.
-    for account_id, payable_minor in parts:
-        if payable_minor:
-            await ledger_rows.post(conn, account_id, settled.settlement_id, merchant_day_settled(payable_minor), now)
+    for part, fee_minor in zip(parts, fees, strict=True):
+        if part["payable_minor"] or fee_minor:
+            await ledger_rows.post(conn, part["account_id"], settled.settlement_id,
+                                   merchant_day_settled(part["payable_minor"], fee_minor), now)
     log.info("merchant_day_settled", merchant_id=merchant_id, day=day.isoformat(), status=status.value,
              net_minor=result.net_minor, carried_in_minor=result.carried_in_minor, accounts=len(parts))
     return MerchantDayView(merchant_id, day, result, settled)
@@ -197,7 +238,8 @@ async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | N
         for back in range(CATCH_UP_DAYS, 0, -1):
             day = today - timedelta(days=back)
             start, end = day_bounds(day)
-            for merchant_id in await merchant_rows.merchants_to_settle(conn, start, end, day, limit):
+            merchants = await merchant_rows.merchants_to_settle(conn, start, end, day, limit)
+            for merchant_id in merchants:
                 async with conn.transaction(isolation="read_committed"):
                     view = await settle_day(conn, merchant_id, day, now)
                 if view is None:
@@ -207,4 +249,8 @@ async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | N
                     path = folder / file_name(merchant_id, day)
                     if not path.exists():
                         await write_csv(conn, merchant_id, day, path, view.settlement.carried_in_minor)
+            if len(merchants) == limit:
+                # More merchants are left on this day: later days wait for the next run,
+                # so that each merchant's days settle in date order.
+                break
     return settled

@@ -12,16 +12,15 @@ event, an event delivered twice, two bot replicas) books once."""
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from uuid import UUID
+from datetime import timedelta
 
 import asyncpg
 import structlog
 
 from server.clock import Clock
 from server.core.accounts import lock_account
+from server.core.merchant_payments import MerchantPayments
+from server.core.payment_results import Applied, Result, uuid_or_none
 from server.core.repayments import Repay, Repayments
 from server.db import acquire
 from server.db import ledger as ledger_rows
@@ -29,14 +28,7 @@ from server.db import payment_orders as order_rows
 from server.db import repayments as repayment_rows
 from server.domain.money import CURRENCY
 from server.domain.payment_orders import GATEWAY_KIND, OrderKind, OrderStatus, completion
-from server.domain.payments import (
-    FailureReason,
-    PaymentEvent,
-    PaymentOrder,
-    PaymentResult,
-    PaymentStatus,
-    UnknownOutcome,
-)
+from server.domain.payments import PaymentEvent, PaymentKind, PaymentOrder, PaymentStatus, UnknownOutcome
 from server.payments.gateway import PaymentGateway, PaymentRejected
 
 log = structlog.get_logger(__name__)
@@ -45,58 +37,23 @@ log = structlog.get_logger(__name__)
 AUTO_DEBIT_CHANNEL = "AUTO_DEBIT"
 
 
-class Applied(enum.Enum):
-    """What applying a result did."""
-
-    COMPLETED = "completed"  # the order became final and its entry was booked
-    ALREADY_FINAL = "already_final"  # a duplicate or late result: nothing changed
-    NOT_FINAL = "not_final"  # PENDING (or no answer): the order stays REQUESTED
-    UNKNOWN_ORDER = "unknown_order"  # no order of ours has this key
-    MISMATCH = "mismatch"  # the result disagrees with the order (amount, kind): not applied
-
-
-@dataclass(frozen=True)
-class Result:
-    """A final (or not yet final) result, from a call's answer, a look-up or an event."""
-
-    idempotency_key: str
-    account_id: str
-    payment_id: str
-    status: PaymentStatus
-    amount_minor: int
-    failure_reason: FailureReason | None
-    completed_at: datetime | None
-
-    @classmethod
-    def of(cls, payment: PaymentResult | PaymentEvent) -> Result:
-        if isinstance(payment, PaymentEvent):
-            return cls(payment.idempotency_key, payment.account_id, payment.payment_id, payment.status,
-                       payment.amount_minor, payment.failure_reason, payment.occurred_at)
-        return cls(payment.idempotency_key, payment.order.account_id, payment.payment_id, payment.status,
-                   payment.amount_minor, payment.failure_reason, payment.completed_at)
-
-
-def _uuid(value: str) -> UUID | None:
-    try:
-        return UUID(value)
-    except ValueError:
-        return None
-
-
 class PaymentOrders:
     def __init__(self, clock: Clock, gateway: PaymentGateway | None) -> None:
         self._clock = clock
         self.gateway = gateway
         self._repayments = Repayments(clock)
+        self.merchants = MerchantPayments(clock, gateway)
 
     async def apply(self, conn: asyncpg.Connection, result: Result) -> Applied:
         """Make the order of `result` final and book it, in the caller's transaction;
         once per order whatever the number of results."""
-        order_id, account_id = _uuid(result.idempotency_key), _uuid(result.account_id)
+        order_id, account_id = uuid_or_none(result.idempotency_key), uuid_or_none(result.account_id)
         fields = {"order_id": result.idempotency_key, "payment_id": result.payment_id,
                   "status": result.status.value}
         if result.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
             return Applied.NOT_FINAL
+        if result.kind is PaymentKind.MERCHANT:
+            return await self.merchants.apply(conn, result)
         if order_id is None or account_id is None:
             log.warning("payment_result_unmatched", **fields)
             return Applied.UNKNOWN_ORDER

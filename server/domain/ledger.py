@@ -34,8 +34,10 @@ Payouts through the payment gateway (server/domain/payment_orders.py):
 
 Merchant settlement (server/core/merchant_settlements.py):
 
-    MERCHANT_SETTLEMENT_IN_FLIGHT  liability: an account's part of a settled merchant-day,
-                             moved out of MERCHANT_PAYABLE when the day settles
+    MERCHANT_SETTLEMENT_IN_FLIGHT  liability: an account's part of a settled merchant-day
+                             less its share of the day's fee, moved out of MERCHANT_PAYABLE
+                             when the day settles, until the merchant is paid
+    MERCHANT_FEE_INCOME      income: the merchant fee, earned when the day settles
 
 Fees are receivable from capture, against UNEARNED_FEE_INCOME; when paid they become
 FEE_INCOME; when waived or refunded the receivable and the unearned income both go.
@@ -73,6 +75,7 @@ class LedgerAccount(enum.StrEnum):
     PARTNER_SETTLEMENT_PAYABLE = "PARTNER_SETTLEMENT_PAYABLE"
     PAYOUTS_IN_FLIGHT = "PAYOUTS_IN_FLIGHT"
     MERCHANT_SETTLEMENT_IN_FLIGHT = "MERCHANT_SETTLEMENT_IN_FLIGHT"
+    MERCHANT_FEE_INCOME = "MERCHANT_FEE_INCOME"
 
 
 class EntryKind(enum.StrEnum):
@@ -92,6 +95,7 @@ class EntryKind(enum.StrEnum):
     PAYOUT_FAILED = "PAYOUT_FAILED"
     RECOVERY_RECEIVED = "RECOVERY_RECEIVED"
     MERCHANT_DAY_SETTLED = "MERCHANT_DAY_SETTLED"
+    MERCHANT_PAID = "MERCHANT_PAID"
 
 
 @dataclass(frozen=True)
@@ -300,12 +304,27 @@ def partner_shares(kind: EntryKind, moves: list[Moved]) -> JournalEntry | None:
     return JournalEntry(kind, postings) if postings else None
 
 
-def merchant_day_settled(payable_minor: int) -> JournalEntry:
+def merchant_day_settled(payable_minor: int, fee_minor: int) -> JournalEntry:
     """An account's part of a settled merchant-day (its captures less its refunds of
-    that day, negative when the refunds were more) leaves MERCHANT_PAYABLE for
-    MERCHANT_SETTLEMENT_IN_FLIGHT, so the day owes the merchant nothing more there."""
-    if payable_minor >= 0:
-        return _entry(EntryKind.MERCHANT_DAY_SETTLED,
-                      (LedgerAccount.MERCHANT_PAYABLE, LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, payable_minor))
-    return _entry(EntryKind.MERCHANT_DAY_SETTLED,
-                  (LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, LedgerAccount.MERCHANT_PAYABLE, -payable_minor))
+    that day, negative when the refunds were more) leaves MERCHANT_PAYABLE, so the day
+    owes the merchant nothing more there: the account's share of the day's fee is earned
+    (MERCHANT_FEE_INCOME) and the rest is owed to the merchant until it is paid
+    (MERCHANT_SETTLEMENT_IN_FLIGHT)."""
+    if fee_minor < 0:
+        raise InvariantViolation(f"a merchant fee is never negative: {fee_minor}")
+    totals = ((LedgerAccount.MERCHANT_PAYABLE, payable_minor),
+              (LedgerAccount.MERCHANT_FEE_INCOME, -fee_minor),
+              (LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, fee_minor - payable_minor))
+    return JournalEntry(EntryKind.MERCHANT_DAY_SETTLED,
+                        tuple(Posting(account, amount) for account, amount in totals if amount))
+
+
+def merchant_paid(amount_minor: int) -> JournalEntry:
+    """The gateway paid the merchant: an account's part of the payment (what its settled
+    days put in flight; negative when its refunds took more than it added) leaves
+    MERCHANT_SETTLEMENT_IN_FLIGHT as cash."""
+    if amount_minor >= 0:
+        return _entry(EntryKind.MERCHANT_PAID,
+                      (LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, LedgerAccount.CASH, amount_minor))
+    return _entry(EntryKind.MERCHANT_PAID,
+                  (LedgerAccount.CASH, LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, -amount_minor))

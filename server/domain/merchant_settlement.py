@@ -14,6 +14,11 @@
 
 So over any run of days, what was paid plus what is carried out is exactly the sum of
 captures less refunds less fees, to the fen.
+
+The books live per customer account: when a day settles, each account's part of it
+(its captures less its refunds) leaves MERCHANT_PAYABLE; the day's fee is shared among
+the accounts by their captures (`fee_shares`) and earned there, and the rest is owed
+to the merchant, in flight, until the merchant is paid.
 """
 
 from __future__ import annotations
@@ -102,3 +107,21 @@ def settle_days(days: list[MerchantDay], category: MerchantCategory,
         settled.append(settle(day, category, carried_in_minor))
         carried_in_minor = settled[-1].carried_out_minor
     return settled
+
+
+def fee_shares(fee_minor: int, captured_minor: list[int]) -> list[int]:
+    """The day's fee shared among accounts in proportion to what each captured, to the
+    fen by largest remainder (ties to the earlier account): the shares add up to the
+    fee, and an account that captured nothing that day pays none of it."""
+    if fee_minor < 0 or any(c < 0 for c in captured_minor):
+        raise InvariantViolation(f"a fee and captures are never negative: {fee_minor}, {captured_minor}")
+    total = sum(captured_minor)
+    if total == 0:
+        if fee_minor:
+            raise InvariantViolation(f"a fee of {fee_minor} on a day that captured nothing")
+        return [0] * len(captured_minor)
+    shares = [fee_minor * c // total for c in captured_minor]
+    remainders = sorted(range(len(captured_minor)), key=lambda i: (-(fee_minor * captured_minor[i] % total), i))
+    for i in remainders[:fee_minor - sum(shares)]:
+        shares[i] += 1
+    return shares

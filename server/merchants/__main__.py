@@ -1,10 +1,17 @@
 """python -m server.merchants register school-2041 --category EDUCATION
 python -m server.merchants category school-2041
+python -m server.merchants payee school-2041 school-2041-icbc-0
+python -m server.merchants pay-again school-2041 --date 2027-02-10
 python -m server.merchants statement --date 2027-02-10 --out var/settlements/merchants [--merchant school-2041]
 
 The merchant registry and merchants' settlement days. A merchant's category sets the
 fee the platform keeps when it settles the merchant's day (MERCHANT_FEE_BPS, the
 product table in server/domain/pricing.py); a merchant never registered is GENERAL.
+
+`payee` names where a registered merchant is paid at the payment gateway (by default
+its own id). `pay-again` asks once more for a day whose payment FAILED (after the
+payee was mended, say), under a new key, to the payee named now; the collections bot's
+payments sweep sends it.
 
 `statement` writes a day's file per merchant with a capture or refund that day
 (merchant-settlement-MERCHANT-DATE.csv): every capture and refund, the fee, and the
@@ -19,7 +26,7 @@ from pathlib import Path
 import asyncpg
 
 from server import operator_command
-from server.core import merchant_settlements
+from server.core import merchant_payments, merchant_settlements
 from server.core.settlements import SETTLEMENT_TIME_ZONE
 from server.domain.pricing import MerchantCategory, merchant_fee_bps
 
@@ -31,7 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     register = commands.add_parser("register", help="name a merchant's category (again: change it)")
     register.add_argument("merchant_id")
     register.add_argument("--category", type=str.upper, choices=[c.value for c in MerchantCategory], required=True)
-    commands.add_parser("category", help="a merchant's category and fee").add_argument("merchant_id")
+    commands.add_parser("category", help="a merchant's category, fee and payee").add_argument("merchant_id")
+    payee = commands.add_parser("payee", help="name where a registered merchant is paid at the gateway")
+    payee.add_argument("merchant_id")
+    payee.add_argument("payee_id")
+    again = commands.add_parser("pay-again", help="ask again for a merchant-day whose payment FAILED")
+    again.add_argument("merchant_id")
+    again.add_argument("--date", type=date.fromisoformat, required=True,
+                       help=f"the settlement day, YYYY-MM-DD in {SETTLEMENT_TIME_ZONE}")
     statement = commands.add_parser("statement", help="write a day's merchant settlement files")
     statement.add_argument("--date", type=date.fromisoformat, required=True,
                            help=f"the settlement day, YYYY-MM-DD in {SETTLEMENT_TIME_ZONE}")
@@ -47,7 +61,15 @@ async def _run(args: argparse.Namespace, conn: asyncpg.Connection) -> str:
         return f"registered {args.merchant_id} as {category.value}"
     if args.command == "category":
         category = await merchant_settlements.category(conn, args.merchant_id)
-        return f"{args.merchant_id} {category.value} {merchant_fee_bps(category)} bps"
+        payee = await merchant_settlements.payee(conn, args.merchant_id)
+        return f"{args.merchant_id} {category.value} {merchant_fee_bps(category)} bps, paid to {payee}"
+    if args.command == "payee":
+        await merchant_settlements.set_payee(conn, args.merchant_id, args.payee_id, datetime.now(UTC))
+        return f"{args.merchant_id} is paid to {args.payee_id}"
+    if args.command == "pay-again":
+        row = await merchant_payments.pay_again(conn, args.merchant_id, args.date, datetime.now(UTC))
+        return (f"{args.merchant_id} {args.date.isoformat()}: {row['net_minor']} asked again to {row['payee_id']} "
+                f"as payment {row['payment_order_id']} (attempt {row['payment_attempts']})")
     merchants = [args.merchant] if args.merchant else await merchant_settlements.merchants_of_day(conn, args.date)
     lines = []
     for merchant_id in merchants:

@@ -93,6 +93,7 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (FailureReason, repayment_pb2.PayoutFailureReason, "PAYOUT_FAILURE_REASON_"),
     (MerchantCategory, checkout_pb2.MerchantCategory, "MERCHANT_CATEGORY_"),
     (SettlementStatus, checkout_pb2.MerchantSettlementStatus, "MERCHANT_SETTLEMENT_STATUS_"),
+    (FailureReason, checkout_pb2.MerchantPaymentFailureReason, "MERCHANT_PAYMENT_FAILURE_REASON_"),
 )
 PAYMENT_METHOD_KINDS = from_proto_enum(repayment_pb2.PaymentMethodKind, "PAYMENT_METHOD_KIND_", PaymentMethodKind)
 METHODS = from_proto_enum(common_pb2.RepaymentMethod, "REPAYMENT_METHOD_", RepaymentMethod)
@@ -414,7 +415,7 @@ def stress_result(view: StressView) -> risk_pb2.StressTestResult:
 # -- co-lending -------------------------------------------------------------------------------
 
 def merchant_settlement(view: MerchantDayView) -> checkout_pb2.MerchantSettlement:
-    day = view.settlement
+    day, settled = view.settlement, view.settled
     return checkout_pb2.MerchantSettlement(
         merchant_id=view.merchant_id,
         date=view.day.isoformat(),
@@ -428,10 +429,16 @@ def merchant_settlement(view: MerchantDayView) -> checkout_pb2.MerchantSettlemen
         captures=day.captures,
         refunds=day.refunds,
         status=to_proto_enum(checkout_pb2.MerchantSettlementStatus, "MERCHANT_SETTLEMENT_STATUS_",
-                             view.settled.status if view.settled else None),
+                             settled.status if settled else None),
         carried_in_minor=day.carried_in_minor,
-        paid_minor=view.settled.paid_minor if view.settled else 0,
-        payment_order_id=str(view.settled.payment_order_id or "") if view.settled else "",
+        paid_minor=settled.paid_minor if settled else 0,
+        payment_order_id=str(settled.payment_order_id or "") if settled else "",
+        failure_reason=to_proto_enum(checkout_pb2.MerchantPaymentFailureReason, "MERCHANT_PAYMENT_FAILURE_REASON_",
+                                     settled.failure_reason if settled else None),
+        gateway_payment_id=(settled.gateway_payment_id or "") if settled else "",
+        completed_at=timestamp(settled.completed_at if settled else None),
+        payment_attempts=settled.payment_attempts if settled else 0,
+        payee_id=(settled.payee_id or "") if settled else "",
     )
 
 

@@ -1,5 +1,6 @@
 """python -m server.merchants against the database the real server writes: a merchant is
-registered, its category read back, and its day written to a file."""
+registered, its category and payee read back and changed, a day that is not FAILED
+refused when asked to be paid again, and its day written to a file."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ async def test_merchants_are_registered_and_their_day_written_from_the_command_l
     assert registered.returncode == 0 and registered.stdout.strip() == "registered gadget-4410 as ELECTRONICS", \
         registered.stderr
     shown = command(url, "server.merchants", "category", "gadget-4410")
-    assert shown.stdout.strip() == "gadget-4410 ELECTRONICS 120 bps"
-    assert command(url, "server.merchants", "category", "stall-1").stdout.strip() == "stall-1 GENERAL 60 bps"
+    assert shown.stdout.strip() == "gadget-4410 ELECTRONICS 120 bps, paid to gadget-4410"
+    assert command(url, "server.merchants", "category", "stall-1").stdout.strip() == \
+        "stall-1 GENERAL 60 bps, paid to stall-1"
+    moved = command(url, "server.merchants", "payee", "gadget-4410", "gadget-4410-boc-1")
+    assert moved.returncode == 0 and moved.stdout.strip() == "gadget-4410 is paid to gadget-4410-boc-1", moved.stderr
+    assert command(url, "server.merchants", "category", "gadget-4410").stdout.strip().endswith("gadget-4410-boc-1")
+    unregistered = command(url, "server.merchants", "payee", "stall-1", "stall-1-acct")
+    assert unregistered.returncode != 0 and "stall-1" in unregistered.stderr
+    not_settled = command(url, "server.merchants", "pay-again", "gadget-4410", "--date", "2027-01-15")
+    assert not_settled.returncode != 0 and "date" in not_settled.stderr
     wrong = command(url, "server.merchants", "register", "gadget-4410", "--category", "toys")
     assert wrong.returncode != 0 and "category" in wrong.stderr
 

@@ -205,16 +205,21 @@ async def test_settling_a_closed_day_books_each_accounts_part_out_of_merchant_pa
         captured, 40_000, 1_600, 0, captured - 40_000 - 1_600)
     assert row is not None and row.status is SettlementStatus.REQUESTED
     assert row.payment_order_id is not None and row.paid_minor == 0
-    # Each account's part, captures less refunds there, left MERCHANT_PAYABLE for the
-    # clearing account: nothing is owed for the day in any account any more.
+    # Each account's part, captures less refunds there, left MERCHANT_PAYABLE: nothing is
+    # owed for the day in any account any more. The fee is shared by captures (112,346,
+    # 250,000 and 37,550 of 399,896: 449.5, 1,000.3 and 150.2 fen, the largest remainder
+    # taking the odd fen) and earned; the rest is in flight to the merchant.
     assert sorted(await settled_entries(pool, row.settlement_id)) == sorted([
-        (accounts[0], "MERCHANT_PAYABLE", 112_346), (accounts[0], "MERCHANT_SETTLEMENT_IN_FLIGHT", -112_346),
-        (accounts[1], "MERCHANT_PAYABLE", 210_000), (accounts[1], "MERCHANT_SETTLEMENT_IN_FLIGHT", -210_000),
-        (accounts[2], "MERCHANT_PAYABLE", 37_550), (accounts[2], "MERCHANT_SETTLEMENT_IN_FLIGHT", -37_550)])
+        (accounts[0], "MERCHANT_PAYABLE", 112_346), (accounts[0], "MERCHANT_FEE_INCOME", -450),
+        (accounts[0], "MERCHANT_SETTLEMENT_IN_FLIGHT", -111_896),
+        (accounts[1], "MERCHANT_PAYABLE", 210_000), (accounts[1], "MERCHANT_FEE_INCOME", -1_000),
+        (accounts[1], "MERCHANT_SETTLEMENT_IN_FLIGHT", -209_000),
+        (accounts[2], "MERCHANT_PAYABLE", 37_550), (accounts[2], "MERCHANT_FEE_INCOME", -150),
+        (accounts[2], "MERCHANT_SETTLEMENT_IN_FLIGHT", -37_400)])
     assert await merchant_payable_of(pool, accounts) == 0
     # Settled once: a second run finds nothing to do.
     assert await merchant_settlements.settle_closed_days(pool, clock.now(), tmp_path) == []
-    assert len(await settled_entries(pool, row.settlement_id)) == 6
+    assert len(await settled_entries(pool, row.settlement_id)) == 9
     async with acquire(pool) as conn:
         again = await merchant_settlements.settled_day(conn, "campus-51", DAY)
     assert again.settled == row
@@ -267,7 +272,8 @@ async def test_two_concurrent_runs_settle_each_day_once(api: Api, pool, clock, b
     assert sorted(v.merchant_id for v in [*first, *second]) == ["shop-301", "shop-302"]
     for view in [*first, *second]:
         assert view.settled is not None
-        assert len(await settled_entries(pool, view.settled.settlement_id)) == 2 * len(accounts)
+        # Payable, fee and in flight in each account.
+        assert len(await settled_entries(pool, view.settled.settlement_id)) == 3 * len(accounts)
     async with acquire(pool) as conn:
         assert await conn.fetchval("SELECT count(*) FROM journal_entries WHERE kind = 'MERCHANT_DAY_SETTLED'") == 8
     assert await merchant_payable_of(pool, accounts) == 0
@@ -285,13 +291,17 @@ async def test_the_invariants_find_a_settled_day_whose_payable_was_not_booked_ou
         await conn.execute("""
             INSERT INTO merchant_settlements (merchant_id, settlement_date, settlement_id, category, fee_bps,
                 captured_minor, refunded_minor, fee_minor, carried_in_minor, net_minor, status, payment_order_id,
-                created_at)
+                created_at, payee_id, payment_attempts)
             VALUES ('shop-77', $1, gen_random_uuid(), 'GENERAL', 60, 80000, 0, 480, 0, 79520, 'REQUESTED',
-                    gen_random_uuid(), now())""", DAY)
+                    gen_random_uuid(), now(), 'shop-77', 1)""", DAY)
         violations = await check(conn)
-    assert sorted((v.rule, v.found, v.expected) for v in violations) == [
-        ("a settled merchant-day moved its captures less refunds out of MERCHANT_PAYABLE", 0, 80_000),
-        ("every settled merchant-day's MERCHANT_PAYABLE is zero", -80_000, 0)]
+    assert sorted((v.rule, v.subject.split()[-1], v.found, v.expected) for v in violations) == [
+        ("a settled merchant-day earned its fee and put the rest in flight", "fee", 0, -480),
+        ("a settled merchant-day earned its fee and put the rest in flight", "flight", 0, -79_520),
+        ("a settled merchant-day moved its captures less refunds out of MERCHANT_PAYABLE", DAY.isoformat(), 0,
+         80_000),
+        ("every settled merchant-day's MERCHANT_PAYABLE is zero", DAY.isoformat(), -80_000, 0),
+        ("what is in flight for a merchant is what it is still owed", "shop-77", 0, -79_520)]
 
 
 async def test_the_bots_pass_settles_each_closed_day_once_and_writes_its_file(api: Api, pool, clock, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from server.domain import ledger
@@ -77,10 +77,21 @@ def test_a_refund_ends_periods_cancelled_not_paid():
     assert paid.status(date(2027, 3, 1), LoanStatus.PAID_OFF) == "PAID"
 
 
-@given(st.integers(min_value=-10**12, max_value=10**12).filter(bool))
-def test_a_settled_merchant_days_part_leaves_merchant_payable_whichever_its_sign(payable_minor):
-    entry = ledger.merchant_day_settled(payable_minor)
+@given(st.integers(min_value=-10**12, max_value=10**12), st.integers(min_value=0, max_value=10**10))
+def test_a_settled_merchant_days_part_leaves_merchant_payable_whichever_its_sign(payable_minor, fee_minor):
+    assume(payable_minor or fee_minor)
+    entry = ledger.merchant_day_settled(payable_minor, fee_minor)
     moved = {p.ledger_account: p.amount_minor for p in entry.postings}
     assert entry.kind is EntryKind.MERCHANT_DAY_SETTLED
-    assert moved == {LedgerAccount.MERCHANT_PAYABLE: payable_minor,
-                     LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT: -payable_minor}
+    assert 0 not in moved.values()
+    assert moved.get(LedgerAccount.MERCHANT_PAYABLE, 0) == payable_minor
+    assert moved.get(LedgerAccount.MERCHANT_FEE_INCOME, 0) == -fee_minor
+    assert moved.get(LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT, 0) == fee_minor - payable_minor
+
+
+@given(st.integers(min_value=-10**12, max_value=10**12).filter(bool))
+def test_a_merchant_payment_moves_an_accounts_part_out_of_flight_as_cash(amount_minor):
+    entry = ledger.merchant_paid(amount_minor)
+    moved = {p.ledger_account: p.amount_minor for p in entry.postings}
+    assert entry.kind is EntryKind.MERCHANT_PAID
+    assert moved == {LedgerAccount.MERCHANT_SETTLEMENT_IN_FLIGHT: amount_minor, LedgerAccount.CASH: -amount_minor}

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.domain.errors import InvariantViolation
-from server.domain.merchant_settlement import MerchantDay, merchant_fee_minor, settle, settle_days
+from server.domain.merchant_settlement import MerchantDay, fee_shares, merchant_fee_minor, settle, settle_days
 from server.domain.pricing import MERCHANT_FEE_BPS, MerchantCategory
 
 amounts = st.integers(min_value=0, max_value=10**12)
@@ -76,3 +76,24 @@ def test_impossible_inputs_are_a_bug():
         settle(MerchantDay(-1, 0, 0, 0), MerchantCategory.GENERAL, 0)
     with pytest.raises(InvariantViolation):
         settle(MerchantDay(1, 0, 1, 0), MerchantCategory.GENERAL, 1)
+
+
+@given(st.lists(st.integers(0, 10**10), min_size=1, max_size=30), st.integers(0, 9_999))
+def test_the_days_fee_is_shared_by_captures_to_the_fen(captured, fee_bps):
+    fee = merchant_fee_minor(sum(captured), fee_bps)
+    shares = fee_shares(fee, captured)
+    assert sum(shares) == fee
+    total = sum(captured)
+    for share, part in zip(shares, captured, strict=True):
+        # Each share is its exact proportion rounded down or up, never further off.
+        exact = Fraction(fee * part, total) if total else Fraction(0)
+        assert exact - 1 < share < exact + 1
+        assert part or not share
+
+
+def test_fee_shares_go_to_the_largest_remainders_then_the_earlier_account():
+    assert fee_shares(10, [1, 1, 1]) == [4, 3, 3]
+    assert fee_shares(7, [500, 0, 250, 250]) == [3, 0, 2, 2]
+    assert fee_shares(0, [0, 0]) == [0, 0]
+    with pytest.raises(InvariantViolation):
+        fee_shares(1, [0, 0])
