@@ -80,6 +80,12 @@ class MerchantPayments:
         key = uuid_or_none(result.idempotency_key)
         row = await merchant_rows.settlement_by_order(conn, key) if key else None
         if key is None or row is None:
+            failed = await merchant_rows.settlement_by_failed_order(conn, key) if key else None
+            if failed is not None:
+                # A result of a payment that FAILED before the day was asked again.
+                log.info("payment_result_duplicate", **fields, merchant_id=failed["merchant_id"],
+                         day=failed["settlement_date"].isoformat(), order_status="FAILED")
+                return Applied.ALREADY_FINAL
             log.warning("payment_result_unmatched", **fields, kind=PaymentKind.MERCHANT.value)
             return Applied.UNKNOWN_ORDER
         day = row["settlement_date"].isoformat()

@@ -124,6 +124,11 @@ SELECT_SETTLEMENT_BY_ORDER = f"""
 SELECT {_SETTLEMENT_COLUMNS} FROM merchant_settlements WHERE payment_order_id = $1
 """
 
+# The day whose payment under the key $1 FAILED and was asked again under another.
+SELECT_SETTLEMENT_BY_FAILED_ORDER = f"""
+SELECT {_SETTLEMENT_COLUMNS} FROM merchant_settlements WHERE failed_payment_order_ids @> ARRAY[$1::uuid]
+"""
+
 # The payment's final result, once: only a day still REQUESTED under this key changes.
 COMPLETE_PAYMENT = f"""
 UPDATE merchant_settlements
@@ -274,6 +279,10 @@ async def later_day_settled(conn: asyncpg.Connection, merchant_id: str, day: dat
 
 async def settlement_by_order(conn: asyncpg.Connection, payment_order_id: UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(SELECT_SETTLEMENT_BY_ORDER, payment_order_id)
+
+
+async def settlement_by_failed_order(conn: asyncpg.Connection, payment_order_id: UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(SELECT_SETTLEMENT_BY_FAILED_ORDER, payment_order_id)
 
 
 async def complete_payment(conn: asyncpg.Connection, merchant_id: str, payment_order_id: UUID, *, status: str,

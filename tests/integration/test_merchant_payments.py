@@ -20,6 +20,7 @@ from collections_bot.payments import PaymentsTask
 from credit.v1 import checkout_pb2
 from server.core import merchant_payments, merchant_settlements
 from server.core.payment_orders import PaymentOrders
+from server.core.payment_results import Applied, Result
 from server.db import acquire
 from server.db import ledger as ledger_rows
 from server.domain.errors import FailedPrecondition, NotFound
@@ -239,6 +240,9 @@ async def test_a_payee_the_gateway_refuses_fails_the_day_until_an_operator_mends
     # compares both keys.
     first = await gateway.get(idempotency_key=failed.payment_order_id)
     assert first is not None and first.status is PaymentStatus.FAILED
+    # Its result delivered once more, late, is a duplicate of a final payment.
+    merchants = PaymentOrders(clock, gateway).merchants
+    assert await merchants.apply_alone(pool, Result.of(first)) is Applied.ALREADY_FINAL
     await ledger_checked()
 
 

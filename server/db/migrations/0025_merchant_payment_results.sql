@@ -24,3 +24,6 @@ ALTER TABLE merchant_settlements
 -- The reconciliation's look for days still waiting on the gateway.
 CREATE INDEX merchant_settlements_requested ON merchant_settlements (submitted_at NULLS FIRST)
     WHERE status = 'REQUESTED';
+-- A late or repeated result of a payment that FAILED before the day was asked again is
+-- found by its old key.
+CREATE INDEX merchant_settlements_by_failed_payment ON merchant_settlements USING gin (failed_payment_order_ids);
