@@ -4,9 +4,11 @@ short-hands for the common calls."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from typing import Protocol, cast
 
 import grpc
@@ -24,11 +26,28 @@ from credit.v1 import (
     repayment_pb2_grpc,
     risk_pb2_grpc,
 )
+from server.config import Settings
+from server.db import acquire
 from server.payments.gateway import PaymentGateway
+
+# The settlement zone and the tests' customers' zone: Asia/Shanghai, with no daylight saving.
+SHANGHAI = timezone(timedelta(hours=8))
 
 
 def key() -> str:
     return uuid.uuid4().hex
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def morning(day: date | str, hour: int = 8, minute: int = 0) -> datetime:
+    """`hour`:`minute` in Shanghai on `day` (a date or YYYY-MM-DD)."""
+    day = date.fromisoformat(day) if isinstance(day, str) else day
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SHANGHAI)
 
 
 def timestamp(instant) -> Timestamp:
@@ -195,3 +214,65 @@ def dated_apr_bps(principal_minor: int, payments_minor: list[int], days: list[in
         middle = (low + high) / 2
         low, high = (middle, high) if npv(middle) > 0 else (low, middle)
     return (low + high) / 2 * 12 * 10_000
+
+
+def settings_with_gateway(gateway_port: int, payment_due_days: int | None, timeout_ms: int = 400) -> Settings:
+    """The integration server's settings with the payment gateway at `gateway_port`,
+    answering within `timeout_ms`."""
+    return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "LOG_LEVEL": "warning",
+                              "AUTH_MODE": "insecure-local", "PAYMENT_GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
+                              "PAYMENT_GATEWAY_TIMEOUT_MS": str(timeout_ms),
+                              **({"PAYMENT_DUE_DAYS": str(payment_due_days)} if payment_due_days else {})})
+
+
+async def bind(api: Api, account_id: str, token: str, *, auto_debit: bool = False) -> repayment_pb2.PaymentMethod:
+    """Bind a card (the simulator's behaviour: the token's last digit) as the account's
+    instrument, for payouts and, with `auto_debit`, for auto-debit."""
+    return await api.repayment.BindPaymentMethod(repayment_pb2.BindPaymentMethodRequest(
+        account_id=account_id, kind=repayment_pb2.PAYMENT_METHOD_KIND_CARD, token=token,
+        display_hint="ICBC debit card", idempotency_key=key(), auto_debit=auto_debit), timeout=10)
+
+
+async def withdraw(api: Api, account_id: str, amount_minor: int, *, idempotency_key: str | None = None,
+                   timeout: float = 10) -> repayment_pb2.Payout:
+    return await api.repayment.WithdrawCreditBalance(repayment_pb2.WithdrawCreditBalanceRequest(
+        account_id=account_id, amount_minor=amount_minor, idempotency_key=idempotency_key or key()),
+        timeout=timeout)
+
+
+async def debit_orders(pool, account_id: str) -> list:
+    """The account's DEBIT payment orders, by due date and try."""
+    async with acquire(pool) as conn:
+        return await conn.fetch("SELECT order_id, due_date, attempt, status, amount_minor, failure_reason "
+                                "FROM payment_orders WHERE account_id = $1 AND kind = 'DEBIT' "
+                                "ORDER BY due_date, attempt", uuid.UUID(account_id))
+
+
+async def auto_debit_repayments(pool, account_id: str) -> list:
+    """The account's AUTO_DEBIT repayments, oldest first, as (repayment_id, amount_minor)."""
+    async with acquire(pool) as conn:
+        rows = await conn.fetch("SELECT repayment_id, amount_minor FROM repayments "
+                                "WHERE account_id = $1 AND channel = 'AUTO_DEBIT' ORDER BY created_at",
+                                uuid.UUID(account_id))
+    return [(str(row["repayment_id"]), row["amount_minor"]) for row in rows]
+
+
+async def merchant_payable_of(pool, account_ids: list[str]) -> int:
+    """The accounts' MERCHANT_PAYABLE, from their postings (a credit is negative)."""
+    async with acquire(pool) as conn:
+        return await conn.fetchval("""
+            SELECT coalesce(sum(amount_minor), 0)::bigint FROM postings
+            WHERE ledger_account = 'MERCHANT_PAYABLE' AND account_id = ANY($1::uuid[])""", account_ids)
+
+
+def make_bot(pool, clock, insurance_share_bps: int = 0):
+    """The collections bot's pass (ageing, penalties, charge-off, reminders) with a mail
+    sink of its own: (the sink's controller, to stop; the pass)."""
+    from collections_bot.__main__ import build
+    from collections_bot.config import BotSettings
+    from collections_bot.mail_sink import start as start_mail_sink
+
+    controller, _ = start_mail_sink("127.0.0.1", free_port())
+    settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(controller.port),
+                                     "INSURANCE_SHARE_BPS": str(insurance_share_bps)})
+    return controller, build(pool, settings, clock)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import date, datetime, timedelta, timezone
-from uuid import UUID
+from datetime import date, timedelta
 
 import grpc
 import pytest
@@ -22,9 +21,20 @@ from server.db import payment_orders as order_rows
 from server.domain.payments import PaymentStatus
 from server.invariants import check
 from server.payments.gateway import PaymentGateway
-from tests.support import GATEWAY_DELAY_S, Api, buy, gateway_payments, key, repay, until
+from tests.support import (
+    GATEWAY_DELAY_S,
+    Api,
+    auto_debit_repayments,
+    bind,
+    buy,
+    debit_orders,
+    gateway_payments,
+    key,
+    morning,
+    repay,
+    until,
+)
 
-SHANGHAI = timezone(timedelta(hours=8))
 # A 300-yuan loan over 3 months: 1,000.00 principal and 18.00 fee a month.
 INSTALLMENT = 101_800
 
@@ -45,17 +55,6 @@ def bot(pool, clock, gateway):
     return _bot(pool, clock, gateway)
 
 
-def morning(day: date | str, hour: int = 8, minute: int = 0) -> datetime:
-    day = date.fromisoformat(day) if isinstance(day, str) else day
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=SHANGHAI)
-
-
-async def bind(api: Api, account_id: str, token: str, *, auto_debit: bool = True) -> repayment_pb2.PaymentMethod:
-    return await api.repayment.BindPaymentMethod(repayment_pb2.BindPaymentMethodRequest(
-        account_id=account_id, kind=repayment_pb2.PAYMENT_METHOD_KIND_CARD, token=token,
-        display_hint="ICBC debit card", idempotency_key=key(), auto_debit=auto_debit), timeout=10)
-
-
 async def borrower(api: Api, token: str, *, auto_debit: bool = True):
     """An account in Shanghai with a 300-yuan loan over 3 months and an instrument bound."""
     account = await api.open_account(limit_minor=1_000_000)
@@ -63,22 +62,6 @@ async def borrower(api: Api, token: str, *, auto_debit: bool = True):
     method = await bind(api, account.account_id, token, auto_debit=auto_debit)
     assert method.auto_debit is auto_debit and method.token_last4 == token[-4:]
     return account.account_id, loan
-
-
-async def debit_orders(pool, account_id: str) -> list:
-    async with pool.acquire() as conn:
-        return await conn.fetch("SELECT order_id, due_date, attempt, status, amount_minor, failure_reason "
-                                "FROM payment_orders WHERE account_id = $1 AND kind = 'DEBIT' "
-                                "ORDER BY due_date, attempt", UUID(account_id))
-
-
-async def auto_debit_repayments(pool, account_id: str) -> list:
-    """The account's AUTO_DEBIT repayments, oldest first, as (repayment_id, amount_minor)."""
-    async with pool.acquire() as conn:
-        rows = await conn.fetch("SELECT repayment_id, amount_minor FROM repayments "
-                                "WHERE account_id = $1 AND channel = 'AUTO_DEBIT' ORDER BY created_at",
-                                UUID(account_id))
-    return [(str(row["repayment_id"]), row["amount_minor"]) for row in rows]
 
 
 @pytest.mark.parametrize("digit", ["0", "1"])
@@ -135,7 +118,7 @@ async def test_a_failed_debit_is_tried_again_on_schedule_and_then_paid(api, bot,
     clock.set(morning(due, 20))
     assert await bot.debit() == Counter()
     # The customer binds a card with money on it; the next morning's try uses it.
-    await bind(api, account_id, "card-4000-0010")
+    await bind(api, account_id, "card-4000-0010", auto_debit=True)
     clock.set(morning(date.fromisoformat(due) + timedelta(days=1), 8, 30))
     assert await bot.debit() == Counter(completed=1)
     orders = await debit_orders(pool, account_id)

@@ -29,10 +29,9 @@ from server.core import settlements
 from server.db import acquire
 from server.db.pool import create_pool
 from server.domain.errors import AlreadyExists, InvalidArgument
-from tests.integration.test_collections import free_port
 from tests.integration.test_recoveries import backfill_matches_the_charge_off
 from tests.integration.test_round_trips import CAPTURE_BUDGET, REPAY_BUDGET, Statements
-from tests.support import Api, buy, field_violations, key, refund, repay
+from tests.support import Api, buy, field_violations, free_port, key, refund, repay
 
 PARTNER = "bank-a"
 

@@ -7,7 +7,6 @@ The daily penalty on an unpaid 1,018.00 is 5 bps: 50.9, so 0.51."""
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -26,17 +25,11 @@ from credit.v1 import collections_pb2, common_pb2
 from server.db import collections as collection_rows
 from server.db import one
 from server.domain.cases import PromiseSource
-from tests.support import buy, dated_apr_bps, key, repay
+from tests.support import buy, dated_apr_bps, free_port, key, repay
 
 
 def shanghai(month, day, hour=10, year=2027):
     return datetime(year, month, day, hour, tzinfo=timezone(timedelta(hours=8)))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -21,8 +21,7 @@ from server.db import acquire
 from server.domain.errors import InvalidArgument, NotFound
 from server.domain.merchant_settlement import SettlementStatus
 from server.domain.pricing import MerchantCategory
-from tests.integration.test_collections import free_port
-from tests.support import Api, buy, field_violations, refund
+from tests.support import Api, buy, field_violations, free_port, merchant_payable_of, refund
 
 MERCHANT = "school-2041"
 DAY = date(2027, 1, 15)
@@ -160,14 +159,6 @@ async def test_get_merchant_settlement_over_grpc(api: Api, pool, clock):
         await api.checkout.GetMerchantSettlement(
             checkout_pb2.GetMerchantSettlementRequest(merchant_id="trip-3310", date="2027-01-16"), timeout=10)
     assert quiet.value.code() == grpc.StatusCode.NOT_FOUND
-
-
-async def merchant_payable_of(pool, account_ids: list[str]) -> int:
-    """The accounts' MERCHANT_PAYABLE, from their postings (a credit is negative)."""
-    async with acquire(pool) as conn:
-        return await conn.fetchval("""
-            SELECT coalesce(sum(amount_minor), 0)::bigint FROM postings
-            WHERE ledger_account = 'MERCHANT_PAYABLE' AND account_id = ANY($1::uuid[])""", account_ids)
 
 
 async def settled_entries(pool, settlement_id) -> list[tuple[str, str, int]]:

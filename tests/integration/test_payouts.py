@@ -24,6 +24,7 @@ from server.payments.gateway import PaymentGateway
 from tests.support import (
     GATEWAY_DELAY_S,
     Api,
+    bind,
     buy,
     field_violations,
     gateway_payments,
@@ -31,7 +32,9 @@ from tests.support import (
     payoff,
     refund,
     repay,
+    settings_with_gateway,
     until,
+    withdraw,
 )
 
 DELAY_S = GATEWAY_DELAY_S
@@ -45,11 +48,7 @@ TIMEOUT_MS = 400
 def settings(gateway_port, billing_cycle) -> Settings:
     # The tests' billing cycle (tests/integration/conftest.py): a purchase on the clock's
     # start falls due a whole month later, so its first fee is a whole month's.
-    _, payment_due_days = billing_cycle
-    return Settings.from_env({"GRPC_LISTEN_ADDR": "127.0.0.1:0", "LOG_LEVEL": "warning",
-                              "AUTH_MODE": "insecure-local", "PAYMENT_GATEWAY_ADDR": f"127.0.0.1:{gateway_port}",
-                              "PAYMENT_GATEWAY_TIMEOUT_MS": str(TIMEOUT_MS),
-                              "PAYMENT_DUE_DAYS": str(payment_due_days)})
+    return settings_with_gateway(gateway_port, billing_cycle[1], TIMEOUT_MS)
 
 
 @pytest.fixture
@@ -70,19 +69,6 @@ async def credit_balance_from_refund(api: Api, amount_minor: int = 30_000) -> st
     await refund(api, loan.loan_id, amount_minor)
     assert (await api.account(account.account_id)).credit_balance_minor == paid == BALANCE
     return account.account_id
-
-
-async def bind(api: Api, account_id: str, token: str) -> repayment_pb2.PaymentMethod:
-    return await api.repayment.BindPaymentMethod(repayment_pb2.BindPaymentMethodRequest(
-        account_id=account_id, kind=repayment_pb2.PAYMENT_METHOD_KIND_CARD, token=token,
-        display_hint="ICBC debit card", idempotency_key=key()), timeout=10)
-
-
-async def withdraw(api: Api, account_id: str, amount_minor: int, *, idempotency_key: str | None = None,
-                   timeout: float = 10) -> repayment_pb2.Payout:
-    return await api.repayment.WithdrawCreditBalance(repayment_pb2.WithdrawCreditBalanceRequest(
-        account_id=account_id, amount_minor=amount_minor, idempotency_key=idempotency_key or key()),
-        timeout=timeout)
 
 
 async def get_payout(api: Api, payout_id: str) -> repayment_pb2.Payout:

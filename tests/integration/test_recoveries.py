@@ -14,24 +14,14 @@ from datetime import timedelta
 import grpc
 import pytest
 
-from collections_bot.__main__ import build
-from collections_bot.config import BotSettings
-from collections_bot.mail_sink import start as start_mail_sink
 from credit.v1 import common_pb2, repayment_pb2, risk_pb2
-from tests.integration.test_collections import free_port, shanghai
-from tests.support import buy, repay
+from tests.integration.test_collections import shanghai
+from tests.support import buy, make_bot, repay
 
 PRINCIPAL, FEE, PENALTY = (repayment_pb2.ALLOCATION_COMPONENT_PRINCIPAL, repayment_pb2.ALLOCATION_COMPONENT_FEE,
                            repayment_pb2.ALLOCATION_COMPONENT_PENALTY)
 # The fixture's loan: 300,000 over 3 months at 0.6 % flat, first due 2027-02-15.
 CHARGE_OFF_DAY = shanghai(2, 15) + timedelta(days=180)
-
-
-def make_bot(pool, clock, insurance_share_bps: int):
-    controller, _ = start_mail_sink("127.0.0.1", free_port())
-    settings = BotSettings.from_env({"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(controller.port),
-                                     "INSURANCE_SHARE_BPS": str(insurance_share_bps)})
-    return controller, build(pool, settings, clock)
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from collections_bot.config import BotSettings
 from collections_bot.voice_sim import Simulator, serve
 from credit.v1 import collections_pb2
 from server.db import collections as collection_rows
-from tests.integration.test_collections import free_port, smtp  # noqa: F401  (the SMTP sink fixture)
-from tests.support import buy
+from tests.integration.test_collections import smtp  # noqa: F401  (the SMTP sink fixture)
+from tests.support import buy, free_port
 
 SHANGHAI = timezone(timedelta(hours=8))
 
