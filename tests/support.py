@@ -265,6 +265,18 @@ async def merchant_payable_of(pool, account_ids: list[str]) -> int:
             WHERE ledger_account = 'MERCHANT_PAYABLE' AND account_id = ANY($1::uuid[])""", account_ids)
 
 
+async def merchant_balances(pool, account_ids: list[str]) -> dict[tuple[str, str], int]:
+    """The non-zero balances, per (account, ledger account), of the ledger accounts that
+    merchant settlement moves."""
+    async with acquire(pool) as conn:
+        rows = await conn.fetch("""
+            SELECT account_id::text AS account_id, ledger_account, sum(amount_minor)::bigint AS balance
+            FROM postings WHERE account_id = ANY($1::uuid[])
+              AND ledger_account IN ('MERCHANT_PAYABLE', 'MERCHANT_SETTLEMENT_IN_FLIGHT', 'MERCHANT_FEE_INCOME')
+            GROUP BY 1, 2""", account_ids)
+    return {(r["account_id"], r["ledger_account"]): r["balance"] for r in rows if r["balance"]}
+
+
 def make_bot(pool, clock, insurance_share_bps: int = 0):
     """The collections bot's pass (ageing, penalties, charge-off, reminders) with a mail
     sink of its own: (the sink's controller, to stop; the pass)."""

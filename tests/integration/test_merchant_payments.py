@@ -29,7 +29,7 @@ from server.domain.payments import PaymentStatus
 from server.domain.pricing import MerchantCategory
 from server.invariants import check
 from server.payments.gateway import PaymentGateway
-from tests.support import GATEWAY_DELAY_S, Api, buy, gateway_payments, refund, until
+from tests.support import GATEWAY_DELAY_S, Api, buy, gateway_payments, merchant_balances, refund, until
 
 # The tests' clock starts on this day (Asia/Shanghai).
 DAY = date(2027, 1, 15)
@@ -53,17 +53,6 @@ async def settle(pool, clock) -> list[merchant_settlements.MerchantDayView]:
 async def settlement(api: Api, merchant_id: str, day: date = DAY) -> checkout_pb2.MerchantSettlement:
     return await api.checkout.GetMerchantSettlement(checkout_pb2.GetMerchantSettlementRequest(
         merchant_id=merchant_id, date=day.isoformat()), timeout=10)
-
-
-async def merchant_ledger(pool, accounts: list[str]) -> dict[tuple[str, str], int]:
-    """Per (account, ledger account), the balances merchant settlement moves."""
-    async with acquire(pool) as conn:
-        rows = await conn.fetch("""
-            SELECT p.account_id::text AS account_id, p.ledger_account, sum(p.amount_minor)::bigint AS balance
-            FROM postings p WHERE p.account_id = ANY($1::uuid[])
-              AND p.ledger_account IN ('MERCHANT_PAYABLE', 'MERCHANT_SETTLEMENT_IN_FLIGHT', 'MERCHANT_FEE_INCOME')
-            GROUP BY 1, 2""", accounts)
-    return {(r["account_id"], r["ledger_account"]): r["balance"] for r in rows if r["balance"]}
 
 
 async def paid_entries(pool, payment_order_id: str) -> list[tuple[str, int]]:
@@ -104,7 +93,7 @@ async def test_a_settled_day_is_paid_to_the_fen_and_leaves_every_account_as_cash
     # 100,001 - 400, 210,000 - 1,000, 37,550 - 150) left as cash; only the fee stays.
     assert sorted(await paid_entries(pool, paid.payment_order_id)) == sorted([
         (accounts[0], -99_601), (accounts[1], -209_000), (accounts[2], -37_400)])
-    assert await merchant_ledger(pool, accounts) == {
+    assert await merchant_balances(pool, accounts) == {
         (accounts[0], "MERCHANT_FEE_INCOME"): -400, (accounts[1], "MERCHANT_FEE_INCOME"): -1_000,
         (accounts[2], "MERCHANT_FEE_INCOME"): -150}
     payment = await gateway.get(idempotency_key=paid.payment_order_id)
@@ -137,7 +126,7 @@ async def test_carried_days_are_paid_by_the_day_after_them_and_all_leave_flight(
     # the first gives back 150,000 of cash, the second gets 178,920 out.
     assert sorted(await paid_entries(pool, str(day3.settled.payment_order_id))) == sorted([
         (first, 150_000), (second, -178_920)])
-    assert await merchant_ledger(pool, [first, second]) == {
+    assert await merchant_balances(pool, [first, second]) == {
         (first, "MERCHANT_FEE_INCOME"): -1_200, (second, "MERCHANT_FEE_INCOME"): -1_080}
     assert [(await settlement(api, "tour-1810", DAY + timedelta(days=n))).status for n in range(3)] == [
         checkout_pb2.MERCHANT_SETTLEMENT_STATUS_PAID, checkout_pb2.MERCHANT_SETTLEMENT_STATUS_CARRIED,
@@ -212,7 +201,7 @@ async def test_a_payee_the_gateway_refuses_fails_the_day_until_an_operator_mends
     # Nothing moved and nothing is booked: the day is still owed, in flight (120 bps of
     # 90,000 is the 1,080 fee).
     assert await paid_entries(pool, failed.payment_order_id) == []
-    assert await merchant_ledger(pool, [account]) == {
+    assert await merchant_balances(pool, [account]) == {
         (account, "MERCHANT_FEE_INCOME"): -1_080, (account, "MERCHANT_SETTLEMENT_IN_FLIGHT"): -88_920}
     clock.advance(timedelta(seconds=61))
     assert await bot.sweep() == Counter()
@@ -235,7 +224,7 @@ async def test_a_payee_the_gateway_refuses_fails_the_day_until_an_operator_mends
     assert (paid.paid_minor, paid.payment_attempts, paid.payee_id) == (88_920, 2, "mall-33-icbc-0")
     assert paid.failure_reason == checkout_pb2.MERCHANT_PAYMENT_FAILURE_REASON_UNSPECIFIED
     assert await paid_entries(pool, paid.payment_order_id) == [(account, -88_920)]
-    assert await merchant_ledger(pool, [account]) == {(account, "MERCHANT_FEE_INCOME"): -1_080}
+    assert await merchant_balances(pool, [account]) == {(account, "MERCHANT_FEE_INCOME"): -1_080}
     # The failed payment stays FAILED at the gateway and moved nothing; the checker
     # compares both keys.
     first = await gateway.get(idempotency_key=failed.payment_order_id)

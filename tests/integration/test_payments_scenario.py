@@ -14,7 +14,8 @@ On 15 January 2027 five customers buy from one school, an EDUCATION merchant:
   written-off debt instead of becoming credit balance.
 
 The school's day (Shanghai) settles the next morning to the fen: captures, the refund,
-the category's fee rounded once, the net. After every step the books hold, and the
+the category's fee rounded once, the net; the bot's sweep pays it through the gateway,
+and nothing is owed for it in any account. After every step the books hold, and the
 cash they booked for gateway payments is what the gateway says it moved.
 """
 
@@ -42,6 +43,7 @@ from tests.support import (
     buy,
     debit_orders,
     make_bot,
+    merchant_balances,
     merchant_payable_of,
     morning,
     payoff,
@@ -107,9 +109,8 @@ def half_up_fee(captured_minor: int, fee_bps: int) -> int:
 
 async def settled_merchant_day(api: Api, pool, now: datetime, merchant_id: str,
                                day: date) -> checkout_pb2.MerchantSettlement:
-    """Settle the closed days as the bot does at `now`, and read the merchant's day back
-    over gRPC. (Paying a settled day through the gateway is to be checked after this
-    step once it is built.)"""
+    """Settle the closed days as the bot's pass does at `now`, and read the merchant's day
+    back over gRPC."""
     settled = await merchant_settlements.settle_closed_days(pool, now)
     assert [(v.merchant_id, v.day) for v in settled] == [(merchant_id, day)]
     assert settled[0].settled is not None and settled[0].settled.status is SettlementStatus.REQUESTED
@@ -191,6 +192,21 @@ async def test_five_customers_money_through_the_gateway_from_purchase_to_recover
     assert day.net_minor == 1_025_884 and day.payment_order_id
     # Nothing is owed to the school for that day in any account's MERCHANT_PAYABLE any more.
     assert await merchant_payable_of(pool, [ana, bo, chen, du, fei]) == 0
+    await ledger_checked()
+
+    # The sweep after the pass pays the day through the gateway, once, to the fen: the
+    # fee stays with the platform and nothing is in flight to the school any more.
+    assert await payments.sweep() == Counter(merchant_completed=1)
+    paid = await api.checkout.GetMerchantSettlement(
+        checkout_pb2.GetMerchantSettlementRequest(merchant_id=SCHOOL, date=DAY.isoformat()), timeout=10)
+    assert (paid.status, paid.paid_minor, paid.payment_order_id, paid.payee_id) == (
+        checkout_pb2.MERCHANT_SETTLEMENT_STATUS_PAID, 1_025_884, day.payment_order_id, SCHOOL)
+    school_paid = await gateway.get(idempotency_key=day.payment_order_id)
+    assert school_paid is not None and (school_paid.status, school_paid.amount_minor) == (
+        PaymentStatus.SUCCEEDED, 1_025_884)
+    balances = await merchant_balances(pool, [ana, bo, chen, du, fei])
+    assert {ledger for _, ledger in balances} == {"MERCHANT_FEE_INCOME"} and sum(balances.values()) == -fee
+    assert await payments.sweep() == Counter()
     await ledger_checked()
 
     # 15 February, the first due date: nothing before 08:00; at 08:00 the three cards
