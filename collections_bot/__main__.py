@@ -92,7 +92,8 @@ async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
     print(f"reviewed {report.reviewed} accounts ({report.busy} busy, {report.failed} failed), "
           f"booked {report.penalty_days} penalty days ({report.penalty_minor} fen), "
           f"charged off {report.charged_off} loans, planned {dict(report.planned)}, "
-          f"delivered {dict(report.delivered)}, auto-debits {debited}, payment orders looked up {swept}")
+          f"delivered {dict(report.delivered)}, settled {report.merchant_days_settled} merchant-days, "
+          f"auto-debits {debited}, payments swept {swept}")
     print(f"issued {statements.issued} statements ({statements.busy} accounts busy, {statements.failed} failed), "
           f"emailed {dict(statements.emails)}")
     return 0
