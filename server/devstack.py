@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -23,6 +24,7 @@ import grpc
 from collections_bot.mail_sink import start as start_mail_sink
 from server import contact_crypto
 from server.config import Settings, SettingsError, address_setting, int_setting
+from server.core import merchant_settlements
 from server.db.migrate import migrate
 from server.logging import configure_logging, json_stdlib_loggers
 from server.probe import wait_until_serving
@@ -58,6 +60,7 @@ def main() -> None:
         connection = await asyncpg.connect(dsn, timeout=30)
         try:
             await migrate(connection)
+            await merchant_settlements.register_demo_merchants(connection, datetime.now(UTC))
         finally:
             await connection.close()
 
@@ -109,7 +112,11 @@ def main() -> None:
             f"  voice gateway      {voice_address}   (simulator; the dialled number's last digit picks the callee)",
             f"  payment gateway    {payment_address}   (simulator; the instrument's last digit picks the outcome;"
             f" payments kept in {payments_file})",
-            "  collections bot    running, a pass every COLLECTIONS_INTERVAL_S (default 60 s)",
+            "  collections bot    running, a pass every COLLECTIONS_INTERVAL_S (default 60 s); it settles each"
+            " closed merchant-day and pays it through the payment gateway",
+            "  merchants          " + ", ".join(f"{merchant} ({category.value})" for merchant, category
+                                                  in merchant_settlements.DEMO_MERCHANTS.items())
+            + " registered; any other merchant id is GENERAL",
             "Ctrl-C stops everything.",
             "",
         ]), flush=True)

@@ -98,6 +98,20 @@ async def register_merchant(conn: asyncpg.Connection, merchant_id: str, category
     log.info("merchant_registered", merchant_id=merchant_id, category=category.value)
 
 
+# The merchants `make run` registers, one per scenario product with a fee of its own
+# (a merchant not registered is GENERAL).
+DEMO_MERCHANTS = {"school-2041": MerchantCategory.EDUCATION, "travel-2210": MerchantCategory.TRAVEL,
+                  "gadget-4410": MerchantCategory.ELECTRONICS}
+
+
+async def register_demo_merchants(conn: asyncpg.Connection, now: datetime) -> None:
+    """Register the demonstration merchants that are not registered yet; an operator's
+    later change to one stands."""
+    for merchant_id, merchant_category in DEMO_MERCHANTS.items():
+        if await merchant_rows.category(conn, merchant_id) is None:
+            await register_merchant(conn, merchant_id, merchant_category, now)
+
+
 async def set_payee(conn: asyncpg.Connection, merchant_id: str, payee_id: str, now: datetime) -> None:
     """Name where a registered merchant is paid at the gateway (by default its own id):
     the payments asked from then on go there."""

@@ -173,6 +173,7 @@ def test_the_devstack_starts_every_part_prints_where_and_stops_them_all(tmp_path
     assert f"voice gateway      {voice_address}" in printed
     assert f"payment gateway    {payment_address}" in printed
     assert f"health (probes)    {health_address}" in printed
+    assert "school-2041 (EDUCATION), travel-2210 (TRAVEL), gadget-4410 (ELECTRONICS) registered" in printed
     # Probes, and Prometheus for the server and the bot.
     from tests.e2e.test_admission import scrape
     from tests.e2e.test_metrics import wait_for

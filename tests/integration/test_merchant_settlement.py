@@ -311,3 +311,12 @@ async def test_the_bots_pass_settles_each_closed_day_once_and_writes_its_file(ap
         controller.stop()
     assert [p.name for p in (tmp_path / "merchants").iterdir()] == [merchant_settlements.file_name("shop-91", DAY)]
     assert await merchant_payable_of(pool, [account]) == 0
+
+
+async def test_the_demonstration_merchants_are_registered_once_and_an_operators_change_stands(pool, clock):
+    async with acquire(pool) as conn:
+        await merchant_settlements.register_merchant(conn, "travel-2210", MerchantCategory.GENERAL, clock.now())
+        await merchant_settlements.register_demo_merchants(conn, clock.now())
+        await merchant_settlements.register_demo_merchants(conn, clock.now())
+        assert [await merchant_settlements.category(conn, m) for m in ("school-2041", "travel-2210", "gadget-4410")] \
+            == [MerchantCategory.EDUCATION, MerchantCategory.GENERAL, MerchantCategory.ELECTRONICS]
