@@ -18,6 +18,7 @@ from collections_bot.__main__ import build
 from collections_bot.config import BotSettings
 from collections_bot.passes import CollectionsPass
 from credit.v1 import collections_pb2
+from server.invariants import check
 from tests.integration.test_auto_debit import INSTALLMENT, _bot, borrower
 from tests.integration.test_collections import smtp  # noqa: F401 (a fixture)
 from tests.support import bind, debit_orders, morning, repay
@@ -199,3 +200,14 @@ async def test_a_bill_paid_before_the_pass_that_would_tell_of_its_failed_debit_i
     assert await notices(pool, account_id) == []
     assert sink.messages == []
     await ledger_checked()
+
+
+async def test_the_checker_finds_a_notice_that_names_no_failed_debit_of_its_bill(api, pool, round_at):
+    account_id, loan = await borrower(api, "card-6222-0000-0002")
+    assert await round_at(morning(loan.installments[0].due_date, 8)) == Counter(completed=1)
+    rule = "a debit-failure notice names a FAILED debit of its bill"
+    async with pool.acquire() as conn:
+        assert [v for v in await check(conn) if v.rule == rule] == []
+        await conn.execute("UPDATE contact_attempts SET step_code = 'AUTO_DEBIT_FAILED_2' "
+                           "WHERE account_id = $1 AND payment_order_id IS NOT NULL", uuid.UUID(account_id))
+        assert [v.rule for v in await check(conn) if v.rule == rule] == [rule]
