@@ -85,6 +85,7 @@ class BotSettings:
             raise SettingsError("MAIL_FROM must contain an email address")
         smtp_max_tries = int_setting(env, "SMTP_MAX_TRIES", EMAIL_RETRY.max_tries, minimum=1, maximum=100)
         voice_max_tries = int_setting(env, "VOICE_MAX_TRIES", VOICE_RETRY.max_tries, minimum=1, maximum=20)
+        auto_debit_hour = int_setting(env, "AUTO_DEBIT_HOUR", 8, minimum=0, maximum=23)
         return cls(
             database_url=database_url,
             var_dir=Path(env.get("VAR_DIR") or "var"),
@@ -133,11 +134,12 @@ class BotSettings:
                 insurance_share_bps=int_setting(env, "INSURANCE_SHARE_BPS", 0, minimum=0, maximum=10_000),
                 email_retry=replace(EMAIL_RETRY, max_tries=smtp_max_tries),
                 voice_retry=replace(VOICE_RETRY, max_tries=voice_max_tries),
+                auto_debit_hour=auto_debit_hour,
             ),
             log_level=log_level,
             payment_gateway_addr=optional_address_setting(env, "PAYMENT_GATEWAY_ADDR"),
             payment_reconcile_after_s=int_setting(env, "PAYMENT_RECONCILE_AFTER_S", 60, minimum=1, maximum=86_400),
-            auto_debit_hour=int_setting(env, "AUTO_DEBIT_HOUR", 8, minimum=0, maximum=23),
+            auto_debit_hour=auto_debit_hour,
         )
 
 

@@ -21,11 +21,13 @@ import structlog
 
 from collections_bot import metrics as bot_metrics
 from collections_bot.channels.email import (
+    DebitFailure,
     Delivery,
     EmailChannel,
     Reminder,
     ReminderLine,
     SendResult,
+    build_debit_failure_message,
     build_message,
     yuan,
 )
@@ -245,8 +247,10 @@ class CollectionsPass:
         context = await self._context(attempt, now, owner)
         if not isinstance(context, ReminderContext):
             return context
-        message = build_message(_reminder(context), mail_from=self._settings.mail_from,
-                                domain=self._settings.policy.mail_domain, secret=self._settings.unsubscribe_secret)
+        compose = {"mail_from": self._settings.mail_from, "domain": self._settings.policy.mail_domain,
+                   "secret": self._settings.unsubscribe_secret}
+        message = (build_debit_failure_message(_debit_failure(context), **compose) if context.notice
+                   else build_message(_reminder(context), **compose))
         result = await self._email.send(message)
         log.info("reminder_delivery", attempt_id=str(attempt.attempt_id), step=attempt.step_code,
                  delivery=result.delivery.value, detail=result.detail)
@@ -311,6 +315,17 @@ def _reminder(context: ReminderContext) -> Reminder:
         grace_days=penalty.grace_days, penalty_rate_bps_per_day=penalty.rate_bps_per_day,
         penalty_cap_bps=penalty.cap_bps,
     )
+
+
+def _debit_failure(context: ReminderContext) -> DebitFailure:
+    notice = context.notice
+    assert notice is not None
+    return DebitFailure(
+        to_address=context.email, name=context.name, locale=context.locale,
+        message_id=context.attempt.message_id or "", account_id=str(context.attempt.account_id),
+        due_date=context.bill.due_date.isoformat(), amount_minor=notice.amount_minor,
+        owed_minor=context.bill.owed_minor, failure_reason=notice.failure_reason, token_last4=notice.token_last4,
+        failed_at=notice.failed_at, next_try_at=notice.next_try_at)
 
 
 def smtp_detail(result: SendResult, locale: str) -> dict:

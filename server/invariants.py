@@ -464,6 +464,16 @@ CHECKS: dict[str, str] = {
                    GROUP BY 1) f USING (merchant_id)
         WHERE coalesce(f.in_flight, 0) <> -d.owed
     """,
+    # The notice of a failed auto-debit (docs/collections.md) tells of a failed try of its
+    # own bill, under that try's step.
+    "a debit-failure notice names a FAILED debit of its bill": """
+        SELECT a.attempt_id::text AS subject, 0::bigint AS found, 1::bigint AS expected
+        FROM contact_attempts a
+        WHERE a.payment_order_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM payment_orders o
+            WHERE o.order_id = a.payment_order_id AND o.account_id = a.account_id AND o.kind = 'DEBIT'
+              AND o.status = 'FAILED' AND o.due_date = a.due_date AND a.step_code = 'AUTO_DEBIT_FAILED_' || o.attempt)
+    """,
     # Two rules that one database enforces with unique indexes across accounts, and a
     # database sharded by account only within each account (docs/scaling.md): checked
     # here across all of them.

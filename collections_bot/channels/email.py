@@ -1,4 +1,4 @@
-"""The email channel: reminders and statements rendered from templates (zh-CN and en,
+"""The email channel: reminders, notices of a failed auto-debit and statements rendered from templates (zh-CN and en,
 plain text and HTML) and sent with aiosmtplib. 4xx replies and connection failures are retried with
 backoff; 5xx replies are permanent."""
 
@@ -9,7 +9,7 @@ import enum
 import hashlib
 import hmac
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 from pathlib import Path
@@ -114,11 +114,72 @@ def build_message(reminder: Reminder, *, mail_from: str, domain: str, secret: st
     }
     message = _compose("reminder", locale, context, mail_from=mail_from, to_name=reminder.name,
                        to_address=reminder.to_address, message_id=reminder.message_id)
-    # RFC 8058 one-click unsubscribe, with a mailto fallback for clients without it.
-    message["List-Unsubscribe"] = (f"<{link}>, <mailto:unsubscribe@{domain}"
-                                   f"?subject=unsubscribe%20{reminder.account_id}>")
+    return _unsubscribable(message, link, domain, reminder.account_id)
+
+
+def _unsubscribable(message: EmailMessage, link: str, domain: str, account_id: str) -> EmailMessage:
+    """RFC 8058 one-click unsubscribe, with a mailto fallback for clients without it."""
+    message["List-Unsubscribe"] = f"<{link}>, <mailto:unsubscribe@{domain}?subject=unsubscribe%20{account_id}>"
     message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     return message
+
+
+# Why an auto-debit failed, in plain words, by locale (the gateway's failure reasons).
+FAILURE_WORDS = {
+    "en": {"INSUFFICIENT_FUNDS": "there was not enough money on the card or account",
+           "INSTRUMENT_INVALID": "the card or account can no longer be used (it may have expired or been closed)",
+           "DECLINED": "your bank declined the payment"},
+    "zh-CN": {"INSUFFICIENT_FUNDS": "银行卡或账户余额不足",
+              "INSTRUMENT_INVALID": "银行卡或账户已失效（可能已过期或注销）",
+              "DECLINED": "发卡银行拒绝了本次扣款"},
+}
+
+
+def failure_in_words(reason: str, locale: str) -> str:
+    """A failure reason as the customer reads it; one we have no words for reads as declined."""
+    words = FAILURE_WORDS[_locale(locale)]
+    return words.get(reason, words["DECLINED"])
+
+
+@dataclass(frozen=True)
+class DebitFailure:
+    """Everything the notice of a failed auto-debit says: what could not be taken, why,
+    from which instrument (its last 4 characters), and what happens next. Times are the
+    customer's local times; `next_try_at` is None when no automatic try is left."""
+
+    to_address: str
+    name: str
+    locale: str
+    message_id: str
+    account_id: str
+    due_date: str
+    amount_minor: int
+    owed_minor: int
+    failure_reason: str
+    token_last4: str
+    failed_at: datetime
+    next_try_at: datetime | None
+
+
+def local_time(moment: datetime) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}"
+
+
+def build_debit_failure_message(failure: DebitFailure, *, mail_from: str, domain: str, secret: str) -> EmailMessage:
+    """A notice of a failed auto-debit: a contact about the bill like a reminder, so it
+    carries the same unsubscribe headers."""
+    locale = _locale(failure.locale)
+    link = unsubscribe_url(domain, failure.account_id, secret)
+    context = {
+        "name": failure.name, "due_date": failure.due_date, "amount": yuan(failure.amount_minor),
+        "owed": yuan(failure.owed_minor), "reason": failure_in_words(failure.failure_reason, locale),
+        "last4": failure.token_last4, "failed_at": local_time(failure.failed_at),
+        "next_try": local_time(failure.next_try_at) if failure.next_try_at else "",
+        "account_ref": failure.account_id[:8].upper(), "unsubscribe_url": link,
+    }
+    message = _compose("debit_failed", locale, context, mail_from=mail_from, to_name=failure.name,
+                       to_address=failure.to_address, message_id=failure.message_id)
+    return _unsubscribable(message, link, domain, failure.account_id)
 
 
 def _locale(locale: str) -> str:

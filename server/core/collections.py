@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -19,7 +20,7 @@ from server.clock import Clock
 from server.core import funding as co_lending
 from server.core import promises, reserve
 from server.core.accounts import each_free_account, lock_account
-from server.core.contact_attempts import AttemptPolicy, ContactAttempts, bill_lines
+from server.core.contact_attempts import NOTICE_TEMPLATE, AttemptPolicy, ContactAttempts, bill_lines
 from server.core.repayments import Repayments
 from server.core.views import LoanView, installment_state, loan_view
 from server.db import accounts as account_rows
@@ -27,7 +28,8 @@ from server.db import acquire
 from server.db import collections as rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
-from server.domain import funding, ledger
+from server.db import payment_orders as order_rows
+from server.domain import auto_debit, funding, ledger
 from server.domain.accounts import AccountStatus
 from server.domain.bills import bills
 from server.domain.calendar import latest_local_date, local_date
@@ -42,6 +44,8 @@ from server.domain.reminders import (
     EMAIL_RETRY,
     REACHED,
     VOICE_RETRY,
+    Attempt,
+    AttemptKind,
     AttemptStatus,
     Channel,
     ContactFacts,
@@ -74,11 +78,14 @@ class CollectionsPolicy:
     insurance_share_bps: int = 0
     email_retry: RetryPolicy = EMAIL_RETRY
     voice_retry: RetryPolicy = VOICE_RETRY
+    # AUTO_DEBIT_HOUR: the notice of a failed auto-debit says when the next try is.
+    auto_debit_hour: int = auto_debit.DEFAULT_MORNING_HOUR
 
     @property
     def attempts(self) -> AttemptPolicy:
         return AttemptPolicy(rules=ContactRules(self.window, self.caps), email_retry=self.email_retry,
-                             voice_retry=self.voice_retry, penalty=self.penalty, mail_domain=self.mail_domain)
+                             voice_retry=self.voice_retry, penalty=self.penalty, mail_domain=self.mail_domain,
+                             auto_debit_hour=self.auto_debit_hour)
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,7 @@ class Collections:
         _, email, phone = account_rows.contact(account)
         history = [PastContact(r["at"], Channel(r["channel"]), r["outcome"] in REACHED)
                    for r in await rows.recent_contacts(conn, account_id, now - timedelta(days=8))]
+        tries = await self._debit_tries(conn, account_id, today)
 
         # One reminder schedule per bill: the steps of each due date with something
         # unpaid, whatever the number of loans on it.
@@ -327,23 +335,69 @@ class Collections:
             taken = {code for code, a in mine.items() if a.status is not AttemptStatus.DEFERRED}
             plan = plan_steps(steps, due_date, today, taken)
             for step in plan.superseded:
-                if await self.attempts.plan(conn, account_id, due_date, step, AttemptStatus.SKIPPED,
-                                            Reason.SUPERSEDED, mine.get(step.code), now):
-                    review.planned[AttemptStatus.SKIPPED] += 1
+                await self._record(conn, account_id, due_date, step, (AttemptStatus.SKIPPED, Reason.SUPERSEDED),
+                                   mine.get(step.code), now, review)
             facts = ContactFacts(owed_minor=bill.owed_minor, promise_active=promise_active, email_opt_out=email_out,
                                  voice_opt_out=voice_out, phone_blocked=phone_blocked, has_email=bool(email),
                                  has_phone=bool(phone))
-            for step in plan.run:
-                held = hold_back(step.channel, facts, now, zone, self.attempts.policy.rules, channels=channels,
+
+            def held(channel: Channel, facts=facts) -> tuple[AttemptStatus, Reason] | None:
+                return hold_back(channel, facts, now, zone, self.attempts.policy.rules, channels=channels,
                                  history=history)
-                status, reason = held if held is not None else (AttemptStatus.PENDING, None)
-                if await self.attempts.plan(conn, account_id, due_date, step, status, reason, mine.get(step.code),
-                                            now):
-                    review.planned[status] += 1
-                    if status is AttemptStatus.PENDING:
-                        history.append(PastContact(now, step.channel))
-                        if step.escalates:
-                            await rows.escalate(conn, account_id, Escalation.by_step(step.code).stored(), now)
+
+            for step in plan.run:
+                status = await self._record(conn, account_id, due_date, step, held(step.channel),
+                                            mine.get(step.code), now, review, history)
+                if status is AttemptStatus.PENDING and step.escalates:
+                    await rows.escalate(conn, account_id, Escalation.by_step(step.code).stored(), now)
+            await self._plan_notice(conn, account_id, due_date, mine, tries.get(due_date, []), zone, now, held,
+                                    review, history)
+
+    async def _record(self, conn, account_id: UUID, due_date: date, step: Step,
+                      held: tuple[AttemptStatus, Reason] | None, existing: Attempt | None, now: datetime,
+                      review: Review, history: list[PastContact] | None = None, *,
+                      payment_order_id: UUID | None = None) -> AttemptStatus | None:
+        """Plan a step as `held` says (PENDING when nothing holds it back), counting it
+        in the review and, when PENDING, in the customer's contacts under the caps. The
+        status given, or None when nothing changed."""
+        status, reason = held if held is not None else (AttemptStatus.PENDING, None)
+        if not await self.attempts.plan(conn, account_id, due_date, step, status, reason, existing, now,
+                                        payment_order_id=payment_order_id):
+            return None
+        review.planned[status] += 1
+        if status is AttemptStatus.PENDING and history is not None:
+            history.append(PastContact(now, step.channel))
+        return status
+
+    async def _debit_tries(self, conn, account_id: UUID, today: date) -> dict[date, list[auto_debit.Attempt]]:
+        """The account's auto-debit tries by due date, of the due dates still tried."""
+        found: dict[date, list[auto_debit.Attempt]] = defaultdict(list)
+        for row in await order_rows.debit_tries_since(conn, account_id,
+                                                      today - timedelta(days=auto_debit.REACH_DAYS + 1)):
+            found[row["due_date"]].append(auto_debit.Attempt(row["attempt"], row["status"], row["completed_at"],
+                                                             row["order_id"]))
+        return found
+
+    async def _plan_notice(self, conn, account_id: UUID, due_date: date, mine: dict[str, Attempt],
+                           tries: list[auto_debit.Attempt], zone: str, now: datetime,
+                           held: Callable[[Channel], tuple[AttemptStatus, Reason] | None], review: Review,
+                           history: list[PastContact]) -> None:
+        """The notice that the bill's latest auto-debit try failed, when one is to be
+        told now (server/domain/auto_debit.py, rule 6): planned by the rules of any email
+        step (it may wait for the contact window or the caps, and is suppressed if the
+        bill is paid). A notice of an earlier try still waiting is superseded by it."""
+        failed = auto_debit.failure_to_tell(tries, now)
+        code = auto_debit.notice_step(failed.number) if failed is not None else None
+        for other in mine.values():
+            if (other.kind is AttemptKind.DEBIT_FAILED and other.status is AttemptStatus.DEFERRED
+                    and other.step_code != code):
+                await self._record(conn, account_id, due_date, _notice_step(other.step_code, 0),
+                                   (AttemptStatus.SKIPPED, Reason.SUPERSEDED), other, now, review)
+        if failed is None or code is None or failed.completed_at is None:
+            return
+        offset = (local_date(failed.completed_at, zone) - due_date).days
+        await self._record(conn, account_id, due_date, _notice_step(code, offset), held(Channel.EMAIL),
+                           mine.get(code), now, review, history, payment_order_id=failed.order_id)
 
     # -- what the CollectionsService reads and changes -------------------------------------
 
@@ -453,6 +507,11 @@ class Collections:
     async def _active_loans(self, conn, account: asyncpg.Record, now: datetime) -> list[LoanView]:
         return [loan_view(loan, installments, account["time_zone"], now)
                 for loan, installments in await loan_rows.active_for_account(conn, account["account_id"])]
+
+
+def _notice_step(code: str, offset_days: int) -> Step:
+    """A notice of a failed auto-debit as a step: an email on the day the try failed."""
+    return Step(code, offset_days, Channel.EMAIL, NOTICE_TEMPLATE)
 
 
 def _escalation(stored: str | None) -> Escalation | None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
@@ -28,13 +29,16 @@ from server.db import accounts as account_rows
 from server.db import acquire
 from server.db import collections as rows
 from server.db import loans as loan_rows
+from server.db import payment_orders as order_rows
+from server.domain import auto_debit
 from server.domain.bills import Bill, BillLine, bills
 from server.domain.calendar import local_date
 from server.domain.cases import Escalation, EscalationReason, PromiseSource
-from server.domain.errors import NotFound
+from server.domain.errors import InvariantViolation, NotFound
 from server.domain.penalties import PenaltyPolicy
 from server.domain.reminders import (
     Attempt,
+    AttemptKind,
     AttemptStatus,
     Channel,
     ContactFacts,
@@ -51,6 +55,9 @@ from server.domain.reminders import (
 from server.logging import mask
 
 log = structlog.get_logger(__name__)
+
+# The template of a notice that an auto-debit failed.
+NOTICE_TEMPLATE = "debit_failed"
 
 # What a call's outcome does to the case.
 ESCALATING_OUTCOMES = {Outcome.DISPUTE: Escalation(EscalationReason.DISPUTE),
@@ -70,7 +77,7 @@ def attempt_of(row: asyncpg.Record) -> Attempt:
         outcome=Outcome(row["outcome"]) if row["outcome"] else None, tries=row["tries"],
         planned_for=row["planned_for"], message_id=row["message_id"], next_try_at=row["next_try_at"],
         detail=json.loads(row["detail"]) if isinstance(row["detail"], str) else dict(row["detail"] or {}),
-        created_at=row["created_at"], updated_at=row["updated_at"])
+        created_at=row["created_at"], updated_at=row["updated_at"], payment_order_id=row["payment_order_id"])
 
 
 def readable(attempt: Attempt, name: str) -> Attempt:
@@ -108,9 +115,24 @@ def masked_smtp(detail: dict) -> dict:
 
 
 @dataclass(frozen=True)
+class DebitNotice:
+    """What the notice of a failed auto-debit says beside the bill: the try, what could
+    not be taken and why, from which instrument (its last 4 characters only), when it
+    failed and when the next automatic try will be (local times; None: no other)."""
+
+    attempt: int
+    amount_minor: int
+    failure_reason: str
+    token_last4: str
+    failed_at: datetime
+    next_try_at: datetime | None
+
+
+@dataclass(frozen=True)
 class ReminderContext:
     """Everything a bot needs to contact a customer about one claimed attempt: the bill
-    it is for, with its total and its lines."""
+    it is for, with its total and its lines; for the notice of a failed auto-debit, the
+    failure (`notice`)."""
 
     attempt: Attempt
     name: str
@@ -122,6 +144,7 @@ class ReminderContext:
     template: str
     bill: Bill
     penalty: PenaltyPolicy
+    notice: DebitNotice | None = None
 
     @property
     def days_past_due(self) -> int:
@@ -141,6 +164,9 @@ class AttemptPolicy:
     voice_retry: RetryPolicy
     penalty: PenaltyPolicy
     mail_domain: str
+    # The local hour of the auto-debit's morning tries (AUTO_DEBIT_HOUR), for the next
+    # try that a notice announces.
+    auto_debit_hour: int = auto_debit.DEFAULT_MORNING_HOUR
 
     def retry(self, channel: Channel) -> RetryPolicy:
         return self.email_retry if channel is Channel.EMAIL else self.voice_retry
@@ -163,9 +189,11 @@ class ContactAttempts:
         return found
 
     async def plan(self, conn: asyncpg.Connection, account_id: UUID, due_date: date, step: Step,
-                   status: AttemptStatus, reason: Reason | None, existing: Attempt | None, now: datetime) -> bool:
-        """Record what a review decided for a step: a new attempt, or a DEFERRED one moved
-        on. True when something changed."""
+                   status: AttemptStatus, reason: Reason | None, existing: Attempt | None, now: datetime, *,
+                   payment_order_id: UUID | None = None) -> bool:
+        """Record what a review decided for a step (or for the notice of a failed
+        auto-debit, which names its payment order): a new attempt, or a DEFERRED one
+        moved on. True when something changed."""
         if status not in (AttemptStatus.PENDING, AttemptStatus.DEFERRED, AttemptStatus.SUPPRESSED,
                           AttemptStatus.SKIPPED):
             raise ValueError(f"a review does not plan {status}")
@@ -179,7 +207,7 @@ class ContactAttempts:
             conn, attempt_id=uuid.uuid4(), account_id=account_id, due_date=due_date, step_code=step.code,
             channel=step.channel.value, status=status.value, reason=reason.value if reason else None,
             message_id=message_id(account_id, due_date, step.code, self.policy.mail_domain),
-            planned_for=due_date + timedelta(days=step.offset_days), now=now)
+            planned_for=due_date + timedelta(days=step.offset_days), now=now, payment_order_id=payment_order_id)
         return inserted is not None
 
     # -- a bot's side: claim, check, report ----------------------------------------------
@@ -227,8 +255,13 @@ class ContactAttempts:
                 has_email=bool(email), has_phone=bool(phone))
             today = local_date(now, zone)
             strategy = await self.strategy(conn)
-            superseded = {s.code for s in plan_steps(strategy, bill.due_date, today, set()).superseded}
-            held = (AttemptStatus.SKIPPED, Reason.SUPERSEDED) if attempt.step_code in superseded else hold_back(
+            notice = None
+            if attempt.kind is AttemptKind.DEBIT_FAILED:
+                notice, superseded = await self._notice(conn, attempt, zone)
+            else:
+                superseded = attempt.step_code in {
+                    s.code for s in plan_steps(strategy, bill.due_date, today, set()).superseded}
+            held = (AttemptStatus.SKIPPED, Reason.SUPERSEDED) if superseded else hold_back(
                 attempt.channel, facts, now, zone, self.policy.rules, channels=channels, history=None)
             if held is not None:
                 status, reason = held
@@ -236,10 +269,29 @@ class ContactAttempts:
                                                  reason=reason.value):
                     return None
                 return status
-            template = next((s.template for s in strategy if s.code == attempt.step_code), "overdue")
+            template = NOTICE_TEMPLATE if notice else next(
+                (s.template for s in strategy if s.code == attempt.step_code), "overdue")
         return ReminderContext(attempt=attempt, name=name, email=email, phone=phone, locale=account["locale"],
                                time_zone=zone, today=today, template=template, bill=bill,
-                               penalty=self.policy.penalty)
+                               penalty=self.policy.penalty, notice=notice)
+
+    async def _notice(self, conn: asyncpg.Connection, attempt: Attempt, zone: str) -> tuple[DebitNotice, bool]:
+        """The failure a notice tells of, and whether a later try of its due date has
+        been made since (then the notice is superseded: it would announce a try that is
+        already made). No next try is announced once the customer has turned auto-debit
+        off (bound an instrument without it)."""
+        assert attempt.payment_order_id is not None
+        order = await order_rows.failed_debit(conn, attempt.payment_order_id, attempt.account_id)
+        if order is None:
+            raise InvariantViolation(f"attempt {attempt.attempt_id} tells of no failed debit order")
+        failed_at = order["completed_at"].astimezone(ZoneInfo(zone))
+        method = await order_rows.active_method(conn, attempt.account_id)
+        next_try = auto_debit.next_try(order["attempt"], failed_at, order["due_date"], self.policy.auto_debit_hour)
+        notice = DebitNotice(attempt=order["attempt"], amount_minor=order["amount_minor"],
+                             failure_reason=order["failure_reason"] or "DECLINED", token_last4=order["token_last4"],
+                             failed_at=failed_at,
+                             next_try_at=next_try if method is not None and method["auto_debit"] else None)
+        return notice, order["tried_again"]
 
     async def mark_sent(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime, outcome: Outcome,
                         detail: dict) -> bool:

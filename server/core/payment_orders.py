@@ -94,7 +94,8 @@ class PaymentOrders:
     async def _debited(self, conn: asyncpg.Connection, order: asyncpg.Record, status: PaymentStatus) -> None:
         """A DEBIT's result: money taken is a repayment of the account through the
         waterfall, with the order id as its id; a failure books nothing (no money moved)
-        and leaves the next try to the auto-debit schedule."""
+        and leaves the next try to the auto-debit schedule and the customer's notice of
+        it to the collections review (docs/collections.md)."""
         if status is not PaymentStatus.SUCCEEDED:
             log.info("auto_debit_failed", order_id=str(order["order_id"]), account_id=str(order["account_id"]),
                      due_date=order["due_date"].isoformat(), attempt=order["attempt"])

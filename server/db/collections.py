@@ -163,16 +163,17 @@ SELECT step_code, offset_days, channel, template, escalates FROM reminder_steps 
 
 _ATTEMPT_COLUMNS = """
     attempt_id, account_id, loan_id, sequence, due_date, step_code, channel, status, reason, tries, next_try_at,
-    lease_until, lease_owner, message_id, outcome, detail, planned_for, created_at, updated_at
+    lease_until, lease_owner, message_id, outcome, detail, planned_for, created_at, updated_at, payment_order_id
 """
 
 SELECT_ATTEMPTS_OF_ACCOUNT = f"SELECT {_ATTEMPT_COLUMNS} FROM contact_attempts WHERE account_id = $1"
 
-# One attempt per (account, due date, step): the bill's, naming no loan.
+# One attempt per (account, due date, step): the bill's, naming no loan. A notice of a
+# failed auto-debit names its payment order ($11); a reminder step none.
 INSERT_ATTEMPT = f"""
 INSERT INTO contact_attempts (attempt_id, account_id, due_date, step_code, channel, status, reason,
-                              message_id, planned_for, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9)
+                              message_id, planned_for, created_at, updated_at, payment_order_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9, $11)
 ON CONFLICT (account_id, due_date, step_code) WHERE loan_id IS NULL DO NOTHING
 RETURNING {_ATTEMPT_COLUMNS}
 """
@@ -352,10 +353,11 @@ async def attempts_of_account(conn: asyncpg.Connection, account_id: UUID) -> lis
 
 async def insert_attempt(conn: asyncpg.Connection, *, attempt_id: UUID, account_id: UUID, due_date: date,
                          step_code: str, channel: str, status: str, reason: str | None, message_id: str | None,
-                         planned_for: date, now: datetime) -> asyncpg.Record | None:
+                         planned_for: date, now: datetime,
+                         payment_order_id: UUID | None = None) -> asyncpg.Record | None:
     """The new attempt of a bill's step; None when the bill has one for the step already."""
     return await conn.fetchrow(INSERT_ATTEMPT, attempt_id, account_id, due_date, step_code, channel, status, reason,
-                               message_id, now, planned_for)
+                               message_id, now, planned_for, payment_order_id)
 
 
 async def set_attempt_status(conn: asyncpg.Connection, attempt_id: UUID, status: str, now: datetime, *,

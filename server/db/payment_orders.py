@@ -77,6 +77,25 @@ WHERE account_id = $1 AND kind = 'DEBIT' AND due_date = $2
 ORDER BY attempt
 """
 
+# An account's tries for the due dates from $2 on, by due date and try.
+SELECT_DEBIT_TRIES_SINCE = """
+SELECT order_id, due_date, attempt, status, completed_at FROM payment_orders
+WHERE account_id = $1 AND kind = 'DEBIT' AND due_date >= $2
+ORDER BY due_date, attempt
+"""
+
+# A failed DEBIT order as its notice tells it: the instrument's last 4 characters (never
+# the token), and whether a later try of its due date was made since.
+SELECT_FAILED_DEBIT = """
+SELECT o.order_id, o.amount_minor, o.failure_reason, o.completed_at, o.due_date, o.attempt, m.token_last4,
+       EXISTS (SELECT 1 FROM payment_orders t
+               WHERE t.account_id = o.account_id AND t.kind = 'DEBIT' AND t.due_date = o.due_date
+                 AND t.attempt > o.attempt) AS tried_again
+FROM payment_orders o
+JOIN payment_methods m ON m.payment_method_id = o.payment_method_id AND m.account_id = o.account_id
+WHERE o.order_id = $1 AND o.account_id = $2 AND o.kind = 'DEBIT' AND o.status = 'FAILED'
+"""
+
 # Accounts after $1 (by id) whose active instrument has auto-debit on and that have an
 # unpaid installment of an active loan due between $2 and $3 (a range of dates wide
 # enough for every zone; the exact local date is checked per account).
@@ -193,6 +212,15 @@ async def insert_debit_order(conn: asyncpg.Connection, *, order_id: UUID, accoun
 
 async def debit_attempts(conn: asyncpg.Connection, account_id: UUID, due_date: date) -> list[asyncpg.Record]:
     return await conn.fetch(SELECT_DEBIT_ATTEMPTS, account_id, due_date)
+
+
+async def debit_tries_since(conn: asyncpg.Connection, account_id: UUID, due_from: date) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_DEBIT_TRIES_SINCE, account_id, due_from)
+
+
+async def failed_debit(conn: asyncpg.Connection, order_id: UUID, account_id: UUID) -> asyncpg.Record | None:
+    """The FAILED DEBIT order with its instrument's last 4 characters, or None."""
+    return await conn.fetchrow(SELECT_FAILED_DEBIT, order_id, account_id)
 
 
 async def auto_debit_accounts(conn: asyncpg.Connection, after: UUID, due_from: date, due_to: date,

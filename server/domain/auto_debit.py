@@ -15,6 +15,11 @@ date (docs/payments.md, "Auto-debit").
    After that the reminders (which go on while anything is unpaid) do the work.
 5. A due date is tried for `REACH_DAYS` days at most: a bot down longer does not debit
    an old due date; the next one takes what is overdue by then.
+6. The customer is told of a failed try once, by email (a contact attempt of step
+   `AUTO_DEBIT_FAILED_<try>`): of the latest try of a due date only, while it is the
+   latest and failed at most `NOTICE_WITHIN` ago. A failure superseded by a later try,
+   or older than that (the bot was down, or it failed before notices existed), is not
+   told; the reminders speak of the bill from then on.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from uuid import UUID
 
 from server.domain.loans import InstallmentState
 
@@ -29,6 +35,9 @@ MAX_ATTEMPTS = 3
 RETRY_AFTER = timedelta(hours=4)
 REACH_DAYS = 3
 DEFAULT_MORNING_HOUR = 8
+# A failed try is told to the customer at most this long after it failed (rule 6).
+NOTICE_WITHIN = timedelta(days=1)
+NOTICE_STEP_PREFIX = "AUTO_DEBIT_FAILED_"
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,7 @@ class Attempt:
     number: int
     status: str  # the order's: REQUESTED, SUCCEEDED or FAILED
     completed_at: datetime | None
+    order_id: UUID | None = None
 
 
 def amount_due(installments: Iterable[InstallmentState], today: date) -> int:
@@ -74,3 +84,28 @@ def next_attempt(due_date: date, attempts: Iterable[Attempt], now: datetime, mor
     if when is None or now < when:
         return None
     return last.number + 1
+
+
+def next_try(attempt: int, failed_at: datetime, due_date: date, morning_hour: int) -> datetime | None:
+    """When the try after failed try `attempt` of `due_date` will be made (local time,
+    at the first pass from then on), or None when there will be no other automatic
+    try: it was the last (rule 4), or the next would fall past the days a due date is
+    tried (rule 5)."""
+    when = retry_at(attempt, failed_at, morning_hour)
+    if when is None or when.date() >= due_date + timedelta(days=REACH_DAYS):
+        return None
+    return when
+
+
+def notice_step(attempt: int) -> str:
+    """The step code of the notice of failed try `attempt`."""
+    return f"{NOTICE_STEP_PREFIX}{attempt}"
+
+
+def failure_to_tell(attempts: Iterable[Attempt], now: datetime) -> Attempt | None:
+    """The try of one due date whose failure the customer is to be told of at `now`, if
+    any (rule 6): the latest try, when it FAILED at most `NOTICE_WITHIN` ago."""
+    latest = max(attempts, key=lambda a: a.number, default=None)
+    if latest is None or latest.status != "FAILED" or latest.completed_at is None:
+        return None
+    return latest if now - latest.completed_at <= NOTICE_WITHIN else None

@@ -18,6 +18,14 @@ class Channel(enum.StrEnum):
     VOICE = "VOICE"
 
 
+class AttemptKind(enum.StrEnum):
+    """REMINDER: a step of the reminder strategy for a bill; DEBIT_FAILED: the notice
+    that an auto-debit of the bill failed (it names its payment order)."""
+
+    REMINDER = "REMINDER"
+    DEBIT_FAILED = "DEBIT_FAILED"
+
+
 class AttemptStatus(enum.StrEnum):
     """PENDING: to send; DEFERRED: due but waiting (contact window, frequency cap, a
     channel this bot cannot use yet), looked at again by every review; SENDING: claimed
@@ -256,7 +264,8 @@ def after_failure(channel: Channel, tries: int, permanent: bool, now: datetime, 
 class Attempt:
     """One reminder step taken for one bill: the account's installments due on
     `due_date`. Attempts made before reminders were per bill name the installment they
-    were for (`loan_id`, `sequence`); new ones name none."""
+    were for (`loan_id`, `sequence`); new ones name none. The notice of a failed
+    auto-debit of the bill names its DEBIT order (`payment_order_id`)."""
 
     attempt_id: UUID
     account_id: UUID
@@ -275,3 +284,8 @@ class Attempt:
     detail: dict
     created_at: datetime
     updated_at: datetime
+    payment_order_id: UUID | None = None
+
+    @property
+    def kind(self) -> AttemptKind:
+        return AttemptKind.REMINDER if self.payment_order_id is None else AttemptKind.DEBIT_FAILED

@@ -83,7 +83,9 @@ def attempt(found: Attempt, *, whole: bool = False) -> collections_pb2.ContactAt
         tries=found.tries, message_id=found.message_id or "", created_at=convert.timestamp(found.created_at),
         updated_at=convert.timestamp(found.updated_at), planned_for=found.planned_for.isoformat(),
         delivery_detail=str(detail.get("smtp") or ""), promised_date=str(detail.get("promised_date") or ""),
-        next_try_at=convert.timestamp(found.next_try_at))
+        next_try_at=convert.timestamp(found.next_try_at),
+        kind=convert.to_proto_enum(collections_pb2.ContactAttemptKind, "CONTACT_ATTEMPT_KIND_", found.kind),
+        payment_order_id=str(found.payment_order_id) if found.payment_order_id else "")
     if whole:
         message.transcript.extend(transcript(detail.get("transcript") or []))
         for failure in detail.get("failures") or []:

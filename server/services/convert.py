@@ -32,7 +32,7 @@ from server.domain.payments import FailureReason
 from server.domain.pricing import Grade, MerchantCategory, Plan, RepaymentMethod
 from server.domain.quotes import UnavailableReason
 from server.domain.recoveries import WriteOff
-from server.domain.reminders import AttemptStatus, Channel, Outcome, Reason
+from server.domain.reminders import AttemptKind, AttemptStatus, Channel, Outcome, Reason
 from server.domain.risk import Decision, Facts, ListKind, ListLevel
 from server.domain.statements import LineKind
 from server.domain.waterfall import Component
@@ -77,6 +77,7 @@ ENUMS: tuple[tuple[type[enum.Enum], _EnumTypeWrapper[Any], str], ...] = (
     (UnavailableReason, checkout_pb2.QuoteUnavailableReason, "QUOTE_UNAVAILABLE_REASON_"),
     (Component, repayment_pb2.AllocationComponent, "ALLOCATION_COMPONENT_"),
     (Channel, collections_pb2.ContactChannel, "CONTACT_CHANNEL_"),
+    (AttemptKind, collections_pb2.ContactAttemptKind, "CONTACT_ATTEMPT_KIND_"),
     (AttemptStatus, collections_pb2.ContactAttemptStatus, "CONTACT_ATTEMPT_STATUS_"),
     (Reason, collections_pb2.ContactAttemptReason, "CONTACT_ATTEMPT_REASON_"),
     (Outcome, collections_pb2.ContactOutcome, "CONTACT_OUTCOME_"),

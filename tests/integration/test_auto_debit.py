@@ -55,9 +55,9 @@ def bot(pool, clock, gateway):
     return _bot(pool, clock, gateway)
 
 
-async def borrower(api: Api, token: str, *, auto_debit: bool = True):
+async def borrower(api: Api, token: str, *, auto_debit: bool = True, locale: str = "zh-CN"):
     """An account in Shanghai with a 300-yuan loan over 3 months and an instrument bound."""
-    account = await api.open_account(limit_minor=1_000_000)
+    account = await api.open_account(limit_minor=1_000_000, locale=locale)
     loan = await buy(api, account.account_id, 300_000)
     method = await bind(api, account.account_id, token, auto_debit=auto_debit)
     assert method.auto_debit is auto_debit and method.token_last4 == token[-4:]
