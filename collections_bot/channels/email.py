@@ -195,9 +195,10 @@ def _compose(template: str, locale: str, context: dict, *, mail_from: str, to_na
     message["Subject"] = _environment.get_template(f"{locale}/{template}.subject.j2").render(context).strip()
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = message_id
-    message["Content-Language"] = locale
     message.set_content(_environment.get_template(f"{locale}/{template}.txt.j2").render(context))
     message.add_alternative(_environment.get_template(f"{locale}/{template}.html.j2").render(context), subtype="html")
+    # After the content: setting it clears every Content-* header set before.
+    message["Content-Language"] = locale
     return message
 
 

@@ -195,3 +195,5 @@ def test_the_email_escapes_what_it_shows_in_html_and_formats_amounts():
         assert "3 months, APR 10.77 %" in part
         assert "2027-02-14" in part  # the period's last day
     assert message["Message-ID"] == "<statement.x@d>" and message["Subject"].startswith("Your statement of 2027-02-15")
+    # The language survives the content being set (every email the bot writes is composed alike).
+    assert message["Content-Language"] == "en" and message.as_string().count("Content-Language: en") == 1
