@@ -34,6 +34,7 @@ from collections_bot import metrics as bot_metrics
 from server.clock import Clock
 from server.core.auto_debit import AutoDebits
 from server.core.payment_orders import Applied, PaymentOrders
+from server.domain.errors import InvariantViolation
 from server.payments.gateway import GatewayError
 
 log = structlog.get_logger(__name__)
@@ -95,6 +96,12 @@ class PaymentsTask:
             for payment in claimed:
                 try:
                     applied = await merchants.settle(self._pool, payment)
+                except InvariantViolation as error:
+                    log.error("payment_result_not_applied", payment_order_id=str(payment.payment_order_id),
+                              merchant_id=payment.merchant_id, error=str(error))
+                    bot_metrics.PAYMENT_RESULTS.labels("merchant", Applied.ERROR.value).inc()
+                    done[f"merchant_{Applied.ERROR.value}"] += 1
+                    continue
                 except GatewayError as error:
                     log.warning("merchant_payment_lookup_failed", payment_order_id=str(payment.payment_order_id),
                                 merchant_id=payment.merchant_id, error=str(error))
@@ -116,6 +123,11 @@ class PaymentsTask:
             for order in claimed:
                 try:
                     applied = await self._orders.reconcile(self._pool, order)
+                except InvariantViolation as error:
+                    log.error("payment_result_not_applied", order_id=str(order["order_id"]), error=str(error))
+                    bot_metrics.PAYMENT_RESULTS.labels("lookup", Applied.ERROR.value).inc()
+                    done[Applied.ERROR.value] += 1
+                    continue
                 except GatewayError as error:
                     # The look-up got no answer: the lease runs out and a later sweep asks again.
                     log.warning("payment_order_lookup_failed", order_id=str(order["order_id"]), error=str(error))

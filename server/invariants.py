@@ -32,6 +32,7 @@ from server.payments.gateway import PaymentGateway
 # (server/core/settlements.py, SETTLEMENT_TIME_ZONE).
 _DAY_START = "(s.settlement_date::timestamp AT TIME ZONE 'Asia/Shanghai')"
 _DAY_END = "((s.settlement_date + 1)::timestamp AT TIME ZONE 'Asia/Shanghai')"
+_SHANGHAI_DATE = "({at} AT TIME ZONE 'Asia/Shanghai')::date"
 
 
 def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> str:
@@ -416,9 +417,10 @@ CHECKS: dict[str, str] = {
                    FROM journal_entries e
                    JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
                    WHERE e.kind = 'MERCHANT_DAY_SETTLED' GROUP BY 1) m ON m.reference_id = s.settlement_id
+        CROSS JOIN LATERAL (SELECT CASE WHEN s.fee_booked THEN s.fee_minor ELSE 0 END AS earned) f
         CROSS JOIN LATERAL (VALUES
-            ('fee', coalesce(m.fee, 0), -s.fee_minor),
-            ('in flight', coalesce(m.in_flight, 0), -(s.captured_minor - s.refunded_minor - s.fee_minor)))
+            ('fee', coalesce(m.fee, 0), -f.earned),
+            ('in flight', coalesce(m.in_flight, 0), -(s.captured_minor - s.refunded_minor - f.earned)))
             AS c (part, found, expected)
         WHERE c.found <> c.expected
     """,
@@ -434,6 +436,45 @@ CHECKS: dict[str, str] = {
                    WHERE e.kind = 'MERCHANT_PAID' AND p.ledger_account = 'CASH' GROUP BY 1) c
              ON c.reference_id = s.payment_order_id
         WHERE coalesce(c.cash, 0) <> -s.paid_minor
+    """,
+    # Per account: what a day put in flight there leaves it when the day that pays it (the
+    # first day from it on that is not CARRIED) is PAID, and only then.
+    "an account's merchant payments in flight are its days not paid yet": """
+        SELECT a.account_id::text AS subject, coalesce(b.balance, 0)::bigint AS found,
+               coalesce(x.expected, 0)::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = 'MERCHANT_SETTLEMENT_IN_FLIGHT' GROUP BY 1) b USING (account_id)
+        LEFT JOIN (SELECT e.account_id, sum(p.amount_minor) AS expected
+                   FROM merchant_settlements s
+                   JOIN journal_entries e ON e.reference_id = s.settlement_id AND e.kind = 'MERCHANT_DAY_SETTLED'
+                   JOIN postings p ON p.account_id = e.account_id AND p.entry_id = e.entry_id
+                   WHERE p.ledger_account = 'MERCHANT_SETTLEMENT_IN_FLIGHT'
+                     AND coalesce((SELECT c.status FROM merchant_settlements c
+                                   WHERE c.merchant_id = s.merchant_id AND c.settlement_date >= s.settlement_date
+                                     AND c.status <> 'CARRIED'
+                                   ORDER BY c.settlement_date LIMIT 1), 'CARRIED') <> 'PAID'
+                   GROUP BY 1) x USING (account_id)
+        WHERE coalesce(b.balance, 0) <> coalesce(x.expected, 0)
+    """,
+    # Per account, from the captures and refunds themselves: what is still payable is the
+    # merchant-days not settled yet.
+    "an account's MERCHANT_PAYABLE is its merchant-days not settled yet": f"""
+        SELECT a.account_id::text AS subject, coalesce(b.balance, 0)::bigint AS found,
+               (-coalesce(c.unsettled, 0) + coalesce(r.unsettled, 0))::bigint AS expected
+        FROM accounts a
+        LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
+                   WHERE ledger_account = 'MERCHANT_PAYABLE' GROUP BY 1) b USING (account_id)
+        LEFT JOIN (SELECT l.account_id, sum(l.principal_minor) AS unsettled FROM loans l
+                   WHERE NOT EXISTS (SELECT 1 FROM merchant_settlements s WHERE s.merchant_id = l.merchant_id
+                                     AND s.settlement_date = {_SHANGHAI_DATE.format(at="l.created_at")})
+                   GROUP BY 1) c USING (account_id)
+        LEFT JOIN (SELECT r.account_id, sum(r.amount_minor) AS unsettled FROM refunds r
+                   JOIN loans l ON l.loan_id = r.loan_id AND l.account_id = r.account_id
+                   WHERE NOT EXISTS (SELECT 1 FROM merchant_settlements s WHERE s.merchant_id = l.merchant_id
+                                     AND s.settlement_date = {_SHANGHAI_DATE.format(at="r.created_at")})
+                   GROUP BY 1) r USING (account_id)
+        WHERE coalesce(b.balance, 0) <> -coalesce(c.unsettled, 0) + coalesce(r.unsettled, 0)
     """,
     "a merchant payment is booked in an account at most once": """
         SELECT e.account_id::text || ' ' || e.reference_id::text AS subject, count(*)::bigint AS found,
@@ -453,7 +494,9 @@ CHECKS: dict[str, str] = {
     # owing, until a later day pays it).
     "what is in flight for a merchant is what it is still owed": """
         SELECT d.merchant_id AS subject, coalesce(f.in_flight, 0)::bigint AS found, (-d.owed)::bigint AS expected
-        FROM (SELECT merchant_id, sum(net_minor - carried_in_minor - paid_minor) AS owed
+        FROM (SELECT merchant_id,
+                     sum(net_minor - carried_in_minor - paid_minor + CASE WHEN fee_booked THEN 0 ELSE fee_minor END)
+                         AS owed
               FROM merchant_settlements GROUP BY 1) d
         LEFT JOIN (SELECT s.merchant_id, sum(p.amount_minor) AS in_flight
                    FROM merchant_settlements s

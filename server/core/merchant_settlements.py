@@ -27,7 +27,8 @@ from server.db import acquire
 from server.db import ledger as ledger_rows
 from server.db import merchants as merchant_rows
 from server.domain.calendar import local_date
-from server.domain.errors import FieldViolation, InvalidArgument, InvariantViolation, NotFound
+from server.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, InvariantViolation, NotFound
+from server.domain.identifiers import identifier_violation
 from server.domain.ledger import merchant_day_settled
 from server.domain.merchant_settlement import (
     MerchantDay,
@@ -43,10 +44,12 @@ log = structlog.get_logger(__name__)
 
 # Rows read per statement when a file is written.
 PAGE_SIZE = 1_000
+# How long after its midnight a day is settled: longer than any transaction that may
+# have stamped a capture or a refund before midnight runs (the server's statement
+# timeout, 15 s by default, and its idle-in-transaction timeout, 60 s).
+CLOSING_GRACE = timedelta(minutes=10)
 # Merchants settled per day and run: the rest are left to the next run.
 SETTLE_BATCH_SIZE = 1_000
-# As Authorize takes it (server/services/fields.py, MAX_ID_LENGTH).
-MAX_MERCHANT_ID_LENGTH = 128
 
 FIELDS = ("date", "merchant_id", "line", "kind", "loan_id", "account_id", "reference_id", "created_at",
           "amount_minor")
@@ -84,9 +87,14 @@ class MerchantDayView:
     settled: SettledDay | None = None
 
 
+def _check_identifier(value: str, field: str) -> None:
+    violation = identifier_violation(value, field)
+    if violation:
+        raise InvalidArgument([violation])
+
+
 def _check_merchant_id(merchant_id: str) -> None:
-    if not 1 <= len(merchant_id) <= MAX_MERCHANT_ID_LENGTH:
-        raise InvalidArgument([FieldViolation("merchant_id", f"1 to {MAX_MERCHANT_ID_LENGTH} characters")])
+    _check_identifier(merchant_id, "merchant_id")
 
 
 async def register_merchant(conn: asyncpg.Connection, merchant_id: str, category: MerchantCategory,
@@ -116,8 +124,7 @@ async def set_payee(conn: asyncpg.Connection, merchant_id: str, payee_id: str, n
     """Name where a registered merchant is paid at the gateway (by default its own id):
     the payments asked from then on go there."""
     _check_merchant_id(merchant_id)
-    if not 1 <= len(payee_id) <= MAX_MERCHANT_ID_LENGTH:
-        raise InvalidArgument([FieldViolation("payee_id", f"1 to {MAX_MERCHANT_ID_LENGTH} characters")])
+    _check_identifier(payee_id, "payee_id")
     if await merchant_rows.set_payee(conn, merchant_id, payee_id, now) is None:
         raise NotFound("merchant_id", merchant_id, "registered merchant")
     log.info("merchant_payee_set", merchant_id=merchant_id, payee_id=payee_id)
@@ -239,6 +246,47 @@ async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now:
     return MerchantDayView(merchant_id, day, result, settled)
 
 
+async def book_unbooked_fees(pool: asyncpg.Pool, now: datetime, limit: int = SETTLE_BATCH_SIZE) -> int:
+    """Book the fee of days settled before the fee was booked when a day settles (their
+    whole part went in flight): per account, its share of the day's fee leaves
+    MERCHANT_SETTLEMENT_IN_FLIGHT for MERCHANT_FEE_INCOME, as settling books it now. Each
+    day in a transaction of its own under the merchant's lock; the merchant's days are
+    not paid until all of its fees are booked. The days booked."""
+    booked = 0
+    async with acquire(pool) as conn:
+        for row in await merchant_rows.unbooked_fees(conn, limit):
+            merchant_id, day = row["merchant_id"], row["settlement_date"]
+            start, end = day_bounds(day)
+            async with conn.transaction(isolation="read_committed"):
+                await merchant_rows.lock_merchant(conn, merchant_id)
+                if not await merchant_rows.mark_fee_booked(conn, merchant_id, day):
+                    continue
+                parts = await merchant_rows.day_payable_by_account(conn, merchant_id, start, end)
+                if sum(p["captured_minor"] for p in parts) != row["captured_minor"]:
+                    raise InvariantViolation(f"merchant {merchant_id} on {day}: accounts' captures {parts} do not "
+                                             f"add up to {row['captured_minor']}")
+                fees = fee_shares(row["fee_minor"], [p["captured_minor"] for p in parts])
+                for part, fee_minor in zip(parts, fees, strict=True):
+                    if fee_minor:
+                        await ledger_rows.post(conn, part["account_id"], row["settlement_id"],
+                                               merchant_day_settled(0, fee_minor), now)
+            booked += 1
+            log.info("merchant_day_fee_booked", merchant_id=merchant_id, day=day.isoformat(),
+                     fee_minor=row["fee_minor"])
+    return booked
+
+
+async def release(conn: asyncpg.Connection, merchant_id: str, day: date) -> asyncpg.Record:
+    """Let the payments sweep send a day held since before payments were sent (after an
+    operator has checked it was not paid by other means)."""
+    row = await merchant_rows.release(conn, merchant_id, day)
+    if row is None:
+        raise FailedPrecondition(f"date: merchant {merchant_id} has no held day on {day.isoformat()}")
+    log.info("merchant_day_released", merchant_id=merchant_id, day=day.isoformat(),
+             payment_order_id=str(row["payment_order_id"]))
+    return row
+
+
 async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | None = None,
                              limit: int = SETTLE_BATCH_SIZE) -> list[MerchantDayView]:
     """Settle every merchant-day of the last CATCH_UP_DAYS closed days (before the day of
@@ -246,7 +294,10 @@ async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | N
     that each day starts from what the one before carried out; each in a transaction of
     its own. With `folder`, write the file of each day settled here there (with what it
     carried in)."""
-    today = local_date(now, SETTLEMENT_TIME_ZONE)
+    await book_unbooked_fees(pool, now)
+    # A day is closed some time after its midnight: a capture or a refund stamped just
+    # before it may commit a little after, and must be in its day's figures.
+    today = local_date(now - CLOSING_GRACE, SETTLEMENT_TIME_ZONE)
     settled: list[MerchantDayView] = []
     async with acquire(pool) as conn:
         for back in range(CATCH_UP_DAYS, 0, -1):

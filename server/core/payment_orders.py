@@ -26,6 +26,7 @@ from server.db import acquire
 from server.db import ledger as ledger_rows
 from server.db import payment_orders as order_rows
 from server.db import repayments as repayment_rows
+from server.domain.errors import InvariantViolation
 from server.domain.money import CURRENCY
 from server.domain.payment_orders import GATEWAY_KIND, OrderKind, OrderStatus, completion
 from server.domain.payments import PaymentEvent, PaymentKind, PaymentOrder, PaymentStatus, UnknownOutcome
@@ -115,7 +116,16 @@ class PaymentOrders:
         async with acquire(pool) as conn, conn.transaction(isolation="read_committed"):
             if event.sequence <= await order_rows.lock_cursor(conn, consumer, self._clock.now()):
                 return None
-            applied = await self.apply(conn, Result.of(event))
+            try:
+                async with conn.transaction():
+                    applied = await self.apply(conn, Result.of(event))
+            except InvariantViolation as error:
+                # A bug or damaged books: this result is not applied (its order stays
+                # REQUESTED, and every sweep reports it again), and the stream goes on, so
+                # that one bad result does not hold back everyone else's.
+                log.error("payment_result_not_applied", sequence=event.sequence,
+                          order_id=event.idempotency_key, error=str(error))
+                applied = Applied.ERROR
             await order_rows.advance_cursor(conn, consumer, event.sequence, self._clock.now())
             return applied
 

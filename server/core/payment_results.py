@@ -20,6 +20,7 @@ class Applied(enum.Enum):
     NOT_FINAL = "not_final"  # PENDING (or no answer): the order stays REQUESTED
     UNKNOWN_ORDER = "unknown_order"  # no order of ours has this key
     MISMATCH = "mismatch"  # the result disagrees with the order (amount, kind): not applied
+    ERROR = "error"  # applying it broke a rule of the books: rolled back, logged, to be looked at
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,7 @@ ORDER BY account_id
 _SETTLEMENT_COLUMNS = """
     merchant_id, settlement_date, settlement_id, category, fee_bps, captured_minor, refunded_minor, fee_minor,
     carried_in_minor, net_minor, paid_minor, status, payment_order_id, gateway_payment_id, failure_reason,
-    created_at, completed_at, payee_id, submitted_at, payment_attempts, failed_payment_order_ids
+    created_at, completed_at, payee_id, submitted_at, payment_attempts, failed_payment_order_ids, fee_booked
 """
 
 # A settled day; nothing when the day is settled already (another replica, or a run
@@ -166,11 +166,32 @@ CLAIM_REQUESTED = f"""
 UPDATE merchant_settlements s SET submitted_at = $2
 FROM (SELECT merchant_id, settlement_date, submitted_at FROM merchant_settlements
       WHERE status = 'REQUESTED' AND (submitted_at IS NULL OR submitted_at < $1)
+        AND NOT EXISTS (SELECT 1 FROM merchant_settlements u
+                        WHERE u.merchant_id = merchant_settlements.merchant_id AND NOT u.fee_booked)
       ORDER BY submitted_at NULLS FIRST, created_at
       LIMIT $3 FOR UPDATE SKIP LOCKED) d
 WHERE s.merchant_id = d.merchant_id AND s.settlement_date = d.settlement_date
 RETURNING {", ".join("s." + c.strip() for c in _SETTLEMENT_COLUMNS.split(","))},
           d.submitted_at AS previously_submitted_at
+"""
+
+# Days whose fee is still to be booked (settled before the fee was booked on settling).
+SELECT_UNBOOKED_FEES = f"""
+SELECT {_SETTLEMENT_COLUMNS} FROM merchant_settlements WHERE NOT fee_booked
+ORDER BY merchant_id, settlement_date LIMIT $1
+"""
+
+MARK_FEE_BOOKED = """
+UPDATE merchant_settlements SET fee_booked = true
+WHERE merchant_id = $1 AND settlement_date = $2 AND NOT fee_booked
+RETURNING settlement_id
+"""
+
+# A day held since before payments were sent, released to the next sweep.
+RELEASE = f"""
+UPDATE merchant_settlements SET submitted_at = NULL
+WHERE merchant_id = $1 AND settlement_date = $2 AND status = 'REQUESTED' AND submitted_at = 'infinity'
+RETURNING {_SETTLEMENT_COLUMNS}
 """
 
 MARK_SUBMITTED = """
@@ -316,3 +337,17 @@ async def pay_again(conn: asyncpg.Connection, merchant_id: str, day: date, payme
                     payee_id: str) -> asyncpg.Record | None:
     """The FAILED day asked again under a new key; None when it is not FAILED."""
     return await conn.fetchrow(PAY_AGAIN, merchant_id, day, payment_order_id, payee_id)
+
+
+async def unbooked_fees(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_UNBOOKED_FEES, limit)
+
+
+async def mark_fee_booked(conn: asyncpg.Connection, merchant_id: str, day: date) -> bool:
+    """True when this call marked it (nobody booked it meanwhile)."""
+    return await conn.fetchrow(MARK_FEE_BOOKED, merchant_id, day) is not None
+
+
+async def release(conn: asyncpg.Connection, merchant_id: str, day: date) -> asyncpg.Record | None:
+    """The held day released; None when it is not a held REQUESTED day."""
+    return await conn.fetchrow(RELEASE, merchant_id, day)

@@ -2,6 +2,7 @@
 python -m server.merchants category school-2041
 python -m server.merchants payee school-2041 school-2041-icbc-0
 python -m server.merchants pay-again school-2041 --date 2027-02-10
+python -m server.merchants release school-2041 --date 2027-02-10
 python -m server.merchants statement --date 2027-02-10 --out var/settlements/merchants [--merchant school-2041]
 
 The merchant registry and merchants' settlement days. A merchant's category sets the
@@ -11,7 +12,8 @@ product table in server/domain/pricing.py); a merchant never registered is GENER
 `payee` names where a registered merchant is paid at the payment gateway (by default
 its own id). `pay-again` asks once more for a day whose payment FAILED (after the
 payee was mended, say), under a new key, to the payee named now; the collections bot's
-payments sweep sends it.
+payments sweep sends it. `release` lets the sweep send a day held because it was settled
+before payments were sent (check first that it was not paid by other means).
 
 `statement` writes a day's file per merchant with a capture or refund that day
 (merchant-settlement-MERCHANT-DATE.csv): every capture and refund, the fee, and the
@@ -46,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     again.add_argument("merchant_id")
     again.add_argument("--date", type=date.fromisoformat, required=True,
                        help=f"the settlement day, YYYY-MM-DD in {SETTLEMENT_TIME_ZONE}")
+    held = commands.add_parser("release", help="let the bot pay a day held since before payments were sent")
+    held.add_argument("merchant_id")
+    held.add_argument("--date", type=date.fromisoformat, required=True,
+                      help=f"the settlement day, YYYY-MM-DD in {SETTLEMENT_TIME_ZONE}")
     statement = commands.add_parser("statement", help="write a day's merchant settlement files")
     statement.add_argument("--date", type=date.fromisoformat, required=True,
                            help=f"the settlement day, YYYY-MM-DD in {SETTLEMENT_TIME_ZONE}")
@@ -66,6 +72,10 @@ async def _run(args: argparse.Namespace, conn: asyncpg.Connection) -> str:
     if args.command == "payee":
         await merchant_settlements.set_payee(conn, args.merchant_id, args.payee_id, datetime.now(UTC))
         return f"{args.merchant_id} is paid to {args.payee_id}"
+    if args.command == "release":
+        row = await merchant_settlements.release(conn, args.merchant_id, args.date)
+        return (f"{args.merchant_id} {args.date.isoformat()}: {row['net_minor']} released, to be paid to "
+                f"{row['payee_id']} as payment {row['payment_order_id']}")
     if args.command == "pay-again":
         row = await merchant_payments.pay_again(conn, args.merchant_id, args.date, datetime.now(UTC))
         return (f"{args.merchant_id} {args.date.isoformat()}: {row['net_minor']} asked again to {row['payee_id']} "

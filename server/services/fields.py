@@ -12,13 +12,12 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.domain.billing import MAX_STATEMENT_DAY, MIN_STATEMENT_DAY
 from server.domain.errors import FieldViolation, InvalidArgument
+from server.domain.identifiers import identifier_problem
 from server.domain.money import check_amount
 
-MAX_ID_LENGTH = 128
 MAX_REASON_LENGTH = 500
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _MONTH = re.compile(r"^[0-9]{4}-[0-9]{2}$")
-_PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 # Control characters (NUL among them) have no place in names or reasons, and PostgreSQL
 # refuses NUL in text.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -56,12 +55,9 @@ class Fields:
 
     def identifier(self, value: str, field: str) -> str:
         """A caller's identifier: 1..128 printable ASCII characters without spaces."""
-        if not value:
-            self.fail(field, "is required")
-        elif len(value) > MAX_ID_LENGTH:
-            self.fail(field, f"must be at most {MAX_ID_LENGTH} characters")
-        elif not _PRINTABLE.match(value):
-            self.fail(field, "must be printable ASCII without spaces")
+        problem = identifier_problem(value)
+        if problem:
+            self.fail(field, problem)
         return value
 
     def idempotency_key(self, value: str) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -23,7 +24,7 @@ from server.core.payment_orders import PaymentOrders
 from server.core.payment_results import Applied, Result
 from server.db import acquire
 from server.db import ledger as ledger_rows
-from server.domain.errors import FailedPrecondition, NotFound
+from server.domain.errors import FailedPrecondition, InvalidArgument, NotFound
 from server.domain.ledger import merchant_paid
 from server.domain.payments import PaymentStatus
 from server.domain.pricing import MerchantCategory
@@ -313,4 +314,101 @@ async def test_the_checker_finds_a_merchant_payment_booked_twice_or_for_a_day_no
         ("each merchant-day's payment is booked once, for what it paid", -39_760, 0),
         ("every merchant payment booked is a paid day's", 1, 0),
         ("what is in flight for a merchant is what it is still owed", 39_760, 0),
-        ("what is in flight for a merchant is what it is still owed", 0, -39_760)])
+        ("what is in flight for a merchant is what it is still owed", 0, -39_760),
+        # In the account, both days' in flight (39,760 each) should be: the paid one's
+        # gone, the failed one's still there; the two bookings put 39,760 on the wrong side.
+        ("an account's merchant payments in flight are its days not paid yet", 39_760, -39_760)])
+
+
+async def test_a_day_settled_before_fees_were_booked_on_settling_gets_its_fee_and_waits_for_release(
+        api: Api, pool, clock, bot, gateway, ledger_checked, monkeypatch):
+    accounts = [(await api.open_account(limit_minor=1_000_000)).account_id for _ in range(2)]
+    await buy(api, accounts[0], 50_000, merchant_id="stall-90")
+    await buy(api, accounts[1], 30_001, merchant_id="stall-90")
+    # Settled as the earlier build did: each account's whole part in flight, no fee; then
+    # what the migration leaves of such a day: its fee to book, its payment held.
+    with monkeypatch.context() as patched:
+        patched.setattr(merchant_settlements, "fee_shares", lambda fee, captured: [0] * len(captured))
+        (view,) = await settle(pool, clock)
+    async with acquire(pool) as conn:
+        await conn.execute("UPDATE merchant_settlements SET fee_booked = false, submitted_at = 'infinity'")
+    assert await merchant_balances(pool, accounts) == {
+        (accounts[0], "MERCHANT_SETTLEMENT_IN_FLIGHT"): -50_000,
+        (accounts[1], "MERCHANT_SETTLEMENT_IN_FLIGHT"): -30_001}
+    await ledger_checked()
+    # The next run books the fee (60 bps of 80,001: 480, shared 300 and 180) and pays nothing.
+    assert await merchant_settlements.settle_closed_days(pool, clock.now()) == []
+    assert await merchant_balances(pool, accounts) == {
+        (accounts[0], "MERCHANT_SETTLEMENT_IN_FLIGHT"): -49_700, (accounts[0], "MERCHANT_FEE_INCOME"): -300,
+        (accounts[1], "MERCHANT_SETTLEMENT_IN_FLIGHT"): -29_821, (accounts[1], "MERCHANT_FEE_INCOME"): -180}
+    assert await merchant_settlements.book_unbooked_fees(pool, clock.now()) == 0
+    clock.advance(timedelta(hours=1))
+    assert await bot.sweep() == Counter()
+    await ledger_checked()
+    # An operator who checked it was not paid otherwise releases it; the sweep pays it.
+    async with acquire(pool) as conn:
+        await merchant_settlements.release(conn, "stall-90", DAY)
+        with pytest.raises(FailedPrecondition):
+            await merchant_settlements.release(conn, "stall-90", DAY)
+    assert await bot.sweep() == Counter(merchant_completed=1)
+    assert view.settled is not None
+    assert sorted(await paid_entries(pool, str(view.settled.payment_order_id))) == sorted([
+        (accounts[0], -49_700), (accounts[1], -29_821)])
+    await ledger_checked()
+
+
+async def test_a_payee_must_be_an_identifier_the_gateway_takes(pool, clock):
+    async with acquire(pool) as conn:
+        await merchant_settlements.register_merchant(conn, "mall-40", MerchantCategory.GENERAL, clock.now())
+        for bad in ("mall-40 icbc-0", "", "x" * 129, "银行"):
+            with pytest.raises(InvalidArgument) as refused:
+                await merchant_settlements.set_payee(conn, "mall-40", bad, clock.now())
+            assert [v.field for v in refused.value.violations] == ["payee_id"]
+        with pytest.raises(InvalidArgument):
+            await merchant_settlements.register_merchant(conn, "mall 40", MerchantCategory.GENERAL, clock.now())
+        assert await merchant_settlements.payee(conn, "mall-40") == "mall-40"
+
+
+async def test_a_result_that_breaks_the_books_is_left_unapplied_and_holds_back_nothing_else(
+        api: Api, pool, clock, bot, gateway, monkeypatch):
+    from server.db import merchants as merchant_rows
+
+    account = (await api.open_account(limit_minor=1_000_000)).account_id
+    await buy(api, account, 40_000, merchant_id="stall-60")
+    await buy(api, account, 40_000, merchant_id="stall-61")
+    await settle(pool, clock)
+    real = merchant_rows.in_flight_by_account
+
+    async def damaged(conn, settlement_ids):
+        parts = await real(conn, settlement_ids)
+        day = await conn.fetchval("SELECT merchant_id FROM merchant_settlements WHERE settlement_id = $1",
+                                  settlement_ids[-1])
+        return [(a, amount + 1) for a, amount in parts] if day == "stall-60" else parts
+
+    monkeypatch.setattr(merchant_rows, "in_flight_by_account", damaged)
+    # The sweep pays both; one cannot be booked: it is reported and left REQUESTED, the
+    # other is booked.
+    assert await bot.sweep() == Counter(merchant_error=1, merchant_completed=1)
+    assert (await settlement(api, "stall-60")).status == checkout_pb2.MERCHANT_SETTLEMENT_STATUS_REQUESTED
+    assert (await settlement(api, "stall-61")).status == checkout_pb2.MERCHANT_SETTLEMENT_STATUS_PAID
+    # The stream's events: the bad one is not applied, and the cursor moves past it.
+    orders = PaymentOrders(clock, gateway)
+    outcomes = []
+    async for event in gateway.watch(0):
+        outcomes.append((event.merchant_id, await orders.apply_event(pool, "collections-bot", event)))
+        if len(outcomes) == 2:
+            break
+    assert sorted(outcomes) == [("stall-60", Applied.ERROR), ("stall-61", Applied.ALREADY_FINAL)]
+    assert await orders.cursor(pool, "collections-bot") == 2
+    assert (await settlement(api, "stall-60")).status == checkout_pb2.MERCHANT_SETTLEMENT_STATUS_REQUESTED
+
+
+async def test_a_day_is_settled_only_some_minutes_after_its_midnight(api: Api, pool, clock):
+    account = (await api.open_account(limit_minor=1_000_000)).account_id
+    await buy(api, account, 40_000, merchant_id="stall-70")
+    shanghai_midnight = datetime.combine(DAY + timedelta(days=1), datetime.min.time(),
+                                         tzinfo=ZoneInfo("Asia/Shanghai"))
+    clock.set(shanghai_midnight + timedelta(minutes=5))
+    assert await merchant_settlements.settle_closed_days(pool, clock.now()) == []
+    clock.set(shanghai_midnight + merchant_settlements.CLOSING_GRACE)
+    assert [v.day for v in await merchant_settlements.settle_closed_days(pool, clock.now())] == [DAY]

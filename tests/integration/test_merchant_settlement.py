@@ -291,6 +291,7 @@ async def test_the_invariants_find_a_settled_day_whose_payable_was_not_booked_ou
         ("a settled merchant-day earned its fee and put the rest in flight", "flight", 0, -79_520),
         ("a settled merchant-day moved its captures less refunds out of MERCHANT_PAYABLE", DAY.isoformat(), 0,
          80_000),
+        ("an account's MERCHANT_PAYABLE is its merchant-days not settled yet", account, -80_000, 0),
         ("every settled merchant-day's MERCHANT_PAYABLE is zero", DAY.isoformat(), -80_000, 0),
         ("what is in flight for a merchant is what it is still owed", "shop-77", 0, -79_520)]
 

@@ -398,3 +398,32 @@ async def test_the_reminders_per_bill_migration_dates_existing_attempts_by_their
             await conn.execute("UPDATE contact_attempts SET sequence = NULL WHERE loan_id IS NOT NULL")
     finally:
         await conn.close()
+
+
+async def test_the_merchant_payments_migration_holds_days_settled_before_it_and_marks_their_fee_to_book(empty_dsn):
+    conn = await asyncpg.connect(empty_dsn)
+    try:
+        migrations = load_migrations()
+        version = next(m.version for m in migrations if m.name.endswith("_merchant_payment_results.sql"))
+        await migrate(conn, [m for m in migrations if m.version < version])
+        for merchant_id, net, status, key in (("shop-1", 99_400, "REQUESTED", uuid.uuid4()),
+                                              ("shop-2", -5_000, "CARRIED", None),
+                                              ("shop-3", 0, "CARRIED", None)):
+            fee = 0 if merchant_id == "shop-3" else 600
+            await conn.execute("""
+                INSERT INTO merchant_settlements (merchant_id, settlement_date, settlement_id, category, fee_bps,
+                    captured_minor, refunded_minor, fee_minor, carried_in_minor, net_minor, status,
+                    payment_order_id, created_at)
+                VALUES ($1, '2027-01-15', gen_random_uuid(), 'GENERAL', 60, $2, $3, $4, 0, $5, $6, $7, now())""",
+                               merchant_id, 100_000 if fee else 0, 100_000 - net - fee if fee else 0, fee, net,
+                               status, key)
+        await migrate(conn, migrations)
+        rows = {r["merchant_id"]: tuple(r.values())[1:] for r in await conn.fetch("""
+            SELECT merchant_id, fee_booked, submitted_at = 'infinity' AS held, payee_id, payment_attempts
+            FROM merchant_settlements""")}
+        assert rows == {"shop-1": (False, True, "shop-1", 1), "shop-2": (False, None, None, 0),
+                        "shop-3": (True, None, None, 0)}
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("INSERT INTO merchants VALUES ('m', 'GENERAL', now(), now(), 'a b')")
+    finally:
+        await conn.close()
