@@ -63,7 +63,8 @@ def build(pool, settings: BotSettings, clock: Clock) -> CollectionsPass:
 
 
 def payments_task(pool, settings: BotSettings, clock: Clock, channel: grpc.aio.Channel) -> PaymentsTask:
-    return PaymentsTask(pool, clock, PaymentOrders(clock, PaymentGateway(channel)),
+    gateway = PaymentGateway(channel, timeout_s=settings.payment_gateway_timeout_s)
+    return PaymentsTask(pool, clock, PaymentOrders(clock, gateway),
                         reconcile_after_s=settings.payment_reconcile_after_s,
                         auto_debit_hour=settings.auto_debit_hour, batch_size=settings.batch_size)
 

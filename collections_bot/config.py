@@ -59,6 +59,9 @@ class BotSettings:
     # A payment order still REQUESTED this long after it was made (or last asked about)
     # is looked up at the gateway by the payments task.
     payment_reconcile_after_s: int = 60
+    # How long the payments task waits for the gateway's answer to a call; past it the
+    # outcome is unknown and a later sweep looks the payment up.
+    payment_gateway_timeout_s: float = 10.0
     # The local hour from which an account is auto-debited on a due date (docs/payments.md).
     auto_debit_hour: int = 8
 
@@ -139,6 +142,8 @@ class BotSettings:
             log_level=log_level,
             payment_gateway_addr=optional_address_setting(env, "PAYMENT_GATEWAY_ADDR"),
             payment_reconcile_after_s=int_setting(env, "PAYMENT_RECONCILE_AFTER_S", 60, minimum=1, maximum=86_400),
+            payment_gateway_timeout_s=int_setting(env, "PAYMENT_GATEWAY_TIMEOUT_MS", 10_000, minimum=100,
+                                                  maximum=600_000) / 1000,
             auto_debit_hour=auto_debit_hour,
         )
 

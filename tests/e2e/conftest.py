@@ -8,7 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -45,6 +48,38 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout)
+
+
+@asynccontextmanager
+async def gateway_and_server(database_url: str, folder: Path, *simulator_args: str,
+                             **server_env: str) -> AsyncIterator[tuple[str, ServerProcess]]:
+    """The payment-gateway simulator and a server using it, each its own process, stopped
+    at the end: (the gateway's address, the server)."""
+    from tests.e2e.test_payouts_e2e import start, wait_for_port
+
+    gateway_address = f"127.0.0.1:{free_port()}"
+    simulator = start("server.payment_sim", folder / "sim.log", "--listen", gateway_address, *simulator_args)
+    server = None
+    try:
+        await wait_for_port(gateway_address)
+        server = start_server_process(database_url, folder / "server.log", PAYMENT_GATEWAY_ADDR=gateway_address,
+                                      **server_env)
+        yield gateway_address, server
+    finally:
+        if server is not None:
+            server.stop()
+        simulator.send_signal(signal.SIGTERM)
+        simulator.wait(timeout=30)
+
+
+def run_bot_once(database_url: str, gateway_address: str, as_of: datetime, **env: str) -> str:
+    """`python -m collections_bot run-once --as-of` with the payment gateway: its report."""
+    done = subprocess.run([sys.executable, "-m", "collections_bot", "run-once", "--as-of", as_of.isoformat()],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DATABASE_URL": database_url, "PAYMENT_GATEWAY_ADDR": gateway_address,
+                               "SMTP_PORT": str(free_port()), "LOG_LEVEL": "warning", **env})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def start_server_process(database_url: str, log_path: Path, **env: str) -> ServerProcess:

@@ -7,10 +7,6 @@ gateway's record."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -20,28 +16,13 @@ import grpc
 from credit.v1 import checkout_pb2
 from server.invariants import check
 from server.payments.gateway import PaymentGateway
-from tests.e2e.conftest import ROOT, free_port, start_server_process
+from tests.e2e.conftest import gateway_and_server, run_bot_once
 from tests.e2e.test_commands import command
-from tests.e2e.test_payouts_e2e import start, wait_for_port
 from tests.support import Api, buy, refund
 
 
-def run_bot_once(db_dsn: str, gateway_address: str, as_of: datetime) -> str:
-    done = subprocess.run([sys.executable, "-m", "collections_bot", "run-once", "--as-of", as_of.isoformat()],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DATABASE_URL": db_dsn, "PAYMENT_GATEWAY_ADDR": gateway_address,
-                               "SMTP_PORT": str(free_port()), "LOG_LEVEL": "warning"})
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 async def test_the_bot_settles_and_pays_a_closed_day_and_an_operator_mends_a_refused_payee(db_dsn, tmp_path):
-    gateway_address = f"127.0.0.1:{free_port()}"
-    simulator = start("server.payment_sim", tmp_path / "sim.log", "--listen", gateway_address)
-    server = None
-    try:
-        await wait_for_port(gateway_address)
-        server = start_server_process(db_dsn, tmp_path / "server.log", PAYMENT_GATEWAY_ADDR=gateway_address)
+    async with gateway_and_server(db_dsn, tmp_path) as (gateway_address, server):
         registered = command(db_dsn, "server.merchants", "register", "travel-2210", "--category", "TRAVEL")
         assert registered.returncode == 0, registered.stderr
         async with grpc.aio.insecure_channel(server.address) as channel:
@@ -97,8 +78,3 @@ async def test_the_bot_settles_and_pays_a_closed_day_and_an_operator_mends_a_ref
             finally:
                 await conn.close()
         assert violations == [], "\n".join(map(str, violations))
-    finally:
-        if server is not None:
-            server.stop()
-        simulator.send_signal(signal.SIGTERM)
-        simulator.wait(timeout=30)
