@@ -324,8 +324,8 @@ def _debit_failure(context: ReminderContext) -> DebitFailure:
         to_address=context.email, name=context.name, locale=context.locale,
         message_id=context.attempt.message_id or "", account_id=str(context.attempt.account_id),
         due_date=context.bill.due_date.isoformat(), amount_minor=notice.amount_minor,
-        owed_minor=context.bill.owed_minor, failure_reason=notice.failure_reason, token_last4=notice.token_last4,
-        failed_at=notice.failed_at, next_try_at=notice.next_try_at)
+        owed_minor=notice.owed_minor, failure_reason=notice.failure_reason, token_last4=notice.token_last4,
+        failed_at=notice.failed_at, next_try_at=notice.next_try_at, next_last4=notice.next_last4)
 
 
 def smtp_detail(result: SendResult, locale: str) -> dict:

@@ -512,10 +512,12 @@ CHECKS: dict[str, str] = {
     "a debit-failure notice names a FAILED debit of its bill": """
         SELECT a.attempt_id::text AS subject, 0::bigint AS found, 1::bigint AS expected
         FROM contact_attempts a
-        WHERE a.payment_order_id IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM payment_orders o
-            WHERE o.order_id = a.payment_order_id AND o.account_id = a.account_id AND o.kind = 'DEBIT'
-              AND o.status = 'FAILED' AND o.due_date = a.due_date AND a.step_code = 'AUTO_DEBIT_FAILED_' || o.attempt)
+        WHERE (a.payment_order_id IS NOT NULL AND (a.channel <> 'EMAIL' OR NOT EXISTS (
+                  SELECT 1 FROM payment_orders o
+                  WHERE o.order_id = a.payment_order_id AND o.account_id = a.account_id AND o.kind = 'DEBIT'
+                    AND o.status = 'FAILED' AND o.due_date = a.due_date
+                    AND a.step_code = 'AUTO_DEBIT_FAILED_' || o.attempt)))
+           OR (a.payment_order_id IS NULL AND a.step_code LIKE 'AUTO\\_DEBIT\\_FAILED\\_%')
     """,
     # Two rules that one database enforces with unique indexes across accounts, and a
     # database sharded by account only within each account (docs/scaling.md): checked

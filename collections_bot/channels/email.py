@@ -159,6 +159,8 @@ class DebitFailure:
     token_last4: str
     failed_at: datetime
     next_try_at: datetime | None
+    # The instrument the next try will use, when the customer bound another since.
+    next_last4: str | None = None
 
 
 def local_time(moment: datetime) -> str:
@@ -175,6 +177,7 @@ def build_debit_failure_message(failure: DebitFailure, *, mail_from: str, domain
         "owed": yuan(failure.owed_minor), "reason": failure_in_words(failure.failure_reason, locale),
         "last4": failure.token_last4, "failed_at": local_time(failure.failed_at),
         "next_try": local_time(failure.next_try_at) if failure.next_try_at else "",
+        "next_last4": failure.next_last4 or "", "invalid": failure.failure_reason == "INSTRUMENT_INVALID",
         "account_ref": failure.account_id[:8].upper(), "unsubscribe_url": link,
     }
     message = _compose("debit_failed", locale, context, mail_from=mail_from, to_name=failure.name,

@@ -386,7 +386,7 @@ class Collections:
         told now (server/domain/auto_debit.py, rule 6): planned by the rules of any email
         step (it may wait for the contact window or the caps, and is suppressed if the
         bill is paid). A notice of an earlier try still waiting is superseded by it."""
-        failed = auto_debit.failure_to_tell(tries, now)
+        failed = auto_debit.latest_failure(tries)
         code = auto_debit.notice_step(failed.number) if failed is not None else None
         for other in mine.values():
             if (other.kind is AttemptKind.DEBIT_FAILED and other.status is AttemptStatus.DEFERRED
@@ -394,6 +394,9 @@ class Collections:
                 await self._record(conn, account_id, due_date, _notice_step(other.step_code, 0),
                                    (AttemptStatus.SKIPPED, Reason.SUPERSEDED), other, now, review)
         if failed is None or code is None or failed.completed_at is None:
+            return
+        if code not in mine and auto_debit.failure_to_tell(tries, now) is None:
+            # Too old to start telling; a notice planned in time still goes out.
             return
         offset = (local_date(failed.completed_at, zone) - due_date).days
         await self._record(conn, account_id, due_date, _notice_step(code, offset), held(Channel.EMAIL),

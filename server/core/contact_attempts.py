@@ -126,6 +126,12 @@ class DebitNotice:
     token_last4: str
     failed_at: datetime
     next_try_at: datetime | None
+    # What is owed now on or before the bill's due date: what the next try would take
+    # (earlier bills still unpaid included, as the waterfall pays them first).
+    owed_minor: int = 0
+    # The last 4 of the instrument the next try will use, when the customer has bound
+    # another since; None when it is the one that failed.
+    next_last4: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,7 @@ class ContactAttempts:
             strategy = await self.strategy(conn)
             notice = None
             if attempt.kind is AttemptKind.DEBIT_FAILED:
-                notice, superseded = await self._notice(conn, attempt, zone)
+                notice, superseded = await self._notice(conn, attempt, zone, now, loans)
             else:
                 superseded = attempt.step_code in {
                     s.code for s in plan_steps(strategy, bill.due_date, today, set()).superseded}
@@ -275,11 +281,13 @@ class ContactAttempts:
                                time_zone=zone, today=today, template=template, bill=bill,
                                penalty=self.policy.penalty, notice=notice)
 
-    async def _notice(self, conn: asyncpg.Connection, attempt: Attempt, zone: str) -> tuple[DebitNotice, bool]:
-        """The failure a notice tells of, and whether a later try of its due date has
-        been made since (then the notice is superseded: it would announce a try that is
-        already made). No next try is announced once the customer has turned auto-debit
-        off (bound an instrument without it)."""
+    async def _notice(self, conn: asyncpg.Connection, attempt: Attempt, zone: str, now: datetime,
+                      loans: list[LoanView]) -> tuple[DebitNotice, bool]:
+        """The failure a notice tells of, and whether it is superseded: a later try of
+        its due date has been made since, or the try it would announce is due by now
+        (the bot was away): either way it would announce a try that is made or being
+        made. No next try is announced once the customer has turned auto-debit off
+        (bound an instrument without it)."""
         assert attempt.payment_order_id is not None
         order = await order_rows.failed_debit(conn, attempt.payment_order_id, attempt.account_id)
         if order is None:
@@ -287,11 +295,17 @@ class ContactAttempts:
         failed_at = order["completed_at"].astimezone(ZoneInfo(zone))
         method = await order_rows.active_method(conn, attempt.account_id)
         next_try = auto_debit.next_try(order["attempt"], failed_at, order["due_date"], self.policy.auto_debit_hour)
+        debiting = method is not None and bool(method["auto_debit"])
+        next_last4 = None
+        if method is not None and debiting and method["payment_method_id"] != order["payment_method_id"]:
+            next_last4 = method["token_last4"]
+        installments = [i for loan in loans for i in loan.installments]
         notice = DebitNotice(attempt=order["attempt"], amount_minor=order["amount_minor"],
                              failure_reason=order["failure_reason"] or "DECLINED", token_last4=order["token_last4"],
-                             failed_at=failed_at,
-                             next_try_at=next_try if method is not None and method["auto_debit"] else None)
-        return notice, order["tried_again"]
+                             failed_at=failed_at, next_try_at=next_try if debiting else None,
+                             owed_minor=auto_debit.amount_due(installments, order["due_date"]), next_last4=next_last4)
+        stale = notice.next_try_at is not None and notice.next_try_at <= now
+        return notice, order["tried_again"] or stale
 
     async def mark_sent(self, pool: asyncpg.Pool, attempt: Attempt, owner: UUID, now: datetime, outcome: Outcome,
                         detail: dict) -> bool:

@@ -88,6 +88,7 @@ ORDER BY due_date, attempt
 # the token), and whether a later try of its due date was made since.
 SELECT_FAILED_DEBIT = """
 SELECT o.order_id, o.amount_minor, o.failure_reason, o.completed_at, o.due_date, o.attempt, m.token_last4,
+       o.payment_method_id,
        EXISTS (SELECT 1 FROM payment_orders t
                WHERE t.account_id = o.account_id AND t.kind = 'DEBIT' AND t.due_date = o.due_date
                  AND t.attempt > o.attempt) AS tried_again

@@ -15,11 +15,13 @@ date (docs/payments.md, "Auto-debit").
    After that the reminders (which go on while anything is unpaid) do the work.
 5. A due date is tried for `REACH_DAYS` days at most: a bot down longer does not debit
    an old due date; the next one takes what is overdue by then.
-6. The customer is told of a failed try once, by email (a contact attempt of step
-   `AUTO_DEBIT_FAILED_<try>`): of the latest try of a due date only, while it is the
-   latest and failed at most `NOTICE_WITHIN` ago. A failure superseded by a later try,
-   or older than that (the bot was down, or it failed before notices existed), is not
-   told; the reminders speak of the bill from then on.
+6. The customer is told of a failed try at most once, by email (a contact attempt of
+   step `AUTO_DEBIT_FAILED_<try>`): of the latest try of a due date only. Its notice is
+   planned while the failure is at most `NOTICE_WITHIN` old (older: the bot was down,
+   or it failed before notices existed) and, once planned, waits for the contact window
+   and the caps like any email; it is dropped (SKIPPED, SUPERSEDED) when a later try is
+   made, or when the try it announces is due by the time it could go out. The
+   reminders speak of the bill from then on.
 """
 
 from __future__ import annotations
@@ -102,10 +104,20 @@ def notice_step(attempt: int) -> str:
     return f"{NOTICE_STEP_PREFIX}{attempt}"
 
 
-def failure_to_tell(attempts: Iterable[Attempt], now: datetime) -> Attempt | None:
-    """The try of one due date whose failure the customer is to be told of at `now`, if
-    any (rule 6): the latest try, when it FAILED at most `NOTICE_WITHIN` ago."""
+def latest_failure(attempts: Iterable[Attempt]) -> Attempt | None:
+    """The latest try of one due date, when it FAILED."""
     latest = max(attempts, key=lambda a: a.number, default=None)
     if latest is None or latest.status != "FAILED" or latest.completed_at is None:
+        return None
+    return latest
+
+
+def failure_to_tell(attempts: Iterable[Attempt], now: datetime) -> Attempt | None:
+    """The try of one due date whose failure a new notice is to tell the customer of at
+    `now`, if any (rule 6): the latest try, when it FAILED at most `NOTICE_WITHIN` ago. A
+    notice planned within that time and held back since (contact window, caps) is still
+    sent later, unless a later try was made or the try it announces is due by then."""
+    latest = latest_failure(attempts)
+    if latest is None or latest.completed_at is None:
         return None
     return latest if now - latest.completed_at <= NOTICE_WITHIN else None
