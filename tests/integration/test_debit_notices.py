@@ -45,15 +45,32 @@ def debits(pool, clock, gateway):
 
 
 @pytest.fixture
-def round_at(clock, debits, collections):
+def round_at(pool, clock, debits, collections):
+    return rounds(pool, clock, debits, collections)
+
+
+def rounds(pool, clock, debits, collections):
+    """Rounds of the bot at given times (its auto-debits, then its collections pass): what
+    its auto-debits did."""
     async def round_at(when) -> Counter:
-        """One round of the bot at `when`: what its auto-debits did."""
         clock.set(when)
         debited = await debits.debit()
         await collections.run()
         return debited
 
     return round_at
+
+
+async def a_notice_waiting(api, pool, smtp, round_at) -> tuple[str, str]:  # noqa: F811
+    """A failed first try whose notice the SMTP server turns away for now (it waits to be
+    tried again): (account id, due date)."""
+    sink, _ = smtp
+    account_id, loan = await borrower(api, "card-6222-0000-0002")
+    due = loan.installments[0].due_date
+    sink.fail_next.extend(["451 4.3.0 try again later"] * 3)
+    assert await round_at(morning(due, 8)) == Counter(completed=1)
+    assert [(n["status"], n["reason"]) for n in await notices(pool, account_id)] == [("PENDING", "SMTP_TEMPORARY")]
+    return account_id, due
 
 
 async def notices(pool, account_id: str) -> list:
@@ -177,12 +194,7 @@ async def test_the_last_failure_says_there_is_no_further_automatic_try(
 async def test_a_bill_paid_while_its_notice_waits_to_be_sent_suppresses_it(
         api, pool, smtp, round_at, ledger_checked):  # noqa: F811
     sink, _ = smtp
-    account_id, loan = await borrower(api, "card-6222-0000-0002")
-    due = loan.installments[0].due_date
-    # The SMTP server turns the notice away for now: it waits to be tried again.
-    sink.fail_next.extend(["451 4.3.0 try again later"] * 3)
-    assert await round_at(morning(due, 8)) == Counter(completed=1)
-    assert [(n["status"], n["reason"]) for n in await notices(pool, account_id)] == [("PENDING", "SMTP_TEMPORARY")]
+    account_id, due = await a_notice_waiting(api, pool, smtp, round_at)
     await repay(api, account_id, INSTALLMENT)
     assert await round_at(morning(due, 8, 30)) == Counter()
     assert [(n["status"], n["reason"]) for n in await notices(pool, account_id)] == [("SUPPRESSED", "PAID")]
@@ -219,25 +231,10 @@ async def test_the_checker_finds_a_notice_that_names_no_failed_debit_of_its_bill
         assert [v.rule for v in await check(conn) if v.rule == rule] == [rule]
 
 
-def rounds(pool, clock, debits, collections):
-    """Rounds of the bot (its auto-debits, then its collections pass) at given times."""
-    async def round_at(when) -> Counter:
-        clock.set(when)
-        debited = await debits.debit()
-        await collections.run()
-        return debited
-
-    return round_at
-
-
 async def test_a_notice_that_could_not_go_out_before_the_try_it_announces_is_dropped(
         api, pool, smtp, round_at, ledger_checked):  # noqa: F811
     sink, _ = smtp
-    account_id, loan = await borrower(api, "card-6222-0000-0002")
-    due = loan.installments[0].due_date
-    sink.fail_next.extend(["451 4.3.0 try again later"] * 3)
-    assert await round_at(morning(due, 8)) == Counter(completed=1)
-    assert [(n["status"], n["reason"]) for n in await notices(pool, account_id)] == [("PENDING", "SMTP_TEMPORARY")]
+    account_id, due = await a_notice_waiting(api, pool, smtp, round_at)
     # The bot is away until three days later, when the due date is out of reach: the
     # retry the notice announces (12:00 on the due date) never came. It is not sent.
     assert await round_at(morning(date.fromisoformat(due) + timedelta(days=3), 9)) == Counter()
