@@ -47,7 +47,7 @@ def _email(settings: BotSettings) -> EmailChannel:
 
 
 def build_statements(pool, settings: BotSettings, clock: Clock) -> StatementsPass:
-    statements = Statements(clock, mail_domain=settings.policy.mail_domain, email_retry=settings.policy.email_retry)
+    statements = Statements(mail_domain=settings.policy.mail_domain, email_retry=settings.policy.email_retry)
     return StatementsPass(pool, clock, statements, settings, _email(settings))
 
 

@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import structlog
@@ -82,62 +84,46 @@ class PaymentsTask:
     async def sweep(self) -> Counter:
         """Settle what can be settled of the orders due for a look, then of the
         merchant-days to pay or to look up; what each did."""
-        done = await self._sweep_orders()
-        done.update(await self._sweep_merchant_days())
+        orders, merchants = self._orders, self._orders.merchants
+        done = await self._sweep(
+            lambda: orders.claim_due(self._pool, self._after, SWEEP_BATCH),
+            lambda order: orders.reconcile(self._pool, order),
+            lambda order: {"order_id": str(order["order_id"])},
+            source="lookup", prefix="", lookup_failed="payment_order_lookup_failed",
+            finished="payment_sweep_finished")
+        done.update(await self._sweep(
+            lambda: merchants.claim_due(self._pool, self._after, SWEEP_BATCH),
+            lambda payment: merchants.settle(self._pool, payment),
+            lambda payment: {"payment_order_id": str(payment.payment_order_id), "merchant_id": payment.merchant_id},
+            source="merchant", prefix="merchant_", lookup_failed="merchant_payment_lookup_failed",
+            finished="merchant_payments_finished"))
         return done
 
-    async def _sweep_merchant_days(self) -> Counter:
-        done: Counter = Counter()
-        merchants = self._orders.merchants
-        while sum(done.values()) < self._max_orders:
-            claimed = await merchants.claim_due(self._pool, self._after, SWEEP_BATCH)
-            if not claimed:
-                break
-            for payment in claimed:
-                try:
-                    applied = await merchants.settle(self._pool, payment)
-                except InvariantViolation as error:
-                    log.error("payment_result_not_applied", payment_order_id=str(payment.payment_order_id),
-                              merchant_id=payment.merchant_id, error=str(error))
-                    bot_metrics.PAYMENT_RESULTS.labels("merchant", Applied.ERROR.value).inc()
-                    done[f"merchant_{Applied.ERROR.value}"] += 1
-                    continue
-                except GatewayError as error:
-                    log.warning("merchant_payment_lookup_failed", payment_order_id=str(payment.payment_order_id),
-                                merchant_id=payment.merchant_id, error=str(error))
-                    bot_metrics.PAYMENT_RESULTS.labels("merchant", "gateway_unavailable").inc()
-                    done["merchant_gateway_unavailable"] += 1
-                    continue
-                bot_metrics.PAYMENT_RESULTS.labels("merchant", applied.value).inc()
-                done[f"merchant_{applied.value}"] += 1
-        if done:
-            log.info("merchant_payments_finished", **done)
-        return done
-
-    async def _sweep_orders(self) -> Counter:
+    async def _sweep(self, claim: Callable[[], Awaitable[Sequence[Any]]],
+                     settle: Callable[[Any], Awaitable[Applied]], describe: Callable[[Any], dict], *,
+                     source: str, prefix: str, lookup_failed: str, finished: str) -> Counter:
+        """Claim what is due a few at a time and settle each, until nothing is due or
+        the sweep's share is done; what each did, its outcomes under `prefix`."""
         done: Counter = Counter()
         while sum(done.values()) < self._max_orders:
-            claimed = await self._orders.claim_due(self._pool, self._after, SWEEP_BATCH)
+            claimed = await claim()
             if not claimed:
                 break
-            for order in claimed:
+            for item in claimed:
                 try:
-                    applied = await self._orders.reconcile(self._pool, order)
+                    outcome = (await settle(item)).value
                 except InvariantViolation as error:
-                    log.error("payment_result_not_applied", order_id=str(order["order_id"]), error=str(error))
-                    bot_metrics.PAYMENT_RESULTS.labels("lookup", Applied.ERROR.value).inc()
-                    done[Applied.ERROR.value] += 1
-                    continue
+                    # Rolled back; every sweep reports it again until it is mended.
+                    log.error("payment_result_not_applied", **describe(item), error=str(error))
+                    outcome = Applied.ERROR.value
                 except GatewayError as error:
                     # The look-up got no answer: the lease runs out and a later sweep asks again.
-                    log.warning("payment_order_lookup_failed", order_id=str(order["order_id"]), error=str(error))
-                    bot_metrics.PAYMENT_RESULTS.labels("lookup", "gateway_unavailable").inc()
-                    done["gateway_unavailable"] += 1
-                    continue
-                bot_metrics.PAYMENT_RESULTS.labels("lookup", applied.value).inc()
-                done[applied.value] += 1
+                    log.warning(lookup_failed, **describe(item), error=str(error))
+                    outcome = "gateway_unavailable"
+                bot_metrics.PAYMENT_RESULTS.labels(source, outcome).inc()
+                done[prefix + outcome] += 1
         if done:
-            log.info("payment_sweep_finished", **done)
+            log.info(finished, **done)
         return done
 
     async def watch(self, stop: asyncio.Event) -> None:

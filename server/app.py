@@ -97,7 +97,7 @@ def build_core(settings: Settings, clock: Clock, products: ProductTable = DEFAUL
         collections=Collections(clock, CollectionsPolicy(), repayments),
         risk=RiskReports(),
         portfolio=Portfolio(clock, insurance_share_bps=settings.insurance_share_bps),
-        statements=Statements(clock),
+        statements=Statements(),
         payouts=Payouts(clock, PaymentOrders(clock, gateway)),
     )
 

@@ -22,8 +22,7 @@ import structlog
 
 from server.clock import Clock
 from server.core.accounts import each_free_account
-from server.core.views import loan_view
-from server.db import loans as loan_rows
+from server.core.views import active_loans
 from server.db import payment_orders as order_rows
 from server.domain import auto_debit
 from server.domain.calendar import local_date
@@ -79,8 +78,7 @@ class AutoDebits:
             return None
         zone = account["time_zone"]
         today = local_date(now, zone)
-        loans = [loan_view(loan, rows, zone, now) for loan, rows in await loan_rows.active_for_account(conn,
-                                                                                                     account_id)]
+        loans = await active_loans(conn, account_id, zone, now)
         installments = [i for loan in loans for i in loan.installments]
         due_date = auto_debit.due_date_in_reach((i.due_date for i in installments), today)
         if due_date is None:

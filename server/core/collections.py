@@ -22,7 +22,7 @@ from server.core import promises, reserve
 from server.core.accounts import each_free_account, lock_account
 from server.core.contact_attempts import NOTICE_TEMPLATE, AttemptPolicy, ContactAttempts, bill_lines
 from server.core.repayments import Repayments
-from server.core.views import LoanView, installment_state, loan_view
+from server.core.views import LoanView, active_loans, installment_state, loan_view
 from server.db import accounts as account_rows
 from server.db import acquire
 from server.db import collections as rows
@@ -508,8 +508,7 @@ class Collections:
         return row["email_opt_out"], row["voice_opt_out"], row["phone_blocked"]
 
     async def _active_loans(self, conn, account: asyncpg.Record, now: datetime) -> list[LoanView]:
-        return [loan_view(loan, installments, account["time_zone"], now)
-                for loan, installments in await loan_rows.active_for_account(conn, account["account_id"])]
+        return await active_loans(conn, account["account_id"], account["time_zone"], now)
 
 
 def _notice_step(code: str, offset_days: int) -> Step:

@@ -24,11 +24,10 @@ import structlog
 
 from server.core import promises
 from server.core.accounts import lock_account
-from server.core.views import LoanView, loan_view
+from server.core.views import LoanView, active_loans
 from server.db import accounts as account_rows
 from server.db import acquire
 from server.db import collections as rows
-from server.db import loans as loan_rows
 from server.db import payment_orders as order_rows
 from server.domain import auto_debit
 from server.domain.bills import Bill, BillLine, bills
@@ -249,8 +248,7 @@ class ContactAttempts:
             if account is None:
                 raise NotFound("attempt_id", str(attempt.attempt_id), "account of the attempt")
             zone = account["time_zone"]
-            loans = [loan_view(loan, installments, zone, now)
-                     for loan, installments in await loan_rows.active_for_account(conn, attempt.account_id)]
+            loans = await active_loans(conn, attempt.account_id, zone, now)
             bill = bills(bill_lines(loans)).get(attempt.due_date, Bill(attempt.due_date, ()))
             email_out, voice_out, phone_blocked = await rows.preferences(conn, attempt.account_id)
             name, email, phone = account_rows.contact(account)

@@ -11,10 +11,9 @@ import asyncpg
 import structlog
 
 from server.core.accounts import each_free_account
-from server.core.views import credit_line, loan_view
+from server.core.views import active_loans, credit_line
 from server.db import accounts as account_rows
 from server.db import limits as limit_rows
-from server.db import loans as loan_rows
 from server.domain.accounts import DEFAULT_TEMPORARY_LIMIT_MAX_DAYS, AccountStatus, temporary_limit_expiry
 from server.domain.errors import InvalidArgument
 from server.domain.limits import Action, Record, ReviewPolicy, TemporaryRaise, campaign_raise, review
@@ -44,8 +43,7 @@ async def review_limits(pool: asyncpg.Pool, now: datetime, policy: ReviewPolicy 
 
 
 async def _review_one(conn: asyncpg.Connection, account: asyncpg.Record, now: datetime, policy: ReviewPolicy) -> str:
-    loans = [loan_view(loan, rows, account["time_zone"], now)
-             for loan, rows in await loan_rows.active_for_account(conn, account["account_id"])]
+    loans = await active_loans(conn, account["account_id"], account["time_zone"], now)
     facts = await limit_rows.repayment_record(conn, account["account_id"])
     outcome = review(Record(
         credit_limit_minor=account["credit_limit_minor"],

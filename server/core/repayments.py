@@ -16,7 +16,7 @@ from server.core import funding as co_lending
 from server.core import reserve
 from server.core.accounts import lock_account
 from server.core.commands import Decided, Done, Key, NeedsLock, Replay, Write
-from server.core.views import AccountView, LoanView, account_view, loan_view
+from server.core.views import AccountView, LoanView, account_view, active_loans, loan_view
 from server.db import accounts as account_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
@@ -390,8 +390,7 @@ class Repayments:
         return found
 
     async def _active_loans(self, conn: asyncpg.Connection, account: asyncpg.Record, now: datetime) -> list[LoanView]:
-        return [loan_view(loan, rows, account["time_zone"], now)
-                for loan, rows in await loan_rows.active_for_account(conn, account["account_id"])]
+        return await active_loans(conn, account["account_id"], account["time_zone"], now)
 
     async def _loan(self, conn: asyncpg.Connection, loan_id: UUID, time_zone: str | None = None,
                     now: datetime | None = None) -> LoanView:

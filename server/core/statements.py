@@ -22,18 +22,16 @@ import asyncpg
 import structlog
 
 from server import paging
-from server.clock import Clock
 from server.core.accounts import each_free_account
-from server.core.contact_attempts import masked_smtp
-from server.core.views import account_view, billing_cycle, loan_view
+from server.core.contact_attempts import bill_lines, masked_smtp
+from server.core.views import AccountView, LoanView, account_view, active_loans, billing_cycle
 from server.db import accounts as account_rows
 from server.db import acquire
-from server.db import loans as loan_rows
 from server.db import statements as rows
+from server.domain.billing import BillingCycle
 from server.domain.calendar import add_months, local_date
 from server.domain.errors import InvalidArgument, InvariantViolation, NotFound
 from server.domain.ledger import LedgerAccount
-from server.domain.loans import LoanStatus
 from server.domain.reminders import EMAIL_RETRY, AttemptStatus, Channel, Reason, RetryPolicy, after_failure
 from server.domain.statements import (
     CUSTOMER_ACCOUNTS,
@@ -187,10 +185,17 @@ def _entries(posting_rows: Sequence[asyncpg.Record]) -> list[EntryPostings]:
                           tuple(postings[entry_id])) for entry_id, head in heads.items()]
 
 
+@dataclass(frozen=True)
+class Current:
+    """The account as it stands when its statements are issued."""
+
+    loans: list[LoanView]
+    view: AccountView
+    cycle: BillingCycle
+
+
 class Statements:
-    def __init__(self, clock: Clock, *, mail_domain: str = "credit.example",
-                 email_retry: RetryPolicy = EMAIL_RETRY) -> None:
-        self._clock = clock
+    def __init__(self, *, mail_domain: str = "credit.example", email_retry: RetryPolicy = EMAIL_RETRY) -> None:
         self._mail_domain = mail_domain
         self._email_retry = email_retry
 
@@ -230,8 +235,13 @@ class Statements:
         last_date = last["statement_date"] if last else None
         opening = last["closing_minor"] if last else 0
         issued = []
+        # What the period's statements show of the account as it is now: the same for each
+        # (the account is locked, and issuing writes only statements).
+        current = Current(await active_loans(conn, account["account_id"], zone, now), account_view(account, now),
+                          cycle)
         for statement_date in due_statement_dates(cycle, last_date, opened_on, local_date(now, zone)):
-            statement = await self._build(conn, account, statement_date, last_date or opened_on, opening, now)
+            statement = await self._build(conn, account, current, statement_date, last_date or opened_on, opening,
+                                          now)
             planned = await self._store(conn, account, statement, now)
             issued.append((statement, planned))
             log.info("statement_issued", account_id=str(statement.account_id),
@@ -240,8 +250,8 @@ class Statements:
             last_date, opening = statement_date, statement.closing_minor
         return issued
 
-    async def _build(self, conn: asyncpg.Connection, account: asyncpg.Record, statement_date: date,
-                     period_start: date, opening_minor: int, now: datetime) -> Statement:
+    async def _build(self, conn: asyncpg.Connection, account: asyncpg.Record, current: Current,
+                     statement_date: date, period_start: date, opening_minor: int, now: datetime) -> Statement:
         account_id = account["account_id"]
         zone = account["time_zone"]
         cut = cutoff(statement_date, zone)
@@ -252,19 +262,13 @@ class Statements:
                         (await rows.balances_before(conn, account_id, cut, _CUSTOMER_ACCOUNT_NAMES)).items()})
         sections = Sections.of(lines)
         closing = check_ties(opening_minor, sections, owed)
-        cycle = billing_cycle(account)
-        payment_due_date = cycle.due_date(statement_date)
-        due = []
-        for loan_row, installment_rows in await loan_rows.active_for_account(conn, account_id):
-            loan = loan_view(loan_row, installment_rows, zone, now)
-            if loan.status is not LoanStatus.ACTIVE:
-                continue
-            due += [DueInstallment(loan.loan_id, i.sequence, loan.order_id, i.due_date,
-                                   i.principal_minor - i.principal_paid_minor, i.fee_minor - i.fee_paid_minor,
-                                   i.penalty_minor - i.penalty_paid_minor)
-                    for i in loan.installments if i.owed_minor > 0 and i.due_date <= payment_due_date]
-        due.sort(key=lambda i: (i.due_date, i.order_id, i.sequence))
-        view = account_view(account, now)
+        payment_due_date = current.cycle.due_date(statement_date)
+        due = sorted((DueInstallment(line.loan_id, line.installment.sequence, line.order_id, line.installment.due_date,
+                                     line.principal_minor, line.fee_minor, line.penalty_minor)
+                      for line in bill_lines(current.loans)
+                      if line.owed_minor > 0 and line.installment.due_date <= payment_due_date),
+                     key=lambda i: (i.due_date, i.order_id, i.sequence))
+        view = current.view
 
         def shown(number: int, line: Line) -> StatementLine:
             movement = vars(line)
@@ -401,8 +405,4 @@ class Statements:
                 conn, delivery.account_id, delivery.statement_date, owner, failed.status.value, now,
                 reason=failed.reason.value, detail=masked_smtp(detail), next_try_at=failed.next_try_at)
         return failed.status if recorded else None
-
-    async def delivery(self, conn: asyncpg.Connection, account_id: UUID, statement_date: date) -> Delivery | None:
-        row = await rows.delivery(conn, account_id, statement_date)
-        return _delivery(row) if row else None
 

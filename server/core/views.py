@@ -11,6 +11,7 @@ from uuid import UUID
 import asyncpg
 
 from server.db import authorizations as authorization_rows
+from server.db import loans as loan_rows
 from server.domain.accounts import AccountStatus, CreditLine
 from server.domain.authorizations import AuthorizationStatus, DeclineReason, Hold
 from server.domain.billing import BillingCycle
@@ -254,6 +255,12 @@ def installment_state(row: asyncpg.Record) -> InstallmentState:
         penalty_paid_minor=row["penalty_paid_minor"],
         fee_waived_minor=row["fee_waived_minor"],
     )
+
+
+async def active_loans(conn: asyncpg.Connection, account_id: UUID, time_zone: str, as_of: datetime) -> list[LoanView]:
+    """The account's active loans with their installments, as of `as_of` in its zone."""
+    return [loan_view(loan, installments, time_zone, as_of)
+            for loan, installments in await loan_rows.active_for_account(conn, account_id)]
 
 
 def loan_view(loan: Row, installments: list[asyncpg.Record], time_zone: str,

@@ -185,10 +185,6 @@ WHERE account_id = $1 AND statement_date = $2 AND lease_owner = $3 AND status = 
 RETURNING statement_date
 """
 
-SELECT_DELIVERY = f"""
-SELECT {_DELIVERY_COLUMNS} FROM statement_deliveries WHERE account_id = $1 AND statement_date = $2
-"""
-
 
 async def accounts_due(conn: asyncpg.Connection, now: datetime, after: UUID, limit: int) -> list[UUID]:
     return [r["account_id"] for r in await conn.fetch(ACCOUNTS_DUE, now, after, limit)]
@@ -271,6 +267,3 @@ async def finish_delivery(conn: asyncpg.Connection, account_id: UUID, statement_
     return await conn.fetchval(FINISH_DELIVERY, account_id, statement_date, owner, status, reason,
                                json.dumps(detail or {}), now, next_try_at) is not None
 
-
-async def delivery(conn: asyncpg.Connection, account_id: UUID, statement_date: date) -> asyncpg.Record | None:
-    return await conn.fetchrow(SELECT_DELIVERY, account_id, statement_date)
