@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 import grpc
 
+from server.core.settlements import SETTLEMENT_TIME_ZONE
 from server.db import ledger as ledger_rows
 from server.domain import journal
 from server.domain.payments import PaymentKind, PaymentStatus
@@ -30,9 +31,13 @@ from server.payments.gateway import PaymentGateway
 
 # A settled merchant-day's bounds: midnight to midnight in the settlement zone
 # (server/core/settlements.py, SETTLEMENT_TIME_ZONE).
-_DAY_START = "(s.settlement_date::timestamp AT TIME ZONE 'Asia/Shanghai')"
-_DAY_END = "((s.settlement_date + 1)::timestamp AT TIME ZONE 'Asia/Shanghai')"
-_SHANGHAI_DATE = "({at} AT TIME ZONE 'Asia/Shanghai')::date"
+_DAY_START = f"(s.settlement_date::timestamp AT TIME ZONE '{SETTLEMENT_TIME_ZONE}')"
+_DAY_END = f"((s.settlement_date + 1)::timestamp AT TIME ZONE '{SETTLEMENT_TIME_ZONE}')"
+
+
+def _settlement_date(at: str) -> str:
+    """The settlement day of the instant `at`."""
+    return f"({at} AT TIME ZONE '{SETTLEMENT_TIME_ZONE}')::date"
 
 
 def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> str:
@@ -52,14 +57,14 @@ def _ledger_matches_schedules(ledger_account: str, unpaid_expression: str) -> st
 
 
 def _ledger_balance_is(ledger_account: str, expected_expression: str) -> str:
-    """Accounts whose ledger balance in `ledger_account` (or, given "A', 'B", the sum of
-    several) differs from an expression over the accounts row (`a`)."""
+    """Accounts whose ledger balance in `ledger_account` differs from an expression over
+    the accounts row (`a`)."""
     return f"""
         SELECT a.account_id::text AS subject, coalesce(p.balance, 0)::bigint AS found,
                ({expected_expression})::bigint AS expected
         FROM accounts a
         LEFT JOIN (SELECT account_id, sum(amount_minor) AS balance FROM postings
-                   WHERE ledger_account IN ('{ledger_account}') GROUP BY account_id) p USING (account_id)
+                   WHERE ledger_account = '{ledger_account}' GROUP BY account_id) p USING (account_id)
         WHERE coalesce(p.balance, 0) <> ({expected_expression})
     """
 
@@ -467,12 +472,12 @@ CHECKS: dict[str, str] = {
                    WHERE ledger_account = 'MERCHANT_PAYABLE' GROUP BY 1) b USING (account_id)
         LEFT JOIN (SELECT l.account_id, sum(l.principal_minor) AS unsettled FROM loans l
                    WHERE NOT EXISTS (SELECT 1 FROM merchant_settlements s WHERE s.merchant_id = l.merchant_id
-                                     AND s.settlement_date = {_SHANGHAI_DATE.format(at="l.created_at")})
+                                     AND s.settlement_date = {_settlement_date("l.created_at")})
                    GROUP BY 1) c USING (account_id)
         LEFT JOIN (SELECT r.account_id, sum(r.amount_minor) AS unsettled FROM refunds r
                    JOIN loans l ON l.loan_id = r.loan_id AND l.account_id = r.account_id
                    WHERE NOT EXISTS (SELECT 1 FROM merchant_settlements s WHERE s.merchant_id = l.merchant_id
-                                     AND s.settlement_date = {_SHANGHAI_DATE.format(at="r.created_at")})
+                                     AND s.settlement_date = {_settlement_date("r.created_at")})
                    GROUP BY 1) r USING (account_id)
         WHERE coalesce(b.balance, 0) <> -coalesce(c.unsettled, 0) + coalesce(r.unsettled, 0)
     """,

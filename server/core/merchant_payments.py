@@ -29,7 +29,7 @@ import asyncpg
 import structlog
 
 from server.clock import Clock
-from server.core.payment_results import Applied, Result, uuid_or_none
+from server.core.payment_results import Applied, Result, ask, look_up, uuid_or_none
 from server.db import acquire
 from server.db import ledger as ledger_rows
 from server.db import merchants as merchant_rows
@@ -37,8 +37,8 @@ from server.domain.errors import FailedPrecondition, InvariantViolation, NotFoun
 from server.domain.ledger import merchant_paid
 from server.domain.merchant_settlement import SettlementStatus
 from server.domain.money import CURRENCY
-from server.domain.payments import PaymentKind, PaymentOrder, PaymentStatus, UnknownOutcome
-from server.payments.gateway import PaymentGateway, PaymentRejected
+from server.domain.payments import FINAL_STATUSES, PaymentKind, PaymentOrder, PaymentStatus
+from server.payments.gateway import PaymentGateway
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +60,11 @@ class DayPayment:
         return cls(row["merchant_id"], row["settlement_date"], row["payment_order_id"], row["payee_id"],
                    row["net_minor"], asked)
 
+    def fields(self) -> dict[str, str]:
+        """What log lines say of it."""
+        return {"payment_order_id": str(self.payment_order_id), "merchant_id": self.merchant_id,
+                "day": self.day.isoformat()}
+
     def order(self) -> PaymentOrder:
         key = str(self.payment_order_id)
         return PaymentOrder(PaymentKind.MERCHANT, key, self.amount_minor, CURRENCY, key, merchant_id=self.payee_id)
@@ -75,7 +80,7 @@ class MerchantPayments:
         transaction; once whatever the number of results."""
         fields = {"payment_order_id": result.idempotency_key, "payment_id": result.payment_id,
                   "status": result.status.value}
-        if result.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+        if result.status not in FINAL_STATUSES:
             return Applied.NOT_FINAL
         key = uuid_or_none(result.idempotency_key)
         row = await merchant_rows.settlement_by_order(conn, key) if key else None
@@ -145,28 +150,14 @@ class MerchantPayments:
         if mark:
             async with acquire(pool) as conn:
                 await merchant_rows.mark_submitted(conn, payment.merchant_id, payment.day, self._clock.now())
-        try:
-            answer = await self.gateway.submit(payment.order())
-        except PaymentRejected as error:
-            log.error("merchant_payment_rejected", payment_order_id=str(payment.payment_order_id),
-                      merchant_id=payment.merchant_id, day=payment.day.isoformat(), error=str(error))
-            return Applied.NOT_FINAL
-        if isinstance(answer, UnknownOutcome):
-            log.warning("payment_order_outcome_unknown", payment_order_id=str(payment.payment_order_id),
-                        merchant_id=payment.merchant_id, cause=answer.cause)
-            return Applied.NOT_FINAL
-        return await self.apply_alone(pool, Result.of(answer))
+        return await ask(self.gateway, payment.order(), lambda result: self.apply_alone(pool, result),
+                         rejected="merchant_payment_rejected", **payment.fields())
 
     async def reconcile(self, pool: asyncpg.Pool, payment: DayPayment) -> Applied:
         """Settle a REQUESTED day from what the gateway knows of its key."""
-        if self.gateway is None:
-            raise RuntimeError("no payment gateway configured")
-        found = await self.gateway.get(idempotency_key=str(payment.payment_order_id))
-        if found is None:
-            log.info("payment_order_resubmitted", payment_order_id=str(payment.payment_order_id),
-                     merchant_id=payment.merchant_id)
-            return await self.submit(pool, payment, mark=False)
-        return await self.apply_alone(pool, Result.of(found))
+        return await look_up(self.gateway, str(payment.payment_order_id),
+                             lambda: self.submit(pool, payment, mark=False),
+                             lambda result: self.apply_alone(pool, result), **payment.fields())
 
     async def settle(self, pool: asyncpg.Pool, payment: DayPayment) -> Applied:
         """Ask for a day never asked for; look up one that was (asking again is safe

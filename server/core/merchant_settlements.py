@@ -15,7 +15,7 @@ chain)."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -169,7 +169,12 @@ async def write_csv(conn: asyncpg.Connection, merchant_id: str, day: date, path:
     line whose amount is the day's net and a PAYMENT line (what is to be paid, never
     negative). Whole or not at all (`csv_file`)."""
     view = await merchant_day(conn, merchant_id, day, carried_in_minor)
-    result = view.settlement
+    await _write_file(conn, view, path)
+    return view
+
+
+async def _write_file(conn: asyncpg.Connection, view: MerchantDayView, path: Path) -> None:
+    merchant_id, day, result = view.merchant_id, view.day, view.settlement
     start, end = day_bounds(day)
     when = day.isoformat()
     with csv_file(path) as writer:
@@ -186,7 +191,6 @@ async def write_csv(conn: asyncpg.Connection, merchant_id: str, day: date, path:
         writer.writerow((when, merchant_id, "NET", "", "", "", "", "", result.net_minor))
         writer.writerow((when, merchant_id, "PAYMENT", "", "", "", "", "", result.payment_minor))
     log.info("merchant_settlement_file_written", merchant_id=merchant_id, day=when, net_minor=result.net_minor)
-    return view
 
 
 async def merchants_of_day(conn: asyncpg.Connection, day: date) -> list[str]:
@@ -205,6 +209,40 @@ async def settled_day(conn: asyncpg.Connection, merchant_id: str, day: date) -> 
     return MerchantDayView(merchant_id, day, view.settlement, SettledDay.of(row))
 
 
+@dataclass(frozen=True)
+class AccountPart:
+    """A customer account's part of a merchant-day: its captures less its refunds (what
+    the day moved in its MERCHANT_PAYABLE) and its share of the day's fee."""
+
+    account_id: uuid.UUID
+    payable_minor: int
+    fee_minor: int
+
+
+async def _account_parts(conn: asyncpg.Connection, merchant_id: str, day: date, captured_minor: int,
+                         refunded_minor: int, fee_minor: int) -> list[AccountPart]:
+    """Each account's part of the day, by account id; the parts must add up to the day's
+    figures, and the fee is shared by what each captured (`fee_shares`)."""
+    start, end = day_bounds(day)
+    rows = await merchant_rows.day_payable_by_account(conn, merchant_id, start, end)
+    if (sum(r["payable_minor"] for r in rows) != captured_minor - refunded_minor
+            or sum(r["captured_minor"] for r in rows) != captured_minor):
+        raise InvariantViolation(f"merchant {merchant_id} on {day}: accounts' parts {rows} do not add up to "
+                                 f"{captured_minor} - {refunded_minor}")
+    fees = fee_shares(fee_minor, [r["captured_minor"] for r in rows])
+    return [AccountPart(r["account_id"], r["payable_minor"], fee) for r, fee in zip(rows, fees, strict=True)]
+
+
+async def _post_parts(conn: asyncpg.Connection, parts: list[AccountPart], settlement_id: uuid.UUID,
+                      now: datetime) -> None:
+    """Book each account's part, in account order, each account's row locked by its
+    posting: no two settlements of different merchants wait on each other in a cycle."""
+    for part in parts:
+        if part.payable_minor or part.fee_minor:
+            await ledger_rows.post(conn, part.account_id, settlement_id,
+                                   merchant_day_settled(part.payable_minor, part.fee_minor), now)
+
+
 async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now: datetime) -> MerchantDayView | None:
     """Settle a closed merchant-day in the caller's transaction; None when it was settled
     already, or when a later day of the merchant was (a day settles only after the days
@@ -218,13 +256,8 @@ async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now:
     carried_in_minor = await merchant_rows.carried_out_before(conn, merchant_id, day)
     view = await merchant_day(conn, merchant_id, day, carried_in_minor)
     result = view.settlement
-    start, end = day_bounds(day)
-    parts = await merchant_rows.day_payable_by_account(conn, merchant_id, start, end)
-    if (sum(p["payable_minor"] for p in parts) != result.captured_minor - result.refunded_minor
-            or sum(p["captured_minor"] for p in parts) != result.captured_minor):
-        raise InvariantViolation(f"merchant {merchant_id} on {day}: accounts' parts {parts} do not add up to "
-                                 f"{result.captured_minor} - {result.refunded_minor}")
-    fees = fee_shares(result.fee_minor, [p["captured_minor"] for p in parts])
+    parts = await _account_parts(conn, merchant_id, day, result.captured_minor, result.refunded_minor,
+                                 result.fee_minor)
     status = SettlementStatus.REQUESTED if result.payment_minor > 0 else SettlementStatus.CARRIED
     paying = status is SettlementStatus.REQUESTED
     row = await merchant_rows.insert_settlement(
@@ -235,12 +268,7 @@ async def settle_day(conn: asyncpg.Connection, merchant_id: str, day: date, now:
         log.info("merchant_day_already_settled", merchant_id=merchant_id, day=day.isoformat())
         return None
     settled = SettledDay.of(row)
-    # In account order, each account's row locked by its posting: no two settlements of
-    # different merchants wait on each other in a cycle.
-    for part, fee_minor in zip(parts, fees, strict=True):
-        if part["payable_minor"] or fee_minor:
-            await ledger_rows.post(conn, part["account_id"], settled.settlement_id,
-                                   merchant_day_settled(part["payable_minor"], fee_minor), now)
+    await _post_parts(conn, parts, settled.settlement_id, now)
     log.info("merchant_day_settled", merchant_id=merchant_id, day=day.isoformat(), status=status.value,
              net_minor=result.net_minor, carried_in_minor=result.carried_in_minor, accounts=len(parts))
     return MerchantDayView(merchant_id, day, result, settled)
@@ -256,20 +284,14 @@ async def book_unbooked_fees(pool: asyncpg.Pool, now: datetime, limit: int = SET
     async with acquire(pool) as conn:
         for row in await merchant_rows.unbooked_fees(conn, limit):
             merchant_id, day = row["merchant_id"], row["settlement_date"]
-            start, end = day_bounds(day)
             async with conn.transaction(isolation="read_committed"):
                 await merchant_rows.lock_merchant(conn, merchant_id)
                 if not await merchant_rows.mark_fee_booked(conn, merchant_id, day):
                     continue
-                parts = await merchant_rows.day_payable_by_account(conn, merchant_id, start, end)
-                if sum(p["captured_minor"] for p in parts) != row["captured_minor"]:
-                    raise InvariantViolation(f"merchant {merchant_id} on {day}: accounts' captures {parts} do not "
-                                             f"add up to {row['captured_minor']}")
-                fees = fee_shares(row["fee_minor"], [p["captured_minor"] for p in parts])
-                for part, fee_minor in zip(parts, fees, strict=True):
-                    if fee_minor:
-                        await ledger_rows.post(conn, part["account_id"], row["settlement_id"],
-                                               merchant_day_settled(0, fee_minor), now)
+                parts = await _account_parts(conn, merchant_id, day, row["captured_minor"], row["refunded_minor"],
+                                             row["fee_minor"])
+                # Their parts left MERCHANT_PAYABLE when they settled; only the fee is new.
+                await _post_parts(conn, [replace(p, payable_minor=0) for p in parts], row["settlement_id"], now)
             booked += 1
             log.info("merchant_day_fee_booked", merchant_id=merchant_id, day=day.isoformat(),
                      fee_minor=row["fee_minor"])
@@ -313,7 +335,7 @@ async def settle_closed_days(pool: asyncpg.Pool, now: datetime, folder: Path | N
                 if folder is not None:
                     path = folder / file_name(merchant_id, day)
                     if not path.exists():
-                        await write_csv(conn, merchant_id, day, path, view.settlement.carried_in_minor)
+                        await _write_file(conn, view, path)
             if len(merchants) == limit:
                 # More merchants are left on this day: later days wait for the next run,
                 # so that each merchant's days settle in date order.

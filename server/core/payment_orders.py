@@ -20,7 +20,7 @@ import structlog
 from server.clock import Clock
 from server.core.accounts import lock_account
 from server.core.merchant_payments import MerchantPayments
-from server.core.payment_results import Applied, Result, uuid_or_none
+from server.core.payment_results import Applied, Result, ask, look_up, uuid_or_none
 from server.core.repayments import Repay, Repayments
 from server.db import acquire
 from server.db import ledger as ledger_rows
@@ -29,8 +29,8 @@ from server.db import repayments as repayment_rows
 from server.domain.errors import InvariantViolation
 from server.domain.money import CURRENCY
 from server.domain.payment_orders import GATEWAY_KIND, OrderKind, OrderStatus, completion
-from server.domain.payments import PaymentEvent, PaymentKind, PaymentOrder, PaymentStatus, UnknownOutcome
-from server.payments.gateway import PaymentGateway, PaymentRejected
+from server.domain.payments import FINAL_STATUSES, PaymentEvent, PaymentKind, PaymentOrder, PaymentStatus
+from server.payments.gateway import PaymentGateway
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ class PaymentOrders:
         order_id, account_id = uuid_or_none(result.idempotency_key), uuid_or_none(result.account_id)
         fields = {"order_id": result.idempotency_key, "payment_id": result.payment_id,
                   "status": result.status.value}
-        if result.status not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+        if result.status not in FINAL_STATUSES:
             return Applied.NOT_FINAL
         if result.kind is PaymentKind.MERCHANT:
             return await self.merchants.apply(conn, result)
@@ -130,8 +130,7 @@ class PaymentOrders:
             return applied
 
     async def submit(self, pool: asyncpg.Pool, order: asyncpg.Record) -> Applied:
-        """Ask the gateway for a REQUESTED order (its id as the key; asking again is
-        safe) and apply the answer. No transaction is open during the call."""
+        """Ask the gateway for a REQUESTED order (its id as the key) and apply the answer."""
         if self.gateway is None:
             raise RuntimeError("no payment gateway configured")
         async with acquire(pool) as conn:
@@ -140,29 +139,15 @@ class PaymentOrders:
         request = PaymentOrder(GATEWAY_KIND[OrderKind(order["kind"])], str(order["order_id"]),
                                order["amount_minor"], order["currency"] or CURRENCY, str(order["order_id"]),
                                instrument_token=token, account_id=str(order["account_id"]))
-        try:
-            answer = await self.gateway.submit(request)
-        except PaymentRejected as error:
-            # Our request is wrong (a bug to fix); the order stays REQUESTED and is
-            # asked about again by the reconciliation.
-            log.error("payment_order_rejected", order_id=str(order["order_id"]), error=str(error))
-            return Applied.NOT_FINAL
-        if isinstance(answer, UnknownOutcome):
-            log.warning("payment_order_outcome_unknown", order_id=str(order["order_id"]), cause=answer.cause)
-            return Applied.NOT_FINAL
-        return await self.apply_alone(pool, Result.of(answer))
+        return await ask(self.gateway, request, lambda result: self.apply_alone(pool, result),
+                         rejected="payment_order_rejected", order_id=str(order["order_id"]))
 
     async def reconcile(self, pool: asyncpg.Pool, order: asyncpg.Record) -> Applied:
         """Settle a REQUESTED order from what the gateway knows of its key: a final
         result is applied; PENDING waits; a payment the gateway never took is asked for
         again with the same key."""
-        if self.gateway is None:
-            raise RuntimeError("no payment gateway configured")
-        payment = await self.gateway.get(idempotency_key=str(order["order_id"]))
-        if payment is None:
-            log.info("payment_order_resubmitted", order_id=str(order["order_id"]))
-            return await self.submit(pool, order)
-        return await self.apply_alone(pool, Result.of(payment))
+        return await look_up(self.gateway, str(order["order_id"]), lambda: self.submit(pool, order),
+                             lambda result: self.apply_alone(pool, result), order_id=str(order["order_id"]))
 
     async def claim_due(self, pool: asyncpg.Pool, after: timedelta, limit: int) -> list[asyncpg.Record]:
         """Up to `limit` orders still REQUESTED `after` they were made and last asked

@@ -5,11 +5,25 @@ payment orders and the merchants' payments."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from server.domain.payments import FailureReason, PaymentEvent, PaymentKind, PaymentResult, PaymentStatus
+import structlog
+
+from server.domain.payments import (
+    FailureReason,
+    PaymentEvent,
+    PaymentKind,
+    PaymentOrder,
+    PaymentResult,
+    PaymentStatus,
+    UnknownOutcome,
+)
+from server.payments.gateway import PaymentGateway, PaymentRejected
+
+log = structlog.get_logger(__name__)
 
 
 class Applied(enum.Enum):
@@ -53,3 +67,40 @@ def uuid_or_none(value: str) -> UUID | None:
         return UUID(value)
     except ValueError:
         return None
+
+
+# Applies a result in a transaction of its own.
+ApplyAlone = Callable[[Result], Awaitable[Applied]]
+
+
+async def ask(gateway: PaymentGateway | None, request: PaymentOrder, apply_alone: ApplyAlone, *, rejected: str,
+              **fields: str) -> Applied:
+    """Ask the gateway for a payment (its key makes asking again safe) and apply the
+    answer; no transaction is open during the call. A refusal (`rejected` is logged: our
+    request is wrong, a bug to fix), PENDING or no answer leave it REQUESTED for the
+    reconciliation."""
+    if gateway is None:
+        raise RuntimeError("no payment gateway configured")
+    try:
+        answer = await gateway.submit(request)
+    except PaymentRejected as error:
+        log.error(rejected, **fields, error=str(error))
+        return Applied.NOT_FINAL
+    if isinstance(answer, UnknownOutcome):
+        log.warning("payment_order_outcome_unknown", **fields, cause=answer.cause)
+        return Applied.NOT_FINAL
+    return await apply_alone(Result.of(answer))
+
+
+async def look_up(gateway: PaymentGateway | None, key: str, resubmit: Callable[[], Awaitable[Applied]],
+                  apply_alone: ApplyAlone, **fields: str) -> Applied:
+    """Settle a REQUESTED payment from what the gateway knows of its key: a final result
+    is applied; PENDING waits; one the gateway never took is asked for again
+    (`resubmit`, with the same key)."""
+    if gateway is None:
+        raise RuntimeError("no payment gateway configured")
+    found = await gateway.get(idempotency_key=key)
+    if found is None:
+        log.info("payment_order_resubmitted", **fields)
+        return await resubmit()
+    return await apply_alone(Result.of(found))

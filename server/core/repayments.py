@@ -17,6 +17,7 @@ from server.core import reserve
 from server.core.accounts import lock_account
 from server.core.commands import Decided, Done, Key, NeedsLock, Replay, Write
 from server.core.views import AccountView, LoanView, account_view, active_loans, loan_view
+from server.core.views import write_off as written_off
 from server.db import accounts as account_rows
 from server.db import ledger as ledger_rows
 from server.db import loans as loan_rows
@@ -321,7 +322,7 @@ class Repayments:
         if credit == 0:
             return 0
         loans = await self._active_loans(conn, account, now)
-        write_offs = await self._write_offs(conn, account, now)
+        write_offs = await self._write_offs(conn, account)
         if not loans and not write_offs:
             return 0
         today = local_date(now, account["time_zone"])
@@ -371,19 +372,18 @@ class Repayments:
         """What a payment may reach: the account's active loans and the written-off debt
         of its charged-off loans, oldest first; or the one loan named."""
         if loan_id is None:
-            return await self._active_loans(conn, account, now), await self._write_offs(conn, account, now)
+            return await self._active_loans(conn, account, now), await self._write_offs(conn, account)
         loan = await self._loan(conn, loan_id, account["time_zone"], now)
         _check_in_scope(loan, account["account_id"])
         if loan.write_off is not None:
             return [], {loan.loan_id: loan.write_off}
         return [loan], {}
 
-    async def _write_offs(self, conn: asyncpg.Connection, account: asyncpg.Record,
-                          now: datetime) -> dict[UUID, WriteOff]:
+    async def _write_offs(self, conn: asyncpg.Connection, account: asyncpg.Record) -> dict[UUID, WriteOff]:
         """The written-off debt the account's charged-off loans still owe, oldest loan first."""
         found = {}
         for row in await loan_rows.owing_charged_off_for_account(conn, account["account_id"]):
-            write_off = loan_view(row, [], account["time_zone"], now).write_off
+            write_off = written_off(row)
             if write_off is None:
                 raise InvariantViolation(f"loan {row['loan_id']} is read as charged off and is not")
             found[write_off.loan_id] = write_off

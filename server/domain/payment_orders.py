@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from server.domain import ledger
 from server.domain.errors import InvariantViolation
 from server.domain.ledger import JournalEntry
-from server.domain.payments import PaymentKind, PaymentStatus
+from server.domain.payments import FINAL_STATUSES, PaymentKind, PaymentStatus
 
 
 class OrderKind(enum.Enum):
@@ -85,7 +85,7 @@ def requested(kind: OrderKind, amount_minor: int) -> Completion:
 
 def completion(kind: OrderKind, status: PaymentStatus, amount_minor: int) -> Completion:
     """What an order of `kind` books when the gateway's final `status` is known."""
-    if status not in (PaymentStatus.SUCCEEDED, PaymentStatus.FAILED):
+    if status not in FINAL_STATUSES:
         raise InvariantViolation(f"an order completes only as SUCCEEDED or FAILED, not {status.value}")
     if kind is OrderKind.PAYOUT:
         if status is PaymentStatus.SUCCEEDED:
