@@ -66,7 +66,7 @@ def payments_task(pool, settings: BotSettings, clock: Clock, channel: grpc.aio.C
     gateway = PaymentGateway(channel, timeout_s=settings.payment_gateway_timeout_s)
     return PaymentsTask(pool, clock, PaymentOrders(clock, gateway),
                         reconcile_after_s=settings.payment_reconcile_after_s,
-                        auto_debit_hour=settings.auto_debit_hour, batch_size=settings.batch_size)
+                        auto_debit_hour=settings.policy.auto_debit_hour, batch_size=settings.batch_size)
 
 
 async def _open(settings: BotSettings, dsn: str):
@@ -79,15 +79,17 @@ async def run_once(settings: BotSettings, dsn: str, as_of: datetime) -> int:
     debited: dict = {}
     try:
         clock = FixedClock(as_of)
-        if settings.payment_gateway_addr:
-            # Auto-debits first: what they pay at once is paid before reminders are planned.
-            async with grpc.aio.insecure_channel(settings.payment_gateway_addr) as channel:
-                debited = dict(await payments_task(pool, settings, clock, channel).debit())
-        report = await build(pool, settings, clock).run()
-        statements = await build_statements(pool, settings, clock).run()
-        if settings.payment_gateway_addr:
-            async with grpc.aio.insecure_channel(settings.payment_gateway_addr) as channel:
-                swept = dict(await payments_task(pool, settings, clock, channel).sweep())
+        async with contextlib.AsyncExitStack() as stack:
+            payments = None
+            if settings.payment_gateway_addr:
+                channel = await stack.enter_async_context(grpc.aio.insecure_channel(settings.payment_gateway_addr))
+                payments = payments_task(pool, settings, clock, channel)
+                # Auto-debits first: what they pay at once is paid before reminders are planned.
+                debited = dict(await payments.debit())
+            report = await build(pool, settings, clock).run()
+            statements = await build_statements(pool, settings, clock).run()
+            if payments is not None:
+                swept = dict(await payments.sweep())
     finally:
         await pool.close()
     print(f"reviewed {report.reviewed} accounts ({report.busy} busy, {report.failed} failed), "

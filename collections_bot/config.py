@@ -18,6 +18,7 @@ from server.config import (
     switch_setting,
 )
 from server.core.collections import CollectionsPolicy
+from server.domain import auto_debit
 from server.domain.penalties import PenaltyPolicy
 from server.domain.reminders import EMAIL_RETRY, VOICE_RETRY, FrequencyCaps
 
@@ -62,8 +63,6 @@ class BotSettings:
     # How long the payments task waits for the gateway's answer to a call; past it the
     # outcome is unknown and a later sweep looks the payment up.
     payment_gateway_timeout_s: float = 10.0
-    # The local hour from which an account is auto-debited on a due date (docs/payments.md).
-    auto_debit_hour: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> BotSettings:
@@ -88,7 +87,8 @@ class BotSettings:
             raise SettingsError("MAIL_FROM must contain an email address")
         smtp_max_tries = int_setting(env, "SMTP_MAX_TRIES", EMAIL_RETRY.max_tries, minimum=1, maximum=100)
         voice_max_tries = int_setting(env, "VOICE_MAX_TRIES", VOICE_RETRY.max_tries, minimum=1, maximum=20)
-        auto_debit_hour = int_setting(env, "AUTO_DEBIT_HOUR", 8, minimum=0, maximum=23)
+        # The local hour from which an account is auto-debited on a due date (docs/payments.md).
+        auto_debit_hour = int_setting(env, "AUTO_DEBIT_HOUR", auto_debit.DEFAULT_MORNING_HOUR, minimum=0, maximum=23)
         return cls(
             database_url=database_url,
             var_dir=Path(env.get("VAR_DIR") or "var"),
@@ -144,7 +144,6 @@ class BotSettings:
             payment_reconcile_after_s=int_setting(env, "PAYMENT_RECONCILE_AFTER_S", 60, minimum=1, maximum=86_400),
             payment_gateway_timeout_s=int_setting(env, "PAYMENT_GATEWAY_TIMEOUT_MS", 10_000, minimum=100,
                                                   maximum=600_000) / 1000,
-            auto_debit_hour=auto_debit_hour,
         )
 
 

@@ -36,6 +36,7 @@ from collections_bot import metrics as bot_metrics
 from server.clock import Clock
 from server.core.auto_debit import AutoDebits
 from server.core.payment_orders import Applied, PaymentOrders
+from server.domain import auto_debit
 from server.domain.errors import InvariantViolation
 from server.payments.gateway import GatewayError
 
@@ -52,7 +53,8 @@ WATCH_RETRY_MAX_S = 30.0
 
 class PaymentsTask:
     def __init__(self, pool: asyncpg.Pool, clock: Clock, orders: PaymentOrders, *, reconcile_after_s: int,
-                 max_orders_per_sweep: int = 1000, auto_debit_hour: int = 8, batch_size: int = 200) -> None:
+                 max_orders_per_sweep: int = 1000,
+                 auto_debit_hour: int = auto_debit.DEFAULT_MORNING_HOUR, batch_size: int = 200) -> None:
         if orders.gateway is None:
             raise ValueError("the payments task needs a payment gateway")
         self._pool = pool

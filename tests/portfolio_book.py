@@ -30,7 +30,6 @@ import asyncio
 import calendar
 import os
 import random
-import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from uuid import UUID
 import asyncpg
 
 from credit.v1 import checkout_pb2, collections_pb2, common_pb2, credit_line_pb2
-from tests.support import Api, key, refund, repay
+from tests.support import Api, free_port, key, refund, repay
 
 SHANGHAI = timezone(timedelta(hours=8))
 YEAR = 2027
@@ -258,12 +257,6 @@ async def _waivers(api: Api, pool: asyncpg.Pool, customers: list[Customer]) -> N
                 await api.collections.WaivePenalty(collections_pb2.WaivePenaltyRequest(
                     loan_id=str(loan.loan_id), sequence=1, amount_minor=unpaid // 2, reason="hardship",
                     idempotency_key=key()), timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def _demo(dsn: str, year: int) -> None:

@@ -259,10 +259,8 @@ async def auto_debit_repayments(pool, account_id: str) -> list:
 
 async def merchant_payable_of(pool, account_ids: list[str]) -> int:
     """The accounts' MERCHANT_PAYABLE, from their postings (a credit is negative)."""
-    async with acquire(pool) as conn:
-        return await conn.fetchval("""
-            SELECT coalesce(sum(amount_minor), 0)::bigint FROM postings
-            WHERE ledger_account = 'MERCHANT_PAYABLE' AND account_id = ANY($1::uuid[])""", account_ids)
+    balances = await merchant_balances(pool, account_ids)
+    return sum(amount for (_, ledger_account), amount in balances.items() if ledger_account == "MERCHANT_PAYABLE")
 
 
 async def merchant_balances(pool, account_ids: list[str]) -> dict[tuple[str, str], int]:

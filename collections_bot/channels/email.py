@@ -84,6 +84,10 @@ class Reminder:
 
 
 def yuan(minor: int) -> str:
+    """Fen as yuan with two decimals and thousands separators, a minus sign before a
+    negative amount."""
+    if minor < 0:
+        return "-" + yuan(-minor)
     return f"{minor // 100:,}.{minor % 100:02d}"
 
 
@@ -205,10 +209,6 @@ def _compose(template: str, locale: str, context: dict, *, mail_from: str, to_na
     return message
 
 
-def signed_yuan(minor: int) -> str:
-    return yuan(minor) if minor >= 0 else "-" + yuan(-minor)
-
-
 # What each kind of statement line is called, by locale.
 LINE_LABELS = {
     "en": {"PURCHASE": "Purchase", "FEE": "Fees of the plan", "PENALTY": "Late penalty", "PAYMENT": "Payment",
@@ -239,15 +239,15 @@ def build_statement_message(mail: StatementMail, *, mail_from: str) -> EmailMess
         "statement_date": s.statement_date.isoformat(), "period_start": s.period_start.isoformat(),
         "period_last_day": (s.statement_date - timedelta(days=1)).isoformat(),
         "payment_due_date": s.payment_due_date.isoformat(), "amount_due": yuan(s.amount_due_minor),
-        "opening": signed_yuan(s.opening_minor), "purchases": yuan(k.purchases_minor), "fees": yuan(k.fees_minor),
+        "opening": yuan(s.opening_minor), "purchases": yuan(k.purchases_minor), "fees": yuan(k.fees_minor),
         "penalties": yuan(k.penalties_minor), "payments": yuan(k.payments_minor), "refunds": yuan(k.refunds_minor),
         "waivers": yuan(k.waivers_minor), "written_off": yuan(k.written_off_minor),
-        "adjustments": signed_yuan(k.adjustments_minor), "closing": signed_yuan(s.closing_minor),
+        "adjustments": yuan(k.adjustments_minor), "closing": yuan(s.closing_minor),
         "credit_balance": yuan(s.owed.credit_balance_minor), "credit_limit": yuan(s.credit_limit_minor),
         "available": yuan(s.available_minor), "labels": LINE_LABELS[locale],
         "lines": [{"date": line.booked_at.astimezone(zone).date().isoformat(), "kind": line.kind.value,
                    "order_id": line.order_id, "plan": _plan(locale, line.term_months, line.apr_bps)
-                   if line.kind.value == "PURCHASE" else "", "amount": signed_yuan(line.amount_minor)}
+                   if line.kind.value == "PURCHASE" else "", "amount": yuan(line.amount_minor)}
                   for line in s.lines],
         "installments": [{"order_id": i.order_id, "sequence": i.sequence, "due_date": i.due_date.isoformat(),
                           "amount": yuan(i.owed_minor)} for i in s.installments],

@@ -141,9 +141,10 @@ class Payouts:
         as it then stands. A call that gets no answer leaves it PENDING, for the bot."""
         async with acquire(pool) as conn:
             order = one(await order_rows.get_order(conn, payout_id))
-        # (A replay on a server without a gateway only reads: the bot settles it.)
-        if order["status"] == OrderStatus.REQUESTED.value and self.orders.gateway is not None:
-            await self.orders.submit(pool, order)
+            # (A replay on a server without a gateway only reads: the bot settles it.)
+            if order["status"] != OrderStatus.REQUESTED.value or self.orders.gateway is None:
+                return await self._view(conn, order, self._clock.now())
+        await self.orders.submit(pool, order)
         async with acquire(pool) as conn:
             return await self.get(conn, payout_id)
 

@@ -12,14 +12,17 @@ MAX_ID_LENGTH = 128
 _PRINTABLE = re.compile(r"^[\x21-\x7e]+$")
 
 
-def identifier_problem(value: str) -> str | None:
-    """What is wrong with `value` as an identifier, or None."""
+def identifier_problem(value: str, min_length: int = 1) -> str | None:
+    """What is wrong with `value` as an identifier (of at least `min_length`
+    characters), or None."""
     if not value:
         return "is required"
     if len(value) > MAX_ID_LENGTH:
         return f"must be at most {MAX_ID_LENGTH} characters"
     if not _PRINTABLE.match(value):
         return "must be printable ASCII without spaces"
+    if len(value) < min_length:
+        return f"must be at least {min_length} characters"
     return None
 
 

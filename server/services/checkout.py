@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from credit.v1 import checkout_pb2, checkout_pb2_grpc, common_pb2
 from server.core import merchant_settlements
 from server.core.checkout import Authorize, Capture, Checkout, account_of_authorization
@@ -110,12 +108,8 @@ class CheckoutServicer(checkout_pb2_grpc.CheckoutServiceServicer):
     async def GetMerchantSettlement(self, request, context) -> checkout_pb2.MerchantSettlement:
         f = Fields()
         merchant_id = f.identifier(request.merchant_id, "merchant_id")
-        day = f.day(request.date, "date")
-        if not request.date:
-            f.fail("date", "is required")
+        when = f.day(request.date, "date", required=True)
         f.done()
-        # done() refused a missing or malformed date: day is set from here on.
-        when = day or date.min
 
         async def get(conn):
             return convert.merchant_settlement(await merchant_settlements.settled_day(conn, merchant_id, when))

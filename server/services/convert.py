@@ -416,8 +416,8 @@ def stress_result(view: StressView) -> risk_pb2.StressTestResult:
 # -- co-lending -------------------------------------------------------------------------------
 
 def merchant_settlement(view: MerchantDayView) -> checkout_pb2.MerchantSettlement:
-    day, settled = view.settlement, view.settled
-    return checkout_pb2.MerchantSettlement(
+    day = view.settlement
+    reply = checkout_pb2.MerchantSettlement(
         merchant_id=view.merchant_id,
         date=view.day.isoformat(),
         time_zone=SETTLEMENT_TIME_ZONE,
@@ -429,18 +429,22 @@ def merchant_settlement(view: MerchantDayView) -> checkout_pb2.MerchantSettlemen
         net_minor=day.day_net_minor,
         captures=day.captures,
         refunds=day.refunds,
-        status=to_proto_enum(checkout_pb2.MerchantSettlementStatus, "MERCHANT_SETTLEMENT_STATUS_",
-                             settled.status if settled else None),
         carried_in_minor=day.carried_in_minor,
-        paid_minor=settled.paid_minor if settled else 0,
-        payment_order_id=str(settled.payment_order_id or "") if settled else "",
-        failure_reason=to_proto_enum(checkout_pb2.MerchantPaymentFailureReason, "MERCHANT_PAYMENT_FAILURE_REASON_",
-                                     settled.failure_reason if settled else None),
-        gateway_payment_id=(settled.gateway_payment_id or "") if settled else "",
-        completed_at=timestamp(settled.completed_at if settled else None),
-        payment_attempts=settled.payment_attempts if settled else 0,
-        payee_id=(settled.payee_id or "") if settled else "",
     )
+    settled = view.settled
+    if settled is None:
+        return reply  # not settled: the settlement's fields stay unset
+    reply.status = to_proto_enum(checkout_pb2.MerchantSettlementStatus, "MERCHANT_SETTLEMENT_STATUS_", settled.status)
+    reply.paid_minor = settled.paid_minor
+    reply.payment_order_id = str(settled.payment_order_id or "")
+    reply.failure_reason = to_proto_enum(checkout_pb2.MerchantPaymentFailureReason,
+                                         "MERCHANT_PAYMENT_FAILURE_REASON_", settled.failure_reason)
+    reply.gateway_payment_id = settled.gateway_payment_id or ""
+    if settled.completed_at is not None:
+        reply.completed_at.FromDatetime(settled.completed_at)
+    reply.payment_attempts = settled.payment_attempts
+    reply.payee_id = settled.payee_id or ""
+    return reply
 
 
 def partner_settlement(view: PartnerSettlement) -> risk_pb2.PartnerSettlement:

@@ -6,6 +6,7 @@ import ipaddress
 import re
 import uuid
 from datetime import UTC, date, datetime
+from typing import Literal, overload
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -53,9 +54,9 @@ class Fields:
             self.fail(field, f"must be a UUID, got {value[:64]!r}")
             return uuid.UUID(int=0)
 
-    def identifier(self, value: str, field: str) -> str:
-        """A caller's identifier: 1..128 printable ASCII characters without spaces."""
-        problem = identifier_problem(value)
+    def identifier(self, value: str, field: str, *, min_length: int = 1) -> str:
+        """A caller's identifier: `min_length`..128 printable ASCII characters without spaces."""
+        problem = identifier_problem(value, min_length)
         if problem:
             self.fail(field, problem)
         return value
@@ -116,9 +117,19 @@ class Fields:
             self.fail(field, "is not a valid timestamp")
             return None
 
-    def day(self, value: str, field: str) -> date | None:
-        """Optional; a calendar date YYYY-MM-DD when given."""
+    @overload
+    def day(self, value: str, field: str, *, required: Literal[True]) -> date: ...
+
+    @overload
+    def day(self, value: str, field: str, *, required: Literal[False] = False) -> date | None: ...
+
+    def day(self, value: str, field: str, *, required: bool = False) -> date | None:
+        """A calendar date YYYY-MM-DD; optional (None when not given) unless `required`
+        (then a missing or malformed one reads as date.min, and is refused by done())."""
         if not value:
+            if required:
+                self.fail(field, "is required")
+                return date.min
             return None
         try:
             if _DATE.match(value):
@@ -126,7 +137,7 @@ class Fields:
         except ValueError:
             pass
         self.fail(field, f"must be a date YYYY-MM-DD, got {value[:32]!r}")
-        return None
+        return date.min if required else None
 
     def statement_period(self, value: str, field: str = "period") -> tuple[date | None, date | None]:
         """A statement asked for by "YYYY-MM" (its month, as the month's first day) or

@@ -123,12 +123,10 @@ class RepaymentServicer(repayment_pb2_grpc.RepaymentServiceServicer):
         command = BindPaymentMethod(
             account_id=f.uuid(request.account_id, "account_id"),
             kind=f.enum(request.kind, "kind", convert.PAYMENT_METHOD_KINDS),
-            token=f.identifier(request.token, "token"),
+            token=f.identifier(request.token, "token", min_length=MIN_TOKEN_LENGTH),
             display_hint=f.text(request.display_hint, "display_hint", max_length=MAX_DISPLAY_HINT_LENGTH,
                                 required=False),
             auto_debit=request.auto_debit)
-        if len(request.token) < MIN_TOKEN_LENGTH and not any(v.field == "token" for v in f.violations):
-            f.fail("token", f"must be at least {MIN_TOKEN_LENGTH} characters")
         f.idempotency_key(request.idempotency_key)
         f.done()
 

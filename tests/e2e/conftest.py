@@ -3,11 +3,12 @@ database and talk to it over real channels."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,15 +20,9 @@ import pytest
 
 from server.probe import wait_until_serving
 from tests.conftest import create_database, drop_database, with_database
-from tests.support import Api
+from tests.support import Api, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -55,8 +50,6 @@ async def gateway_and_server(database_url: str, folder: Path, *simulator_args: s
                              **server_env: str) -> AsyncIterator[tuple[str, ServerProcess]]:
     """The payment-gateway simulator and a server using it, each its own process, stopped
     at the end: (the gateway's address, the server)."""
-    from tests.e2e.test_payouts_e2e import start, wait_for_port
-
     gateway_address = f"127.0.0.1:{free_port()}"
     simulator = start("server.payment_sim", folder / "sim.log", "--listen", gateway_address, *simulator_args)
     server = None
@@ -72,14 +65,39 @@ async def gateway_and_server(database_url: str, folder: Path, *simulator_args: s
         simulator.wait(timeout=30)
 
 
-def run_bot_once(database_url: str, gateway_address: str, as_of: datetime, **env: str) -> str:
-    """`python -m collections_bot run-once --as-of` with the payment gateway: its report."""
+def run_once(env: dict[str, str], as_of: datetime, timeout_s: float = 300) -> str:
+    """`python -m collections_bot run-once --as-of` in `env`: its report."""
     done = subprocess.run([sys.executable, "-m", "collections_bot", "run-once", "--as-of", as_of.isoformat()],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DATABASE_URL": database_url, "PAYMENT_GATEWAY_ADDR": gateway_address,
-                               "SMTP_PORT": str(free_port()), "LOG_LEVEL": "warning", **env})
-    assert done.returncode == 0, done.stderr
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+def run_bot_once(database_url: str, gateway_address: str, as_of: datetime, **env: str) -> str:
+    """`run_once` with the payment gateway (and an SMTP port nobody listens on)."""
+    return run_once({**os.environ, "DATABASE_URL": database_url, "PAYMENT_GATEWAY_ADDR": gateway_address,
+                     "SMTP_PORT": str(free_port()), "LOG_LEVEL": "warning", **env}, as_of, timeout_s=120)
+
+
+def start(module: str, log_path, *args: str, **env: str) -> subprocess.Popen:
+    """`python -m module args` in a process of its own, its output in `log_path`."""
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
+                                env={**os.environ, "LOG_LEVEL": "info", **env},
+                                stdout=log_file, stderr=subprocess.STDOUT)
+
+
+async def wait_for_port(address: str, timeout_s: float = 30) -> None:
+    """Until a gRPC server answers at `address`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        async with grpc.aio.insecure_channel(address) as channel:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), 1)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
 
 
 def start_server_process(database_url: str, log_path: Path, **env: str) -> ServerProcess:

@@ -6,10 +6,8 @@ daemon is killed on the way and the other finishes; the books match the gateway.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import asyncpg
@@ -18,29 +16,10 @@ import grpc
 from credit.v1 import repayment_pb2
 from server.invariants import check
 from server.payments.gateway import PaymentGateway
-from tests.e2e.conftest import ROOT, free_port, start_server_process
+from tests.e2e.conftest import free_port, start, start_server_process, wait_for_port
 from tests.support import Api, key, repay
 
 AMOUNT = 5_000
-
-
-def start(module: str, log_path, *args: str, **env: str) -> subprocess.Popen:
-    with open(log_path, "wb") as log_file:
-        return subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
-                                env={**os.environ, "LOG_LEVEL": "info", **env},
-                                stdout=log_file, stderr=subprocess.STDOUT)
-
-
-async def wait_for_port(address: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        async with grpc.aio.insecure_channel(address) as channel:
-            try:
-                await asyncio.wait_for(channel.channel_ready(), 1)
-                return
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
 
 
 async def test_daemons_settle_payouts_the_server_left_pending_each_once(db_dsn, tmp_path):

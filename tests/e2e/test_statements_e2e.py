@@ -4,8 +4,6 @@ process answers GetStatement and ListStatements over gRPC."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -19,7 +17,7 @@ from collections_bot.mail_sink import MailSink
 from credit.v1 import repayment_pb2
 from server.domain.billing import BillingCycle
 from server.invariants import check
-from tests.e2e.conftest import ROOT, free_port
+from tests.e2e.conftest import free_port, run_once
 from tests.e2e.test_bot import bot_env
 from tests.support import buy, repay
 
@@ -44,13 +42,6 @@ class RefusingOnce(MailSink):
 def statements_to_the_reader(sink: MailSink) -> list:
     """The statement emails to ADDRESS (reminders about the loan may go there too)."""
     return [m for m in sink.messages if ADDRESS in m["To"] and m["Message-ID"].strip().startswith("<statement.")]
-
-
-def run_once(env: dict[str, str], as_of: datetime) -> str:
-    result = subprocess.run([sys.executable, "-m", "collections_bot", "run-once", "--as-of", as_of.isoformat()],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 async def test_the_bot_emails_a_statement_once_and_get_statement_serves_it(api, server):

@@ -65,17 +65,23 @@ async def api(running, billing_cycle):
         yield Api(channel, statement_day=billing_cycle[0])
 
 
-@pytest.fixture
-async def books(pool):
-    """Call after a scenario: fails with every broken rule of the books."""
+def balanced(pool, gateway=None):
+    """A check to call after a scenario: fails with every broken rule of the books (and,
+    given the gateway, of the books against its payments)."""
     from server.invariants import check
 
     async def assert_balanced():
         async with pool.acquire() as conn:
-            violations = await check(conn)
+            violations = await check(conn, gateway)
         assert violations == [], "\n".join(map(str, violations))
 
     return assert_balanced
+
+
+@pytest.fixture
+async def books(pool):
+    """Call after a scenario: fails with every broken rule of the books."""
+    return balanced(pool)
 
 
 @pytest.fixture
@@ -97,11 +103,4 @@ async def gateway(gateway_port):
 @pytest.fixture
 def ledger_checked(pool, gateway):
     """The books, and the books against the gateway's payments, hold."""
-    from server.invariants import check
-
-    async def assert_balanced():
-        async with pool.acquire() as conn:
-            violations = await check(conn, gateway)
-        assert violations == [], "\n".join(map(str, violations))
-
-    return assert_balanced
+    return balanced(pool, gateway)
