@@ -130,6 +130,8 @@ class Running:
     # The plaintext health-only server on HEALTH_LISTEN_ADDR, and its port.
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
+    # The channel to the payment gateway, closed when the server stops.
+    gateway_channel: grpc.aio.Channel | None = None
 
 
 def grpc_options(settings: Settings, *, reuse_port: bool) -> list[tuple[str, int]]:
@@ -245,7 +247,8 @@ async def start_server(settings: Settings, pool: asyncpg.Pool, clock: Clock, *, 
     await grpc_server.start()
     if health_server is not None:
         await health_server.start()
-    running = Running(grpc_server, port, health_servicer, core, admission, database, health_server, health_port)
+    running = Running(grpc_server, port, health_servicer, core, admission, database, health_server, health_port,
+                      gateway_channel)
     await database.start()
     await mark_serving(running, serving)
     return running
@@ -262,6 +265,8 @@ async def stop_server(running: Running, grace_s: float) -> None:
     if running.health_server is not None:
         await running.health_server.stop(grace_s)
     await running.server.stop(grace_s)
+    if running.gateway_channel is not None:
+        await running.gateway_channel.close()
 
 
 class DatabaseWatch:
