@@ -200,13 +200,17 @@ async def merchants_of_day(conn: asyncpg.Connection, day: date) -> list[str]:
 
 
 async def settled_day(conn: asyncpg.Connection, merchant_id: str, day: date) -> MerchantDayView:
-    """The merchant-day as it stands: once settled, with what it carried in and its
-    status; before, with nothing carried in."""
+    """The merchant-day as it stands: once settled, its figures as they were settled
+    (the category and fee then, even if the merchant's category changed since), with
+    what it carried in and its status; before, with nothing carried in."""
     row = await merchant_rows.settlement(conn, merchant_id, day)
     if row is None:
         return await merchant_day(conn, merchant_id, day)
     view = await merchant_day(conn, merchant_id, day, row["carried_in_minor"])
-    return MerchantDayView(merchant_id, day, view.settlement, SettledDay.of(row))
+    settled = replace(view.settlement, category=MerchantCategory(row["category"]), fee_bps=row["fee_bps"],
+                      captured_minor=row["captured_minor"], refunded_minor=row["refunded_minor"],
+                      fee_minor=row["fee_minor"])
+    return MerchantDayView(merchant_id, day, settled, SettledDay.of(row))
 
 
 @dataclass(frozen=True)

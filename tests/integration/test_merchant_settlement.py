@@ -321,3 +321,19 @@ async def test_the_demonstration_merchants_are_registered_once_and_an_operators_
         await merchant_settlements.register_demo_merchants(conn, clock.now())
         assert [await merchant_settlements.category(conn, m) for m in ("school-2041", "travel-2210", "gadget-4410")] \
             == [MerchantCategory.EDUCATION, MerchantCategory.GENERAL, MerchantCategory.ELECTRONICS]
+
+
+async def test_a_settled_day_shows_the_fee_it_was_settled_with_after_the_category_changes(api: Api, pool, clock):
+    async with acquire(pool) as conn:
+        await merchant_settlements.register_merchant(conn, "gadget-77", MerchantCategory.ELECTRONICS, clock.now())
+    account = (await api.open_account(limit_minor=1_000_000)).account_id
+    await buy(api, account, 100_000, merchant_id="gadget-77")
+    clock.advance(timedelta(days=1))
+    (view,) = await merchant_settlements.settle_closed_days(pool, clock.now())
+    assert (view.settlement.fee_bps, view.settlement.fee_minor) == (120, 1_200)
+    async with acquire(pool) as conn:
+        await merchant_settlements.register_merchant(conn, "gadget-77", MerchantCategory.GENERAL, clock.now())
+    shown = await api.checkout.GetMerchantSettlement(checkout_pb2.GetMerchantSettlementRequest(
+        merchant_id="gadget-77", date=DAY.isoformat()), timeout=10)
+    assert (shown.category, shown.fee_bps, shown.fee_minor, shown.net_minor) == (
+        checkout_pb2.MERCHANT_CATEGORY_ELECTRONICS, 120, 1_200, 98_800)
