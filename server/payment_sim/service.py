@@ -21,7 +21,7 @@ from server.domain.errors import CreditError
 from server.domain.money import CURRENCY
 from server.domain.payments import PaymentKind, PaymentOrder
 from server.interceptors import status_for
-from server.paging import decode, encode
+from server.paging import decode_position, encode_position
 from server.payment_sim.book import Answer, Book
 from server.payments.messages import KINDS, STATUSES, OrderRequest, event_to_proto, payment_to_proto
 from server.services.fields import Fields
@@ -111,7 +111,7 @@ class PaymentSimulator(payment_gateway_pb2_grpc.PaymentGatewayServiceServicer):
         fields.done()
         payments, following = self.book.page(start, size, status, kind)
         return pb.ListPaymentsResponse(payments=[payment_to_proto(p) for p in payments],
-                                       next_page_token=encode([str(following)]) if following is not None else "")
+                                       next_page_token=encode_position(following) if following is not None else "")
 
     async def WatchPayments(self, request: pb.WatchPaymentsRequest, context: grpc.aio.ServicerContext):
         cursor = request.after_sequence
@@ -144,16 +144,11 @@ class PaymentSimulator(payment_gateway_pb2_grpc.PaymentGatewayServiceServicer):
 
 def _position(token: str, fields: Fields) -> int:
     """Where a page token says the next page starts; 0 for the first page."""
-    if not token:
-        return 0
     try:
-        (position,) = decode(token, 1)
-        if position.isdigit():
-            return int(position)
+        return decode_position(token)
     except CreditError:
-        pass
-    fields.fail("page_token", "is not a token this service issued")
-    return 0
+        fields.fail("page_token", "is not a token this service issued")
+        return 0
 
 
 async def serve(address: str, book: Book) -> tuple[grpc.aio.Server, int]:

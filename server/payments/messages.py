@@ -37,6 +37,10 @@ def status_to_proto(status: PaymentStatus | None) -> pb.PaymentStatus.ValueType:
     return to_proto_enum(pb.PaymentStatus, "PAYMENT_STATUS_", status)
 
 
+def reason_to_proto(reason: FailureReason | None) -> pb.PaymentFailureReason.ValueType:
+    return to_proto_enum(pb.PaymentFailureReason, "PAYMENT_FAILURE_REASON_", reason)
+
+
 def order_request(order: PaymentOrder) -> OrderRequest:
     """The request that asks the gateway for `order`."""
     if order.kind is PaymentKind.MERCHANT:
@@ -54,7 +58,7 @@ def payment_to_proto(payment: PaymentResult) -> pb.Payment:
     return pb.Payment(
         payment_id=payment.payment_id, idempotency_key=order.idempotency_key, kind=kind_to_proto(order.kind),
         status=status_to_proto(payment.status),
-        failure_reason=to_proto_enum(pb.PaymentFailureReason, "PAYMENT_FAILURE_REASON_", payment.failure_reason),
+        failure_reason=reason_to_proto(payment.failure_reason),
         amount_minor=order.amount_minor, currency=order.currency, reference=order.reference,
         instrument_token=order.instrument_token, account_id=order.account_id, merchant_id=order.merchant_id,
         created_at=timestamp(payment.created_at), completed_at=timestamp(payment.completed_at))
@@ -85,7 +89,7 @@ def event_to_proto(event: PaymentEvent) -> pb.PaymentEvent:
         sequence=event.sequence, payment_id=event.payment_id, idempotency_key=event.idempotency_key,
         reference=event.reference, kind=kind_to_proto(event.kind), amount_minor=event.amount_minor,
         currency=event.currency, status=status_to_proto(event.status),
-        failure_reason=to_proto_enum(pb.PaymentFailureReason, "PAYMENT_FAILURE_REASON_", event.failure_reason),
+        failure_reason=reason_to_proto(event.failure_reason),
         occurred_at=timestamp(event.occurred_at), account_id=event.account_id, merchant_id=event.merchant_id)
 
 
