@@ -331,11 +331,19 @@ class Statements:
             raise InvariantViolation("a statement is asked for by its date or its month")
         if row is None:
             raise NotFound("period", period, "statement")
-        return await self._whole(conn, row)
+        (statement,) = await self._whole(conn, row["account_id"], [row])
+        return statement
 
-    async def _whole(self, conn: asyncpg.Connection, row: asyncpg.Record) -> Statement:
-        return _statement(row, await rows.lines(conn, row["account_id"], row["statement_date"]),
-                          await rows.installments(conn, row["account_id"], row["statement_date"]))
+    async def _whole(self, conn: asyncpg.Connection, account_id: UUID,
+                     found: Sequence[asyncpg.Record]) -> list[Statement]:
+        """The account's statements of these rows, with their lines and installments."""
+        dates = [r["statement_date"] for r in found]
+        lines, installments = defaultdict(list), defaultdict(list)
+        for line in await rows.lines(conn, account_id, dates):
+            lines[line["statement_date"]].append(line)
+        for installment in await rows.installments(conn, account_id, dates):
+            installments[installment["statement_date"]].append(installment)
+        return [_statement(r, lines[r["statement_date"]], installments[r["statement_date"]]) for r in found]
 
     async def page(self, conn: asyncpg.Connection, account_id: UUID, page_size: int, page_token: str) -> StatementPage:
         """One page of the account's statements, newest first; `page_size` is already
@@ -352,7 +360,7 @@ class Statements:
             except ValueError:
                 raise InvalidArgument.of("page_token", "is not a token this service issued") from None
         found = await rows.page(conn, account_id, before, page_size + 1)
-        statements = tuple([await self._whole(conn, r) for r in found[:page_size]])
+        statements = tuple(await self._whole(conn, account_id, found[:page_size]))
         token = paging.encode([statements[-1].statement_date.isoformat()]) if len(found) > page_size else ""
         return StatementPage(statements, token)
 
@@ -385,7 +393,7 @@ class Statements:
                                                   reason=Reason.NO_CONTACT_ADDRESS.value):
                     return None
                 return AttemptStatus.SUPPRESSED
-            statement = await self._whole(conn, row)
+            (statement,) = await self._whole(conn, delivery.account_id, [row])
         return StatementMail(delivery, statement, name, email, account["locale"])
 
     async def mark_sent(self, pool: asyncpg.Pool, delivery: Delivery, owner: UUID, now: datetime,

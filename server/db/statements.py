@@ -122,16 +122,17 @@ WHERE account_id = $1 AND statement_date >= $2 AND statement_date < $3
 ORDER BY statement_date DESC LIMIT 1
 """
 
+# The lines and the installments of some of an account's statements, in one read each.
 SELECT_LINES = """
-SELECT line, kind, entry_id, entry_kind, reference_id, booked_at, amount_minor, loan_id, merchant_id, order_id,
-       term_months, method, apr_bps
-FROM statement_lines WHERE account_id = $1 AND statement_date = $2 ORDER BY line
+SELECT statement_date, line, kind, entry_id, entry_kind, reference_id, booked_at, amount_minor, loan_id,
+       merchant_id, order_id, term_months, method, apr_bps
+FROM statement_lines WHERE account_id = $1 AND statement_date = ANY($2::date[]) ORDER BY statement_date, line
 """
 
 SELECT_INSTALLMENTS = """
-SELECT loan_id, sequence, order_id, due_date, principal_minor, fee_minor, penalty_minor
-FROM statement_installments WHERE account_id = $1 AND statement_date = $2
-ORDER BY due_date, order_id, sequence
+SELECT statement_date, loan_id, sequence, order_id, due_date, principal_minor, fee_minor, penalty_minor
+FROM statement_installments WHERE account_id = $1 AND statement_date = ANY($2::date[])
+ORDER BY statement_date, due_date, order_id, sequence
 """
 
 # Newest first, after the statement date of the previous page's last one.
@@ -230,12 +231,13 @@ async def latest_between(conn: asyncpg.Connection, account_id: UUID, start: date
     return await conn.fetchrow(SELECT_LATEST_BETWEEN, account_id, start, end)
 
 
-async def lines(conn: asyncpg.Connection, account_id: UUID, statement_date: date) -> list[asyncpg.Record]:
-    return await conn.fetch(SELECT_LINES, account_id, statement_date)
+async def lines(conn: asyncpg.Connection, account_id: UUID, statement_dates: list[date]) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_LINES, account_id, statement_dates)
 
 
-async def installments(conn: asyncpg.Connection, account_id: UUID, statement_date: date) -> list[asyncpg.Record]:
-    return await conn.fetch(SELECT_INSTALLMENTS, account_id, statement_date)
+async def installments(conn: asyncpg.Connection, account_id: UUID,
+                       statement_dates: list[date]) -> list[asyncpg.Record]:
+    return await conn.fetch(SELECT_INSTALLMENTS, account_id, statement_dates)
 
 
 async def page(conn: asyncpg.Connection, account_id: UUID, before: date | None, limit: int) -> list[asyncpg.Record]:
